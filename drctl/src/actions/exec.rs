@@ -1,0 +1,294 @@
+//! `exec`: run a program (no shell) and check its exit code.
+//!
+//! drctl cannot know whether an arbitrary command is safe to repeat, so an
+//! `exec` step is idempotent only when the runbook says how to tell it is
+//! already done (`unless`: a command whose success means "skip") or declares
+//! `idempotent: true`. Otherwise a resume after a crash mid-step stops and
+//! asks the operator. The child runs in its own process group, dies with
+//! drctl (PDEATHSIG) so an orphan cannot race a resumed run, and is killed
+//! as a group on timeout. Output is kept in the journal with secrets masked.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use super::{decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::decode::{Ctx, MapReader};
+use crate::secret::{redact, SecretRef};
+use crate::yaml::{Kind, Node};
+
+pub struct Exec;
+
+/// Output kept per stream in the journal; the rest is summarised.
+const KEEP_BYTES: usize = 16 * 1024;
+
+pub struct ExecParams {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub dir: Option<String>,
+    pub unless: Option<Vec<String>>,
+    pub verify: Option<Vec<String>>,
+    pub idempotent: bool,
+    pub expect_exit: Vec<i32>,
+}
+
+fn argv(ctx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
+    let items = ctx.string_list(n, what)?;
+    if items.is_empty() {
+        ctx.error("E-VALUE", n, format!("{what}: needs at least the program"), Some("e.g. [pg_dump, --version]".into()));
+        return None;
+    }
+    Some(items.into_iter().map(|(s, _)| s).collect())
+}
+
+impl Exec {
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<ExecParams> {
+        let mut r = MapReader::new(ctx, with, "exec")?;
+        let argv_node = r.req(ctx, "argv");
+        if let Some(Kind::Str(s)) = argv_node.map(|n| &n.kind) {
+            let n = argv_node?;
+            ctx.error(
+                "E-TYPE",
+                n,
+                "exec: argv must be a list (drctl runs no shell)",
+                Some(format!("write argv: [{}]", s.split_whitespace().collect::<Vec<_>>().join(", "))),
+            );
+            return None;
+        }
+        let argv_v = argv_node.and_then(|n| argv(ctx, n, "argv"));
+        let mut env = BTreeMap::new();
+        if let Some(e) = r.opt("env") {
+            match e.as_map() {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        if let Some(s) = ctx.string(v, &format!("env.{}", k.key_text())) {
+                            env.insert(k.key_text(), s);
+                        }
+                    }
+                }
+                None => ctx.expected(e, "a mapping of variable names to values", "env"),
+            }
+        }
+        let dir = r.opt("dir").and_then(|n| ctx.string(n, "dir"));
+        let unless = r.opt("unless").and_then(|n| argv(ctx, n, "unless"));
+        let verify = r.opt("verify").and_then(|n| argv(ctx, n, "verify"));
+        let idempotent = r.opt("idempotent").and_then(|n| ctx.boolean(n, "idempotent")).unwrap_or(false);
+        let expect_exit = match r.opt("expect_exit") {
+            None => vec![0],
+            Some(n) => match &n.kind {
+                Kind::Seq(items) => items.iter().filter_map(|i| ctx.uint(i, "expect_exit")).map(|v| v as i32).collect(),
+                _ => ctx.uint(n, "expect_exit").map(|v| vec![v as i32]).unwrap_or_default(),
+            },
+        };
+        r.finish(ctx);
+        Some(ExecParams {
+            argv: argv_v?,
+            env,
+            dir,
+            unless,
+            verify,
+            idempotent,
+            expect_exit,
+        })
+    }
+}
+
+pub struct CommandResult {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Kills the whole process group if the step is cancelled or times out.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) with a negative pid signals a process group we
+            // created; it has no memory-safety preconditions.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Runs `argv` with extra environment, bounded by `limit`.
+pub async fn run_command(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    dir: Option<&str>,
+    limit: Duration,
+) -> Result<CommandResult, ActionError> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| ActionError::failed("empty argv"))?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    for (k, v) in env {
+        let value = match SecretRef::parse(v) {
+            Some(r) => resolve_secret(&r)?.expose().to_string(),
+            None => v.clone(),
+        };
+        cmd.env(k, value);
+    }
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
+    // memory; it makes the child die if drctl is killed, so an orphaned
+    // command can never run concurrently with a resumed run.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        ActionError::failed_hint(
+            format!("cannot start `{prog}`: {e}"),
+            "is the program installed and on PATH? argv[0] is not looked up by a shell",
+        )
+    })?;
+    let guard = GroupGuard(child.id().map(|p| p as i32));
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let io = async {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let read_o = async {
+            if let Some(s) = out.as_mut() {
+                let _ = s.read_to_end(&mut o).await;
+            }
+        };
+        let read_e = async {
+            if let Some(s) = err.as_mut() {
+                let _ = s.read_to_end(&mut e).await;
+            }
+        };
+        tokio::join!(read_o, read_e);
+        let status = child.wait().await;
+        (o, e, status)
+    };
+    let (o, e, status) = match tokio::time::timeout(limit, io).await {
+        Ok(v) => v,
+        Err(_) => {
+            drop(guard);
+            return Err(ActionError::failed(format!(
+                "`{}` did not finish within {}; its process group was killed",
+                argv.join(" "),
+                crate::duration::format_duration(limit)
+            )));
+        }
+    };
+    let mut guard = guard;
+    guard.0 = None;
+    let status = status.map_err(|e| ActionError::failed(format!("waiting for `{prog}`: {e}")))?;
+    Ok(CommandResult {
+        code: status.code(),
+        stdout: keep(&o),
+        stderr: keep(&e),
+        elapsed: started.elapsed(),
+    })
+}
+
+fn keep(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = redact(&text).into_owned();
+    if text.len() <= KEEP_BYTES {
+        return text;
+    }
+    let mut cut = KEEP_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}\n[... {} more bytes not kept]", &text[..cut], text.len() - cut)
+}
+
+#[async_trait]
+impl Action for Exec {
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+    fn summary(&self) -> &'static str {
+        "Run a program without a shell; check its exit code"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["exit_code", "stdout", "stderr", "already_done", "duration_ms"]
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+        Self::decode(ctx, with);
+    }
+    fn idempotent(&self, params: &Value) -> bool {
+        params.get("unless").is_some() || params.get("idempotent") == Some(&Value::Bool(true))
+    }
+    fn describe(&self, params: &Value) -> String {
+        let argv: Vec<String> = params
+            .get("argv")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(super::short).collect())
+            .unwrap_or_default();
+        format!("run {}", argv.join(" "))
+    }
+    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+        let p = decode_resolved(self.kind(), params, Self::decode)?;
+        if let Some(unless) = &p.unless {
+            let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+            if r.code == Some(0) {
+                return Ok(Preflight::ok(format!("{} (already done: `{}` succeeds)", self.describe(params), unless.join(" "))));
+            }
+        }
+        Ok(Preflight::ok(self.describe(params)))
+    }
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let p = decode_resolved(self.kind(), params, Self::decode)?;
+        let mut out = Outputs::new();
+        if let Some(unless) = &p.unless {
+            let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+            if r.code == Some(0) {
+                out.insert("already_done".into(), json!(true));
+                out.insert("exit_code".into(), Value::Null);
+                return Ok(out);
+            }
+        }
+        let r = run_command(&p.argv, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+        out.insert("exit_code".into(), json!(r.code));
+        out.insert("stdout".into(), json!(r.stdout));
+        out.insert("stderr".into(), json!(r.stderr));
+        out.insert("already_done".into(), json!(false));
+        out.insert("duration_ms".into(), json!(r.elapsed.as_millis() as u64));
+        let ok = r.code.is_some_and(|c| p.expect_exit.contains(&c));
+        if !ok {
+            let code = r.code.map_or("a signal".to_string(), |c| c.to_string());
+            let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(ActionError::failed(format!(
+                "`{}` exited with {code}, expected {:?}{}",
+                p.argv.join(" "),
+                p.expect_exit,
+                if tail.is_empty() { String::new() } else { format!("; stderr:\n{tail}") }
+            )));
+        }
+        if let Some(verify) = &p.verify {
+            let v = run_command(verify, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+            if v.code != Some(0) {
+                return Err(ActionError::failed(format!(
+                    "verification `{}` failed after `{}` succeeded",
+                    verify.join(" "),
+                    p.argv.join(" ")
+                )));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,250 @@
+//! `http.check`: one HTTP request with assertions on status, body and a JSON
+//! pointer. TLS is verified unless `tls_verify: false` is written down,
+//! because a smoke check that accepts any certificate checks nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::decode::{Ctx, MapReader};
+use crate::secret::SecretRef;
+use crate::yaml::{Kind, Node};
+
+pub struct HttpCheck;
+
+pub struct HttpParams {
+    pub url: String,
+    pub method: String,
+    /// Header values; a value written as `env:`/`file:` is a secret.
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub expect_status: Vec<u16>,
+    pub body_contains: Option<String>,
+    pub json_pointer: Option<String>,
+    pub equals: Option<Value>,
+    pub attempt_timeout: Duration,
+    pub tls_verify: bool,
+}
+
+impl HttpCheck {
+    pub fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<HttpParams> {
+        let mut r = MapReader::new(ctx, with, "http.check")?;
+        let url_node = r.req(ctx, "url");
+        let url = url_node.and_then(|n| ctx.string(n, "url"));
+        if let (Some(u), Some(n)) = (&url, url_node) {
+            if !crate::expr::has_refs(u) && !(u.starts_with("http://") || u.starts_with("https://")) {
+                ctx.error("E-VALUE", n, format!("url `{u}` must start with http:// or https://"), None);
+            }
+        }
+        let method = r
+            .opt("method")
+            .and_then(|n| ctx.one_of(n, &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], "method"))
+            .unwrap_or("GET")
+            .to_string();
+        let mut headers = BTreeMap::new();
+        if let Some(h) = r.opt("headers") {
+            match h.as_map() {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        if let Some(s) = ctx.string(v, &format!("headers.{}", k.key_text())) {
+                            headers.insert(k.key_text(), s);
+                        }
+                    }
+                }
+                None => ctx.expected(h, "a mapping of header names to values", "headers"),
+            }
+        }
+        let body = r.opt("body").and_then(|n| ctx.string(n, "body"));
+        let expect_status = match r.opt("expect_status") {
+            None => vec![200],
+            Some(n) => match &n.kind {
+                Kind::Seq(items) => items.iter().filter_map(|i| status(ctx, i)).collect(),
+                _ => status(ctx, n).into_iter().collect(),
+            },
+        };
+        let body_contains = r.opt("body_contains").and_then(|n| ctx.string(n, "body_contains"));
+        let ptr_node = r.opt("json_pointer");
+        let json_pointer = ptr_node.and_then(|n| ctx.string(n, "json_pointer"));
+        if let (Some(p), Some(n)) = (&json_pointer, ptr_node) {
+            if !p.is_empty() && !p.starts_with('/') {
+                ctx.error("E-VALUE", n, format!("json_pointer `{p}` must start with `/`"), Some(format!("write `/{p}`")));
+            }
+        }
+        let equals = r.opt("equals").map(Node::to_json);
+        if equals.is_some() && json_pointer.is_none() {
+            ctx.error("E-VALUE", with, "http.check: `equals` needs `json_pointer`", Some("e.g. json_pointer: /status".into()));
+        }
+        let attempt_timeout = r
+            .opt("attempt_timeout")
+            .and_then(|n| ctx.duration(n, "attempt_timeout"))
+            .unwrap_or(Duration::from_secs(10));
+        let tls_verify = r.opt("tls_verify").and_then(|n| ctx.boolean(n, "tls_verify")).unwrap_or(true);
+        r.finish(ctx);
+        Some(HttpParams {
+            url: url?,
+            method,
+            headers,
+            body,
+            expect_status,
+            body_contains,
+            json_pointer,
+            equals,
+            attempt_timeout,
+            tls_verify,
+        })
+    }
+
+    /// Runs the request and assertions; shared with smoke check sets.
+    pub async fn run(p: &HttpParams, deadline: Duration) -> Result<Outputs, ActionError> {
+        let client = reqwest::Client::builder()
+            .timeout(p.attempt_timeout.min(deadline.max(Duration::from_millis(1))))
+            .danger_accept_invalid_certs(!p.tls_verify)
+            .build()
+            .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
+        let method = reqwest::Method::from_bytes(p.method.as_bytes())
+            .map_err(|_| ActionError::failed(format!("bad method {}", p.method)))?;
+        let mut req = client.request(method, &p.url);
+        for (k, v) in &p.headers {
+            let value = match SecretRef::parse(v) {
+                Some(r) => resolve_secret(&r)?.expose().to_string(),
+                None => v.clone(),
+            };
+            req = req.header(k, value);
+        }
+        if let Some(b) = &p.body {
+            req = req.body(b.clone());
+        }
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| {
+            ActionError::failed_hint(
+                format!("{} {}: {}", p.method, p.url, error_chain(&e)),
+                "is the service up and the URL right? `drctl plan --check` probes it read-only",
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ActionError::failed(format!("{}: reading body: {e}", p.url)))?;
+        let elapsed = started.elapsed();
+        let snippet: String = text.chars().take(512).collect();
+        if !p.expect_status.contains(&status) {
+            return Err(ActionError::failed(format!(
+                "{} {} returned {status}, expected {:?}; body: {snippet}",
+                p.method, p.url, p.expect_status
+            )));
+        }
+        if let Some(needle) = &p.body_contains {
+            if !text.contains(needle.as_str()) {
+                return Err(ActionError::failed(format!(
+                    "{}: body does not contain `{needle}`; body: {snippet}",
+                    p.url
+                )));
+            }
+        }
+        let mut out = Outputs::new();
+        if let Some(ptr) = &p.json_pointer {
+            let doc: Value = serde_json::from_str(&text)
+                .map_err(|e| ActionError::failed(format!("{}: body is not JSON ({e}): {snippet}", p.url)))?;
+            let got = doc.pointer(ptr).cloned().ok_or_else(|| {
+                ActionError::failed(format!("{}: JSON has nothing at `{ptr}`: {snippet}", p.url))
+            })?;
+            if let Some(want) = &p.equals {
+                if !json_equal(&got, want) {
+                    return Err(ActionError::failed(format!(
+                        "{}: `{ptr}` is {got}, expected {want}",
+                        p.url
+                    )));
+                }
+            }
+            out.insert("value".into(), got);
+        }
+        out.insert("status".into(), json!(status));
+        out.insert("latency_ms".into(), json!(elapsed.as_secs_f64() * 1000.0));
+        out.insert("body".into(), json!(snippet));
+        Ok(out)
+    }
+}
+
+/// Numbers compare by value and a string equals a number with the same text,
+/// since YAML authors write `equals: 1` and `equals: "1"` interchangeably.
+fn json_equal(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {
+            a.parse::<f64>().ok() == b.as_f64()
+        }
+        _ => got == want,
+    }
+}
+
+fn status(ctx: &mut Ctx<'_>, n: &Node) -> Option<u16> {
+    let v = ctx.uint(n, "expect_status")?;
+    if !(100..=599).contains(&v) {
+        ctx.error("E-VALUE", n, format!("HTTP status {v} is out of range 100-599"), None);
+        return None;
+    }
+    Some(v as u16)
+}
+
+/// Includes the causes (connection refused, timed out) that reqwest keeps in
+/// its source chain; the top-level message alone says only "error sending".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[async_trait]
+impl Action for HttpCheck {
+    fn kind(&self) -> &'static str {
+        "http.check"
+    }
+    fn summary(&self) -> &'static str {
+        "HTTP request with assertions on status, body and a JSON pointer"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["status", "latency_ms", "body", "value"]
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+        Self::decode(ctx, with);
+    }
+    fn describe(&self, params: &Value) -> String {
+        format!(
+            "{} {} expect {}",
+            params.get("method").map(super::short).unwrap_or_else(|| "GET".into()),
+            params.get("url").map(super::short).unwrap_or_default(),
+            params.get("expect_status").map(super::short).unwrap_or_else(|| "200".into())
+        )
+    }
+    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+        let p = decode_resolved(self.kind(), params, Self::decode)?;
+        if p.method != "GET" && p.method != "HEAD" {
+            return Ok(Preflight::ok(format!("{} {} (not probed: not read-only)", p.method, p.url)));
+        }
+        Ok(match Self::run(&p, ctx.remaining()).await {
+            Ok(o) => Preflight::ok(format!("{} {} -> {} (passes now)", p.method, p.url, o["status"])),
+            Err(e) => Preflight {
+                lines: vec![format!("{} {} -> fails now: {e}", p.method, p.url)],
+                // A failing smoke check before failover is expected (the
+                // primary is down); it is information, not a blocker.
+                ok: true,
+            },
+        })
+    }
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let p = decode_resolved(self.kind(), params, Self::decode)?;
+        Self::run(&p, ctx.remaining()).await
+    }
+}

@@ -1,0 +1,104 @@
+//! `wait`: sleep for a duration, or poll a condition until it holds.
+//!
+//! `until` is re-evaluated every `interval` against the run's scope; the
+//! step's `timeout` bounds the wait (a condition that never holds fails the
+//! step instead of hanging the incident).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::decode::{Ctx, MapReader};
+use crate::duration::format_duration;
+use crate::yaml::Node;
+
+pub struct Wait;
+
+pub struct WaitParams {
+    pub duration: Option<Duration>,
+    pub until: Option<String>,
+    pub interval: Duration,
+}
+
+impl Wait {
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<WaitParams> {
+        let mut r = MapReader::new(ctx, with, "wait")?;
+        let duration = r.opt("duration").and_then(|n| ctx.duration(n, "duration"));
+        let until_node = r.opt("until");
+        let until = until_node.and_then(|n| ctx.string(n, "until"));
+        let interval = r
+            .opt("interval")
+            .and_then(|n| ctx.duration(n, "interval"))
+            .unwrap_or(Duration::from_millis(500));
+        if let (Some(c), Some(n)) = (&until, until_node) {
+            if let Err(e) = crate::expr::split_condition(c) {
+                ctx.error("E-EXPR", n, e.to_string(), Some("example: `${steps.status.outputs.lag_bytes} < 1024`".into()));
+            }
+        }
+        let dn = r.node();
+        let has_duration = dn.get("duration").is_some();
+        if !has_duration && until_node.is_none() {
+            ctx.error("E-MISSING-FIELD", dn, "wait: needs `duration` or `until`", Some("e.g. `with: {duration: 5s}`".into()));
+        } else if has_duration && until_node.is_some() {
+            ctx.error("E-VALUE", dn, "wait: give either `duration` or `until`, not both", None);
+        }
+        r.finish(ctx);
+        Some(WaitParams { duration, until, interval })
+    }
+}
+
+#[async_trait]
+impl Action for Wait {
+    fn kind(&self) -> &'static str {
+        "wait"
+    }
+    fn summary(&self) -> &'static str {
+        "Sleep for a duration, or until a condition holds"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["waited_ms"]
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+        Self::decode(ctx, with);
+    }
+    fn describe(&self, params: &Value) -> String {
+        match (params.get("duration"), params.get("until")) {
+            (Some(d), _) => format!("wait {}", super::short(d)),
+            (_, Some(u)) => format!("wait until {}", super::short(u)),
+            _ => "wait".into(),
+        }
+    }
+    async fn preflight(&self, params: &Value, _ctx: &StepContext) -> Result<Preflight, ActionError> {
+        Ok(Preflight::ok(self.describe(params)))
+    }
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let p = decode_resolved(self.kind(), params, Self::decode)?;
+        let start = std::time::Instant::now();
+        if let Some(d) = p.duration {
+            tokio::time::sleep(d).await;
+        } else if let Some(cond) = &p.until {
+            // The condition was resolved with the run's scope before we got
+            // here; what remains is a plain comparison of literals.
+            let scope = crate::expr::Scope::default();
+            loop {
+                match scope.eval_condition(cond) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => return Err(ActionError::failed(e.to_string())),
+                }
+                if ctx.remaining() <= p.interval {
+                    return Err(ActionError::failed(format!(
+                        "condition `{cond}` still false after {}",
+                        format_duration(start.elapsed())
+                    )));
+                }
+                tokio::time::sleep(p.interval).await;
+            }
+        }
+        let mut out = Outputs::new();
+        out.insert("waited_ms".into(), json!(start.elapsed().as_millis() as u64));
+        Ok(out)
+    }
+}

@@ -1,0 +1,146 @@
+//! Errors as the operator sees them: a short message, the chain of causes,
+//! a hint, and a documented exit code.
+
+use std::fmt::Write as _;
+
+use crate::diag::Diagnostics;
+use crate::engine::EngineError;
+use crate::exit;
+use crate::journal::JournalError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+    pub causes: Vec<String>,
+    pub hint: Option<String>,
+    pub diags: Option<Diagnostics>,
+}
+
+impl CliError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+            causes: Vec::new(),
+            hint: None,
+            diags: None,
+        }
+    }
+
+    pub fn hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+
+    pub fn from_error(code: i32, e: &dyn std::error::Error) -> Self {
+        let mut c = CliError::new(code, e.to_string());
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            let t = s.to_string();
+            if !c.message.contains(&t) {
+                c.causes.push(t);
+            }
+            cur = s.source();
+        }
+        c
+    }
+
+    pub fn invalid(diags: Diagnostics) -> Self {
+        let n = diags.error_count();
+        CliError {
+            code: exit::INVALID_INPUT,
+            message: format!("{n} error{} found; nothing was run", if n == 1 { "" } else { "s" }),
+            causes: Vec::new(),
+            hint: None,
+            diags: Some(diags),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        if let Some(d) = &self.diags {
+            o.push_str(&d.render());
+            o.push('\n');
+        }
+        let _ = writeln!(o, "error: {}", self.message);
+        for c in &self.causes {
+            let _ = writeln!(o, "  caused by: {c}");
+        }
+        if let Some(h) = &self.hint {
+            let _ = writeln!(o, "  hint: {h}");
+        }
+        let _ = writeln!(o, "  (exit code {})", self.code);
+        crate::secret::redact(&o).into_owned()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "error": {
+                "message": self.message,
+                "causes": self.causes,
+                "hint": self.hint,
+                "exit_code": self.code,
+                "diagnostics": self.diags.as_ref().map(|d| d.iter().map(|x| x.to_json()).collect::<Vec<_>>()),
+            }
+        });
+        crate::secret::redact_json(&mut v);
+        v
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::RunNotFound(id) => CliError::new(exit::NOT_FOUND, format!("run `{id}` not found"))
+                .hint("`drctl runs` lists runs; check --state-dir / DRCTL_STATE_DIR"),
+            StoreError::LeaseHeld { name, holder } => CliError::new(exit::LOCK_HELD, format!("lock `{name}` is held by {holder}"))
+                .hint("one run per environment: wait for it, or `drctl abort` it"),
+            _ => CliError::from_error(exit::INTERNAL, &e),
+        }
+    }
+}
+
+impl From<JournalError> for CliError {
+    fn from(e: JournalError) -> Self {
+        match &e {
+            JournalError::Store(s) if matches!(s, StoreError::RunNotFound(_)) => {
+                let StoreError::RunNotFound(id) = s else { return CliError::new(exit::NOT_FOUND, "run not found") };
+                CliError::new(exit::NOT_FOUND, format!("run `{id}` not found")).hint("`drctl runs` lists runs")
+            }
+            JournalError::Write(_) => CliError::from_error(exit::JOURNAL_WRITE, &e)
+                .hint("free disk space or fix permissions of the state directory, then `drctl resume`"),
+            _ if e.is_integrity() => CliError::from_error(exit::JOURNAL_CORRUPT, &e)
+                .hint("the journal was modified or damaged; it is evidence: keep a copy and do not trust its contents"),
+            _ => CliError::from_error(exit::INTERNAL, &e),
+        }
+    }
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Journal(j) => j.into(),
+            EngineError::Store(s) => s.into(),
+            EngineError::LockHeld { env, holder } => CliError::new(
+                exit::LOCK_HELD,
+                format!("another run is active on `{env}`: {holder}"),
+            )
+            .hint(format!("only one run per environment; watch it with `drctl status {} --follow`", holder.run_id)),
+            e @ EngineError::RunbookChanged { .. } => CliError::from_error(exit::RUNBOOK_CHANGED, &e)
+                .hint("review the change; resume with --allow-runbook-change to accept it (journaled)"),
+            EngineError::NeedsDecision { steps } => CliError::new(
+                exit::NEEDS_DECISION,
+                format!("[DRCTL-R002] step(s) {} were interrupted mid-execution and may not be safe to repeat", steps.join(", ")),
+            )
+            .hint(format!(
+                "check the system by hand, then `--mark-done {0}` if it took effect or `--rerun {0}` to execute it again",
+                steps[0]
+            )),
+            e @ EngineError::NotResumable { .. } => CliError::from_error(exit::INVALID_INPUT, &e),
+            e @ EngineError::MissingParam(_) => CliError::from_error(exit::INVALID_INPUT, &e).hint("pass --param NAME=VALUE"),
+            e @ EngineError::Invalid(_) => CliError::from_error(exit::INVALID_INPUT, &e),
+        }
+    }
+}

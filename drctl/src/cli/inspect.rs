@@ -1,0 +1,121 @@
+//! `runs`, `status`, `report`: read-only views of journals.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{ui, CliError, OutputFormat, ReportFormat};
+use crate::engine::run::load_view_pub;
+use crate::engine::view::RunView;
+use crate::exit;
+use crate::journal::{format_ms, StepStatus};
+use crate::store::Store;
+
+/// Accepts `latest` for the newest run.
+pub fn resolve_run_id(store: &dyn Store, id: &str) -> Result<String, CliError> {
+    if id != "latest" {
+        return Ok(id.to_string());
+    }
+    store
+        .list_runs()?
+        .pop()
+        .ok_or_else(|| CliError::new(exit::NOT_FOUND, "there are no runs yet").hint(format!("state: {}", store.describe())))
+}
+
+pub fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError> {
+    let mut rows = Vec::new();
+    for id in store.list_runs()? {
+        match load_view_pub(store, &id) {
+            Ok((v, _)) => rows.push(serde_json::json!({
+                "run_id": id, "runbook": v.runbook.name, "mode": v.mode.as_str(),
+                "status": v.status_text(), "started": format_ms(v.started_ms),
+                "environment": v.environment.as_ref().map(|e| e.name.clone()),
+            })),
+            Err(e) => rows.push(serde_json::json!({"run_id": id, "status": "unreadable", "error": CliError::from(e).message})),
+        }
+    }
+    if output == OutputFormat::Json {
+        ui::out(&serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        ui::out("no runs yet");
+    }
+    for r in rows {
+        ui::out(&format!(
+            "{:<28} {:<17} {:<9} {:<16} {}",
+            r["run_id"].as_str().unwrap_or(""),
+            r["status"].as_str().unwrap_or(""),
+            r["mode"].as_str().unwrap_or(""),
+            r["runbook"].as_str().unwrap_or(""),
+            r["started"].as_str().unwrap_or(r["error"].as_str().unwrap_or(""))
+        ));
+    }
+    Ok(exit::OK)
+}
+
+/// The lease holder, when the run's own process still holds its lock.
+fn live_holder(store: &dyn Store, v: &RunView) -> Option<String> {
+    let name = match &v.environment {
+        Some(e) => format!("env-{}", e.name),
+        None => "default".to_string(),
+    };
+    let h = store.read_lease(&name).ok().flatten()?;
+    (h.run_id == v.run_id).then(|| format!("pid {} on {}", h.pid, h.host))
+}
+
+fn render_status(v: &RunView, live: Option<String>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "run {}  runbook `{}`  mode {}", v.run_id, v.runbook.name, v.mode.as_str());
+    let state = match (&v.status, live) {
+        (Some(_), _) => v.status_text().to_string(),
+        (None, Some(holder)) => format!("running ({holder})"),
+        (None, None) => "incomplete: drctl stopped without closing the run (crash or kill); `drctl resume` continues it".into(),
+    };
+    let _ = writeln!(o, "status: {state}{}", v.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+    for s in &v.steps {
+        let mark = match s.status {
+            StepStatus::Succeeded => "✓",
+            StepStatus::Failed => "✗",
+            StepStatus::Running => "▸",
+            StepStatus::Skipped => "–",
+            StepStatus::Pending => " ",
+        };
+        let dur = s.duration_ms.map(|d| crate::duration::format_duration(Duration::from_millis(d))).unwrap_or_default();
+        let extra = s.error.as_ref().map(|e| e.message.lines().next().unwrap_or("").to_string()).or(s.skip_reason.clone()).unwrap_or_default();
+        let _ = writeln!(o, "  {mark} {:<22} {:<18} {:<9} {extra}", s.id, s.action, dur);
+    }
+    let _ = writeln!(o, "journal: {} records, chain verified, head {}", v.records, &v.head[..16.min(v.head.len())]);
+    o
+}
+
+pub async fn cmd_status(store: &dyn Store, id: &str, follow: bool, output: OutputFormat) -> Result<i32, CliError> {
+    let id = resolve_run_id(store, id)?;
+    let mut last = String::new();
+    loop {
+        let (v, _) = load_view_pub(store, &id)?;
+        let live = live_holder(store, &v);
+        let text = if output == OutputFormat::Json {
+            serde_json::to_string_pretty(&serde_json::json!({"run": v, "status": v.status_text(), "live": live})).unwrap_or_default()
+        } else {
+            render_status(&v, live)
+        };
+        if text != last {
+            ui::out(&text);
+            last = text;
+        }
+        if !follow || v.status.is_some() {
+            return Ok(exit::OK);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn cmd_report(store: &dyn Store, id: &str, format: ReportFormat) -> Result<i32, CliError> {
+    let id = resolve_run_id(store, id)?;
+    let (v, _) = load_view_pub(store, &id)?;
+    match format {
+        ReportFormat::Md => ui::out(&crate::report::markdown(&v)),
+        ReportFormat::Json => ui::out(&serde_json::to_string_pretty(&crate::report::json(&v)).unwrap_or_default()),
+    }
+    Ok(exit::OK)
+}

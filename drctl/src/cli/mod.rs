@@ -1,0 +1,199 @@
+//! The command-line edge: argument parsing, human/JSON output, and the
+//! mapping of library errors to documented exit codes ([`crate::exit`]).
+
+pub mod error;
+pub mod inspect;
+pub mod plan;
+pub mod runs;
+pub mod ui;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use error::CliError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "drctl", version, about = "Disaster-recovery orchestrator and runbook executor", long_about = None)]
+pub struct Cli {
+    /// State directory (journals, locks, drill history).
+    #[arg(long, global = true, env = "DRCTL_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+    /// Output for humans or machines.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level filter (e.g. info, debug, drctl=trace).
+    #[arg(long, global = true, env = "DRCTL_LOG", default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Environment file (regions, endpoints, secrets by reference).
+    #[arg(long)]
+    pub env: Option<PathBuf>,
+    /// Set a runbook parameter (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Do not ask for confirmation (required without a TTY).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Promote even when the standby lags more than allowed (journaled).
+    #[arg(long)]
+    pub accept_data_loss: bool,
+    /// Override safety guards such as the split-brain check (journaled).
+    #[arg(long)]
+    pub force: bool,
+    /// When the failure happened (RFC 3339), for RTO; default: now.
+    #[arg(long)]
+    pub failed_at: Option<String>,
+    /// Steps run at most this many at a time.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a runbook.
+    Run {
+        runbook: PathBuf,
+        #[arg(long, value_enum, default_value = "incident")]
+        mode: ModeArg,
+        /// Target region (`${target...}`); default: the other region.
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Fail over to a region with the environment's failover runbook.
+    Failover {
+        #[arg(long)]
+        region: String,
+        /// Runbook to use (default: the environment's `failover_runbook`, else runbooks/failover.yaml).
+        #[arg(long)]
+        runbook: Option<PathBuf>,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Continue an interrupted or failed run where its journal stopped.
+    Resume {
+        run_id: String,
+        /// Runbook path (default: the one recorded in the journal).
+        #[arg(long)]
+        runbook: Option<PathBuf>,
+        /// Environment path (default: the one recorded in the journal).
+        #[arg(long)]
+        env: Option<PathBuf>,
+        /// Resume even though the runbook file changed since the run started.
+        #[arg(long)]
+        allow_runbook_change: bool,
+        /// Re-execute this interrupted step although it may not be idempotent.
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        /// Record this interrupted step as done (you verified it by hand).
+        #[arg(long, value_name = "STEP")]
+        mark_done: Vec<String>,
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+    /// Approve a waiting approval step (from any terminal).
+    Approve {
+        run_id: String,
+        step: String,
+        /// Who approves (default: $USER).
+        #[arg(long = "as")]
+        by: Option<String>,
+    },
+    /// Ask a running run to stop after its in-flight steps.
+    Abort { run_id: String },
+    /// List runs.
+    Runs,
+    /// Show a run's state from its journal.
+    Status {
+        /// Run id or `latest`.
+        run_id: String,
+        /// Keep printing until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Render a run's report from its journal.
+    Report {
+        /// Run id or `latest`.
+        run_id: String,
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+    },
+    /// Validate runbooks, environment files and check sets; report every problem.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        env: Option<PathBuf>,
+    },
+    /// Show what a runbook would do; with --check, probe live systems read-only.
+    Plan {
+        runbook: PathBuf,
+        #[arg(long)]
+        env: Option<PathBuf>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        check: bool,
+        #[arg(long, value_enum, default_value = "incident")]
+        mode: ModeArg,
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// Print the JSON Schema of runbooks (for editors).
+    Schema,
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Print the exit codes and what they mean.
+    ExitCodes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Incident,
+    Drill,
+}
+
+impl From<ModeArg> for crate::runbook::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Incident => crate::runbook::Mode::Incident,
+            ModeArg::Drill => crate::runbook::Mode::Drill,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+}
+
+/// Who is acting, for journals and approvals.
+pub fn operator() -> String {
+    std::env::var("DRCTL_OPERATOR")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}

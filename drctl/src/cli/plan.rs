@@ -1,0 +1,297 @@
+//! `validate`, `plan` and `schema`: everything that reads runbooks without
+//! changing anything.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{ui, CliError, OutputFormat};
+use crate::actions::{self, RunOptions, StepContext};
+use crate::diag::Diagnostics;
+use crate::engine::{resolve_params, scope_for};
+use crate::environment::{load_environment, Environment};
+use crate::exit;
+use crate::runbook::{load_runbook, validate_runbook, ExecutionPlan, Mode, Runbook};
+use crate::store::Store;
+
+pub struct Loaded {
+    pub runbook: Arc<Runbook>,
+    pub env: Option<Arc<Environment>>,
+    pub plan: ExecutionPlan,
+    pub warnings: Diagnostics,
+}
+
+/// Loads a runbook (and environment) and validates them together. Any
+/// error stops here, before anything runs: nothing half-applies.
+pub fn load(runbook: &Path, env: Option<&Path>) -> Result<Loaded, CliError> {
+    let mut all = Diagnostics::default();
+    let env = match env {
+        Some(p) => match load_environment(p) {
+            Ok((e, d)) => {
+                all.extend(d);
+                Some(e)
+            }
+            Err(d) => {
+                all.extend(d);
+                None
+            }
+        },
+        None => None,
+    };
+    let rb = match load_runbook(runbook) {
+        Ok((rb, d)) => {
+            all.extend(d);
+            Some(rb)
+        }
+        Err(d) => {
+            all.extend(d);
+            None
+        }
+    };
+    let mut plan = None;
+    if let Some(rb) = &rb {
+        let (d, p) = validate_runbook(rb, env.as_ref());
+        all.extend(d);
+        plan = p;
+    }
+    if all.has_errors() {
+        return Err(CliError::invalid(all.sorted()));
+    }
+    match (rb, plan) {
+        (Some(rb), Some(plan)) => Ok(Loaded {
+            runbook: Arc::new(rb),
+            env: env.map(Arc::new),
+            plan,
+            warnings: all,
+        }),
+        _ => Err(CliError::invalid(all)),
+    }
+}
+
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut out = BTreeMap::new();
+    for p in raw {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(CliError::new(exit::USAGE, format!("--param `{p}` is not KEY=VALUE")).hint("e.g. --param max_lag=5s"));
+        };
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Picks the target region: explicit, else the only non-active region.
+pub fn target_region(env: Option<&Environment>, explicit: Option<&str>) -> Result<Option<String>, CliError> {
+    let Some(env) = env else {
+        return Ok(explicit.map(str::to_string));
+    };
+    match explicit {
+        Some(r) if env.region(r).is_some() => Ok(Some(r.to_string())),
+        Some(r) => Err(CliError::new(exit::INVALID_INPUT, format!("region `{r}` is not in environment `{}`", env.name))
+            .hint(format!("regions: {}", env.region_names().join(", ")))),
+        None => Ok(env.default_target().map(str::to_string)),
+    }
+}
+
+pub fn cmd_validate(files: &[std::path::PathBuf], env: Option<&Path>, output: OutputFormat) -> Result<i32, CliError> {
+    let mut all = Diagnostics::default();
+    let env_loaded = match env {
+        Some(p) => match load_environment(p) {
+            Ok((e, d)) => {
+                all.extend(d);
+                Some(e)
+            }
+            Err(d) => {
+                all.extend(d);
+                None
+            }
+        },
+        None => None,
+    };
+    let mut summary = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        // Sniff the kind from its top-level keys; parsing reports errors.
+        let kind = if text.lines().any(|l| l.starts_with("regions:")) {
+            "environment"
+        } else {
+            "runbook"
+        };
+        let before = all.error_count();
+        if kind == "environment" {
+            match load_environment(f) {
+                Ok((_, d)) | Err(d) => all.extend(d),
+            }
+        } else {
+            match load_runbook(f) {
+                Ok((rb, d)) => {
+                    all.extend(d);
+                    let (d2, _) = validate_runbook(&rb, env_loaded.as_ref());
+                    all.extend(d2);
+                }
+                Err(d) => all.extend(d),
+            }
+        }
+        summary.push((f.display().to_string(), kind, all.error_count() - before));
+    }
+    let all = all.sorted();
+    if output == OutputFormat::Json {
+        let v = json!({
+            "ok": !all.has_errors(),
+            "files": summary.iter().map(|(f, k, n)| json!({"file": f, "kind": k, "errors": n})).collect::<Vec<_>>(),
+            "diagnostics": all.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+        });
+        ui::out(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(if all.has_errors() { exit::INVALID_INPUT } else { exit::OK });
+    }
+    if all.has_errors() {
+        return Err(CliError::invalid(all));
+    }
+    if !all.is_empty() {
+        ui::err(&all.render());
+    }
+    for (f, k, _) in &summary {
+        ui::out(&format!("ok: {f} ({k})"));
+    }
+    Ok(exit::OK)
+}
+
+/// Resolves what can be resolved before running; references to step
+/// outputs are shown as written (they exist only at run time).
+fn resolve_for_plan(scope: &crate::expr::Scope, v: &Value) -> Value {
+    match v {
+        Value::String(s) if crate::expr::has_refs(s) => {
+            if s.contains("${steps.") {
+                Value::String(s.clone())
+            } else {
+                scope.resolve_str(s).unwrap_or_else(|e| Value::String(format!("{s} <{e}>")))
+            }
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| resolve_for_plan(scope, x)).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), resolve_for_plan(scope, x))).collect()),
+        other => other.clone(),
+    }
+}
+
+pub struct PlanArgs<'a> {
+    pub runbook: &'a Path,
+    pub env: Option<&'a Path>,
+    pub region: Option<&'a str>,
+    pub check: bool,
+    pub mode: Mode,
+    pub params: &'a [String],
+}
+
+/// Renders the plan; with `check`, runs every preflight. Returns the text
+/// and whether all preflights passed.
+pub async fn render_plan(a: &PlanArgs<'_>, loaded: &Loaded, store: Arc<dyn Store>, output: OutputFormat) -> Result<(String, bool), CliError> {
+    let params = resolve_params(&loaded.runbook, &parse_params(a.params)?)?;
+    let target = target_region(loaded.env.as_deref(), a.region)?;
+    let run = json!({"id": "(plan)", "mode": a.mode.as_str(), "target_region": target, "source_region": loaded.env.as_ref().map(|e| e.active_region.clone()), "operator": super::operator()});
+    let scope = scope_for(&params, loaded.env.as_deref(), target.as_deref(), run, &BTreeMap::new());
+    let rb = &loaded.runbook;
+    let mut o = String::new();
+    let mut all_ok = true;
+    let mut json_steps = Vec::new();
+    let _ = writeln!(o, "Plan: runbook `{}` ({})", rb.name, rb.file.path);
+    if let Some(env) = &loaded.env {
+        let _ = writeln!(o, "  environment `{}`: {} -> {}", env.name, env.active_region, target.as_deref().unwrap_or("?"));
+    }
+    let _ = writeln!(o, "  mode: {}", a.mode.as_str());
+    if let Some(d) = &rb.description {
+        let _ = writeln!(o, "  {}", d.trim());
+    }
+    for (i, wave) in loaded.plan.waves.iter().enumerate() {
+        let _ = writeln!(o, "\nWave {}{}:", i + 1, if wave.len() > 1 { " (in parallel)" } else { "" });
+        for id in wave {
+            let Some(step) = rb.step(id) else { continue };
+            let resolved = resolve_for_plan(&scope, &step.with.to_json());
+            let action = actions::lookup(&step.action);
+            let skipped = !step.when.applies(a.mode);
+            let desc = action.map(|x| x.describe(&resolved)).unwrap_or_default();
+            let _ = writeln!(o, "  {id:<22} {:<18} {desc}{}", step.action, if skipped { format!("  (skipped: when {})", step.when.as_str()) } else { String::new() });
+            if !step.needs.is_empty() {
+                let _ = writeln!(o, "  {:<22} needs: {}", "", step.needs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
+            }
+            let mut pre_json = Value::Null;
+            if a.check && !skipped {
+                if let Some(action) = action {
+                    let ctx = StepContext {
+                        run_id: "(plan)".into(),
+                        step_id: id.clone(),
+                        mode: a.mode,
+                        env: loaded.env.clone(),
+                        target_region: target.clone(),
+                        store: store.clone(),
+                        options: RunOptions::default(),
+                        operator: super::operator(),
+                        attempt: 1,
+                        deadline: Instant::now() + Duration::from_secs(10),
+                        failed_at: None,
+                    };
+                    let pre = if s_has_step_refs(&resolved) {
+                        Ok(actions::Preflight::ok("(depends on earlier steps' outputs; checked at run time)"))
+                    } else {
+                        match tokio::time::timeout(Duration::from_secs(10), action.preflight(&resolved, &ctx)).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(actions::Preflight::problem("preflight timed out after 10s")),
+                        }
+                    };
+                    match pre {
+                        Ok(p) => {
+                            all_ok &= p.ok;
+                            for l in &p.lines {
+                                let _ = writeln!(o, "  {:<22} {} {l}", "", if p.ok { "check:" } else { "PROBLEM:" });
+                            }
+                            pre_json = json!(p);
+                        }
+                        Err(e) => {
+                            all_ok = false;
+                            let _ = writeln!(o, "  {:<22} PROBLEM: {e}", "");
+                            pre_json = json!({"ok": false, "error": e.to_string()});
+                        }
+                    }
+                }
+            }
+            json_steps.push(json!({"id": id, "wave": i + 1, "action": step.action, "with": resolved, "skipped": skipped, "describe": desc, "preflight": pre_json}));
+        }
+    }
+    if output == OutputFormat::Json {
+        let v = json!({"runbook": rb.name, "mode": a.mode.as_str(), "target_region": target, "steps": json_steps, "preflight_ok": all_ok});
+        return Ok((serde_json::to_string_pretty(&v).unwrap_or_default(), all_ok));
+    }
+    Ok((o, all_ok))
+}
+
+fn s_has_step_refs(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${steps."),
+        Value::Array(a) => a.iter().any(s_has_step_refs),
+        Value::Object(o) => o.values().any(s_has_step_refs),
+        _ => false,
+    }
+}
+
+pub async fn cmd_plan(a: PlanArgs<'_>, store: Arc<dyn Store>, output: OutputFormat) -> Result<i32, CliError> {
+    let loaded = load(a.runbook, a.env)?;
+    let (text, ok) = render_plan(&a, &loaded, store, output).await?;
+    ui::out(&text);
+    if a.check && !ok {
+        return Err(CliError::new(exit::PREFLIGHT_FAILED, "preflight found problems (marked PROBLEM above)"));
+    }
+    Ok(exit::OK)
+}
+
+pub fn cmd_schema() -> i32 {
+    let mut schema = serde_json::to_value(schemars::schema_for!(crate::runbook::RunbookDoc)).unwrap_or(Value::Null);
+    // Editors complete action kinds from this list.
+    let kinds: Vec<&str> = actions::all().iter().map(|a| a.kind()).collect();
+    if let Some(p) = schema.pointer_mut("/$defs/StepDoc/properties/action") {
+        p["enum"] = json!(kinds);
+    }
+    ui::out(&serde_json::to_string_pretty(&schema).unwrap_or_default());
+    exit::OK
+}

@@ -1,0 +1,124 @@
+//! Human progress on stderr: one line per step transition, and on a TTY a
+//! ticking status line for long waits. Everything printed passes through the
+//! secret redactor.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::duration::format_duration;
+use crate::engine::{Ui, UiEvent};
+use crate::secret::redact;
+
+/// Prints to stdout with secrets masked.
+pub fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(redact(text).as_bytes());
+    if !text.ends_with('\n') {
+        let _ = o.write_all(b"\n");
+    }
+}
+
+/// Prints to stderr with secrets masked.
+pub fn err(text: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(redact(text).as_bytes());
+    if !text.ends_with('\n') {
+        let _ = e.write_all(b"\n");
+    }
+}
+
+struct Progress {
+    running: BTreeMap<String, Instant>,
+    line_shown: bool,
+}
+
+/// The engine's UI callback for humans. `quiet` (JSON output) prints nothing.
+pub fn human_ui(quiet: bool) -> Ui {
+    if quiet {
+        return crate::engine::silent_ui();
+    }
+    let tty = std::io::stderr().is_terminal();
+    let state = Arc::new(Mutex::new(Progress {
+        running: BTreeMap::new(),
+        line_shown: false,
+    }));
+    if tty {
+        let st = state.clone();
+        // A plain thread: it must keep ticking while the runtime is busy,
+        // and it holds nothing that needs an orderly shutdown.
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let mut g = st.lock().unwrap_or_else(|p| p.into_inner());
+            let waits: Vec<String> = g
+                .running
+                .iter()
+                .filter(|(_, t)| t.elapsed() > Duration::from_secs(2))
+                .map(|(s, t)| format!("{s} {}s", t.elapsed().as_secs()))
+                .collect();
+            if waits.is_empty() {
+                continue;
+            }
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r\x1b[2K  … waiting: {}", waits.join(", "));
+            let _ = e.flush();
+            g.line_shown = true;
+        });
+    }
+    Arc::new(move |ev: UiEvent| {
+        let mut g = state.lock().unwrap_or_else(|p| p.into_inner());
+        if g.line_shown {
+            eprint!("\r\x1b[2K");
+            g.line_shown = false;
+        }
+        let line = match ev {
+            UiEvent::RunStarted { run_id, journal } => format!("run {run_id}\n  journal: {journal}"),
+            UiEvent::StepStarted { step, action, describe } => {
+                g.running.insert(step.clone(), Instant::now());
+                format!("  ▸ {step:<22} {action:<18} {describe}")
+            }
+            UiEvent::StepRetry { step, attempt, error, delay } => format!(
+                "  ↻ {step:<22} attempt {attempt} failed: {}; retrying in {}",
+                first_line(&error),
+                format_duration(delay)
+            ),
+            UiEvent::StepFinished { step, ok, duration, detail } => {
+                g.running.remove(&step);
+                let mark = if ok { "✓" } else { "✗" };
+                let detail = if detail.is_empty() { String::new() } else { format!("  {}", first_line(&detail)) };
+                format!("  {mark} {step:<22} {}{detail}", format_duration(duration))
+            }
+            UiEvent::StepSkipped { step, reason } => format!("  – {step:<22} skipped: {reason}"),
+            UiEvent::Message(m) => format!("  ! {m}"),
+        };
+        err(&line);
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Asks on a TTY; without one, only `--yes` proceeds.
+pub fn confirm(prompt: &str, yes: bool) -> Result<(), super::CliError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(super::CliError::new(
+            crate::exit::NOT_CONFIRMED,
+            "confirmation needed, but stdin is not a terminal",
+        )
+        .hint("review the plan above and re-run with --yes"));
+    }
+    eprint!("{prompt} Type 'yes' to proceed: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(super::CliError::new(crate::exit::NOT_CONFIRMED, "not confirmed; nothing was run"))
+    }
+}

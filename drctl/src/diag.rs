@@ -1,0 +1,209 @@
+//! Located diagnostics for runbooks and environment files.
+//!
+//! An operator fixing a runbook at 3 a.m. wants every problem at once, each
+//! with the file, line and column, the offending line and a hint. Validation
+//! therefore pushes into a [`Diagnostics`] list instead of returning early.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::yaml::{SourceFile, Span};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem at one place. `code` is stable so it can be searched for.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub file: Arc<SourceFile>,
+    pub span: Span,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(
+        code: &'static str,
+        file: &Arc<SourceFile>,
+        span: Span,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            file: file.clone(),
+            span,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn warning(
+        code: &'static str,
+        file: &Arc<SourceFile>,
+        span: Span,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, file, span, message)
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// `path:line:col`, the form editors and terminals turn into links.
+    pub fn location(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.file.path, self.span.start.line, self.span.start.col
+        )
+    }
+
+    /// Renders in the style of rustc: message, location, the source line
+    /// with a caret underline, and the hint.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(out, "{sev}[{}]: {}", self.code, self.message);
+        let line_no = self.span.start.line;
+        let gutter = line_no.to_string().len().max(2);
+        let _ = writeln!(out, "{:gutter$}--> {}", "", self.location());
+        if let Some(text) = self.file.line_text(line_no) {
+            let _ = writeln!(out, "{:gutter$} |", "");
+            let _ = writeln!(out, "{line_no:>gutter$} | {text}");
+            let col = self.span.start.col.max(1) as usize;
+            let width = self.span.width_on_first_line() as usize;
+            let _ = writeln!(
+                out,
+                "{:gutter$} | {}{}",
+                "",
+                " ".repeat(col - 1),
+                "^".repeat(width.min(text.len().saturating_sub(col - 1)).max(1))
+            );
+        }
+        if let Some(h) = &self.hint {
+            let _ = writeln!(out, "{:gutter$} = hint: {h}", "");
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "severity": match self.severity { Severity::Error => "error", Severity::Warning => "warning" },
+            "code": self.code,
+            "file": self.file.path,
+            "line": self.span.start.line,
+            "column": self.span.start.col,
+            "message": self.message,
+            "hint": self.hint,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(&mut self, d: Diagnostic) {
+        self.items.push(d);
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter()
+    }
+
+    /// Orders by file and position so output reads top to bottom.
+    pub fn sorted(mut self) -> Self {
+        self.items.sort_by(|a, b| {
+            (a.file.path.as_str(), a.span.start).cmp(&(b.file.path.as_str(), b.span.start))
+        });
+        self
+    }
+
+    pub fn render(&self) -> String {
+        self.items
+            .iter()
+            .map(Diagnostic::render)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Suggests the closest known word for a typo (`timout` -> `timeout`).
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut best: Option<(&str, usize)> = None;
+    for c in candidates {
+        let d = edit_distance(word, c);
+        let limit = (c.len().max(word.len()) / 3).max(1);
+        if d <= limit && best.is_none_or(|(_, bd)| d < bd) {
+            best = Some((c, d));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            did_you_mean("timout", ["timeout", "retry", "needs"]),
+            Some("timeout")
+        );
+        assert_eq!(did_you_mean("zzz", ["timeout", "retry"]), None);
+    }
+}

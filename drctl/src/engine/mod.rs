@@ -1,0 +1,198 @@
+//! The engine: one event loop per run.
+//!
+//! Step lifecycle (the journal records every transition before the next side
+//! effect):
+//!
+//! | from     | event                         | to        | journal record        |
+//! |----------|-------------------------------|-----------|-----------------------|
+//! | pending  | `when` excludes the mode      | skipped   | `step_skipped`        |
+//! | pending  | a needed step failed          | skipped   | `step_skipped`        |
+//! | pending  | needs met, a slot is free     | running   | `step_started`        |
+//! | running  | attempt failed, retries left  | running   | `step_attempt_failed` |
+//! | running  | attempt succeeded             | succeeded | `step_finished`       |
+//! | running  | attempts exhausted / refused  | failed    | `step_finished`       |
+//! | running  | drctl killed                  | running   | (nothing: resume re-executes) |
+//!
+//! The loop `select!`s over step completions, signals and a tick (abort
+//! requests, lease renewal). First Ctrl-C: start nothing new, let in-flight
+//! steps finish and be journaled, end `interrupted`. Second Ctrl-C: cancel
+//! in-flight steps (they re-run on resume) and end at once.
+
+pub mod run;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+
+use crate::actions::RunOptions;
+use crate::environment::Environment;
+use crate::journal::{JournalError, RunStatus};
+use crate::runbook::{Mode, Runbook};
+use crate::store::{Store, StoreError};
+
+pub use run::{resume, start, ResumeOptions};
+
+/// Default bound for one attempt of a step without `timeout`.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Approval steps wait this long by default before the run parks as
+/// `waiting-approval`.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Lease lifetime; renewed every third of it while the run lives.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("another run holds the lock for environment `{env}`: {holder}")]
+    LockHeld { env: String, holder: crate::store::LeaseHolder },
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("[DRCTL-R001] runbook {path} changed since run {run_id} started (journal {journal}, now {now})")]
+    RunbookChanged { run_id: String, path: String, journal: String, now: String },
+    #[error("[DRCTL-R002] steps {steps:?} were interrupted mid-execution and are not known to be safe to repeat")]
+    NeedsDecision { steps: Vec<String> },
+    #[error("run {run_id} already ended {status}; nothing to resume")]
+    NotResumable { run_id: String, status: String },
+    #[error("runbook needs parameter `{0}`")]
+    MissingParam(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseHeld { name, holder } => EngineError::LockHeld { env: name, holder },
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+/// Everything needed to start a run.
+pub struct RunSpec {
+    pub runbook: Arc<Runbook>,
+    pub env: Option<Arc<Environment>>,
+    pub mode: Mode,
+    /// Final parameter values (defaults applied); secret params hold refs.
+    pub params: Map<String, Value>,
+    pub target_region: Option<String>,
+    pub operator: String,
+    pub options: RunOptions,
+    pub failed_at_ms: Option<u64>,
+    pub parallelism: usize,
+    /// Use this run id instead of a fresh one (tests, drills).
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+}
+
+/// Progress for humans; the journal is written regardless.
+#[derive(Debug, Clone)]
+pub enum UiEvent {
+    RunStarted { run_id: String, journal: String },
+    StepStarted { step: String, action: String, describe: String },
+    StepRetry { step: String, attempt: u32, error: String, delay: Duration },
+    StepFinished { step: String, ok: bool, duration: Duration, detail: String },
+    StepSkipped { step: String, reason: String },
+    Message(String),
+}
+
+pub type Ui = Arc<dyn Fn(UiEvent) + Send + Sync>;
+
+pub fn silent_ui() -> Ui {
+    Arc::new(|_| {})
+}
+
+/// A fresh, sortable, readable run id: `20261122T113000Z-3fa9c2`.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{compact}-{:06x}", fastrand::u32(..0x0100_0000))
+}
+
+/// The lock name: one active run per environment.
+pub fn lock_name(env: Option<&Environment>) -> String {
+    env.map_or_else(|| "default".to_string(), |e| format!("env-{}", e.name))
+}
+
+/// Applies defaults and `--param` overrides; reports unknown or missing ones.
+pub fn resolve_params(rb: &Runbook, overrides: &BTreeMap<String, String>) -> Result<Map<String, Value>, EngineError> {
+    let mut out = Map::new();
+    for (k, _) in overrides {
+        if rb.param(k).is_none() {
+            let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(EngineError::Invalid(format!(
+                "unknown parameter `{k}` (runbook parameters: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        }
+    }
+    for p in &rb.params {
+        let v = match overrides.get(&p.name) {
+            // Keep numbers and booleans typed, as if written in YAML.
+            Some(raw) => match serde_json::from_str::<Value>(raw) {
+                Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+                _ => Value::String(raw.clone()),
+            },
+            None => match &p.default {
+                Some(d) => d.clone(),
+                None if p.required => return Err(EngineError::MissingParam(p.name.clone())),
+                None => Value::Null,
+            },
+        };
+        if p.secret {
+            if let Some(s) = v.as_str() {
+                if crate::secret::SecretRef::parse(s).is_none() {
+                    return Err(EngineError::Invalid(format!(
+                        "parameter `{}` is secret: pass a reference (env:NAME or file:PATH), not the value",
+                        p.name
+                    )));
+                }
+            }
+        }
+        out.insert(p.name.clone(), v);
+    }
+    Ok(out)
+}
+
+/// The scope `${...}` resolves against for a step.
+pub fn scope_for(
+    params: &Map<String, Value>,
+    env: Option<&Environment>,
+    target_region: Option<&str>,
+    run: Value,
+    step_outputs: &BTreeMap<String, Map<String, Value>>,
+) -> crate::expr::Scope {
+    let mut root = Map::new();
+    root.insert("params".into(), Value::Object(params.clone()));
+    root.insert("run".into(), run);
+    if let Some(env) = env {
+        root.insert("env".into(), json!({"name": env.name, "active_region": env.active_region}));
+        root.insert(
+            "regions".into(),
+            Value::Object(env.regions.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        );
+        if let Some(src) = env.region(&env.active_region) {
+            root.insert("source".into(), src.clone());
+        }
+        if let Some(t) = target_region.and_then(|t| env.region(t)) {
+            root.insert("target".into(), t.clone());
+        }
+    }
+    let steps: Map<String, Value> = step_outputs
+        .iter()
+        .map(|(k, v)| (k.clone(), json!({ "outputs": v })))
+        .collect();
+    root.insert("steps".into(), Value::Object(steps));
+    crate::expr::Scope { root }
+}

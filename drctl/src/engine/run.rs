@@ -1,0 +1,640 @@
+//! Starting, resuming and driving one run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::view::{fold, RunView};
+use super::*;
+use crate::actions::{self, ActionError, Outputs, StepContext};
+use crate::journal::{self, ErrorInfo, Event, FileRef, JournalWriter, StepStatus};
+use crate::runbook::{OnFailure, Step};
+use crate::store::{this_holder, LeaseHolder};
+
+/// Operator decisions when resuming.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    pub allow_runbook_change: bool,
+    /// Interrupted steps to execute again although not known idempotent.
+    pub rerun: Vec<String>,
+    /// Interrupted steps the operator verified as done.
+    pub mark_done: Vec<String>,
+    pub operator: String,
+    pub parallelism: usize,
+    pub interactive: bool,
+}
+
+enum Msg {
+    AttemptFailed {
+        step: String,
+        attempt: u32,
+        error: ErrorInfo,
+        delay: Duration,
+        ack: oneshot::Sender<bool>,
+    },
+    Done {
+        step: String,
+        result: Result<Outputs, ErrorInfo>,
+        attempts: u32,
+        duration: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    /// Skipped because `when` excludes the mode: counts as satisfied.
+    SkippedByMode,
+    /// Skipped because a dependency failed: propagates.
+    SkippedByFailure,
+}
+
+struct Run {
+    run_id: String,
+    store: Arc<dyn Store>,
+    runbook: Arc<Runbook>,
+    env: Option<Arc<Environment>>,
+    mode: Mode,
+    params: Map<String, Value>,
+    target_region: Option<String>,
+    source_region: Option<String>,
+    operator: String,
+    options: RunOptions,
+    failed_at_ms: Option<u64>,
+    parallelism: usize,
+    journal: JournalWriter,
+    states: HashMap<String, State>,
+    outputs: BTreeMap<String, Map<String, Value>>,
+    lease_name: String,
+    holder: LeaseHolder,
+    ui: Ui,
+}
+
+fn file_ref(name: &str, path: &str, sha: &str) -> FileRef {
+    FileRef {
+        name: name.to_string(),
+        path: path.to_string(),
+        sha256: sha.to_string(),
+    }
+}
+
+fn take_lease(store: &Arc<dyn Store>, name: &str, holder: &LeaseHolder, ui: &Ui) -> Result<(), EngineError> {
+    let got = store.acquire_lease(name, holder)?;
+    if let Some(prev) = got.took_over {
+        ui(UiEvent::Message(format!(
+            "took over a stale lock on `{name}` from {prev}: that process is gone"
+        )));
+        warn!(previous = %prev, "took over stale lease");
+    }
+    Ok(())
+}
+
+/// Starts a new run and drives it to an end state.
+pub async fn start(store: Arc<dyn Store>, spec: RunSpec, ui: Ui) -> Result<RunOutcome, EngineError> {
+    let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
+    let lease_name = lock_name(spec.env.as_deref());
+    let holder = this_holder(&run_id, LEASE_TTL);
+    take_lease(&store, &lease_name, &holder, &ui)?;
+    let sink = match store.create_run(&run_id) {
+        Ok(s) => s,
+        Err(e) => {
+            store.release_lease(&lease_name, &holder);
+            return Err(e.into());
+        }
+    };
+    let mut journal = JournalWriter::new(sink);
+    let source_region = spec.env.as_ref().map(|e| e.active_region.clone());
+    let rb = &spec.runbook;
+    let started = journal.append(Event::RunStarted {
+        run_id: run_id.clone(),
+        runbook: file_ref(&rb.name, &rb.file.path, &rb.content_hash),
+        environment: spec.env.as_ref().map(|e| file_ref(&e.name, &e.file.path, &e.content_hash)),
+        mode: spec.mode,
+        operator: spec.operator.clone(),
+        host: journal::hostname(),
+        pid: std::process::id(),
+        params: spec.params.clone(),
+        target_region: spec.target_region.clone(),
+        source_region: source_region.clone(),
+        options: spec.options.clone(),
+        failed_at_ms: spec.failed_at_ms,
+        rto_target_ms: rb.rto.map(|d| d.as_millis() as u64),
+        rpo_target_ms: rb.rpo.map(|d| d.as_millis() as u64),
+        drctl_version: env!("CARGO_PKG_VERSION").to_string(),
+    });
+    if let Err(e) = started {
+        store.release_lease(&lease_name, &holder);
+        return Err(e.into());
+    }
+    ui(UiEvent::RunStarted {
+        run_id: run_id.clone(),
+        journal: store.journal_location(&run_id),
+    });
+    let states = rb.steps.iter().map(|s| (s.id.clone(), State::Pending)).collect();
+    let run = Run {
+        run_id,
+        store,
+        runbook: spec.runbook,
+        env: spec.env,
+        mode: spec.mode,
+        params: spec.params,
+        target_region: spec.target_region,
+        source_region,
+        operator: spec.operator,
+        options: spec.options,
+        failed_at_ms: spec.failed_at_ms,
+        parallelism: spec.parallelism.max(1),
+        journal,
+        states,
+        outputs: BTreeMap::new(),
+        lease_name,
+        holder,
+        ui,
+    };
+    run.drive().await
+}
+
+/// Reads and verifies a run's journal.
+pub fn load_view_pub(store: &dyn Store, run_id: &str) -> Result<(RunView, journal::Verified), EngineError> {
+    let bytes = store.read_journal(run_id)?;
+    let verified = journal::verify(&bytes)?;
+    let view = fold(&verified).ok_or(JournalError::NoStart)?;
+    Ok((view, verified))
+}
+
+/// Continues an interrupted or failed run where the journal says it stopped.
+pub async fn resume(
+    store: Arc<dyn Store>,
+    run_id: &str,
+    runbook: Arc<Runbook>,
+    env: Option<Arc<Environment>>,
+    opts: ResumeOptions,
+    ui: Ui,
+) -> Result<RunOutcome, EngineError> {
+    let lease_name = lock_name(env.as_deref());
+    let holder = this_holder(run_id, LEASE_TTL);
+    // Lock first: a run still alive in another process holds it, and we
+    // must not read a journal someone is appending to.
+    take_lease(&store, &lease_name, &holder, &ui)?;
+    let result = resume_locked(store.clone(), run_id, runbook, env, opts, ui, &lease_name, &holder).await;
+    if result.is_err() {
+        store.release_lease(&lease_name, &holder);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resume_locked(
+    store: Arc<dyn Store>,
+    run_id: &str,
+    runbook: Arc<Runbook>,
+    env: Option<Arc<Environment>>,
+    opts: ResumeOptions,
+    ui: Ui,
+    lease_name: &str,
+    holder: &LeaseHolder,
+) -> Result<RunOutcome, EngineError> {
+    let (view, verified) = load_view_pub(store.as_ref(), run_id)?;
+    if let Some(st @ (RunStatus::Succeeded | RunStatus::Aborted)) = view.status {
+        return Err(EngineError::NotResumable {
+            run_id: run_id.to_string(),
+            status: st.as_str().to_string(),
+        });
+    }
+    let changed = view.runbook.sha256 != runbook.content_hash;
+    if changed && !opts.allow_runbook_change {
+        return Err(EngineError::RunbookChanged {
+            run_id: run_id.to_string(),
+            path: runbook.file.path.clone(),
+            journal: view.runbook.sha256.chars().take(12).collect(),
+            now: runbook.content_hash.chars().take(12).collect(),
+        });
+    }
+    // Decide what to do with steps that were running when we stopped.
+    let mut decisions = BTreeMap::new();
+    let mut undecided = Vec::new();
+    for s in view.steps.iter().filter(|s| s.status == StepStatus::Running) {
+        let safe = actions::lookup(&s.action).is_some_and(|a| a.idempotent(&s.inputs));
+        if opts.mark_done.contains(&s.id) {
+            decisions.insert(s.id.clone(), "marked done by operator".to_string());
+        } else if opts.rerun.contains(&s.id) {
+            decisions.insert(s.id.clone(), "re-run by operator decision".to_string());
+        } else if safe {
+            decisions.insert(s.id.clone(), "re-run (idempotent)".to_string());
+        } else {
+            undecided.push(s.id.clone());
+        }
+    }
+    if !undecided.is_empty() {
+        return Err(EngineError::NeedsDecision { steps: undecided });
+    }
+    let mut sink = store.append_run(run_id)?;
+    if verified.torn_tail > 0 {
+        // A torn final line was never acknowledged as durable; dropping it
+        // loses nothing the run relied on. Re-terminate so the chain goes on.
+        sink.append_durable(b"")?;
+    }
+    let mut journal = JournalWriter::resume(sink, verified.records.len() as u64, verified.head.clone());
+    journal.append(Event::RunResumed {
+        operator: opts.operator.clone(),
+        host: journal::hostname(),
+        pid: std::process::id(),
+        runbook_changed: changed,
+        decisions: decisions.clone(),
+    })?;
+    ui(UiEvent::RunStarted {
+        run_id: run_id.to_string(),
+        journal: store.journal_location(run_id),
+    });
+    let mut states = HashMap::new();
+    let mut outputs = BTreeMap::new();
+    for step in &runbook.steps {
+        let st = match view.step(&step.id) {
+            Some(v) => match v.status {
+                StepStatus::Succeeded => {
+                    outputs.insert(step.id.clone(), v.outputs.clone());
+                    State::Succeeded
+                }
+                StepStatus::Skipped if v.skip_reason.as_deref().is_some_and(|r| r.starts_with("when:")) => State::SkippedByMode,
+                StepStatus::Running if opts.mark_done.contains(&step.id) => {
+                    journal.append(Event::StepFinished {
+                        step: step.id.clone(),
+                        status: StepStatus::Succeeded,
+                        outputs: Map::new(),
+                        error: None,
+                        attempts: 0,
+                        duration_ms: 0,
+                    })?;
+                    outputs.insert(step.id.clone(), Map::new());
+                    State::Succeeded
+                }
+                _ => State::Pending,
+            },
+            None => State::Pending,
+        };
+        states.insert(step.id.clone(), st);
+    }
+    let run = Run {
+        run_id: run_id.to_string(),
+        store,
+        runbook,
+        env,
+        mode: view.mode,
+        params: view.params.clone(),
+        target_region: view.target_region.clone(),
+        source_region: view.source_region.clone(),
+        operator: opts.operator.clone(),
+        options: RunOptions {
+            interactive: opts.interactive,
+            ..view.options.clone()
+        },
+        failed_at_ms: view.failed_at_ms,
+        parallelism: opts.parallelism.max(1),
+        journal,
+        states,
+        outputs,
+        lease_name: lease_name.to_string(),
+        holder: holder.clone(),
+        ui,
+    };
+    run.drive().await
+}
+
+fn err_info(e: &ActionError) -> ErrorInfo {
+    let kind = match e {
+        ActionError::Refused { .. } => "refused",
+        ActionError::AwaitingApproval { .. } => "awaiting_approval",
+        _ => "failed",
+    };
+    ErrorInfo {
+        message: e.to_string(),
+        hint: e.hint().map(str::to_string),
+        kind: kind.to_string(),
+    }
+}
+
+impl Run {
+    fn run_value(&self) -> Value {
+        json!({
+            "id": self.run_id,
+            "mode": self.mode.as_str(),
+            "target_region": self.target_region,
+            "source_region": self.source_region,
+            "operator": self.operator,
+        })
+    }
+
+    fn step_timeout(step: &Step) -> Duration {
+        step.timeout.unwrap_or(if step.action == "approval" {
+            DEFAULT_APPROVAL_TIMEOUT
+        } else {
+            DEFAULT_STEP_TIMEOUT
+        })
+    }
+
+    /// Marks steps that can no longer run; returns the ids ready to start.
+    fn ready(&mut self) -> Result<Vec<String>, EngineError> {
+        let mut ready = Vec::new();
+        let steps: Vec<Step> = self.runbook.steps.clone();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for s in &steps {
+                if self.states.get(&s.id) != Some(&State::Pending) {
+                    continue;
+                }
+                if !s.when.applies(self.mode) {
+                    let reason = format!("when: {} (this is a {} run)", s.when.as_str(), self.mode.as_str());
+                    self.journal.append(Event::StepSkipped { step: s.id.clone(), reason: reason.clone() })?;
+                    (self.ui)(UiEvent::StepSkipped { step: s.id.clone(), reason });
+                    self.states.insert(s.id.clone(), State::SkippedByMode);
+                    changed = true;
+                    continue;
+                }
+                let mut all_done = true;
+                let mut blocked_by = None;
+                for (n, _) in &s.needs {
+                    match self.states.get(n) {
+                        Some(State::Succeeded | State::SkippedByMode) => {}
+                        Some(State::Failed) => {
+                            let tolerated = self.runbook.step(n).is_some_and(|d| d.on_failure == OnFailure::Continue);
+                            if !tolerated {
+                                blocked_by = Some(n.clone());
+                            }
+                        }
+                        Some(State::SkippedByFailure) => blocked_by = Some(n.clone()),
+                        _ => all_done = false,
+                    }
+                }
+                if let Some(dep) = blocked_by {
+                    let reason = format!("needs `{dep}`, which did not succeed");
+                    self.journal.append(Event::StepSkipped { step: s.id.clone(), reason: reason.clone() })?;
+                    (self.ui)(UiEvent::StepSkipped { step: s.id.clone(), reason });
+                    self.states.insert(s.id.clone(), State::SkippedByFailure);
+                    changed = true;
+                } else if all_done && !ready.contains(&s.id) {
+                    ready.push(s.id.clone());
+                }
+            }
+        }
+        Ok(ready)
+    }
+
+    async fn drive(mut self) -> Result<RunOutcome, EngineError> {
+        let span = info_span!("run", run_id = %self.run_id, runbook = %self.runbook.name, mode = self.mode.as_str());
+        let result = self.event_loop().instrument(span).await;
+        self.store.release_lease(&self.lease_name, &self.holder);
+        result
+    }
+
+    async fn event_loop(&mut self) -> Result<RunOutcome, EngineError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut stopping: Option<(RunStatus, String)> = None;
+        let mut failed: Option<String> = None;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
+        let mut interrupts = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut last_renew = Instant::now();
+        let mut hard_stop = false;
+        loop {
+            if stopping.is_none() && failed.is_none() {
+                for id in self.ready()? {
+                    if running.len() >= self.parallelism {
+                        break;
+                    }
+                    if running.contains_key(&id) {
+                        continue;
+                    }
+                    let handle = self.start_step(&id, tx.clone())?;
+                    running.insert(id, handle);
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(msg) = rx.recv() => match msg {
+                    Msg::AttemptFailed { step, attempt, error, delay, ack } => {
+                        (self.ui)(UiEvent::StepRetry { step: step.clone(), attempt, error: error.message.clone(), delay });
+                        self.journal.append(Event::StepAttemptFailed { step, attempt, error, retry_in_ms: delay.as_millis() as u64 })?;
+                        let _ = ack.send(stopping.is_none());
+                    }
+                    Msg::Done { step, result, attempts, duration } => {
+                        running.remove(&step);
+                        if let Some(f) = self.finish_step(&step, result, attempts, duration)? {
+                            match f {
+                                Finish::Failed(msg) => failed = failed.or(Some(msg)),
+                                Finish::AwaitingApproval(msg) => {
+                                    stopping = stopping.or(Some((RunStatus::WaitingApproval, msg)));
+                                }
+                            }
+                        }
+                    }
+                },
+                _ = sigint.recv() => {
+                    interrupts += 1;
+                    if interrupts == 1 {
+                        (self.ui)(UiEvent::Message("interrupt: finishing in-flight steps, starting no new ones (Ctrl-C again to stop now)".into()));
+                        stopping = Some((RunStatus::Interrupted, "interrupted by Ctrl-C".into()));
+                    } else {
+                        hard_stop = true;
+                        stopping = Some((RunStatus::Interrupted, "stopped by a second Ctrl-C; in-flight steps re-run on resume".into()));
+                        break;
+                    }
+                }
+                _ = sigterm.recv() => {
+                    (self.ui)(UiEvent::Message("SIGTERM: finishing in-flight steps, starting no new ones".into()));
+                    stopping = stopping.or(Some((RunStatus::Interrupted, "interrupted by SIGTERM".into())));
+                }
+                _ = tick.tick() => {
+                    if stopping.is_none() {
+                        if let Ok(Some(by)) = self.store.abort_requested(&self.run_id) {
+                            (self.ui)(UiEvent::Message(format!("abort requested by {by}: finishing in-flight steps")));
+                            stopping = Some((RunStatus::Aborted, format!("aborted by {}", by.trim())));
+                        }
+                    }
+                    if last_renew.elapsed() >= LEASE_TTL / 3 {
+                        last_renew = Instant::now();
+                        self.holder = this_holder(&self.run_id, LEASE_TTL);
+                        if let Err(e) = self.store.renew_lease(&self.lease_name, &self.holder) {
+                            // Someone else owns the environment now: stop
+                            // acting at once rather than race them.
+                            hard_stop = true;
+                            stopping = Some((RunStatus::Interrupted, format!("lock lost: {e}")));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if hard_stop {
+            for (_, h) in running.drain() {
+                h.abort();
+            }
+        }
+        let (status, reason) = match (stopping, failed) {
+            (Some((RunStatus::Aborted, r)), _) => (RunStatus::Aborted, Some(r)),
+            (_, Some(f)) => (RunStatus::Failed, Some(f)),
+            (Some((s, r)), None) => (s, Some(r)),
+            (None, None) => (RunStatus::Succeeded, None),
+        };
+        self.journal.append(Event::RunFinished { status, reason: reason.clone() })?;
+        info!(status = status.as_str(), "run finished");
+        Ok(RunOutcome { run_id: self.run_id.clone(), status, reason })
+    }
+
+    fn start_step(&mut self, id: &str, tx: mpsc::UnboundedSender<Msg>) -> Result<JoinHandle<()>, EngineError> {
+        let step = self
+            .runbook
+            .step(id)
+            .cloned()
+            .ok_or_else(|| EngineError::Invalid(format!("unknown step {id}")))?;
+        let action = actions::lookup(&step.action);
+        let scope = scope_for(&self.params, self.env.as_deref(), self.target_region.as_deref(), self.run_value(), &self.outputs);
+        let resolved = scope.resolve_value(&step.with.to_json());
+        let inputs = resolved.clone().unwrap_or(Value::Null);
+        self.journal.append(Event::StepStarted {
+            step: id.to_string(),
+            action: step.action.clone(),
+            inputs: inputs.clone(),
+        })?;
+        self.states.insert(id.to_string(), State::Running);
+        let describe = action.map(|a| a.describe(&inputs)).unwrap_or_default();
+        (self.ui)(UiEvent::StepStarted { step: id.to_string(), action: step.action.clone(), describe });
+        let ctx_base = StepContext {
+            run_id: self.run_id.clone(),
+            step_id: id.to_string(),
+            mode: self.mode,
+            env: self.env.clone(),
+            target_region: self.target_region.clone(),
+            store: self.store.clone(),
+            options: self.options.clone(),
+            operator: self.operator.clone(),
+            attempt: 1,
+            deadline: Instant::now(),
+            failed_at: self.failed_at_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+        };
+        let span = info_span!("step", step = %id, action = %step.action);
+        let id = id.to_string();
+        Ok(tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let (result, attempts) = match (action, resolved) {
+                    (None, _) => (Err(ErrorInfo { message: format!("unknown action `{}`", step.action), hint: None, kind: "failed".into() }), 0),
+                    (_, Err(e)) => (Err(ErrorInfo { message: format!("cannot resolve parameters: {e}"), hint: Some("check the ${...} references; `drctl validate` lists them".into()), kind: "failed".into() }), 0),
+                    (Some(action), Ok(params)) => run_attempts(action, &step, &params, ctx_base, &tx, &id).await,
+                };
+                let _ = tx.send(Msg::Done { step: id, result, attempts, duration: started.elapsed() });
+            }
+            .instrument(span),
+        ))
+    }
+
+    fn finish_step(&mut self, id: &str, result: Result<Outputs, ErrorInfo>, attempts: u32, duration: Duration) -> Result<Option<Finish>, EngineError> {
+        let duration_ms = duration.as_millis() as u64;
+        match result {
+            Ok(outputs) => {
+                if let Some(step) = self.runbook.step(id) {
+                    if step.action == "approval" {
+                        let get = |k: &str| outputs.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                        self.journal.append(Event::Approval { step: id.to_string(), by: get("approved_by"), at: get("approved_at"), via: get("via") })?;
+                    }
+                }
+                self.journal.append(Event::StepFinished {
+                    step: id.to_string(),
+                    status: StepStatus::Succeeded,
+                    outputs: outputs.clone(),
+                    error: None,
+                    attempts,
+                    duration_ms,
+                })?;
+                let detail = outputs.get("summary").and_then(Value::as_str).unwrap_or("").to_string();
+                (self.ui)(UiEvent::StepFinished { step: id.to_string(), ok: true, duration, detail });
+                self.outputs.insert(id.to_string(), outputs);
+                self.states.insert(id.to_string(), State::Succeeded);
+                Ok(None)
+            }
+            Err(err) => {
+                let awaiting = err.kind == "awaiting_approval";
+                self.journal.append(Event::StepFinished {
+                    step: id.to_string(),
+                    status: StepStatus::Failed,
+                    outputs: Map::new(),
+                    error: Some(err.clone()),
+                    attempts,
+                    duration_ms,
+                })?;
+                (self.ui)(UiEvent::StepFinished { step: id.to_string(), ok: false, duration, detail: err.message.clone() });
+                self.states.insert(id.to_string(), State::Failed);
+                if awaiting {
+                    return Ok(Some(Finish::AwaitingApproval(err.message)));
+                }
+                let abort = self.runbook.step(id).is_none_or(|s| s.on_failure == OnFailure::Abort);
+                Ok(abort.then(|| Finish::Failed(format!("step `{id}` failed: {}", err.message))))
+            }
+        }
+    }
+}
+
+enum Finish {
+    Failed(String),
+    AwaitingApproval(String),
+}
+
+/// Runs attempts with per-attempt timeout and backoff. Each failed attempt
+/// is journaled (and acknowledged) before the next one acts.
+async fn run_attempts(
+    action: &'static dyn actions::Action,
+    step: &Step,
+    params: &Value,
+    mut ctx: StepContext,
+    tx: &mpsc::UnboundedSender<Msg>,
+    id: &str,
+) -> (Result<Outputs, ErrorInfo>, u32) {
+    let timeout = Run::step_timeout(step);
+    let mut attempt = 1;
+    loop {
+        ctx.attempt = attempt;
+        ctx.deadline = Instant::now() + timeout;
+        let (info, retryable) = match tokio::time::timeout(timeout, action.execute(params, &ctx)).await {
+            Ok(Ok(out)) => return (Ok(out), attempt),
+            Ok(Err(e)) => (err_info(&e), e.retryable()),
+            Err(_) => (
+                ErrorInfo {
+                    message: format!("timed out after {}", crate::duration::format_duration(timeout)),
+                    hint: Some("raise the step's `timeout`, or check why the system is slow".into()),
+                    kind: "timeout".into(),
+                },
+                true,
+            ),
+        };
+        if !retryable || attempt >= step.retry.attempts {
+            return (Err(info), attempt);
+        }
+        let delay = step.retry.backoff(attempt + 1);
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if tx
+            .send(Msg::AttemptFailed { step: id.to_string(), attempt, error: info.clone(), delay, ack: ack_tx })
+            .is_err()
+        {
+            return (Err(info), attempt);
+        }
+        match ack_rx.await {
+            Ok(true) => {}
+            _ => return (Err(info), attempt),
+        }
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}

@@ -1,0 +1,256 @@
+//! A run as the journal tells it. `status`, `report` and `resume` all read
+//! this fold of verified records and nothing else, so they cannot disagree.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::actions::RunOptions;
+use crate::journal::{ErrorInfo, Event, FileRef, RunStatus, StepStatus, Verified};
+use crate::runbook::Mode;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepView {
+    pub id: String,
+    pub action: String,
+    pub status: StepStatus,
+    pub inputs: Value,
+    pub outputs: Map<String, Value>,
+    pub error: Option<ErrorInfo>,
+    pub attempts: u32,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+    pub skip_reason: Option<String>,
+    pub attempt_failures: Vec<(u32, ErrorInfo)>,
+    /// How many times the step was started (more than one after a resume).
+    pub starts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    pub step: String,
+    pub by: String,
+    pub at: String,
+    pub via: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NoteView {
+    pub ts_ms: u64,
+    pub step: Option<String>,
+    pub message: String,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeView {
+    pub ts_ms: u64,
+    pub operator: String,
+    pub runbook_changed: bool,
+    pub decisions: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub run_id: String,
+    pub runbook: FileRef,
+    pub environment: Option<FileRef>,
+    pub mode: Mode,
+    pub operator: String,
+    pub host: String,
+    pub pid: u32,
+    pub params: Map<String, Value>,
+    pub target_region: Option<String>,
+    pub source_region: Option<String>,
+    pub options: RunOptions,
+    pub failed_at_ms: Option<u64>,
+    pub rto_target_ms: Option<u64>,
+    pub rpo_target_ms: Option<u64>,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// `None` while the journal has no closing record after the last
+    /// start or resume: running, or crashed.
+    pub status: Option<RunStatus>,
+    pub reason: Option<String>,
+    /// In first-start order.
+    pub steps: Vec<StepView>,
+    pub approvals: Vec<ApprovalView>,
+    pub notes: Vec<NoteView>,
+    pub resumes: Vec<ResumeView>,
+    pub head: String,
+    pub records: usize,
+    pub torn_tail: usize,
+}
+
+impl RunView {
+    pub fn step(&self, id: &str) -> Option<&StepView> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    pub fn status_text(&self) -> &'static str {
+        self.status.map_or("incomplete", RunStatus::as_str)
+    }
+
+    pub fn last_ts_ms(&self) -> u64 {
+        self.steps
+            .iter()
+            .filter_map(|s| s.finished_ms)
+            .chain(self.finished_ms)
+            .max()
+            .unwrap_or(self.started_ms)
+    }
+}
+
+fn step_mut<'a>(steps: &'a mut Vec<StepView>, id: &str, action: &str) -> &'a mut StepView {
+    if let Some(i) = steps.iter().position(|s| s.id == id) {
+        return &mut steps[i];
+    }
+    steps.push(StepView {
+        id: id.to_string(),
+        action: action.to_string(),
+        status: StepStatus::Pending,
+        inputs: Value::Null,
+        outputs: Map::new(),
+        error: None,
+        attempts: 0,
+        started_ms: None,
+        finished_ms: None,
+        duration_ms: None,
+        skip_reason: None,
+        attempt_failures: Vec::new(),
+        starts: 0,
+    });
+    let last = steps.len() - 1;
+    &mut steps[last]
+}
+
+/// Folds verified records into a view. `verify` guarantees a start record.
+pub fn fold(v: &Verified) -> Option<RunView> {
+    let first = v.records.first()?;
+    let Event::RunStarted {
+        run_id,
+        runbook,
+        environment,
+        mode,
+        operator,
+        host,
+        pid,
+        params,
+        target_region,
+        source_region,
+        options,
+        failed_at_ms,
+        rto_target_ms,
+        rpo_target_ms,
+        ..
+    } = &first.event
+    else {
+        return None;
+    };
+    let mut view = RunView {
+        run_id: run_id.clone(),
+        runbook: runbook.clone(),
+        environment: environment.clone(),
+        mode: *mode,
+        operator: operator.clone(),
+        host: host.clone(),
+        pid: *pid,
+        params: params.clone(),
+        target_region: target_region.clone(),
+        source_region: source_region.clone(),
+        options: options.clone(),
+        failed_at_ms: *failed_at_ms,
+        rto_target_ms: *rto_target_ms,
+        rpo_target_ms: *rpo_target_ms,
+        started_ms: first.ts_ms,
+        finished_ms: None,
+        status: None,
+        reason: None,
+        steps: Vec::new(),
+        approvals: Vec::new(),
+        notes: Vec::new(),
+        resumes: Vec::new(),
+        head: v.head.clone(),
+        records: v.records.len(),
+        torn_tail: v.torn_tail,
+    };
+    for rec in &v.records[1..] {
+        match &rec.event {
+            Event::RunStarted { .. } => {}
+            Event::RunResumed {
+                operator,
+                runbook_changed,
+                decisions,
+                pid,
+                host,
+            } => {
+                view.status = None;
+                view.reason = None;
+                view.finished_ms = None;
+                view.pid = *pid;
+                view.host = host.clone();
+                view.resumes.push(ResumeView {
+                    ts_ms: rec.ts_ms,
+                    operator: operator.clone(),
+                    runbook_changed: *runbook_changed,
+                    decisions: decisions.clone(),
+                });
+            }
+            Event::StepStarted { step, action, inputs } => {
+                let s = step_mut(&mut view.steps, step, action);
+                s.status = StepStatus::Running;
+                s.inputs = inputs.clone();
+                s.started_ms = Some(rec.ts_ms);
+                s.finished_ms = None;
+                s.error = None;
+                s.starts += 1;
+            }
+            Event::StepAttemptFailed { step, attempt, error, .. } => {
+                let s = step_mut(&mut view.steps, step, "");
+                s.attempt_failures.push((*attempt, error.clone()));
+            }
+            Event::StepFinished {
+                step,
+                status,
+                outputs,
+                error,
+                attempts,
+                duration_ms,
+            } => {
+                let s = step_mut(&mut view.steps, step, "");
+                s.status = *status;
+                s.outputs = outputs.clone();
+                s.error = error.clone();
+                s.attempts = *attempts;
+                s.finished_ms = Some(rec.ts_ms);
+                s.duration_ms = Some(*duration_ms);
+            }
+            Event::StepSkipped { step, reason } => {
+                let s = step_mut(&mut view.steps, step, "");
+                s.status = StepStatus::Skipped;
+                s.skip_reason = Some(reason.clone());
+                s.finished_ms = Some(rec.ts_ms);
+            }
+            Event::Approval { step, by, at, via } => view.approvals.push(ApprovalView {
+                step: step.clone(),
+                by: by.clone(),
+                at: at.clone(),
+                via: via.clone(),
+            }),
+            Event::Note { step, message, data } => view.notes.push(NoteView {
+                ts_ms: rec.ts_ms,
+                step: step.clone(),
+                message: message.clone(),
+                data: data.clone(),
+            }),
+            Event::RunFinished { status, reason } => {
+                view.status = Some(*status);
+                view.reason = reason.clone();
+                view.finished_ms = Some(rec.ts_ms);
+            }
+        }
+    }
+    Some(view)
+}

@@ -1,0 +1,273 @@
+//! The environment file: regions and their component endpoints, which
+//! region is active, notification targets and the state backend.
+//!
+//! Components inside a region (`postgres`, `app`, `immudb`, `kube`, ...) are
+//! free-form mappings that the actions using them validate; this module
+//! enforces the rules that hold everywhere: names are identifiers, the active
+//! region exists, and fields that hold secrets contain references only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::decode::{Ctx, MapReader};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::runbook::parse::is_identifier;
+use crate::secret::{is_secret_field, SecretRef};
+use crate::yaml::{self, Kind, Node, SourceFile, Span};
+
+pub const ENV_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "active_region",
+    "regions",
+    "dns",
+    "notify",
+    "state",
+    "failover_runbook",
+];
+
+#[derive(Debug, Clone)]
+pub struct NotifyTarget {
+    /// `slack` (any Slack-compatible incoming webhook) or `pagerduty`.
+    pub kind: String,
+    pub name: String,
+    /// JSON form of the target; secret fields hold references.
+    pub config: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    pub active_region: String,
+    pub regions: BTreeMap<String, Value>,
+    pub notify: Vec<NotifyTarget>,
+    pub failover_runbook: Option<String>,
+    pub state_dir: Option<String>,
+    /// The whole document as JSON, for `${...}` lookups.
+    pub doc: Value,
+    pub file: Arc<SourceFile>,
+    pub root: Node,
+    pub content_hash: String,
+}
+
+impl Environment {
+    pub fn region(&self, name: &str) -> Option<&Value> {
+        self.regions.get(name)
+    }
+
+    /// Looks up `region.component` (e.g. `dr`, `postgres`).
+    pub fn component(&self, region: &str, component: &str) -> Option<&Value> {
+        self.regions.get(region)?.get(component)
+    }
+
+    pub fn region_names(&self) -> Vec<&str> {
+        self.regions.keys().map(String::as_str).collect()
+    }
+
+    /// The other region when there are exactly two: the usual failover target.
+    pub fn default_target(&self) -> Option<&str> {
+        let others: Vec<&str> = self
+            .regions
+            .keys()
+            .map(String::as_str)
+            .filter(|r| *r != self.active_region)
+            .collect();
+        (others.len() == 1).then(|| others[0])
+    }
+}
+
+pub fn load_environment(path: &Path) -> Result<(Environment, Diagnostics), Diagnostics> {
+    let display = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        let file = SourceFile::new(display.clone(), "");
+        let mut d = Diagnostics::default();
+        d.push(
+            Diagnostic::error("E-IO", &file, Span::default(), format!("cannot read environment file: {e}"))
+                .with_hint("pass an existing file with --env; `drctl lab up` writes one for the lab"),
+        );
+        d
+    })?;
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    parse_environment(&SourceFile::new(display, text), hash)
+}
+
+pub fn parse_environment(
+    file: &Arc<SourceFile>,
+    content_hash: String,
+) -> Result<(Environment, Diagnostics), Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let Some(root) = yaml::parse(file, &mut diags) else {
+        return Err(diags);
+    };
+    let mut ctx = Ctx::new(file, &mut diags);
+    let Some(mut r) = MapReader::new(&mut ctx, &root, "environment") else {
+        return Err(diags);
+    };
+    let name = r
+        .req(&mut ctx, "name")
+        .and_then(|n| ctx.string(n, "environment name"))
+        .unwrap_or_default();
+    r.opt("description").and_then(|n| ctx.string(n, "description"));
+    let active_node = r.req(&mut ctx, "active_region");
+    let active_region = active_node
+        .and_then(|n| ctx.string(n, "active_region"))
+        .unwrap_or_default();
+    let mut regions = BTreeMap::new();
+    if let Some(n) = r.req(&mut ctx, "regions") {
+        match n.as_map() {
+            Some(entries) => {
+                for (k, v) in entries {
+                    let rname = k.key_text();
+                    if !is_identifier(&rname) {
+                        ctx.error("E-NAME", k, format!("region name `{rname}` is not an identifier"), None);
+                    }
+                    if v.as_map().is_none() {
+                        ctx.expected(v, "a mapping of components", &format!("region `{rname}`"));
+                        continue;
+                    }
+                    check_secret_fields(&mut ctx, v, &format!("regions.{rname}"));
+                    regions.insert(rname, v.to_json());
+                }
+            }
+            None => ctx.expected(n, "a mapping of regions", "regions"),
+        }
+    }
+    if let Some(n) = active_node {
+        if !active_region.is_empty() && !regions.is_empty() && !regions.contains_key(&active_region) {
+            let names: Vec<&str> = regions.keys().map(String::as_str).collect();
+            ctx.error(
+                "E-UNKNOWN-REGION",
+                n,
+                format!("active_region `{active_region}` is not one of the regions"),
+                Some(format!("regions: {}", names.join(", "))),
+            );
+        }
+    }
+    if let Some(d) = r.opt("dns") {
+        if d.as_map().is_none() {
+            ctx.expected(d, "a mapping", "dns");
+        } else {
+            check_secret_fields(&mut ctx, d, "dns");
+        }
+    }
+    let notify = r.opt("notify").map(|n| decode_notify(&mut ctx, n)).unwrap_or_default();
+    let mut state_dir = None;
+    if let Some(s) = r.opt("state") {
+        if let Some(mut sr) = MapReader::new(&mut ctx, s, "state") {
+            if let Some(b) = sr.opt("backend") {
+                ctx.one_of(b, &["local"], "state.backend");
+            }
+            state_dir = sr.opt("dir").and_then(|n| ctx.string(n, "state.dir"));
+            sr.finish(&mut ctx);
+        }
+    }
+    let failover_runbook = r
+        .opt("failover_runbook")
+        .and_then(|n| ctx.string(n, "failover_runbook"));
+    r.finish(&mut ctx);
+    let env = Environment {
+        name,
+        active_region,
+        regions,
+        notify,
+        failover_runbook,
+        state_dir,
+        doc: root.to_json(),
+        file: file.clone(),
+        root,
+        content_hash,
+    };
+    Ok((env, diags))
+}
+
+fn decode_notify(ctx: &mut Ctx<'_>, node: &Node) -> Vec<NotifyTarget> {
+    let Some(items) = node.as_seq() else {
+        ctx.expected(node, "a list of notification targets", "notify");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let what = format!("notify[{i}]");
+        let Some(mut r) = MapReader::new(ctx, it, what.clone()) else {
+            continue;
+        };
+        let kind = r
+            .req(ctx, "type")
+            .and_then(|n| ctx.one_of(n, &["slack", "pagerduty"], &format!("{what}.type")));
+        let name = r
+            .opt("name")
+            .and_then(|n| ctx.string(n, "name"))
+            .unwrap_or_else(|| kind.unwrap_or("notify").to_string());
+        match kind {
+            Some("slack") => {
+                r.req(ctx, "webhook_url");
+                r.allow(&["channel"]);
+            }
+            Some("pagerduty") => {
+                r.req(ctx, "routing_key");
+                r.allow(&["url", "severity"]);
+            }
+            _ => r.allow(&["webhook_url", "channel", "routing_key", "url", "severity"]),
+        }
+        r.finish(ctx);
+        check_secret_fields(ctx, it, &what);
+        if let Some(k) = kind {
+            out.push(NotifyTarget {
+                kind: k.to_string(),
+                name,
+                config: it.to_json(),
+            });
+        }
+    }
+    out
+}
+
+/// Fields named like secrets must hold `env:`/`file:` references.
+fn check_secret_fields(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
+    let Some(entries) = node.as_map() else { return };
+    for (k, v) in entries {
+        let key = k.key_text();
+        let here = format!("{path}.{key}");
+        match &v.kind {
+            Kind::Map(_) => check_secret_fields(ctx, v, &here),
+            Kind::Str(s) if is_secret_field(&key) && SecretRef::parse(s).is_none() => {
+                ctx.error(
+                    "E-SECRET-LITERAL",
+                    v,
+                    format!("`{here}` holds a literal secret"),
+                    Some("secrets come by reference: `env:NAME` or `file:PATH`; never write the value here".into()),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_secret_is_rejected() {
+        let f = SourceFile::new(
+            "env.yaml",
+            "name: e\nactive_region: a\nregions:\n  a:\n    postgres: {host: h, password: hunter2}\n  b: {}\n",
+        );
+        let (_e, d) = parse_environment(&f, String::new()).unwrap();
+        assert_eq!(d.error_count(), 1, "{}", d.render());
+        assert!(d.render().contains("env.yaml:5:35"), "{}", d.render());
+    }
+
+    #[test]
+    fn unknown_active_region() {
+        let f = SourceFile::new("env.yaml", "name: e\nactive_region: c\nregions:\n  a: {}\n  b: {}\n");
+        let (e, d) = parse_environment(&f, String::new()).unwrap();
+        assert!(d.render().contains("E-UNKNOWN-REGION"));
+        assert_eq!(e.default_target(), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! Exit codes: the one documented place (README "Exit codes" mirrors it).
+//!
+//! Scripts and CronJobs branch on these, so they never change meaning.
+
+/// Everything went as asked.
+pub const OK: i32 = 0;
+/// A bug or an unexpected environment problem (I/O outside the journal).
+pub const INTERNAL: i32 = 1;
+/// Bad command line (unknown flag, missing argument).
+pub const USAGE: i32 = 2;
+/// A runbook, environment or check file is invalid; nothing was run.
+pub const INVALID_INPUT: i32 = 3;
+/// `plan --check`: a preflight found a step that would certainly fail.
+pub const PREFLIGHT_FAILED: i32 = 4;
+/// The run ended `failed`: a step failed and the run stopped.
+pub const RUN_FAILED: i32 = 5;
+/// Another run holds the environment's lock.
+pub const LOCK_HELD: i32 = 6;
+/// The run ended `interrupted` or `aborted`; `drctl resume` continues an interrupted one.
+pub const RUN_INTERRUPTED: i32 = 7;
+/// The run is parked `waiting-approval`: `drctl approve`, then `drctl resume`.
+pub const WAITING_APPROVAL: i32 = 8;
+/// The journal failed verification (hash chain broken, edited record).
+pub const JOURNAL_CORRUPT: i32 = 9;
+/// The journal could not be written; the run stopped before its next side effect.
+pub const JOURNAL_WRITE: i32 = 10;
+/// Resume refused: the runbook changed since the run started.
+pub const RUNBOOK_CHANGED: i32 = 11;
+/// A drill finished but missed its RTO or RPO target.
+pub const TARGET_MISSED: i32 = 12;
+/// immudb verification rejected the state or a proof.
+pub const VERIFY_REJECTED: i32 = 13;
+/// immudb replica is behind the trusted state (data loss).
+pub const VERIFY_BEHIND: i32 = 14;
+/// Resume needs an operator decision about an interrupted step.
+pub const NEEDS_DECISION: i32 = 15;
+/// The operator declined the confirmation prompt (or no TTY and no --yes).
+pub const NOT_CONFIRMED: i32 = 16;
+/// The run or file asked for does not exist.
+pub const NOT_FOUND: i32 = 17;
+
+pub const TABLE: &[(i32, &str, &str)] = &[
+    (OK, "ok", "success"),
+    (INTERNAL, "internal", "unexpected error (a bug, or I/O outside the journal)"),
+    (USAGE, "usage", "bad command line"),
+    (INVALID_INPUT, "invalid-input", "runbook, environment or check file invalid; nothing ran"),
+    (PREFLIGHT_FAILED, "preflight-failed", "plan --check found a step that would fail"),
+    (RUN_FAILED, "run-failed", "a step failed and the run stopped"),
+    (LOCK_HELD, "lock-held", "another run holds the environment's lock"),
+    (RUN_INTERRUPTED, "run-interrupted", "run interrupted or aborted; resume continues an interrupted run"),
+    (WAITING_APPROVAL, "waiting-approval", "run parked until `drctl approve` + `drctl resume`"),
+    (JOURNAL_CORRUPT, "journal-corrupt", "journal failed hash-chain verification"),
+    (JOURNAL_WRITE, "journal-write", "journal could not be written; run stopped"),
+    (RUNBOOK_CHANGED, "runbook-changed", "resume refused: runbook changed (--allow-runbook-change)"),
+    (TARGET_MISSED, "target-missed", "drill missed its RTO or RPO target"),
+    (VERIFY_REJECTED, "verify-rejected", "immudb state or proof rejected"),
+    (VERIFY_BEHIND, "verify-behind", "immudb replica behind the trusted state"),
+    (NEEDS_DECISION, "needs-decision", "resume needs --rerun STEP or --mark-done STEP"),
+    (NOT_CONFIRMED, "not-confirmed", "confirmation declined or impossible (use --yes)"),
+    (NOT_FOUND, "not-found", "run or file not found"),
+];

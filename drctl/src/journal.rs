@@ -1,0 +1,458 @@
+//! The run journal: append-only JSON Lines, hash-chained, fsync'd per record.
+//!
+//! It is the single source of truth for what happened: status, resume and
+//! reports read nothing else. Each record carries a format version, a
+//! sequence number, timestamps and the SHA-256 of the previous line's bytes,
+//! so one changed byte anywhere breaks the chain and is reported with a
+//! stable code instead of being trusted.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::actions::RunOptions;
+use crate::store::{JournalSink, StoreError};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Error)]
+pub enum JournalError {
+    #[error("[DRCTL-J001] journal hash chain broken at record {seq} (line {line}): prev {found} != hash of previous line {expected}")]
+    ChainBroken { line: usize, seq: u64, expected: String, found: String },
+    #[error("[DRCTL-J007] journal record {seq} (line {line}) does not match its own hash: it was modified")]
+    RecordHash { line: usize, seq: u64 },
+    #[error("[DRCTL-J002] journal sequence gap at line {line}: expected seq {expected}, found {found}")]
+    SequenceGap { line: usize, expected: u64, found: u64 },
+    #[error("[DRCTL-J003] journal record at line {line} is not valid: {reason}")]
+    BadRecord { line: usize, reason: String },
+    #[error("[DRCTL-J004] journal record at line {line} has format version {version}; this drctl reads up to {FORMAT_VERSION}")]
+    UnsupportedVersion { line: usize, version: u32 },
+    #[error("[DRCTL-J005] journal does not start with a run_started record")]
+    NoStart,
+    #[error("[DRCTL-J006] cannot write journal; the run stopped before the next side effect")]
+    Write(#[source] StoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl JournalError {
+    /// Errors that mean the journal cannot be trusted (as opposed to I/O).
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            JournalError::ChainBroken { .. }
+                | JournalError::RecordHash { .. }
+                | JournalError::SequenceGap { .. }
+                | JournalError::BadRecord { .. }
+                | JournalError::UnsupportedVersion { .. }
+                | JournalError::NoStart
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRef {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// `failed`, `timeout`, `refused`, `awaiting_approval`, `interrupted`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        runbook: FileRef,
+        #[serde(default)]
+        environment: Option<FileRef>,
+        mode: crate::runbook::Mode,
+        operator: String,
+        host: String,
+        pid: u32,
+        params: Map<String, Value>,
+        #[serde(default)]
+        target_region: Option<String>,
+        #[serde(default)]
+        source_region: Option<String>,
+        options: RunOptions,
+        /// Declared failure time (incident start or injected failure), ms.
+        #[serde(default)]
+        failed_at_ms: Option<u64>,
+        /// The runbook's targets, so reports need nothing but the journal.
+        #[serde(default)]
+        rto_target_ms: Option<u64>,
+        #[serde(default)]
+        rpo_target_ms: Option<u64>,
+        drctl_version: String,
+    },
+    RunResumed {
+        operator: String,
+        host: String,
+        pid: u32,
+        #[serde(default)]
+        runbook_changed: bool,
+        #[serde(default)]
+        decisions: BTreeMap<String, String>,
+    },
+    StepStarted {
+        step: String,
+        action: String,
+        inputs: Value,
+    },
+    StepAttemptFailed {
+        step: String,
+        attempt: u32,
+        error: ErrorInfo,
+        retry_in_ms: u64,
+    },
+    StepFinished {
+        step: String,
+        status: StepStatus,
+        #[serde(default)]
+        outputs: Map<String, Value>,
+        #[serde(default)]
+        error: Option<ErrorInfo>,
+        attempts: u32,
+        duration_ms: u64,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+    },
+    Approval {
+        step: String,
+        by: String,
+        at: String,
+        via: String,
+    },
+    Note {
+        #[serde(default)]
+        step: Option<String>,
+        message: String,
+        #[serde(default)]
+        data: Value,
+    },
+    RunFinished {
+        status: RunStatus,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+    WaitingApproval,
+    Aborted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::WaitingApproval => "waiting-approval",
+            RunStatus::Aborted => "aborted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: String,
+    pub ts_ms: u64,
+    pub prev: String,
+    #[serde(flatten)]
+    pub event: Event,
+    /// SHA-256 of the record's canonical JSON without this field; the next
+    /// record's `prev`. Protects the last record, which nothing follows.
+    #[serde(default)]
+    pub hash: String,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub fn now_rfc3339() -> String {
+    format_ms(now_ms())
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Appends records durably. Holding one means owning the run.
+pub struct JournalWriter {
+    sink: Box<dyn JournalSink>,
+    next_seq: u64,
+    last_hash: String,
+}
+
+impl JournalWriter {
+    pub fn new(sink: Box<dyn JournalSink>) -> Self {
+        JournalWriter {
+            sink,
+            next_seq: 0,
+            last_hash: GENESIS.to_string(),
+        }
+    }
+
+    /// Continues an existing, verified journal.
+    pub fn resume(sink: Box<dyn JournalSink>, next_seq: u64, last_hash: String) -> Self {
+        JournalWriter {
+            sink,
+            next_seq,
+            last_hash,
+        }
+    }
+
+    /// Writes one record and returns only once it is durable. Secret values
+    /// are masked before hashing and serialisation, so they never reach disk.
+    pub fn append(&mut self, event: Event) -> Result<Record, JournalError> {
+        let ts_ms = now_ms();
+        let mut rec = Record {
+            v: FORMAT_VERSION,
+            seq: self.next_seq,
+            ts: format_ms(ts_ms),
+            ts_ms,
+            prev: self.last_hash.clone(),
+            event,
+            hash: String::new(),
+        };
+        let bad = |e: serde_json::Error| JournalError::BadRecord {
+            line: 0,
+            reason: e.to_string(),
+        };
+        let mut value = serde_json::to_value(&rec).map_err(bad)?;
+        crate::secret::redact_json(&mut value);
+        let Value::Object(mut obj) = value else {
+            return Err(JournalError::BadRecord {
+                line: 0,
+                reason: "record is not an object".into(),
+            });
+        };
+        obj.remove("hash");
+        let hash = sha256_hex(&serde_json::to_vec(&obj).map_err(bad)?);
+        obj.insert("hash".into(), Value::String(hash.clone()));
+        let line = serde_json::to_vec(&obj).map_err(bad)?;
+        self.sink.append_durable(&line).map_err(JournalError::Write)?;
+        rec.hash = hash.clone();
+        self.last_hash = hash;
+        self.next_seq += 1;
+        Ok(rec)
+    }
+
+    pub fn last_hash(&self) -> &str {
+        &self.last_hash
+    }
+}
+
+/// A journal read back and verified.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub records: Vec<Record>,
+    /// Hash of the last record: the chain head a report quotes.
+    pub head: String,
+    /// Bytes of an incomplete final line (a write torn by power loss).
+    pub torn_tail: usize,
+    pub complete_len: usize,
+}
+
+/// Parses and verifies the whole chain.
+pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
+    let mut records = Vec::new();
+    let mut expected_prev = GENESIS.to_string();
+    let mut pos = 0;
+    let mut line_no = 0;
+    let mut torn_tail = 0;
+    while pos < bytes.len() {
+        let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
+            torn_tail = bytes.len() - pos;
+            break;
+        };
+        let line = &bytes[pos..pos + nl];
+        pos += nl + 1;
+        line_no += 1;
+        let bad = |reason: String| JournalError::BadRecord { line: line_no, reason };
+        let value: Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        // Lines are written in canonical form (compact, sorted keys); any
+        // other spelling of the same JSON was produced by an edit.
+        if serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))? != line {
+            return Err(bad("record is not in canonical form (edited?)".into()));
+        }
+        let Value::Object(mut obj) = value else {
+            return Err(bad("record is not a JSON object".into()));
+        };
+        let stored = match obj.remove("hash") {
+            Some(Value::String(h)) => h,
+            _ => return Err(bad("record has no hash".into())),
+        };
+        let computed = sha256_hex(&serde_json::to_vec(&obj).map_err(|e| bad(e.to_string()))?);
+        let mut rec: Record =
+            serde_json::from_value(Value::Object(obj)).map_err(|e| bad(e.to_string()))?;
+        rec.hash = stored.clone();
+        if rec.v > FORMAT_VERSION {
+            return Err(JournalError::UnsupportedVersion {
+                line: line_no,
+                version: rec.v,
+            });
+        }
+        let want_seq = records.len() as u64;
+        if rec.seq != want_seq {
+            return Err(JournalError::SequenceGap {
+                line: line_no,
+                expected: want_seq,
+                found: rec.seq,
+            });
+        }
+        if computed != stored {
+            return Err(JournalError::RecordHash {
+                line: line_no,
+                seq: rec.seq,
+            });
+        }
+        if rec.prev != expected_prev {
+            return Err(JournalError::ChainBroken {
+                line: line_no,
+                seq: rec.seq,
+                expected: expected_prev,
+                found: rec.prev,
+            });
+        }
+        expected_prev = stored;
+        records.push(rec);
+    }
+    if !matches!(records.first().map(|r| &r.event), Some(Event::RunStarted { .. })) {
+        return Err(JournalError::NoStart);
+    }
+    Ok(Verified {
+        records,
+        head: expected_prev,
+        torn_tail,
+        complete_len: bytes.len() - torn_tail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Mem(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl JournalSink for Mem {
+        fn append_durable(&mut self, line: &[u8]) -> Result<(), StoreError> {
+            let mut g = self.0.lock().unwrap();
+            g.extend_from_slice(line);
+            g.push(b'\n');
+            Ok(())
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut w = JournalWriter::new(Box::new(Mem(buf.clone())));
+        w.append(Event::RunStarted {
+            run_id: "r".into(),
+            runbook: FileRef { name: "x".into(), path: "x.yaml".into(), sha256: "00".into() },
+            environment: None,
+            mode: crate::runbook::Mode::Drill,
+            operator: "op".into(),
+            host: "h".into(),
+            pid: 1,
+            params: Map::new(),
+            target_region: None,
+            source_region: None,
+            options: RunOptions::default(),
+            failed_at_ms: None,
+            rto_target_ms: None,
+            rpo_target_ms: None,
+            drctl_version: "0".into(),
+        })
+        .unwrap();
+        w.append(Event::StepStarted { step: "a".into(), action: "wait".into(), inputs: Value::Null }).unwrap();
+        w.append(Event::RunFinished { status: RunStatus::Succeeded, reason: None }).unwrap();
+        let out = buf.lock().unwrap().clone();
+        out
+    }
+
+    #[test]
+    fn verifies_clean_journal() {
+        let v = verify(&sample()).unwrap();
+        assert_eq!(v.records.len(), 3);
+        assert_eq!(v.torn_tail, 0);
+    }
+
+    #[test]
+    fn every_single_byte_change_is_detected() {
+        let good = sample();
+        let mut undetected = Vec::new();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            // Flip to a different printable byte so JSON often stays valid.
+            bad[i] = if bad[i] == b'0' { b'1' } else if bad[i] == b'\n' { b' ' } else { b'0' };
+            if let Ok(v) = verify(&bad) {
+                if v.torn_tail == 0 {
+                    undetected.push(i);
+                }
+            }
+        }
+        assert!(undetected.is_empty(), "undetected changes at byte offsets {undetected:?}");
+    }
+
+    #[test]
+    fn torn_tail_is_reported_not_trusted() {
+        let mut b = sample();
+        b.extend_from_slice(b"{\"v\":1,\"seq\":3");
+        let v = verify(&b).unwrap();
+        assert_eq!(v.records.len(), 3);
+        assert!(v.torn_tail > 0);
+    }
+}

@@ -1,0 +1,21 @@
+//! drctl: a disaster-recovery orchestrator and runbook executor.
+//!
+//! See ARCHITECTURE.md at the repository root for the components, the data
+//! flow and a glossary.
+
+pub mod actions;
+pub mod decode;
+pub mod diag;
+pub mod duration;
+pub mod engine;
+pub mod environment;
+pub mod exit;
+pub mod expr;
+pub mod cli;
+pub mod journal;
+pub mod measure;
+pub mod report;
+pub mod runbook;
+pub mod secret;
+pub mod store;
+pub mod yaml;

@@ -1,0 +1,126 @@
+//! The `drctl` binary: parse arguments, set up logging, run one command,
+//! exit with a documented code.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser};
+use drctl::cli::{self, Cli, Command, CliError, LogFormat, OutputFormat};
+use drctl::engine::ResumeOptions;
+use drctl::exit;
+use drctl::store::{LocalStore, Store};
+
+/// Log writer that masks secrets before anything reaches stderr.
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(drctl::secret::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| RedactingStderr)
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, CliError> {
+    LocalStore::open(&cli.state_dir)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|e| CliError::from(e).hint("choose a writable --state-dir (or DRCTL_STATE_DIR)"))
+}
+
+async fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    let output = cli.output;
+    match &cli.command {
+        Command::Validate { files, env } => cli::plan::cmd_validate(files, env.as_deref(), output),
+        Command::Schema => Ok(cli::plan::cmd_schema()),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "drctl", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::ExitCodes => {
+            for (code, name, what) in exit::TABLE {
+                cli::ui::out(&format!("{code:>3}  {name:<18} {what}"));
+            }
+            Ok(exit::OK)
+        }
+        Command::Plan { runbook, env, region, check, mode, params } => {
+            let store = open_store(&cli)?;
+            let args = cli::plan::PlanArgs { runbook, env: env.as_deref(), region: region.as_deref(), check: *check, mode: (*mode).into(), params };
+            cli::plan::cmd_plan(args, store, output).await
+        }
+        Command::Run { runbook, mode, region, args } => {
+            let store = open_store(&cli)?;
+            cli::runs::cmd_run(runbook, region.as_deref(), (*mode).into(), args, store, output, false).await
+        }
+        Command::Failover { region, runbook, args } => {
+            let store = open_store(&cli)?;
+            let rb = cli::runs::failover_runbook(runbook.as_deref(), args.env.as_deref());
+            cli::runs::cmd_run(&rb, Some(region), drctl::runbook::Mode::Incident, args, store, output, true).await
+        }
+        Command::Resume { run_id, runbook, env, allow_runbook_change, rerun, mark_done, parallelism } => {
+            let store = open_store(&cli)?;
+            let opts = ResumeOptions {
+                allow_runbook_change: *allow_runbook_change,
+                rerun: rerun.clone(),
+                mark_done: mark_done.clone(),
+                operator: cli::operator(),
+                parallelism: *parallelism,
+                interactive: true,
+            };
+            cli::runs::cmd_resume(run_id, runbook.as_deref(), env.as_deref(), opts, store, output).await
+        }
+        Command::Approve { run_id, step, by } => cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref()),
+        Command::Abort { run_id } => cli::runs::cmd_abort(run_id, open_store(&cli)?.as_ref()),
+        Command::Runs => cli::inspect::cmd_runs(open_store(&cli)?.as_ref(), output),
+        Command::Status { run_id, follow } => cli::inspect::cmd_status(open_store(&cli)?.as_ref(), run_id, *follow, output).await,
+        Command::Report { run_id, format } => cli::inspect::cmd_report(open_store(&cli)?.as_ref(), run_id, *format),
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    init_logging(&cli);
+    let output = cli.output;
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(exit::INTERNAL);
+        }
+    };
+    let code = match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if output == OutputFormat::Json {
+                cli::ui::out(&e.to_json().to_string());
+            } else {
+                cli::ui::err(&e.render());
+            }
+            e.code
+        }
+    };
+    // Do not wait for stray blocking tasks (a TTY prompt thread) at exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}

@@ -1,0 +1,244 @@
+//! Runbook types. They double as the JSON Schema that editors use
+//! (`drctl schema`), so their doc comments are user documentation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::yaml::{Node, SourceFile, Span};
+
+/// A disaster-recovery runbook: named steps forming a dependency graph.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookDoc {
+    /// Short unique name, e.g. `failover`.
+    pub name: String,
+    /// What the runbook is for; shown in plans and reports.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Recovery objectives the runbook is measured against in drills.
+    #[serde(default)]
+    pub targets: Option<TargetsDoc>,
+    /// Parameters: a default value, or a mapping with `default`,
+    /// `description`, `required` and `secret`.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamDoc>,
+    /// The steps; `needs` orders them, everything else may run in parallel.
+    pub steps: Vec<StepDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsDoc {
+    /// Recovery time objective, e.g. `15m`.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub rto: Option<String>,
+    /// Recovery point objective (data loss window), e.g. `1m`.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub rpo: Option<String>,
+}
+
+/// A duration with a unit: `500ms`, `30s`, `15m`, `1h30m`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct DurationText(#[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"))] String);
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ParamDoc {
+    Full {
+        #[serde(default)]
+        default: Option<serde_json::Value>,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        required: Option<bool>,
+        /// The value must be a secret reference (`env:NAME` or `file:PATH`).
+        #[serde(default)]
+        secret: Option<bool>,
+    },
+    Default(serde_json::Value),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDoc {
+    /// Unique step id (letters, digits, `_` and `-`).
+    pub id: String,
+    /// The action kind, e.g. `postgres.promote`, `exec`, `http.check`.
+    pub action: String,
+    /// The action's parameters; `${...}` expressions are allowed in values.
+    #[serde(default, rename = "with")]
+    pub with_: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Ids of steps that must succeed first.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    /// Upper bound for one attempt of the step.
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub retry: Option<RetryDoc>,
+    /// What a failure of this step does to the run.
+    #[serde(default)]
+    pub on_failure: Option<OnFailure>,
+    /// In which run mode the step runs.
+    #[serde(default)]
+    pub when: Option<When>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDoc {
+    /// Total attempts including the first (1 = no retry).
+    pub attempts: u32,
+    /// First backoff delay (default 1s).
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub initial: Option<String>,
+    /// Largest backoff delay (default 30s).
+    #[serde(default)]
+    #[schemars(with = "Option<DurationText>")]
+    pub max: Option<String>,
+    /// Backoff multiplier (default 2.0).
+    #[serde(default)]
+    pub factor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Stop starting new steps; the run fails.
+    Abort,
+    /// Record the failure and carry on; dependants still run.
+    Continue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    Incident,
+    Drill,
+    Always,
+}
+
+/// Run mode: a real incident or a rehearsal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Incident,
+    Drill,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Incident => "incident",
+            Mode::Drill => "drill",
+        }
+    }
+}
+
+impl When {
+    pub fn applies(self, mode: Mode) -> bool {
+        matches!(
+            (self, mode),
+            (When::Always, _) | (When::Incident, Mode::Incident) | (When::Drill, Mode::Drill)
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::Incident => "incident",
+            When::Drill => "drill",
+            When::Always => "always",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+    pub factor: f64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 1,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+        }
+    }
+}
+
+impl Retry {
+    /// Backoff before attempt `n` (1-based, n >= 2), with full jitter in
+    /// [d/2, d] so retries from parallel steps don't synchronise.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.factor.powi(attempt.saturating_sub(2) as i32);
+        let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
+        let jittered = base * (0.5 + fastrand::f64() * 0.5);
+        Duration::from_secs_f64(jittered)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub default: Option<serde_json::Value>,
+    pub description: Option<String>,
+    pub required: bool,
+    pub secret: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub action: String,
+    /// The `with` mapping as written (located, expressions unresolved).
+    pub with: Node,
+    pub needs: Vec<(String, Span)>,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub on_failure: OnFailure,
+    pub when: When,
+    pub description: Option<String>,
+    pub span: Span,
+    pub id_span: Span,
+    pub action_span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub name: String,
+    pub description: Option<String>,
+    pub rto: Option<Duration>,
+    pub rpo: Option<Duration>,
+    pub params: Vec<Param>,
+    pub steps: Vec<Step>,
+    pub file: Arc<SourceFile>,
+    /// SHA-256 of the file's bytes: resume refuses a changed runbook.
+    pub content_hash: String,
+}
+
+impl Runbook {
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}

@@ -1,0 +1,359 @@
+//! Located YAML -> [`Runbook`], reporting every problem in one pass.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::model::*;
+use crate::decode::{Ctx, MapReader};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::yaml::{self, Kind, Node, SourceFile, Span};
+
+/// Field names the decoder accepts; a unit test keeps them in step with the
+/// schema types so `drctl schema` never disagrees with `drctl validate`.
+pub const RUNBOOK_FIELDS: &[&str] = &["name", "description", "targets", "params", "steps"];
+pub const STEP_FIELDS: &[&str] = &[
+    "id",
+    "action",
+    "with",
+    "needs",
+    "timeout",
+    "retry",
+    "on_failure",
+    "when",
+    "description",
+];
+
+/// Reads and decodes a runbook file. `Err` carries diagnostics (an I/O
+/// failure is reported as a diagnostic at 1:1 so output stays uniform).
+pub fn load_runbook(path: &Path) -> Result<(Runbook, Diagnostics), Diagnostics> {
+    let display = path.display().to_string();
+    let text = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let file = SourceFile::new(display, "");
+            let mut d = Diagnostics::default();
+            d.push(
+                Diagnostic::error("E-IO", &file, Span::default(), format!("cannot read runbook: {e}"))
+                    .with_hint("check the path; runbooks live in runbooks/ by default"),
+            );
+            return Err(d);
+        }
+    };
+    let content_hash = hex::encode(Sha256::digest(&text));
+    let text = match String::from_utf8(text) {
+        Ok(t) => t,
+        Err(_) => {
+            let file = SourceFile::new(display, "");
+            let mut d = Diagnostics::default();
+            d.push(Diagnostic::error("E-IO", &file, Span::default(), "runbook is not valid UTF-8"));
+            return Err(d);
+        }
+    };
+    let file = SourceFile::new(display, text);
+    parse_runbook(&file, content_hash)
+}
+
+pub fn parse_runbook(
+    file: &Arc<SourceFile>,
+    content_hash: String,
+) -> Result<(Runbook, Diagnostics), Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let Some(root) = yaml::parse(file, &mut diags) else {
+        return Err(diags);
+    };
+    let mut ctx = Ctx::new(file, &mut diags);
+    let Some(mut r) = MapReader::new(&mut ctx, &root, "runbook") else {
+        return Err(diags);
+    };
+    let name = r
+        .req(&mut ctx, "name")
+        .and_then(|n| ctx.string(n, "runbook name"))
+        .unwrap_or_default();
+    let description = r.opt("description").and_then(|n| ctx.string(n, "description"));
+    let (rto, rpo) = match r.opt("targets") {
+        Some(t) => decode_targets(&mut ctx, t),
+        None => (None, None),
+    };
+    let params = match r.opt("params") {
+        Some(p) => decode_params(&mut ctx, p),
+        None => Vec::new(),
+    };
+    let steps = match r.req(&mut ctx, "steps") {
+        Some(n) => match n.as_seq() {
+            Some(items) => {
+                if items.is_empty() {
+                    ctx.error(
+                        "E-EMPTY",
+                        n,
+                        "runbook has no steps",
+                        Some("add at least one step".into()),
+                    );
+                }
+                items.iter().filter_map(|s| decode_step(&mut ctx, s)).collect()
+            }
+            None => {
+                ctx.expected(n, "a list of steps", "steps");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    r.finish(&mut ctx);
+    let rb = Runbook {
+        name,
+        description,
+        rto,
+        rpo,
+        params,
+        steps,
+        file: file.clone(),
+        content_hash,
+    };
+    Ok((rb, diags))
+}
+
+fn decode_targets(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+    let Some(mut r) = MapReader::new(ctx, node, "targets") else {
+        return (None, None);
+    };
+    let rto = r.opt("rto").and_then(|n| ctx.duration(n, "targets.rto"));
+    let rpo = r.opt("rpo").and_then(|n| ctx.duration(n, "targets.rpo"));
+    r.finish(ctx);
+    (rto, rpo)
+}
+
+fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
+    let Some(entries) = node.as_map() else {
+        ctx.expected(node, "a mapping of parameter names", "params");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let name = k.key_text();
+        if !is_identifier(&name) {
+            ctx.error(
+                "E-NAME",
+                k,
+                format!("parameter name `{name}` is not an identifier"),
+                Some("use letters, digits and `_`".into()),
+            );
+            continue;
+        }
+        let mut p = Param {
+            name: name.clone(),
+            default: None,
+            description: None,
+            required: false,
+            secret: false,
+            span: k.span,
+        };
+        match &v.kind {
+            Kind::Map(_) => {
+                let Some(mut r) = MapReader::new(ctx, v, format!("parameter `{name}`")) else {
+                    continue;
+                };
+                p.default = r.opt("default").map(Node::to_json);
+                p.description = r.opt("description").and_then(|n| ctx.string(n, "description"));
+                p.required = r
+                    .opt("required")
+                    .and_then(|n| ctx.boolean(n, "required"))
+                    .unwrap_or(false);
+                p.secret = r
+                    .opt("secret")
+                    .and_then(|n| ctx.boolean(n, "secret"))
+                    .unwrap_or(false);
+                r.finish(ctx);
+                if p.secret {
+                    if let Some(d) = r_default_str(&p) {
+                        if crate::secret::SecretRef::parse(&d).is_none() {
+                            ctx.error(
+                                "E-SECRET-LITERAL",
+                                v,
+                                format!("parameter `{name}` is secret but its default is a literal value"),
+                                Some("use a reference: `env:NAME` or `file:PATH`".into()),
+                            );
+                        }
+                    }
+                }
+            }
+            Kind::Seq(_) => ctx.expected(v, "a default value or a mapping", &format!("parameter `{name}`")),
+            _ => p.default = Some(v.to_json()),
+        }
+        out.push(p);
+    }
+    out
+}
+
+fn r_default_str(p: &Param) -> Option<String> {
+    p.default.as_ref().and_then(|d| d.as_str().map(str::to_string))
+}
+
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
+    let mut r = MapReader::new(ctx, node, "step")?;
+    let id_node = r.req(ctx, "id");
+    let id = id_node.and_then(|n| ctx.string(n, "step id"));
+    if let (Some(id), Some(n)) = (&id, id_node) {
+        if !is_identifier(id) {
+            ctx.error(
+                "E-NAME",
+                n,
+                format!("step id `{id}` is not an identifier"),
+                Some("use letters, digits, `_` and `-`, starting with a letter".into()),
+            );
+        }
+    }
+    let what = match &id {
+        Some(id) => format!("step `{id}`"),
+        None => "step".to_string(),
+    };
+    let action_node = r.req(ctx, "action");
+    let action = action_node.and_then(|n| ctx.string(n, &format!("{what}: action")));
+    let with = r
+        .opt("with")
+        .cloned()
+        .unwrap_or_else(|| Node::new(Kind::Map(Vec::new()), node.span));
+    if with.as_map().is_none() {
+        ctx.expected(&with, "a mapping of parameters", &format!("{what}: with"));
+    }
+    let needs = match r.opt("needs") {
+        Some(n) => match &n.kind {
+            // A single dependency written as a plain string is common enough
+            // to accept; it is unambiguous.
+            Kind::Str(s) => vec![(s.clone(), n.span)],
+            _ => ctx
+                .string_list(n, &format!("{what}: needs"))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(s, n)| (s, n.span))
+                .collect(),
+        },
+        None => Vec::new(),
+    };
+    let timeout = r.opt("timeout").and_then(|n| ctx.duration(n, &format!("{what}: timeout")));
+    let retry = match r.opt("retry") {
+        Some(n) => decode_retry(ctx, n, &what),
+        None => Retry::default(),
+    };
+    let on_failure = r
+        .opt("on_failure")
+        .and_then(|n| ctx.one_of(n, &["abort", "continue"], &format!("{what}: on_failure")))
+        .map(|s| if s == "continue" { OnFailure::Continue } else { OnFailure::Abort })
+        .unwrap_or(OnFailure::Abort);
+    let when = r
+        .opt("when")
+        .and_then(|n| ctx.one_of(n, &["incident", "drill", "always"], &format!("{what}: when")))
+        .map(|s| match s {
+            "incident" => When::Incident,
+            "drill" => When::Drill,
+            _ => When::Always,
+        })
+        .unwrap_or(When::Always);
+    let description = r.opt("description").and_then(|n| ctx.string(n, "description"));
+    r.finish(ctx);
+    Some(Step {
+        id: id?,
+        action: action?,
+        with,
+        needs,
+        timeout,
+        retry,
+        on_failure,
+        when,
+        description,
+        span: node.span,
+        id_span: id_node.map(|n| n.span).unwrap_or(node.span),
+        action_span: action_node.map(|n| n.span).unwrap_or(node.span),
+    })
+}
+
+fn decode_retry(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Retry {
+    let mut out = Retry::default();
+    let Some(mut r) = MapReader::new(ctx, node, format!("{what}: retry")) else {
+        return out;
+    };
+    if let Some(n) = r.req(ctx, "attempts") {
+        if let Some(a) = ctx.uint(n, "retry.attempts") {
+            if a == 0 || a > 1000 {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("retry.attempts must be between 1 and 1000, got {a}"),
+                    Some("attempts counts the first try: 3 means two retries".into()),
+                );
+            } else {
+                out.attempts = a as u32;
+            }
+        }
+    }
+    if let Some(d) = r.opt("initial").and_then(|n| ctx.duration(n, "retry.initial")) {
+        out.initial = d;
+    }
+    if let Some(d) = r.opt("max").and_then(|n| ctx.duration(n, "retry.max")) {
+        out.max = d;
+    }
+    if let Some(n) = r.opt("factor") {
+        if let Some(f) = ctx.float(n, "retry.factor") {
+            if !(1.0..=10.0).contains(&f) {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("retry.factor must be between 1 and 10, got {f}"),
+                    None,
+                );
+            } else {
+                out.factor = f;
+            }
+        }
+    }
+    r.finish(ctx);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of<T: schemars::JsonSchema>() -> Vec<String> {
+        let schema = schemars::schema_for!(T);
+        let v = serde_json::to_value(&schema).unwrap();
+        let mut keys: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn decoder_and_schema_agree() {
+        let mut a: Vec<String> = STEP_FIELDS.iter().map(|s| s.to_string()).collect();
+        a.sort();
+        assert_eq!(a, fields_of::<StepDoc>());
+        let mut b: Vec<String> = RUNBOOK_FIELDS.iter().map(|s| s.to_string()).collect();
+        b.sort();
+        assert_eq!(b, fields_of::<RunbookDoc>());
+    }
+
+    #[test]
+    fn collects_every_error() {
+        let f = SourceFile::new(
+            "rb.yaml",
+            "name: x\nsteps:\n  - id: a\n    action: wait\n    timout: 3s\n  - id: b\n    action: wait\n    timeout: 30\n    retry: {attempts: 0}\n",
+        );
+        let (_rb, d) = parse_runbook(&f, String::new()).unwrap();
+        let text = d.render();
+        assert!(text.contains("rb.yaml:5:5"), "{text}");
+        assert!(text.contains("did you mean `timeout`"), "{text}");
+        assert!(text.contains("rb.yaml:8:14"), "{text}");
+        assert!(text.contains("rb.yaml:9:23"), "{text}");
+        assert_eq!(d.error_count(), 3, "{text}");
+    }
+}
