@@ -1,1 +1,189 @@
-//! Shared helpers for drctl integration tests.
+//! Shared helpers for drctl's integration tests.
+//!
+//! Tests drive the real `drctl` binary (built by `cargo build`, found next to
+//! the test executable or via `DRCTL_BIN`) against a temporary state
+//! directory, and inspect its exit codes, output and journal.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Path of the built drctl binary. Panics with a clear instruction when it
+/// is missing or older than the sources, so a stale binary never passes.
+pub fn drctl_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("DRCTL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("drctl");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} not found: run `cargo build -p drctl` first", bin.display()));
+    let newest = newest_source(&repo_root().join("drctl/src"));
+    assert!(
+        built >= newest,
+        "{} is older than drctl/src: run `cargo build -p drctl` first",
+        bin.display()
+    );
+    bin
+}
+
+fn newest_source(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let t = if p.is_dir() { newest_source(&p) } else { e.metadata().and_then(|m| m.modified()).unwrap_or(newest) };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+}
+
+/// A scratch workspace: a temp dir used as cwd and state dir.
+pub struct Work {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Work {
+    pub fn new() -> Self {
+        Work { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
+    }
+
+    /// A drctl command with cwd and state dir set to this workspace.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(drctl_bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env("DRCTL_STATE_DIR", self.state())
+            .env("DRCTL_OPERATOR", "test-operator")
+            .env_remove("DRCTL_TEST_CRASH_AFTER_SEQ")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        Out::from(self.cmd(args).output().expect("spawn drctl"))
+    }
+
+    /// Run ids in the state dir, oldest first.
+    pub fn runs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state().join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn journal_path(&self, run: &str) -> PathBuf {
+        self.state().join("runs").join(run).join("journal.jsonl")
+    }
+
+    pub fn journal(&self, run: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.journal_path(run))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// A tiny HTTP server on loopback for `http.check` tests: answers every
+/// request with `status` and `body`, counting requests. Runs on a thread.
+pub struct TinyHttp {
+    pub port: u16,
+}
+
+impl TinyHttp {
+    pub fn start(status: u16, body: &'static str) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.read(&mut buf);
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+            }
+        });
+        TinyHttp { port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

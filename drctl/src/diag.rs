@@ -81,6 +81,20 @@ impl Diagnostic {
         let gutter = line_no.to_string().len().max(2);
         let _ = writeln!(out, "{:gutter$}--> {}", "", self.location());
         if let Some(text) = self.file.line_text(line_no) {
+            // Never echo a secret someone wrote in plain text.
+            let masked;
+            let text = if self.code == "E-SECRET-LITERAL" {
+                let start = (self.span.start.col.max(1) - 1) as usize;
+                let width = self.span.width_on_first_line() as usize;
+                masked = text
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if i >= start && i < start + width { '*' } else { c })
+                    .collect::<String>();
+                masked.as_str()
+            } else {
+                text
+            };
             let _ = writeln!(out, "{:gutter$} |", "");
             let _ = writeln!(out, "{line_no:>gutter$} | {text}");
             let col = self.span.start.col.max(1) as usize;
@@ -179,19 +193,29 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
     best.map(|(c, _)| c)
 }
 
+/// Optimal-string-alignment distance: a swapped pair (`wiat`) is one edit,
+/// as it is one slip of the fingers.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
     for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
         }
-        prev = cur;
     }
-    prev[b.len()]
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -205,5 +229,7 @@ mod tests {
             Some("timeout")
         );
         assert_eq!(did_you_mean("zzz", ["timeout", "retry"]), None);
+        assert_eq!(did_you_mean("wiat", ["wait", "exec"]), Some("wait"));
+        assert_eq!(did_you_mean("ulr", ["url", "region"]), Some("url"));
     }
 }

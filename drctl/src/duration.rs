@@ -34,7 +34,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "" => return Err(format!("`{num}` has no unit (ms, s, m, h, d)")),
             other => return Err(format!("unknown unit `{other}` (ms, s, m, h, d)")),
         };
-        total += Duration::from_secs_f64(secs);
+        // try_ variant: a typo like `99999999999999h` must be an error, not a panic.
+        let part = Duration::try_from_secs_f64(secs).map_err(|_| format!("`{num}{unit}` is too large"))?;
+        total = total.checked_add(part).ok_or_else(|| "too large".to_string())?;
+        if total > Duration::from_secs(366 * 86400) {
+            return Err("longer than a year; that is surely a typo".into());
+        }
         rest = next;
     }
     Ok(total)

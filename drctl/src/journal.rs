@@ -230,6 +230,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Fault injection for crash tests: with `DRCTL_TEST_CRASH_AFTER_SEQ=N` the
+/// process kills itself with SIGKILL right after record N is durable, so a
+/// test can stop drctl at every step boundary exactly. Never set it in
+/// production; it is read once per process.
+fn crash_point(seq: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("DRCTL_TEST_CRASH_AFTER_SEQ").ok().and_then(|v| v.parse().ok()));
+    if *at == Some(seq) {
+        // SAFETY: raising SIGKILL on ourselves; no memory is involved.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 /// Appends records durably. Holding one means owning the run.
 pub struct JournalWriter {
     sink: Box<dyn JournalSink>,
@@ -288,6 +303,7 @@ impl JournalWriter {
         rec.hash = hash.clone();
         self.last_hash = hash;
         self.next_seq += 1;
+        crash_point(rec.seq);
         Ok(rec)
     }
 

@@ -157,7 +157,8 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
                 let Some(mut r) = MapReader::new(ctx, v, format!("parameter `{name}`")) else {
                     continue;
                 };
-                p.default = r.opt("default").map(Node::to_json);
+                let default_node = r.opt("default");
+                p.default = default_node.map(Node::to_json);
                 p.description = r.opt("description").and_then(|n| ctx.string(n, "description"));
                 p.required = r
                     .opt("required")
@@ -173,7 +174,7 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
                         if crate::secret::SecretRef::parse(&d).is_none() {
                             ctx.error(
                                 "E-SECRET-LITERAL",
-                                v,
+                                default_node.unwrap_or(v),
                                 format!("parameter `{name}` is secret but its default is a literal value"),
                                 Some("use a reference: `env:NAME` or `file:PATH`".into()),
                             );

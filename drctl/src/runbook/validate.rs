@@ -107,9 +107,10 @@ fn check_refs(ctx: &mut Ctx<'_>, rb: &Runbook, env: Option<&Environment>, step: 
         Kind::Str(s) => match expr::refs_in(s) {
             Err(e) => ctx.error("E-EXPR", node, e.to_string(), Some("write references as ${params.NAME} or ${steps.ID.outputs.KEY}".into())),
             Ok(refs) => {
-                for (path, _) in refs {
+                for (path, offset) in refs {
                     if let Err((msg, hint)) = check_ref(rb, env, step, anc, &path) {
-                        ctx.error("E-REF", node, msg, hint);
+                        let at = node_at_offset(ctx, node, s, offset);
+                        ctx.error("E-REF", &at, msg, hint);
                     }
                 }
             }
@@ -121,6 +122,26 @@ fn check_refs(ctx: &mut Ctx<'_>, rb: &Runbook, env: Option<&Environment>, step: 
 }
 
 type RefProblem = (String, Option<String>);
+
+/// Points inside a one-line string at the `${` that is wrong, so a long
+/// argv or URL shows exactly which reference failed.
+fn node_at_offset(ctx: &Ctx<'_>, node: &Node, text: &str, offset: usize) -> Node {
+    let mut at = node.clone();
+    if node.span.start.line != node.span.end.line || text.contains('\\') {
+        return at;
+    }
+    let quoted = ctx
+        .file
+        .line_text(node.span.start.line)
+        .and_then(|l| l.chars().nth(node.span.start.col as usize - 1))
+        .is_some_and(|c| c == '"' || c == '\'');
+    let chars = text[..offset.min(text.len())].chars().count() as u32;
+    let width = text[offset.min(text.len())..].find('}').map_or(2, |e| e + 1) as u32;
+    at.span.start.col += chars + u32::from(quoted);
+    at.span.end = at.span.start;
+    at.span.end.col += width;
+    at
+}
 
 fn check_ref(rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSet<String>, path: &[String]) -> Result<(), RefProblem> {
     let full = path.join(".");

@@ -1,0 +1,172 @@
+//! `drctl validate` on broken files: every problem reported at once with
+//! file:line:column and a hint, exit code 3, never a panic. The messages are
+//! snapshot-tested (tests/snapshots/*.txt); set `UPDATE_SNAPSHOTS=1` to
+//! rewrite them after an intended change, then review the diff.
+
+use drctl_tests::{fixture, Work};
+
+fn snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(format!("{name}.txt"));
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok() || !path.exists() && std::env::var("CI").is_err() {
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(expected, actual, "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)");
+}
+
+/// Runs validate from the fixtures dir so paths in messages are stable.
+fn validate(files: &[&str], env: Option<&str>) -> drctl_tests::Out {
+    let w = Work::new();
+    let mut args = vec!["validate".to_string()];
+    args.extend(files.iter().map(|f| f.to_string()));
+    if let Some(e) = env {
+        args.push("--env".into());
+        args.push(e.into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut c = w.cmd(&refs);
+    c.current_dir(fixture("broken"));
+    drctl_tests::Out::from(c.output().expect("run drctl"))
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let o = validate(&["syntax.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("syntax.yaml:"), "{o:?}");
+    snapshot("syntax", &o.stderr);
+}
+
+#[test]
+fn every_field_problem_is_reported_at_once() {
+    let o = validate(&["fields.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "fields.yaml:2:1", // descripton
+        "did you mean `description`",
+        "fields.yaml:3:16", // rto without unit
+        "fields.yaml:3:25", // 1x
+        "fields.yaml:8:5",  // timout
+        "did you mean `timeout`",
+        "fields.yaml:10:13", // wiat
+        "did you mean `wait`",
+        "missing required field `id`",
+        "fields.yaml:17:23", // attempts: three
+        "fields.yaml:17:51", // factor
+        "fields.yaml:18:17", // on_failure
+        "fields.yaml:19:11", // when
+    ] {
+        assert!(o.stderr.contains(needle), "missing `{needle}` in:\n{}", o.stderr);
+    }
+    assert!(o.stderr.contains("10 errors found"), "{o:?}");
+    snapshot("fields", &o.stderr);
+}
+
+#[test]
+fn graph_problems_include_cycle_path() {
+    let o = validate(&["graph.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("dependency cycle: a -> c -> b -> a"), "{o:?}");
+    assert!(o.stderr.contains("duplicate step id `a`"), "{o:?}");
+    assert!(o.stderr.contains("needs unknown step `bb`"), "{o:?}");
+    assert!(o.stderr.contains("step `d` needs itself"), "{o:?}");
+    snapshot("graph", &o.stderr);
+}
+
+#[test]
+fn action_params_and_references_are_checked() {
+    let o = validate(&["params.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "no parameter `ulr`",
+        "did you mean `params.url`",
+        "unknown value `FETCH`",
+        "HTTP status 700",
+        "json_pointer `status` must start with `/`",
+        "unknown field `timeout`",
+        "argv must be a list",
+        "does not depend on it",
+        "no step `nope`",
+        "unknown reference `${stesp.x}`",
+        "unterminated",
+        "is secret but its default is a literal",
+        "has no output `stauts`",
+        "unknown value `loud`",
+    ] {
+        assert!(o.stderr.contains(needle), "missing `{needle}` in:\n{}", o.stderr);
+    }
+    snapshot("params", &o.stderr);
+}
+
+#[test]
+fn environment_problems_and_env_references() {
+    let o = validate(&["uses-env.yaml"], Some("env-bad.yaml"));
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "env-bad.yaml:2:16",
+        "holds a literal secret",
+        "unknown value `sms`",
+        "unknown field `extra`",
+        "uses-env.yaml:6:",
+        "no region `mars`",
+    ] {
+        assert!(o.stderr.contains(needle), "missing `{needle}` in:\n{}", o.stderr);
+    }
+    assert!(!o.stderr.contains("s3cret\""), "a literal secret must not be echoed in hints: {o:?}");
+    snapshot("env", &o.stderr);
+}
+
+#[test]
+fn json_output_lists_diagnostics() {
+    let o = validate(&["graph.yaml", "syntax.yaml"], None);
+    let w = Work::new();
+    let mut c = w.cmd(&["--output", "json", "validate", "graph.yaml", "syntax.yaml"]);
+    c.current_dir(fixture("broken"));
+    let j = drctl_tests::Out::from(c.output().expect("run"));
+    assert_eq!(o.code, 3);
+    assert_eq!(j.code, 3, "{j:?}");
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).expect("json");
+    let diags = v["diagnostics"].as_array().expect("array");
+    assert!(diags.len() >= 5, "{v}");
+    assert!(diags.iter().all(|d| d["line"].as_u64().unwrap_or(0) > 0 && d["column"].as_u64().unwrap_or(0) > 0), "{v}");
+}
+
+#[test]
+fn shipped_files_validate() {
+    let root = drctl_tests::repo_root();
+    let mut files: Vec<String> = Vec::new();
+    for dir in ["runbooks", "checks"] {
+        for e in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p.display().to_string());
+            }
+        }
+    }
+    if files.is_empty() {
+        return;
+    }
+    let w = Work::new();
+    let refs: Vec<&str> = std::iter::once("validate").chain(files.iter().map(String::as_str)).collect();
+    let mut c = w.cmd(&refs);
+    c.current_dir(&root);
+    let o = drctl_tests::Out::from(c.output().expect("run"));
+    assert_eq!(o.code, 0, "{o:?}");
+}
+
+#[test]
+fn garbage_never_panics() {
+    let w = Work::new();
+    let inputs = [
+        "", "---\n---\n", "[1,2", "steps: 5", "name: [x]\nsteps: [{}]", "\u{0}\u{1}", "a: &x *x",
+        "steps:\n  - id: a\n    action: exec\n    with: {argv: []}\n", "name: x\nsteps:\n- {id: a, action: wait, with: {until: '>'}}",
+        "name: x\nsteps:\n- {id: a, action: wait, with: {duration: '99999999999999999h'}}",
+    ];
+    for (i, text) in inputs.iter().enumerate() {
+        let f = w.write(&format!("g{i}.yaml"), text);
+        let o = w.run(&["validate", f.to_str().unwrap()]);
+        assert!(o.code == 3 || o.code == 0, "input {i} {text:?}: {o:?}");
+        assert!(!o.stderr.contains("panicked"), "input {i}: {o:?}");
+    }
+}
