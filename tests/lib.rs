@@ -21,7 +21,12 @@ pub fn drctl_bin() -> PathBuf {
     let bin = dir.join("drctl");
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} not found: run `cargo build -p drctl` first", bin.display()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} not found: run `cargo build -p drctl` first",
+                bin.display()
+            )
+        });
     let newest = newest_source(&repo_root().join("drctl/src"));
     assert!(
         built >= newest,
@@ -35,18 +40,27 @@ fn newest_source(dir: &Path) -> SystemTime {
     let mut newest = SystemTime::UNIX_EPOCH;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
-        let t = if p.is_dir() { newest_source(&p) } else { e.metadata().and_then(|m| m.modified()).unwrap_or(newest) };
+        let t = if p.is_dir() {
+            newest_source(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).unwrap_or(newest)
+        };
         newest = newest.max(t);
     }
     newest
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
 }
 
 /// A scratch workspace: a temp dir used as cwd and state dir.
@@ -62,7 +76,9 @@ impl Default for Work {
 
 impl Work {
     pub fn new() -> Self {
-        Work { dir: tempfile::tempdir().expect("tempdir") }
+        Work {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -142,7 +158,11 @@ impl From<Output> for Out {
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 

@@ -6,13 +6,18 @@
 use drctl_tests::{fixture, Work};
 
 fn snapshot(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(format!("{name}.txt"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(format!("{name}.txt"));
     if std::env::var("UPDATE_SNAPSHOTS").is_ok() || !path.exists() && std::env::var("CI").is_err() {
         std::fs::write(&path, actual).expect("write snapshot");
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(expected, actual, "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)");
+    assert_eq!(
+        expected, actual,
+        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
+    );
 }
 
 /// Runs validate from the fixtures dir so paths in messages are stable.
@@ -57,7 +62,11 @@ fn every_field_problem_is_reported_at_once() {
         "fields.yaml:18:17", // on_failure
         "fields.yaml:19:11", // when
     ] {
-        assert!(o.stderr.contains(needle), "missing `{needle}` in:\n{}", o.stderr);
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
     }
     assert!(o.stderr.contains("10 errors found"), "{o:?}");
     snapshot("fields", &o.stderr);
@@ -67,7 +76,10 @@ fn every_field_problem_is_reported_at_once() {
 fn graph_problems_include_cycle_path() {
     let o = validate(&["graph.yaml"], None);
     assert_eq!(o.code, 3, "{o:?}");
-    assert!(o.stderr.contains("dependency cycle: a -> c -> b -> a"), "{o:?}");
+    assert!(
+        o.stderr.contains("dependency cycle: a -> c -> b -> a"),
+        "{o:?}"
+    );
     assert!(o.stderr.contains("duplicate step id `a`"), "{o:?}");
     assert!(o.stderr.contains("needs unknown step `bb`"), "{o:?}");
     assert!(o.stderr.contains("step `d` needs itself"), "{o:?}");
@@ -94,7 +106,11 @@ fn action_params_and_references_are_checked() {
         "has no output `stauts`",
         "unknown value `loud`",
     ] {
-        assert!(o.stderr.contains(needle), "missing `{needle}` in:\n{}", o.stderr);
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
     }
     snapshot("params", &o.stderr);
 }
@@ -111,9 +127,16 @@ fn environment_problems_and_env_references() {
         "uses-env.yaml:6:",
         "no region `mars`",
     ] {
-        assert!(o.stderr.contains(needle), "missing `{needle}` in:\n{}", o.stderr);
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
     }
-    assert!(!o.stderr.contains("s3cret\""), "a literal secret must not be echoed in hints: {o:?}");
+    assert!(
+        !o.stderr.contains("s3cret\""),
+        "a literal secret must not be echoed in hints: {o:?}"
+    );
     snapshot("env", &o.stderr);
 }
 
@@ -129,7 +152,12 @@ fn json_output_lists_diagnostics() {
     let v: serde_json::Value = serde_json::from_str(&j.stdout).expect("json");
     let diags = v["diagnostics"].as_array().expect("array");
     assert!(diags.len() >= 5, "{v}");
-    assert!(diags.iter().all(|d| d["line"].as_u64().unwrap_or(0) > 0 && d["column"].as_u64().unwrap_or(0) > 0), "{v}");
+    assert!(
+        diags
+            .iter()
+            .all(|d| d["line"].as_u64().unwrap_or(0) > 0 && d["column"].as_u64().unwrap_or(0) > 0),
+        "{v}"
+    );
 }
 
 #[test]
@@ -137,7 +165,11 @@ fn shipped_files_validate() {
     let root = drctl_tests::repo_root();
     let mut files: Vec<String> = Vec::new();
     for dir in ["runbooks", "checks"] {
-        for e in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "yaml") {
                 files.push(p.display().to_string());
@@ -148,7 +180,9 @@ fn shipped_files_validate() {
         return;
     }
     let w = Work::new();
-    let refs: Vec<&str> = std::iter::once("validate").chain(files.iter().map(String::as_str)).collect();
+    let refs: Vec<&str> = std::iter::once("validate")
+        .chain(files.iter().map(String::as_str))
+        .collect();
     let mut c = w.cmd(&refs);
     c.current_dir(&root);
     let o = drctl_tests::Out::from(c.output().expect("run"));
@@ -159,8 +193,15 @@ fn shipped_files_validate() {
 fn garbage_never_panics() {
     let w = Work::new();
     let inputs = [
-        "", "---\n---\n", "[1,2", "steps: 5", "name: [x]\nsteps: [{}]", "\u{0}\u{1}", "a: &x *x",
-        "steps:\n  - id: a\n    action: exec\n    with: {argv: []}\n", "name: x\nsteps:\n- {id: a, action: wait, with: {until: '>'}}",
+        "",
+        "---\n---\n",
+        "[1,2",
+        "steps: 5",
+        "name: [x]\nsteps: [{}]",
+        "\u{0}\u{1}",
+        "a: &x *x",
+        "steps:\n  - id: a\n    action: exec\n    with: {argv: []}\n",
+        "name: x\nsteps:\n- {id: a, action: wait, with: {until: '>'}}",
         "name: x\nsteps:\n- {id: a, action: wait, with: {duration: '99999999999999999h'}}",
     ];
     for (i, text) in inputs.iter().enumerate() {

@@ -49,14 +49,23 @@ impl<'a> Ctx<'a> {
                     "E-SECRET-LITERAL",
                     node,
                     format!("{context}: secrets must be references"),
-                    Some("use `env:NAME` or `file:PATH`; never write a secret's value in a runbook".into()),
+                    Some(
+                        "use `env:NAME` or `file:PATH`; never write a secret's value in a runbook"
+                            .into(),
+                    ),
                 );
                 None
             }
         }
     }
 
-    pub fn error(&mut self, code: &'static str, node: &Node, msg: impl Into<String>, hint: Option<String>) {
+    pub fn error(
+        &mut self,
+        code: &'static str,
+        node: &Node,
+        msg: impl Into<String>,
+        hint: Option<String>,
+    ) {
         let mut d = Diagnostic::error(code, self.file, node.span, msg);
         d.hint = hint;
         self.diags.push(d);
@@ -150,7 +159,9 @@ impl<'a> Ctx<'a> {
                     "E-DURATION",
                     node,
                     format!("{context}: a duration needs a unit"),
-                    Some(format!("write `{i}s` for seconds or `{i}ms` for milliseconds")),
+                    Some(format!(
+                        "write `{i}s` for seconds or `{i}ms` for milliseconds"
+                    )),
                 );
                 None
             }
@@ -180,7 +191,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// One of a fixed set of words, with a suggestion when misspelt.
-    pub fn one_of(&mut self, node: &Node, choices: &[&'static str], context: &str) -> Option<&'static str> {
+    pub fn one_of(
+        &mut self,
+        node: &Node,
+        choices: &[&'static str],
+        context: &str,
+    ) -> Option<&'static str> {
         if self.deferred(node) {
             return None;
         }
@@ -260,7 +276,9 @@ impl<'n> MapReader<'n> {
 
     /// Reports every key that was not asked for, with a suggestion.
     pub fn finish(self, ctx: &mut Ctx<'_>) {
-        let Some(entries) = self.node.as_map() else { return };
+        let Some(entries) = self.node.as_map() else {
+            return;
+        };
         for (k, _) in entries {
             let key = k.key_text();
             if self.known.contains(&key.as_str()) {

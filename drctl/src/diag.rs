@@ -89,7 +89,13 @@ impl Diagnostic {
                 masked = text
                     .chars()
                     .enumerate()
-                    .map(|(i, c)| if i >= start && i < start + width { '*' } else { c })
+                    .map(|(i, c)| {
+                        if i >= start && i < start + width {
+                            '*'
+                        } else {
+                            c
+                        }
+                    })
                     .collect::<String>();
                 masked.as_str()
             } else {
@@ -181,7 +187,10 @@ impl Diagnostics {
 }
 
 /// Suggests the closest known word for a typo (`timout` -> `timeout`).
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(&str, usize)> = None;
     for c in candidates {
         let d = edit_distance(word, c);
@@ -202,13 +211,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }

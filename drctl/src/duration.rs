@@ -20,7 +20,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(format!("expected a number at `{rest}`"));
         }
         let (num, after) = rest.split_at(digits);
-        let value: f64 = num.parse().map_err(|_| format!("`{num}` is not a number"))?;
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{num}` is not a number"))?;
         let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
@@ -35,8 +37,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             other => return Err(format!("unknown unit `{other}` (ms, s, m, h, d)")),
         };
         // try_ variant: a typo like `99999999999999h` must be an error, not a panic.
-        let part = Duration::try_from_secs_f64(secs).map_err(|_| format!("`{num}{unit}` is too large"))?;
-        total = total.checked_add(part).ok_or_else(|| "too large".to_string())?;
+        let part =
+            Duration::try_from_secs_f64(secs).map_err(|_| format!("`{num}{unit}` is too large"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| "too large".to_string())?;
         if total > Duration::from_secs(366 * 86400) {
             return Err("longer than a year; that is surely a typo".into());
         }

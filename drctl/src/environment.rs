@@ -86,8 +86,13 @@ pub fn load_environment(path: &Path) -> Result<(Environment, Diagnostics), Diagn
         let file = SourceFile::new(display.clone(), "");
         let mut d = Diagnostics::default();
         d.push(
-            Diagnostic::error("E-IO", &file, Span::default(), format!("cannot read environment file: {e}"))
-                .with_hint("pass an existing file with --env; `drctl lab up` writes one for the lab"),
+            Diagnostic::error(
+                "E-IO",
+                &file,
+                Span::default(),
+                format!("cannot read environment file: {e}"),
+            )
+            .with_hint("pass an existing file with --env; `drctl lab up` writes one for the lab"),
         );
         d
     })?;
@@ -112,7 +117,8 @@ pub fn parse_environment(
         .req(&mut ctx, "name")
         .and_then(|n| ctx.string(n, "environment name"))
         .unwrap_or_default();
-    r.opt("description").and_then(|n| ctx.string(n, "description"));
+    r.opt("description")
+        .and_then(|n| ctx.string(n, "description"));
     let active_node = r.req(&mut ctx, "active_region");
     let active_region = active_node
         .and_then(|n| ctx.string(n, "active_region"))
@@ -124,7 +130,12 @@ pub fn parse_environment(
                 for (k, v) in entries {
                     let rname = k.key_text();
                     if !is_identifier(&rname) {
-                        ctx.error("E-NAME", k, format!("region name `{rname}` is not an identifier"), None);
+                        ctx.error(
+                            "E-NAME",
+                            k,
+                            format!("region name `{rname}` is not an identifier"),
+                            None,
+                        );
                     }
                     if v.as_map().is_none() {
                         ctx.expected(v, "a mapping of components", &format!("region `{rname}`"));
@@ -138,7 +149,8 @@ pub fn parse_environment(
         }
     }
     if let Some(n) = active_node {
-        if !active_region.is_empty() && !regions.is_empty() && !regions.contains_key(&active_region) {
+        if !active_region.is_empty() && !regions.is_empty() && !regions.contains_key(&active_region)
+        {
             let names: Vec<&str> = regions.keys().map(String::as_str).collect();
             ctx.error(
                 "E-UNKNOWN-REGION",
@@ -155,7 +167,10 @@ pub fn parse_environment(
             check_secret_fields(&mut ctx, d, "dns");
         }
     }
-    let notify = r.opt("notify").map(|n| decode_notify(&mut ctx, n)).unwrap_or_default();
+    let notify = r
+        .opt("notify")
+        .map(|n| decode_notify(&mut ctx, n))
+        .unwrap_or_default();
     let mut state_dir = None;
     if let Some(s) = r.opt("state") {
         if let Some(mut sr) = MapReader::new(&mut ctx, s, "state") {
@@ -265,7 +280,10 @@ mod tests {
 
     #[test]
     fn unknown_active_region() {
-        let f = SourceFile::new("env.yaml", "name: e\nactive_region: c\nregions:\n  a: {}\n  b: {}\n");
+        let f = SourceFile::new(
+            "env.yaml",
+            "name: e\nactive_region: c\nregions:\n  a: {}\n  b: {}\n",
+        );
         let (e, d) = parse_environment(&f, String::new()).unwrap();
         assert!(d.render().contains("E-UNKNOWN-REGION"));
         assert_eq!(e.default_target(), None);

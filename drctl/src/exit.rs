@@ -41,21 +41,81 @@ pub const NOT_FOUND: i32 = 17;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
-    (INTERNAL, "internal", "unexpected error (a bug, or I/O outside the journal)"),
+    (
+        INTERNAL,
+        "internal",
+        "unexpected error (a bug, or I/O outside the journal)",
+    ),
     (USAGE, "usage", "bad command line"),
-    (INVALID_INPUT, "invalid-input", "runbook, environment or check file invalid; nothing ran"),
-    (PREFLIGHT_FAILED, "preflight-failed", "plan --check found a step that would fail"),
-    (RUN_FAILED, "run-failed", "a step failed and the run stopped"),
-    (LOCK_HELD, "lock-held", "another run holds the environment's lock"),
-    (RUN_INTERRUPTED, "run-interrupted", "run interrupted or aborted; resume continues an interrupted run"),
-    (WAITING_APPROVAL, "waiting-approval", "run parked until `drctl approve` + `drctl resume`"),
-    (JOURNAL_CORRUPT, "journal-corrupt", "journal failed hash-chain verification"),
-    (JOURNAL_WRITE, "journal-write", "journal could not be written; run stopped"),
-    (RUNBOOK_CHANGED, "runbook-changed", "resume refused: runbook changed (--allow-runbook-change)"),
-    (TARGET_MISSED, "target-missed", "drill missed its RTO or RPO target"),
-    (VERIFY_REJECTED, "verify-rejected", "immudb state or proof rejected"),
-    (VERIFY_BEHIND, "verify-behind", "immudb replica behind the trusted state"),
-    (NEEDS_DECISION, "needs-decision", "resume needs --rerun STEP or --mark-done STEP"),
-    (NOT_CONFIRMED, "not-confirmed", "confirmation declined or impossible (use --yes)"),
+    (
+        INVALID_INPUT,
+        "invalid-input",
+        "runbook, environment or check file invalid; nothing ran",
+    ),
+    (
+        PREFLIGHT_FAILED,
+        "preflight-failed",
+        "plan --check found a step that would fail",
+    ),
+    (
+        RUN_FAILED,
+        "run-failed",
+        "a step failed and the run stopped",
+    ),
+    (
+        LOCK_HELD,
+        "lock-held",
+        "another run holds the environment's lock",
+    ),
+    (
+        RUN_INTERRUPTED,
+        "run-interrupted",
+        "run interrupted or aborted; resume continues an interrupted run",
+    ),
+    (
+        WAITING_APPROVAL,
+        "waiting-approval",
+        "run parked until `drctl approve` + `drctl resume`",
+    ),
+    (
+        JOURNAL_CORRUPT,
+        "journal-corrupt",
+        "journal failed hash-chain verification",
+    ),
+    (
+        JOURNAL_WRITE,
+        "journal-write",
+        "journal could not be written; run stopped",
+    ),
+    (
+        RUNBOOK_CHANGED,
+        "runbook-changed",
+        "resume refused: runbook changed (--allow-runbook-change)",
+    ),
+    (
+        TARGET_MISSED,
+        "target-missed",
+        "drill missed its RTO or RPO target",
+    ),
+    (
+        VERIFY_REJECTED,
+        "verify-rejected",
+        "immudb state or proof rejected",
+    ),
+    (
+        VERIFY_BEHIND,
+        "verify-behind",
+        "immudb replica behind the trusted state",
+    ),
+    (
+        NEEDS_DECISION,
+        "needs-decision",
+        "resume needs --rerun STEP or --mark-done STEP",
+    ),
+    (
+        NOT_CONFIRMED,
+        "not-confirmed",
+        "confirmation declined or impossible (use --yes)",
+    ),
     (NOT_FOUND, "not-found", "run or file not found"),
 ];

@@ -13,14 +13,19 @@
 use serde_json::Value;
 use thiserror::Error;
 
-pub const ROOTS: &[&str] = &["params", "regions", "target", "source", "env", "run", "steps"];
+pub const ROOTS: &[&str] = &[
+    "params", "regions", "target", "source", "env", "run", "steps",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Segment {
     Lit(String),
     /// A reference; `offset` is its byte position in the template, so errors
     /// can point inside a long string.
-    Ref { path: Vec<String>, offset: usize },
+    Ref {
+        path: Vec<String>,
+        offset: usize,
+    },
 }
 
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -257,10 +262,19 @@ mod tests {
     #[test]
     fn templates() {
         let s = scope();
-        assert_eq!(s.resolve_str("${steps.a.outputs.timeline}").unwrap(), json!(2));
-        assert_eq!(s.resolve_str("to ${params.region}!").unwrap(), json!("to dr!"));
+        assert_eq!(
+            s.resolve_str("${steps.a.outputs.timeline}").unwrap(),
+            json!(2)
+        );
+        assert_eq!(
+            s.resolve_str("to ${params.region}!").unwrap(),
+            json!("to dr!")
+        );
         assert_eq!(s.resolve_str("$${x}").unwrap(), json!("${x}"));
-        assert!(matches!(s.resolve_str("${params.nope}"), Err(ExprError::Unknown(_))));
+        assert!(matches!(
+            s.resolve_str("${params.nope}"),
+            Err(ExprError::Unknown(_))
+        ));
         assert!(parse_template("${a").is_err());
         assert!(parse_template("${a b}").is_err());
     }

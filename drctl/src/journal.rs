@@ -23,11 +23,22 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[derive(Debug, Error)]
 pub enum JournalError {
     #[error("[DRCTL-J001] journal hash chain broken at record {seq} (line {line}): prev {found} != hash of previous line {expected}")]
-    ChainBroken { line: usize, seq: u64, expected: String, found: String },
+    ChainBroken {
+        line: usize,
+        seq: u64,
+        expected: String,
+        found: String,
+    },
     #[error("[DRCTL-J007] journal record {seq} (line {line}) does not match its own hash: it was modified")]
     RecordHash { line: usize, seq: u64 },
-    #[error("[DRCTL-J002] journal sequence gap at line {line}: expected seq {expected}, found {found}")]
-    SequenceGap { line: usize, expected: u64, found: u64 },
+    #[error(
+        "[DRCTL-J002] journal sequence gap at line {line}: expected seq {expected}, found {found}"
+    )]
+    SequenceGap {
+        line: usize,
+        expected: u64,
+        found: u64,
+    },
     #[error("[DRCTL-J003] journal record at line {line} is not valid: {reason}")]
     BadRecord { line: usize, reason: String },
     #[error("[DRCTL-J004] journal record at line {line} has format version {version}; this drctl reads up to {FORMAT_VERSION}")]
@@ -73,6 +84,8 @@ pub struct ErrorInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// One run_started per journal: boxing it would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     RunStarted {
         run_id: String,
@@ -236,7 +249,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// production; it is read once per process.
 fn crash_point(seq: u64) {
     static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("DRCTL_TEST_CRASH_AFTER_SEQ").ok().and_then(|v| v.parse().ok()));
+    let at = AT.get_or_init(|| {
+        std::env::var("DRCTL_TEST_CRASH_AFTER_SEQ")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
     if *at == Some(seq) {
         // SAFETY: raising SIGKILL on ourselves; no memory is involved.
         unsafe {
@@ -299,7 +316,9 @@ impl JournalWriter {
         let hash = sha256_hex(&serde_json::to_vec(&obj).map_err(bad)?);
         obj.insert("hash".into(), Value::String(hash.clone()));
         let line = serde_json::to_vec(&obj).map_err(bad)?;
-        self.sink.append_durable(&line).map_err(JournalError::Write)?;
+        self.sink
+            .append_durable(&line)
+            .map_err(JournalError::Write)?;
         rec.hash = hash.clone();
         self.last_hash = hash;
         self.next_seq += 1;
@@ -338,7 +357,10 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
         let line = &bytes[pos..pos + nl];
         pos += nl + 1;
         line_no += 1;
-        let bad = |reason: String| JournalError::BadRecord { line: line_no, reason };
+        let bad = |reason: String| JournalError::BadRecord {
+            line: line_no,
+            reason,
+        };
         let value: Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
         // Lines are written in canonical form (compact, sorted keys); any
         // other spelling of the same JSON was produced by an edit.
@@ -387,7 +409,10 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
         expected_prev = stored;
         records.push(rec);
     }
-    if !matches!(records.first().map(|r| &r.event), Some(Event::RunStarted { .. })) {
+    if !matches!(
+        records.first().map(|r| &r.event),
+        Some(Event::RunStarted { .. })
+    ) {
         return Err(JournalError::NoStart);
     }
     Ok(Verified {
@@ -417,7 +442,11 @@ mod tests {
         let mut w = JournalWriter::new(Box::new(Mem(buf.clone())));
         w.append(Event::RunStarted {
             run_id: "r".into(),
-            runbook: FileRef { name: "x".into(), path: "x.yaml".into(), sha256: "00".into() },
+            runbook: FileRef {
+                name: "x".into(),
+                path: "x.yaml".into(),
+                sha256: "00".into(),
+            },
             environment: None,
             mode: crate::runbook::Mode::Drill,
             operator: "op".into(),
@@ -433,8 +462,17 @@ mod tests {
             drctl_version: "0".into(),
         })
         .unwrap();
-        w.append(Event::StepStarted { step: "a".into(), action: "wait".into(), inputs: Value::Null }).unwrap();
-        w.append(Event::RunFinished { status: RunStatus::Succeeded, reason: None }).unwrap();
+        w.append(Event::StepStarted {
+            step: "a".into(),
+            action: "wait".into(),
+            inputs: Value::Null,
+        })
+        .unwrap();
+        w.append(Event::RunFinished {
+            status: RunStatus::Succeeded,
+            reason: None,
+        })
+        .unwrap();
         let out = buf.lock().unwrap().clone();
         out
     }
@@ -453,14 +491,23 @@ mod tests {
         for i in 0..good.len() {
             let mut bad = good.clone();
             // Flip to a different printable byte so JSON often stays valid.
-            bad[i] = if bad[i] == b'0' { b'1' } else if bad[i] == b'\n' { b' ' } else { b'0' };
+            bad[i] = if bad[i] == b'0' {
+                b'1'
+            } else if bad[i] == b'\n' {
+                b' '
+            } else {
+                b'0'
+            };
             if let Ok(v) = verify(&bad) {
                 if v.torn_tail == 0 {
                     undetected.push(i);
                 }
             }
         }
-        assert!(undetected.is_empty(), "undetected changes at byte offsets {undetected:?}");
+        assert!(
+            undetected.is_empty(),
+            "undetected changes at byte offsets {undetected:?}"
+        );
     }
 
     #[test]

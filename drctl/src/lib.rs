@@ -4,6 +4,7 @@
 //! flow and a glossary.
 
 pub mod actions;
+pub mod cli;
 pub mod decode;
 pub mod diag;
 pub mod duration;
@@ -11,7 +12,6 @@ pub mod engine;
 pub mod environment;
 pub mod exit;
 pub mod expr;
-pub mod cli;
 pub mod journal;
 pub mod measure;
 pub mod report;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
-use drctl::cli::{self, Cli, Command, CliError, LogFormat, OutputFormat};
+use drctl::cli::{self, Cli, CliError, Command, LogFormat, OutputFormat};
 use drctl::engine::ResumeOptions;
 use drctl::exit;
 use drctl::store::{LocalStore, Store};
@@ -32,7 +32,11 @@ fn init_logging(cli: &Cli) {
         .with_writer(|| RedactingStderr)
         .with_target(false);
     let _ = match cli.log_format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }
@@ -58,21 +62,70 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(exit::OK)
         }
-        Command::Plan { runbook, env, region, check, mode, params } => {
+        Command::Plan {
+            runbook,
+            env,
+            region,
+            check,
+            mode,
+            params,
+        } => {
             let store = open_store(&cli)?;
-            let args = cli::plan::PlanArgs { runbook, env: env.as_deref(), region: region.as_deref(), check: *check, mode: (*mode).into(), params };
+            let args = cli::plan::PlanArgs {
+                runbook,
+                env: env.as_deref(),
+                region: region.as_deref(),
+                check: *check,
+                mode: (*mode).into(),
+                params,
+            };
             cli::plan::cmd_plan(args, store, output).await
         }
-        Command::Run { runbook, mode, region, args } => {
+        Command::Run {
+            runbook,
+            mode,
+            region,
+            args,
+        } => {
             let store = open_store(&cli)?;
-            cli::runs::cmd_run(runbook, region.as_deref(), (*mode).into(), args, store, output, false).await
+            cli::runs::cmd_run(
+                runbook,
+                region.as_deref(),
+                (*mode).into(),
+                args,
+                store,
+                output,
+                false,
+            )
+            .await
         }
-        Command::Failover { region, runbook, args } => {
+        Command::Failover {
+            region,
+            runbook,
+            args,
+        } => {
             let store = open_store(&cli)?;
             let rb = cli::runs::failover_runbook(runbook.as_deref(), args.env.as_deref());
-            cli::runs::cmd_run(&rb, Some(region), drctl::runbook::Mode::Incident, args, store, output, true).await
+            cli::runs::cmd_run(
+                &rb,
+                Some(region),
+                drctl::runbook::Mode::Incident,
+                args,
+                store,
+                output,
+                true,
+            )
+            .await
         }
-        Command::Resume { run_id, runbook, env, allow_runbook_change, rerun, mark_done, parallelism } => {
+        Command::Resume {
+            run_id,
+            runbook,
+            env,
+            allow_runbook_change,
+            rerun,
+            mark_done,
+            parallelism,
+        } => {
             let store = open_store(&cli)?;
             let opts = ResumeOptions {
                 allow_runbook_change: *allow_runbook_change,
@@ -82,13 +135,27 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 parallelism: *parallelism,
                 interactive: true,
             };
-            cli::runs::cmd_resume(run_id, runbook.as_deref(), env.as_deref(), opts, store, output).await
+            cli::runs::cmd_resume(
+                run_id,
+                runbook.as_deref(),
+                env.as_deref(),
+                opts,
+                store,
+                output,
+            )
+            .await
         }
-        Command::Approve { run_id, step, by } => cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref()),
+        Command::Approve { run_id, step, by } => {
+            cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref())
+        }
         Command::Abort { run_id } => cli::runs::cmd_abort(run_id, open_store(&cli)?.as_ref()),
         Command::Runs => cli::inspect::cmd_runs(open_store(&cli)?.as_ref(), output),
-        Command::Status { run_id, follow } => cli::inspect::cmd_status(open_store(&cli)?.as_ref(), run_id, *follow, output).await,
-        Command::Report { run_id, format } => cli::inspect::cmd_report(open_store(&cli)?.as_ref(), run_id, *format),
+        Command::Status { run_id, follow } => {
+            cli::inspect::cmd_status(open_store(&cli)?.as_ref(), run_id, *follow, output).await
+        }
+        Command::Report { run_id, format } => {
+            cli::inspect::cmd_report(open_store(&cli)?.as_ref(), run_id, *format)
+        }
     }
 }
 
@@ -97,12 +164,19 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            std::process::exit(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            std::process::exit(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     init_logging(&cli);
     let output = cli.output;
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -17,7 +17,14 @@ use crate::engine::view::RunView;
 use crate::journal::StepStatus;
 
 /// Actions whose success demonstrates a working service.
-pub const CHECK_ACTIONS: &[&str] = &["http.check", "checks.run", "dns.check", "postgres.query", "kube.check", "immudb.verify"];
+pub const CHECK_ACTIONS: &[&str] = &[
+    "http.check",
+    "checks.run",
+    "dns.check",
+    "postgres.query",
+    "kube.check",
+    "immudb.verify",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepShare {
@@ -47,15 +54,28 @@ impl Measurements {
     /// The headline time-based data loss: the largest `time_lost_ms` any
     /// step reported (truth preferred when present).
     pub fn rpo_time_ms(&self) -> Option<u64> {
-        let truth = self.rpo_truth.iter().filter_map(|t| t.get("time_lost_ms").and_then(Value::as_u64)).max();
-        truth.or_else(|| self.rpo.iter().filter_map(|(_, v)| v.get("time_lost_ms").and_then(Value::as_u64)).max())
+        let truth = self
+            .rpo_truth
+            .iter()
+            .filter_map(|t| t.get("time_lost_ms").and_then(Value::as_u64))
+            .max();
+        truth.or_else(|| {
+            self.rpo
+                .iter()
+                .filter_map(|(_, v)| v.get("time_lost_ms").and_then(Value::as_u64))
+                .max()
+        })
     }
 }
 
 pub fn from_view(view: &RunView) -> Option<Measurements> {
     // Without a declared failure time there is no outage to measure.
     let failed_at_ms = view.failed_at_ms?;
-    let source = if view.mode == crate::runbook::Mode::Drill { "failure injected" } else { "declared failure time" };
+    let source = if view.mode == crate::runbook::Mode::Drill {
+        "failure injected"
+    } else {
+        "declared failure time"
+    };
     let checks: Vec<_> = view
         .steps
         .iter()
@@ -128,11 +148,20 @@ pub fn markdown(m: &Measurements) -> String {
                 m.failure_time_source,
                 crate::journal::format_ms(m.failed_at_ms),
                 m.recovery_step.as_deref().unwrap_or("?"),
-                m.rto_target_ms.map(|t| format!(" (target {}: {})", ms(t), if rto <= t { "met" } else { "MISSED" })).unwrap_or_default()
+                m.rto_target_ms
+                    .map(|t| format!(
+                        " (target {}: {})",
+                        ms(t),
+                        if rto <= t { "met" } else { "MISSED" }
+                    ))
+                    .unwrap_or_default()
             );
         }
         None => {
-            let _ = writeln!(o, "Not recovered: the run did not succeed, so no RTO is claimed.");
+            let _ = writeln!(
+                o,
+                "Not recovered: the run did not succeed, so no RTO is claimed."
+            );
         }
     }
     let _ = writeln!(o);
@@ -140,7 +169,14 @@ pub fn markdown(m: &Measurements) -> String {
         let _ = writeln!(o, "| Step | Action | Duration | Ended at (after failure) |");
         let _ = writeln!(o, "|---|---|---|---|");
         for c in &m.contributions {
-            let _ = writeln!(o, "| `{}` | {} | {} | +{} |", c.step, c.action, ms(c.duration_ms), ms(c.ended_at_ms));
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | {} | +{} |",
+                c.step,
+                c.action,
+                ms(c.duration_ms),
+                ms(c.ended_at_ms)
+            );
         }
         let _ = writeln!(o);
     }
@@ -154,7 +190,12 @@ pub fn markdown(m: &Measurements) -> String {
             let _ = writeln!(o, "- truth (old primary restarted): {}", describe_rpo(t));
         }
         if let (Some(t), Some(target)) = (m.rpo_time_ms(), m.rpo_target_ms) {
-            let _ = writeln!(o, "- target {}: {}", ms(target), if t <= target { "met" } else { "MISSED" });
+            let _ = writeln!(
+                o,
+                "- target {}: {}",
+                ms(target),
+                if t <= target { "met" } else { "MISSED" }
+            );
         }
         let _ = writeln!(o);
     }

@@ -40,7 +40,13 @@ pub fn markdown(view: &RunView) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "| | |");
     let _ = writeln!(o, "|---|---|");
-    let _ = writeln!(o, "| Runbook | `{}` ({}, sha256 {}) |", view.runbook.name, view.runbook.path, short_hash(&view.runbook.sha256));
+    let _ = writeln!(
+        o,
+        "| Runbook | `{}` ({}, sha256 {}) |",
+        view.runbook.name,
+        view.runbook.path,
+        short_hash(&view.runbook.sha256)
+    );
     if let Some(e) = &view.environment {
         let _ = writeln!(o, "| Environment | `{}` ({}) |", e.name, e.path);
     }
@@ -49,19 +55,38 @@ pub fn markdown(view: &RunView) -> String {
         let _ = writeln!(o, "| Regions | {s} -> {t} |");
     }
     let _ = writeln!(o, "| Operator | {} on {} |", view.operator, view.host);
-    let _ = writeln!(o, "| Status | **{}**{} |", view.status_text(), view.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+    let _ = writeln!(
+        o,
+        "| Status | **{}**{} |",
+        view.status_text(),
+        view.reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
     let _ = writeln!(o, "| Started | {} |", format_ms(view.started_ms));
     if let Some(f) = view.finished_ms {
         let _ = writeln!(o, "| Finished | {} |", format_ms(f));
     }
-    let _ = writeln!(o, "| Total duration | {} |", dur_ms(view.last_ts_ms().saturating_sub(view.started_ms)));
+    let _ = writeln!(
+        o,
+        "| Total duration | {} |",
+        dur_ms(view.last_ts_ms().saturating_sub(view.started_ms))
+    );
     if let Some(fa) = view.failed_at_ms {
         let _ = writeln!(o, "| Declared failure time | {} |", format_ms(fa));
     }
     if view.options.accept_data_loss || view.options.force {
-        let _ = writeln!(o, "| Overrides | {}{} |",
-            if view.options.accept_data_loss { "--accept-data-loss " } else { "" },
-            if view.options.force { "--force" } else { "" });
+        let _ = writeln!(
+            o,
+            "| Overrides | {}{} |",
+            if view.options.accept_data_loss {
+                "--accept-data-loss "
+            } else {
+                ""
+            },
+            if view.options.force { "--force" } else { "" }
+        );
     }
     let _ = writeln!(o);
 
@@ -71,7 +96,10 @@ pub fn markdown(view: &RunView) -> String {
 
     let _ = writeln!(o, "## Timeline");
     let _ = writeln!(o);
-    let _ = writeln!(o, "| Step | Action | Status | Start | End | Duration | Attempts |");
+    let _ = writeln!(
+        o,
+        "| Step | Action | Status | Start | End | Duration | Attempts |"
+    );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|");
     for s in &view.steps {
         let _ = writeln!(
@@ -83,17 +111,30 @@ pub fn markdown(view: &RunView) -> String {
             offset(view, s.started_ms),
             offset(view, s.finished_ms),
             s.duration_ms.map(dur_ms).unwrap_or_else(|| "-".into()),
-            if s.attempts == 0 { "-".to_string() } else { s.attempts.to_string() },
+            if s.attempts == 0 {
+                "-".to_string()
+            } else {
+                s.attempts.to_string()
+            },
         );
     }
     let _ = writeln!(o);
 
-    let skipped: Vec<_> = view.steps.iter().filter(|s| s.skip_reason.is_some()).collect();
+    let skipped: Vec<_> = view
+        .steps
+        .iter()
+        .filter(|s| s.skip_reason.is_some())
+        .collect();
     if !skipped.is_empty() {
         let _ = writeln!(o, "## Skipped steps");
         let _ = writeln!(o);
         for s in skipped {
-            let _ = writeln!(o, "- `{}`: {}", s.id, s.skip_reason.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                o,
+                "- `{}`: {}",
+                s.id,
+                s.skip_reason.as_deref().unwrap_or("")
+            );
         }
         let _ = writeln!(o);
     }
@@ -102,7 +143,11 @@ pub fn markdown(view: &RunView) -> String {
         let _ = writeln!(o, "## Approvals");
         let _ = writeln!(o);
         for a in &view.approvals {
-            let _ = writeln!(o, "- `{}` approved by **{}** at {} (via {})", a.step, a.by, a.at, a.via);
+            let _ = writeln!(
+                o,
+                "- `{}` approved by **{}** at {} (via {})",
+                a.step, a.by, a.at, a.via
+            );
         }
         let _ = writeln!(o);
     }
@@ -117,7 +162,12 @@ pub fn markdown(view: &RunView) -> String {
         let _ = writeln!(o);
         for s in errors {
             for (n, e) in &s.attempt_failures {
-                let _ = writeln!(o, "- `{}` attempt {n} (retried): {}", s.id, one_line(&e.message));
+                let _ = writeln!(
+                    o,
+                    "- `{}` attempt {n} (retried): {}",
+                    s.id,
+                    one_line(&e.message)
+                );
             }
             if let Some(e) = &s.error {
                 let _ = writeln!(o, "- `{}` ({}): {}", s.id, e.kind, one_line(&e.message));
@@ -133,23 +183,49 @@ pub fn markdown(view: &RunView) -> String {
         let _ = writeln!(o, "## Events");
         let _ = writeln!(o);
         for r in &view.resumes {
-            let _ = writeln!(o, "- {} resumed by {}{}", format_ms(r.ts_ms), r.operator,
-                if r.runbook_changed { " (runbook had changed: --allow-runbook-change)" } else { "" });
+            let _ = writeln!(
+                o,
+                "- {} resumed by {}{}",
+                format_ms(r.ts_ms),
+                r.operator,
+                if r.runbook_changed {
+                    " (runbook had changed: --allow-runbook-change)"
+                } else {
+                    ""
+                }
+            );
             for (step, d) in &r.decisions {
                 let _ = writeln!(o, "  - `{step}`: {d}");
             }
         }
         for n in &view.notes {
-            let _ = writeln!(o, "- {} {}{}", format_ms(n.ts_ms), n.step.as_ref().map(|s| format!("`{s}`: ")).unwrap_or_default(), n.message);
+            let _ = writeln!(
+                o,
+                "- {} {}{}",
+                format_ms(n.ts_ms),
+                n.step
+                    .as_ref()
+                    .map(|s| format!("`{s}`: "))
+                    .unwrap_or_default(),
+                n.message
+            );
         }
         let _ = writeln!(o);
     }
 
     let _ = writeln!(o, "## Evidence");
     let _ = writeln!(o);
-    let _ = writeln!(o, "Journal: {} records, hash chain verified; head `{}`.", view.records, view.head);
+    let _ = writeln!(
+        o,
+        "Journal: {} records, hash chain verified; head `{}`.",
+        view.records, view.head
+    );
     if view.torn_tail > 0 {
-        let _ = writeln!(o, "A torn final write of {} bytes was ignored (never acknowledged).", view.torn_tail);
+        let _ = writeln!(
+            o,
+            "A torn final write of {} bytes was ignored (never acknowledged).",
+            view.torn_tail
+        );
     }
     o
 }
@@ -164,7 +240,8 @@ fn short_hash(h: &str) -> String {
 
 /// The same facts as JSON, for tooling.
 pub fn json(view: &RunView) -> Value {
-    let measurements = crate::measure::from_view(view).map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
+    let measurements =
+        crate::measure::from_view(view).map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
     json!({
         "run_id": view.run_id,
         "runbook": view.runbook,

@@ -39,8 +39,8 @@ impl SecretRef {
     /// Parses `env:NAME` or `file:PATH`; anything else is not a reference.
     pub fn parse(s: &str) -> Option<SecretRef> {
         if let Some(name) = s.strip_prefix("env:") {
-            let ok = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let ok =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             return ok.then(|| SecretRef::Env(name.to_string()));
         }
         if let Some(path) = s.strip_prefix("file:") {
@@ -187,8 +187,14 @@ mod tests {
 
     #[test]
     fn parse_refs() {
-        assert_eq!(SecretRef::parse("env:PG_PASS"), Some(SecretRef::Env("PG_PASS".into())));
-        assert_eq!(SecretRef::parse("file:/run/s"), Some(SecretRef::File("/run/s".into())));
+        assert_eq!(
+            SecretRef::parse("env:PG_PASS"),
+            Some(SecretRef::Env("PG_PASS".into()))
+        );
+        assert_eq!(
+            SecretRef::parse("file:/run/s"),
+            Some(SecretRef::File("/run/s".into()))
+        );
         assert_eq!(SecretRef::parse("env:"), None);
         assert_eq!(SecretRef::parse("hunter2"), None);
     }

@@ -163,7 +163,13 @@ impl LocalStore {
 /// Keeps keys from escaping their directory.
 fn safe_name(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect::<String>()
         .trim_start_matches('.')
         .to_string()
@@ -202,8 +208,12 @@ impl JournalSink for FileSink {
         self.buf.push(b'\n');
         // One write(2) per record: with O_APPEND a record is never
         // interleaved, and a torn tail after a crash is detectable.
-        self.file.write_all(&self.buf).map_err(io("append to journal", &self.path))?;
-        self.file.sync_data().map_err(io("fsync journal", &self.path))
+        self.file
+            .write_all(&self.buf)
+            .map_err(io("append to journal", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io("fsync journal", &self.path))
     }
 }
 
@@ -230,7 +240,11 @@ impl Store for LocalStore {
             .map_err(io("create journal", &path))?;
         fsync_dir(&dir)?;
         fsync_dir(&self.root.join("runs"))?;
-        Ok(Box::new(FileSink { file, path, buf: Vec::new() }))
+        Ok(Box::new(FileSink {
+            file,
+            path,
+            buf: Vec::new(),
+        }))
     }
 
     fn append_run(&self, run_id: &str) -> Result<Box<dyn JournalSink>, StoreError> {
@@ -242,14 +256,20 @@ impl Store for LocalStore {
             .append(true)
             .open(&path)
             .map_err(io("open journal", &path))?;
-        Ok(Box::new(FileSink { file, path, buf: Vec::new() }))
+        Ok(Box::new(FileSink {
+            file,
+            path,
+            buf: Vec::new(),
+        }))
     }
 
     fn read_journal(&self, run_id: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.journal_path(run_id);
         match fs::read(&path) {
             Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::RunNotFound(run_id.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::RunNotFound(run_id.to_string()))
+            }
             Err(e) => Err(io("read journal", &path)(e)),
         }
     }
@@ -275,12 +295,18 @@ impl Store for LocalStore {
         if !self.journal_path(run_id).exists() {
             return Err(StoreError::RunNotFound(run_id.to_string()));
         }
-        let path = self.run_dir(run_id).join("approvals").join(format!("{}.json", safe_name(step)));
+        let path = self
+            .run_dir(run_id)
+            .join("approvals")
+            .join(format!("{}.json", safe_name(step)));
         write_atomic(&path, &serde_json::to_vec(a).unwrap_or_default())
     }
 
     fn get_approval(&self, run_id: &str, step: &str) -> Result<Option<Approval>, StoreError> {
-        let path = self.run_dir(run_id).join("approvals").join(format!("{}.json", safe_name(step)));
+        let path = self
+            .run_dir(run_id)
+            .join("approvals")
+            .join(format!("{}.json", safe_name(step)));
         read_json(&path)
     }
 
@@ -299,7 +325,10 @@ impl Store for LocalStore {
     }
 
     fn acquire_lease(&self, name: &str, holder: &LeaseHolder) -> Result<LeaseAcquired, StoreError> {
-        let lock_path = self.root.join("locks").join(format!("{}.lock", safe_name(name)));
+        let lock_path = self
+            .root
+            .join("locks")
+            .join(format!("{}.lock", safe_name(name)));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -317,7 +346,10 @@ impl Store for LocalStore {
                 host: "unknown".into(),
                 expires_at_ms: 0,
             });
-            return Err(StoreError::LeaseHeld { name: name.to_string(), holder });
+            return Err(StoreError::LeaseHeld {
+                name: name.to_string(),
+                holder,
+            });
         }
         // We hold the flock, so any lease record left behind belongs to a
         // process that died without releasing it: a stale lease.
@@ -330,7 +362,9 @@ impl Store for LocalStore {
 
     fn renew_lease(&self, name: &str, holder: &LeaseHolder) -> Result<(), StoreError> {
         match self.read_lease(name)? {
-            Some(cur) if cur.run_id == holder.run_id && cur.pid == holder.pid => self.write_lease(name, holder),
+            Some(cur) if cur.run_id == holder.run_id && cur.pid == holder.pid => {
+                self.write_lease(name, holder)
+            }
             Some(cur) => Err(StoreError::LeaseLost {
                 name: name.to_string(),
                 reason: format!("now held by {cur}"),
@@ -357,17 +391,30 @@ impl Store for LocalStore {
     }
 
     fn put_doc(&self, collection: &str, key: &str, doc: &Value) -> Result<(), StoreError> {
-        let path = self.root.join("docs").join(safe_name(collection)).join(format!("{}.json", safe_name(key)));
+        let path = self
+            .root
+            .join("docs")
+            .join(safe_name(collection))
+            .join(format!("{}.json", safe_name(key)));
         let bytes = serde_json::to_vec_pretty(doc).unwrap_or_default();
         write_atomic(&path, &bytes)
     }
 
     fn get_doc(&self, collection: &str, key: &str) -> Result<Option<Value>, StoreError> {
-        read_json(&self.root.join("docs").join(safe_name(collection)).join(format!("{}.json", safe_name(key))))
+        read_json(
+            &self
+                .root
+                .join("docs")
+                .join(safe_name(collection))
+                .join(format!("{}.json", safe_name(key))),
+        )
     }
 
     fn append_history(&self, collection: &str, record: &Value) -> Result<(), StoreError> {
-        let path = self.root.join("history").join(format!("{}.jsonl", safe_name(collection)));
+        let path = self
+            .root
+            .join("history")
+            .join(format!("{}.jsonl", safe_name(collection)));
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -380,7 +427,10 @@ impl Store for LocalStore {
     }
 
     fn read_history(&self, collection: &str) -> Result<Vec<Value>, StoreError> {
-        let path = self.root.join("history").join(format!("{}.jsonl", safe_name(collection)));
+        let path = self
+            .root
+            .join("history")
+            .join(format!("{}.jsonl", safe_name(collection)));
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -400,20 +450,27 @@ impl Store for LocalStore {
 
 impl LocalStore {
     fn lease_path(&self, name: &str) -> PathBuf {
-        self.root.join("locks").join(format!("{}.lease.json", safe_name(name)))
+        self.root
+            .join("locks")
+            .join(format!("{}.lease.json", safe_name(name)))
     }
 
     fn write_lease(&self, name: &str, holder: &LeaseHolder) -> Result<(), StoreError> {
-        write_atomic(&self.lease_path(name), &serde_json::to_vec(holder).unwrap_or_default())
+        write_atomic(
+            &self.lease_path(name),
+            &serde_json::to_vec(holder).unwrap_or_default(),
+        )
     }
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     }

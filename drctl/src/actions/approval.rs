@@ -38,7 +38,10 @@ impl Approval {
             .and_then(|n| ctx.boolean(n, "skip_in_drill"))
             .unwrap_or(true);
         r.finish(ctx);
-        Some(ApprovalParams { message, skip_in_drill })
+        Some(ApprovalParams {
+            message,
+            skip_in_drill,
+        })
     }
 }
 
@@ -68,10 +71,17 @@ impl Action for Approval {
     fn describe(&self, params: &Value) -> String {
         format!(
             "ask for approval: {}",
-            params.get("message").map(super::short).unwrap_or_else(|| "Proceed?".into())
+            params
+                .get("message")
+                .map(super::short)
+                .unwrap_or_else(|| "Proceed?".into())
         )
     }
-    async fn preflight(&self, params: &Value, _ctx: &StepContext) -> Result<Preflight, ActionError> {
+    async fn preflight(
+        &self,
+        params: &Value,
+        _ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         Ok(Preflight::ok(self.describe(params)))
     }
     async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
@@ -82,7 +92,10 @@ impl Action for Approval {
         }
         let store = ctx.store.clone();
         let (run, step) = (ctx.run_id.clone(), ctx.step_id.clone());
-        if let Some(rec) = store.get_approval(&run, &step).map_err(|e| ActionError::failed(e.to_string()))? {
+        if let Some(rec) = store
+            .get_approval(&run, &step)
+            .map_err(|e| ActionError::failed(e.to_string()))?
+        {
             return Ok(outputs(&rec, false));
         }
         eprintln!(
@@ -112,7 +125,10 @@ impl Action for Approval {
                     .map_err(|e| ActionError::failed(e.to_string()))?;
                 return Ok(outputs(&rec, false));
             }
-            if let Some(rec) = store.get_approval(&run, &step).map_err(|e| ActionError::failed(e.to_string()))? {
+            if let Some(rec) = store
+                .get_approval(&run, &step)
+                .map_err(|e| ActionError::failed(e.to_string()))?
+            {
                 return Ok(outputs(&rec, false));
             }
             if ctx.remaining() < Duration::from_millis(300) {

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::{decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext};
+use super::{
+    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::{redact, SecretRef};
 use crate::yaml::{Kind, Node};
@@ -39,7 +41,12 @@ pub struct ExecParams {
 fn argv(ctx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
     let items = ctx.string_list(n, what)?;
     if items.is_empty() {
-        ctx.error("E-VALUE", n, format!("{what}: needs at least the program"), Some("e.g. [pg_dump, --version]".into()));
+        ctx.error(
+            "E-VALUE",
+            n,
+            format!("{what}: needs at least the program"),
+            Some("e.g. [pg_dump, --version]".into()),
+        );
         return None;
     }
     Some(items.into_iter().map(|(s, _)| s).collect())
@@ -55,7 +62,10 @@ impl Exec {
                 "E-TYPE",
                 n,
                 "exec: argv must be a list (drctl runs no shell)",
-                Some(format!("write argv: [{}]", s.split_whitespace().collect::<Vec<_>>().join(", "))),
+                Some(format!(
+                    "write argv: [{}]",
+                    s.split_whitespace().collect::<Vec<_>>().join(", ")
+                )),
             );
             return None;
         }
@@ -76,12 +86,22 @@ impl Exec {
         let dir = r.opt("dir").and_then(|n| ctx.string(n, "dir"));
         let unless = r.opt("unless").and_then(|n| argv(ctx, n, "unless"));
         let verify = r.opt("verify").and_then(|n| argv(ctx, n, "verify"));
-        let idempotent = r.opt("idempotent").and_then(|n| ctx.boolean(n, "idempotent")).unwrap_or(false);
+        let idempotent = r
+            .opt("idempotent")
+            .and_then(|n| ctx.boolean(n, "idempotent"))
+            .unwrap_or(false);
         let expect_exit = match r.opt("expect_exit") {
             None => vec![0],
             Some(n) => match &n.kind {
-                Kind::Seq(items) => items.iter().filter_map(|i| ctx.uint(i, "expect_exit")).map(|v| v as i32).collect(),
-                _ => ctx.uint(n, "expect_exit").map(|v| vec![v as i32]).unwrap_or_default(),
+                Kind::Seq(items) => items
+                    .iter()
+                    .filter_map(|i| ctx.uint(i, "expect_exit"))
+                    .map(|v| v as i32)
+                    .collect(),
+                _ => ctx
+                    .uint(n, "expect_exit")
+                    .map(|v| vec![v as i32])
+                    .unwrap_or_default(),
             },
         };
         r.finish(ctx);
@@ -213,7 +233,11 @@ fn keep(bytes: &[u8]) -> String {
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}\n[... {} more bytes not kept]", &text[..cut], text.len() - cut)
+    format!(
+        "{}\n[... {} more bytes not kept]",
+        &text[..cut],
+        text.len() - cut
+    )
 }
 
 #[async_trait]
@@ -225,7 +249,13 @@ impl Action for Exec {
         "Run a program without a shell; check its exit code"
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["exit_code", "stdout", "stderr", "already_done", "duration_ms"]
+        &[
+            "exit_code",
+            "stdout",
+            "stderr",
+            "already_done",
+            "duration_ms",
+        ]
     }
     fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
         Self::decode(ctx, with);
@@ -246,7 +276,11 @@ impl Action for Exec {
         if let Some(unless) = &p.unless {
             let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
             if r.code == Some(0) {
-                return Ok(Preflight::ok(format!("{} (already done: `{}` succeeds)", self.describe(params), unless.join(" "))));
+                return Ok(Preflight::ok(format!(
+                    "{} (already done: `{}` succeeds)",
+                    self.describe(params),
+                    unless.join(" ")
+                )));
             }
         }
         Ok(Preflight::ok(self.describe(params)))
@@ -271,12 +305,25 @@ impl Action for Exec {
         let ok = r.code.is_some_and(|c| p.expect_exit.contains(&c));
         if !ok {
             let code = r.code.map_or("a signal".to_string(), |c| c.to_string());
-            let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = r
+                .stderr
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(ActionError::failed(format!(
                 "`{}` exited with {code}, expected {:?}{}",
                 p.argv.join(" "),
                 p.expect_exit,
-                if tail.is_empty() { String::new() } else { format!("; stderr:\n{tail}") }
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stderr:\n{tail}")
+                }
             )));
         }
         if let Some(verify) = &p.verify {

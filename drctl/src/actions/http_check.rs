@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext};
+use super::{
+    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::yaml::{Kind, Node};
@@ -35,13 +37,25 @@ impl HttpCheck {
         let url_node = r.req(ctx, "url");
         let url = url_node.and_then(|n| ctx.string(n, "url"));
         if let (Some(u), Some(n)) = (&url, url_node) {
-            if !crate::expr::has_refs(u) && !(u.starts_with("http://") || u.starts_with("https://")) {
-                ctx.error("E-VALUE", n, format!("url `{u}` must start with http:// or https://"), None);
+            if !(crate::expr::has_refs(u) || u.starts_with("http://") || u.starts_with("https://"))
+            {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("url `{u}` must start with http:// or https://"),
+                    None,
+                );
             }
         }
         let method = r
             .opt("method")
-            .and_then(|n| ctx.one_of(n, &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], "method"))
+            .and_then(|n| {
+                ctx.one_of(
+                    n,
+                    &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+                    "method",
+                )
+            })
             .unwrap_or("GET")
             .to_string();
         let mut headers = BTreeMap::new();
@@ -65,23 +79,38 @@ impl HttpCheck {
                 _ => status(ctx, n).into_iter().collect(),
             },
         };
-        let body_contains = r.opt("body_contains").and_then(|n| ctx.string(n, "body_contains"));
+        let body_contains = r
+            .opt("body_contains")
+            .and_then(|n| ctx.string(n, "body_contains"));
         let ptr_node = r.opt("json_pointer");
         let json_pointer = ptr_node.and_then(|n| ctx.string(n, "json_pointer"));
         if let (Some(p), Some(n)) = (&json_pointer, ptr_node) {
             if !p.is_empty() && !p.starts_with('/') {
-                ctx.error("E-VALUE", n, format!("json_pointer `{p}` must start with `/`"), Some(format!("write `/{p}`")));
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("json_pointer `{p}` must start with `/`"),
+                    Some(format!("write `/{p}`")),
+                );
             }
         }
         let equals = r.opt("equals").map(Node::to_json);
         if equals.is_some() && json_pointer.is_none() {
-            ctx.error("E-VALUE", with, "http.check: `equals` needs `json_pointer`", Some("e.g. json_pointer: /status".into()));
+            ctx.error(
+                "E-VALUE",
+                with,
+                "http.check: `equals` needs `json_pointer`",
+                Some("e.g. json_pointer: /status".into()),
+            );
         }
         let attempt_timeout = r
             .opt("attempt_timeout")
             .and_then(|n| ctx.duration(n, "attempt_timeout"))
             .unwrap_or(Duration::from_secs(10));
-        let tls_verify = r.opt("tls_verify").and_then(|n| ctx.boolean(n, "tls_verify")).unwrap_or(true);
+        let tls_verify = r
+            .opt("tls_verify")
+            .and_then(|n| ctx.boolean(n, "tls_verify"))
+            .unwrap_or(true);
         r.finish(ctx);
         Some(HttpParams {
             url: url?,
@@ -100,7 +129,10 @@ impl HttpCheck {
     /// Runs the request and assertions; shared with smoke check sets.
     pub async fn run(p: &HttpParams, deadline: Duration) -> Result<Outputs, ActionError> {
         let client = reqwest::Client::builder()
-            .timeout(p.attempt_timeout.min(deadline.max(Duration::from_millis(1))))
+            .timeout(
+                p.attempt_timeout
+                    .min(deadline.max(Duration::from_millis(1))),
+            )
             .danger_accept_invalid_certs(!p.tls_verify)
             .build()
             .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
@@ -147,8 +179,9 @@ impl HttpCheck {
         }
         let mut out = Outputs::new();
         if let Some(ptr) = &p.json_pointer {
-            let doc: Value = serde_json::from_str(&text)
-                .map_err(|e| ActionError::failed(format!("{}: body is not JSON ({e}): {snippet}", p.url)))?;
+            let doc: Value = serde_json::from_str(&text).map_err(|e| {
+                ActionError::failed(format!("{}: body is not JSON ({e}): {snippet}", p.url))
+            })?;
             let got = doc.pointer(ptr).cloned().ok_or_else(|| {
                 ActionError::failed(format!("{}: JSON has nothing at `{ptr}`: {snippet}", p.url))
             })?;
@@ -184,7 +217,12 @@ fn json_equal(got: &Value, want: &Value) -> bool {
 fn status(ctx: &mut Ctx<'_>, n: &Node) -> Option<u16> {
     let v = ctx.uint(n, "expect_status")?;
     if !(100..=599).contains(&v) {
-        ctx.error("E-VALUE", n, format!("HTTP status {v} is out of range 100-599"), None);
+        ctx.error(
+            "E-VALUE",
+            n,
+            format!("HTTP status {v} is out of range 100-599"),
+            None,
+        );
         return None;
     }
     Some(v as u16)
@@ -223,18 +261,30 @@ impl Action for HttpCheck {
     fn describe(&self, params: &Value) -> String {
         format!(
             "{} {} expect {}",
-            params.get("method").map(super::short).unwrap_or_else(|| "GET".into()),
+            params
+                .get("method")
+                .map(super::short)
+                .unwrap_or_else(|| "GET".into()),
             params.get("url").map(super::short).unwrap_or_default(),
-            params.get("expect_status").map(super::short).unwrap_or_else(|| "200".into())
+            params
+                .get("expect_status")
+                .map(super::short)
+                .unwrap_or_else(|| "200".into())
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
         let p = decode_resolved(self.kind(), params, Self::decode)?;
         if p.method != "GET" && p.method != "HEAD" {
-            return Ok(Preflight::ok(format!("{} {} (not probed: not read-only)", p.method, p.url)));
+            return Ok(Preflight::ok(format!(
+                "{} {} (not probed: not read-only)",
+                p.method, p.url
+            )));
         }
         Ok(match Self::run(&p, ctx.remaining()).await {
-            Ok(o) => Preflight::ok(format!("{} {} -> {} (passes now)", p.method, p.url, o["status"])),
+            Ok(o) => Preflight::ok(format!(
+                "{} {} -> {} (passes now)",
+                p.method, p.url, o["status"]
+            )),
             Err(e) => Preflight {
                 lines: vec![format!("{} {} -> fails now: {e}", p.method, p.url)],
                 // A failing smoke check before failover is expected (the

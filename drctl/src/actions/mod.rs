@@ -114,7 +114,10 @@ pub enum ActionError {
     Refused { message: String, hint: String },
     /// The action ran and the system did not reach the desired state.
     #[error("{message}")]
-    Failed { message: String, hint: Option<String> },
+    Failed {
+        message: String,
+        hint: Option<String>,
+    },
     /// An approval step is still waiting for `drctl approve`.
     #[error("waiting for approval of step `{step}`")]
     AwaitingApproval { step: String },
@@ -144,8 +147,12 @@ impl ActionError {
         match self {
             ActionError::Config { hint, .. } | ActionError::Refused { hint, .. } => Some(hint),
             ActionError::Failed { hint, .. } => hint.as_deref(),
-            ActionError::Secret(_) => Some("set the variable or create the file the reference names"),
-            ActionError::AwaitingApproval { .. } => Some("run `drctl approve RUN_ID STEP`, then `drctl resume RUN_ID`"),
+            ActionError::Secret(_) => {
+                Some("set the variable or create the file the reference names")
+            }
+            ActionError::AwaitingApproval { .. } => {
+                Some("run `drctl approve RUN_ID STEP`, then `drctl resume RUN_ID`")
+            }
             ActionError::InvalidParams(_) => None,
         }
     }
@@ -215,7 +222,11 @@ pub fn decode_resolved<P>(
     match out {
         Some(p) if !diags.has_errors() => Ok(p),
         _ => Err(ActionError::InvalidParams(
-            diags.iter().map(|d| format!("  - {}", d.message)).collect::<Vec<_>>().join("\n"),
+            diags
+                .iter()
+                .map(|d| format!("  - {}", d.message))
+                .collect::<Vec<_>>()
+                .join("\n"),
         )),
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext};
+use super::{
+    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::yaml::Node;
@@ -41,17 +43,28 @@ impl Notify {
             .and_then(|n| ctx.one_of(n, &["critical", "error", "warning", "info"], "severity"))
             .unwrap_or("info")
             .to_string();
-        let required = r.opt("required").and_then(|n| ctx.boolean(n, "required")).unwrap_or(false);
+        let required = r
+            .opt("required")
+            .and_then(|n| ctx.boolean(n, "required"))
+            .unwrap_or(false);
         r.finish(ctx);
-        Some(NotifyParams { message: message?, targets, severity, required })
+        Some(NotifyParams {
+            message: message?,
+            targets,
+            severity,
+            required,
+        })
     }
 }
 
 fn secret_field(cfg: &Value, key: &str) -> Result<String, ActionError> {
-    let raw = cfg.get(key).and_then(Value::as_str).ok_or_else(|| ActionError::Config {
-        message: format!("notify target has no `{key}`"),
-        hint: "see the environment file's notify section".into(),
-    })?;
+    let raw = cfg
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ActionError::Config {
+            message: format!("notify target has no `{key}`"),
+            hint: "see the environment file's notify section".into(),
+        })?;
     match SecretRef::parse(raw) {
         Some(r) => Ok(resolve_secret(&r)?.expose().to_string()),
         None => Ok(raw.to_string()),
@@ -73,11 +86,17 @@ impl Action for Notify {
         Self::decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {
-        format!("notify: {}", params.get("message").map(super::short).unwrap_or_default())
+        format!(
+            "notify: {}",
+            params.get("message").map(super::short).unwrap_or_default()
+        )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
         let n = ctx.env.as_ref().map_or(0, |e| e.notify.len());
-        Ok(Preflight::ok(format!("{} ({n} target(s) configured)", self.describe(params))))
+        Ok(Preflight::ok(format!(
+            "{} ({n} target(s) configured)",
+            self.describe(params)
+        )))
     }
     async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let p = decode_resolved(self.kind(), params, Self::decode)?;
@@ -108,7 +127,12 @@ impl Action for Notify {
                 }
                 _ => {
                     let key = secret_field(&t.config, "routing_key")?;
-                    let url = t.config.get("url").and_then(Value::as_str).unwrap_or(PAGERDUTY_URL).to_string();
+                    let url = t
+                        .config
+                        .get("url")
+                        .and_then(Value::as_str)
+                        .unwrap_or(PAGERDUTY_URL)
+                        .to_string();
                     let body = json!({
                         "routing_key": key,
                         "event_action": "trigger",
@@ -125,11 +149,18 @@ impl Action for Notify {
             match res {
                 Ok(r) if r.status().is_success() => sent.push(t.name.clone()),
                 Ok(r) => failed.push(format!("{}: HTTP {}", t.name, r.status())),
-                Err(e) => failed.push(format!("{}: {}", t.name, super::http_check::error_chain(&e))),
+                Err(e) => failed.push(format!(
+                    "{}: {}",
+                    t.name,
+                    super::http_check::error_chain(&e)
+                )),
             }
         }
         if p.required && !failed.is_empty() {
-            return Err(ActionError::failed(format!("notification failed: {}", failed.join("; "))));
+            return Err(ActionError::failed(format!(
+                "notification failed: {}",
+                failed.join("; ")
+            )));
         }
         for f in &failed {
             tracing::warn!(target_failure = %f, "notification not delivered");

@@ -34,18 +34,37 @@ impl Wait {
             .unwrap_or(Duration::from_millis(500));
         if let (Some(c), Some(n)) = (&until, until_node) {
             if let Err(e) = crate::expr::split_condition(c) {
-                ctx.error("E-EXPR", n, e.to_string(), Some("example: `${steps.status.outputs.lag_bytes} < 1024`".into()));
+                ctx.error(
+                    "E-EXPR",
+                    n,
+                    e.to_string(),
+                    Some("example: `${steps.status.outputs.lag_bytes} < 1024`".into()),
+                );
             }
         }
         let dn = r.node();
         let has_duration = dn.get("duration").is_some();
         if !has_duration && until_node.is_none() {
-            ctx.error("E-MISSING-FIELD", dn, "wait: needs `duration` or `until`", Some("e.g. `with: {duration: 5s}`".into()));
+            ctx.error(
+                "E-MISSING-FIELD",
+                dn,
+                "wait: needs `duration` or `until`",
+                Some("e.g. `with: {duration: 5s}`".into()),
+            );
         } else if has_duration && until_node.is_some() {
-            ctx.error("E-VALUE", dn, "wait: give either `duration` or `until`, not both", None);
+            ctx.error(
+                "E-VALUE",
+                dn,
+                "wait: give either `duration` or `until`, not both",
+                None,
+            );
         }
         r.finish(ctx);
-        Some(WaitParams { duration, until, interval })
+        Some(WaitParams {
+            duration,
+            until,
+            interval,
+        })
     }
 }
 
@@ -70,7 +89,11 @@ impl Action for Wait {
             _ => "wait".into(),
         }
     }
-    async fn preflight(&self, params: &Value, _ctx: &StepContext) -> Result<Preflight, ActionError> {
+    async fn preflight(
+        &self,
+        params: &Value,
+        _ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         Ok(Preflight::ok(self.describe(params)))
     }
     async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
@@ -98,7 +121,10 @@ impl Action for Wait {
             }
         }
         let mut out = Outputs::new();
-        out.insert("waited_ms".into(), json!(start.elapsed().as_millis() as u64));
+        out.insert(
+            "waited_ms".into(),
+            json!(start.elapsed().as_millis() as u64),
+        );
         Ok(out)
     }
 }

@@ -51,7 +51,10 @@ impl CliError {
         let n = diags.error_count();
         CliError {
             code: exit::INVALID_INPUT,
-            message: format!("{n} error{} found; nothing was run", if n == 1 { "" } else { "s" }),
+            message: format!(
+                "{n} error{} found; nothing was run",
+                if n == 1 { "" } else { "s" }
+            ),
             causes: Vec::new(),
             hint: None,
             diags: Some(diags),
@@ -93,10 +96,15 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::RunNotFound(id) => CliError::new(exit::NOT_FOUND, format!("run `{id}` not found"))
-                .hint("`drctl runs` lists runs; check --state-dir / DRCTL_STATE_DIR"),
-            StoreError::LeaseHeld { name, holder } => CliError::new(exit::LOCK_HELD, format!("lock `{name}` is held by {holder}"))
-                .hint("one run per environment: wait for it, or `drctl abort` it"),
+            StoreError::RunNotFound(id) => {
+                CliError::new(exit::NOT_FOUND, format!("run `{id}` not found"))
+                    .hint("`drctl runs` lists runs; check --state-dir / DRCTL_STATE_DIR")
+            }
+            StoreError::LeaseHeld { name, holder } => CliError::new(
+                exit::LOCK_HELD,
+                format!("lock `{name}` is held by {holder}"),
+            )
+            .hint("one run per environment: wait for it, or `drctl abort` it"),
             _ => CliError::from_error(exit::INTERNAL, &e),
         }
     }

@@ -15,10 +15,10 @@ pub fn resolve_run_id(store: &dyn Store, id: &str) -> Result<String, CliError> {
     if id != "latest" {
         return Ok(id.to_string());
     }
-    store
-        .list_runs()?
-        .pop()
-        .ok_or_else(|| CliError::new(exit::NOT_FOUND, "there are no runs yet").hint(format!("state: {}", store.describe())))
+    store.list_runs()?.pop().ok_or_else(|| {
+        CliError::new(exit::NOT_FOUND, "there are no runs yet")
+            .hint(format!("state: {}", store.describe()))
+    })
 }
 
 pub fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError> {
@@ -47,7 +47,9 @@ pub fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError
             r["status"].as_str().unwrap_or(""),
             r["mode"].as_str().unwrap_or(""),
             r["runbook"].as_str().unwrap_or(""),
-            r["started"].as_str().unwrap_or(r["error"].as_str().unwrap_or(""))
+            r["started"]
+                .as_str()
+                .unwrap_or(r["error"].as_str().unwrap_or(""))
         ));
     }
     Ok(exit::OK)
@@ -60,18 +62,39 @@ fn live_holder(store: &dyn Store, v: &RunView) -> Option<String> {
         None => "default".to_string(),
     };
     let h = store.read_lease(&name).ok().flatten()?;
-    (h.run_id == v.run_id).then(|| format!("pid {} on {}", h.pid, h.host))
+    // A lease left behind by a killed process is not a live run.
+    let alive = h.host != crate::journal::hostname() || pid_alive(h.pid);
+    (h.run_id == v.run_id && alive && h.expires_at_ms > crate::journal::now_ms())
+        .then(|| format!("pid {} on {}", h.pid, h.host))
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
 fn render_status(v: &RunView, live: Option<String>) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "run {}  runbook `{}`  mode {}", v.run_id, v.runbook.name, v.mode.as_str());
+    let _ = writeln!(
+        o,
+        "run {}  runbook `{}`  mode {}",
+        v.run_id,
+        v.runbook.name,
+        v.mode.as_str()
+    );
     let state = match (&v.status, live) {
         (Some(_), _) => v.status_text().to_string(),
         (None, Some(holder)) => format!("running ({holder})"),
         (None, None) => "incomplete: drctl stopped without closing the run (crash or kill); `drctl resume` continues it".into(),
     };
-    let _ = writeln!(o, "status: {state}{}", v.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+    let _ = writeln!(
+        o,
+        "status: {state}{}",
+        v.reason
+            .as_ref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
     for s in &v.steps {
         let mark = match s.status {
             StepStatus::Succeeded => "✓",
@@ -80,22 +103,47 @@ fn render_status(v: &RunView, live: Option<String>) -> String {
             StepStatus::Skipped => "–",
             StepStatus::Pending => " ",
         };
-        let dur = s.duration_ms.map(|d| crate::duration::format_duration(Duration::from_millis(d))).unwrap_or_default();
-        let extra = s.error.as_ref().map(|e| e.message.lines().next().unwrap_or("").to_string()).or(s.skip_reason.clone()).unwrap_or_default();
-        let _ = writeln!(o, "  {mark} {:<22} {:<18} {:<9} {extra}", s.id, s.action, dur);
+        let dur = s
+            .duration_ms
+            .map(|d| crate::duration::format_duration(Duration::from_millis(d)))
+            .unwrap_or_default();
+        let extra = s
+            .error
+            .as_ref()
+            .map(|e| e.message.lines().next().unwrap_or("").to_string())
+            .or(s.skip_reason.clone())
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  {mark} {:<22} {:<18} {:<9} {extra}",
+            s.id, s.action, dur
+        );
     }
-    let _ = writeln!(o, "journal: {} records, chain verified, head {}", v.records, &v.head[..16.min(v.head.len())]);
+    let _ = writeln!(
+        o,
+        "journal: {} records, chain verified, head {}",
+        v.records,
+        &v.head[..16.min(v.head.len())]
+    );
     o
 }
 
-pub async fn cmd_status(store: &dyn Store, id: &str, follow: bool, output: OutputFormat) -> Result<i32, CliError> {
+pub async fn cmd_status(
+    store: &dyn Store,
+    id: &str,
+    follow: bool,
+    output: OutputFormat,
+) -> Result<i32, CliError> {
     let id = resolve_run_id(store, id)?;
     let mut last = String::new();
     loop {
         let (v, _) = load_view_pub(store, &id)?;
         let live = live_holder(store, &v);
         let text = if output == OutputFormat::Json {
-            serde_json::to_string_pretty(&serde_json::json!({"run": v, "status": v.status_text(), "live": live})).unwrap_or_default()
+            serde_json::to_string_pretty(
+                &serde_json::json!({"run": v, "status": v.status_text(), "live": live}),
+            )
+            .unwrap_or_default()
         } else {
             render_status(&v, live)
         };
@@ -115,7 +163,9 @@ pub fn cmd_report(store: &dyn Store, id: &str, format: ReportFormat) -> Result<i
     let (v, _) = load_view_pub(store, &id)?;
     match format {
         ReportFormat::Md => ui::out(&crate::report::markdown(&v)),
-        ReportFormat::Json => ui::out(&serde_json::to_string_pretty(&crate::report::json(&v)).unwrap_or_default()),
+        ReportFormat::Json => {
+            ui::out(&serde_json::to_string_pretty(&crate::report::json(&v)).unwrap_or_default())
+        }
     }
     Ok(exit::OK)
 }

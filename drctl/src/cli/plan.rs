@@ -76,7 +76,10 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError
     let mut out = BTreeMap::new();
     for p in raw {
         let Some((k, v)) = p.split_once('=') else {
-            return Err(CliError::new(exit::USAGE, format!("--param `{p}` is not KEY=VALUE")).hint("e.g. --param max_lag=5s"));
+            return Err(
+                CliError::new(exit::USAGE, format!("--param `{p}` is not KEY=VALUE"))
+                    .hint("e.g. --param max_lag=5s"),
+            );
         };
         out.insert(k.trim().to_string(), v.to_string());
     }
@@ -84,19 +87,29 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError
 }
 
 /// Picks the target region: explicit, else the only non-active region.
-pub fn target_region(env: Option<&Environment>, explicit: Option<&str>) -> Result<Option<String>, CliError> {
+pub fn target_region(
+    env: Option<&Environment>,
+    explicit: Option<&str>,
+) -> Result<Option<String>, CliError> {
     let Some(env) = env else {
         return Ok(explicit.map(str::to_string));
     };
     match explicit {
         Some(r) if env.region(r).is_some() => Ok(Some(r.to_string())),
-        Some(r) => Err(CliError::new(exit::INVALID_INPUT, format!("region `{r}` is not in environment `{}`", env.name))
-            .hint(format!("regions: {}", env.region_names().join(", ")))),
+        Some(r) => Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!("region `{r}` is not in environment `{}`", env.name),
+        )
+        .hint(format!("regions: {}", env.region_names().join(", ")))),
         None => Ok(env.default_target().map(str::to_string)),
     }
 }
 
-pub fn cmd_validate(files: &[std::path::PathBuf], env: Option<&Path>, output: OutputFormat) -> Result<i32, CliError> {
+pub fn cmd_validate(
+    files: &[std::path::PathBuf],
+    env: Option<&Path>,
+    output: OutputFormat,
+) -> Result<i32, CliError> {
     let mut all = Diagnostics::default();
     let env_loaded = match env {
         Some(p) => match load_environment(p) {
@@ -145,7 +158,11 @@ pub fn cmd_validate(files: &[std::path::PathBuf], env: Option<&Path>, output: Ou
             "diagnostics": all.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
         });
         ui::out(&serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(if all.has_errors() { exit::INVALID_INPUT } else { exit::OK });
+        return Ok(if all.has_errors() {
+            exit::INVALID_INPUT
+        } else {
+            exit::OK
+        });
     }
     if all.has_errors() {
         return Err(CliError::invalid(all));
@@ -167,11 +184,17 @@ fn resolve_for_plan(scope: &crate::expr::Scope, v: &Value) -> Value {
             if s.contains("${steps.") {
                 Value::String(s.clone())
             } else {
-                scope.resolve_str(s).unwrap_or_else(|e| Value::String(format!("{s} <{e}>")))
+                scope
+                    .resolve_str(s)
+                    .unwrap_or_else(|e| Value::String(format!("{s} <{e}>")))
             }
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| resolve_for_plan(scope, x)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), resolve_for_plan(scope, x))).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), resolve_for_plan(scope, x)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -187,34 +210,74 @@ pub struct PlanArgs<'a> {
 
 /// Renders the plan; with `check`, runs every preflight. Returns the text
 /// and whether all preflights passed.
-pub async fn render_plan(a: &PlanArgs<'_>, loaded: &Loaded, store: Arc<dyn Store>, output: OutputFormat) -> Result<(String, bool), CliError> {
+pub async fn render_plan(
+    a: &PlanArgs<'_>,
+    loaded: &Loaded,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+) -> Result<(String, bool), CliError> {
     let params = resolve_params(&loaded.runbook, &parse_params(a.params)?)?;
     let target = target_region(loaded.env.as_deref(), a.region)?;
     let run = json!({"id": "(plan)", "mode": a.mode.as_str(), "target_region": target, "source_region": loaded.env.as_ref().map(|e| e.active_region.clone()), "operator": super::operator()});
-    let scope = scope_for(&params, loaded.env.as_deref(), target.as_deref(), run, &BTreeMap::new());
+    let scope = scope_for(
+        &params,
+        loaded.env.as_deref(),
+        target.as_deref(),
+        run,
+        &BTreeMap::new(),
+    );
     let rb = &loaded.runbook;
     let mut o = String::new();
     let mut all_ok = true;
     let mut json_steps = Vec::new();
     let _ = writeln!(o, "Plan: runbook `{}` ({})", rb.name, rb.file.path);
     if let Some(env) = &loaded.env {
-        let _ = writeln!(o, "  environment `{}`: {} -> {}", env.name, env.active_region, target.as_deref().unwrap_or("?"));
+        let _ = writeln!(
+            o,
+            "  environment `{}`: {} -> {}",
+            env.name,
+            env.active_region,
+            target.as_deref().unwrap_or("?")
+        );
     }
     let _ = writeln!(o, "  mode: {}", a.mode.as_str());
     if let Some(d) = &rb.description {
         let _ = writeln!(o, "  {}", d.trim());
     }
     for (i, wave) in loaded.plan.waves.iter().enumerate() {
-        let _ = writeln!(o, "\nWave {}{}:", i + 1, if wave.len() > 1 { " (in parallel)" } else { "" });
+        let _ = writeln!(
+            o,
+            "\nWave {}{}:",
+            i + 1,
+            if wave.len() > 1 { " (in parallel)" } else { "" }
+        );
         for id in wave {
             let Some(step) = rb.step(id) else { continue };
             let resolved = resolve_for_plan(&scope, &step.with.to_json());
             let action = actions::lookup(&step.action);
             let skipped = !step.when.applies(a.mode);
             let desc = action.map(|x| x.describe(&resolved)).unwrap_or_default();
-            let _ = writeln!(o, "  {id:<22} {:<18} {desc}{}", step.action, if skipped { format!("  (skipped: when {})", step.when.as_str()) } else { String::new() });
+            let _ = writeln!(
+                o,
+                "  {id:<22} {:<18} {desc}{}",
+                step.action,
+                if skipped {
+                    format!("  (skipped: when {})", step.when.as_str())
+                } else {
+                    String::new()
+                }
+            );
             if !step.needs.is_empty() {
-                let _ = writeln!(o, "  {:<22} needs: {}", "", step.needs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "));
+                let _ = writeln!(
+                    o,
+                    "  {:<22} needs: {}",
+                    "",
+                    step.needs
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let mut pre_json = Value::Null;
             if a.check && !skipped {
@@ -233,18 +296,32 @@ pub async fn render_plan(a: &PlanArgs<'_>, loaded: &Loaded, store: Arc<dyn Store
                         failed_at: None,
                     };
                     let pre = if s_has_step_refs(&resolved) {
-                        Ok(actions::Preflight::ok("(depends on earlier steps' outputs; checked at run time)"))
+                        Ok(actions::Preflight::ok(
+                            "(depends on earlier steps' outputs; checked at run time)",
+                        ))
                     } else {
-                        match tokio::time::timeout(Duration::from_secs(10), action.preflight(&resolved, &ctx)).await {
+                        match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            action.preflight(&resolved, &ctx),
+                        )
+                        .await
+                        {
                             Ok(r) => r,
-                            Err(_) => Ok(actions::Preflight::problem("preflight timed out after 10s")),
+                            Err(_) => {
+                                Ok(actions::Preflight::problem("preflight timed out after 10s"))
+                            }
                         }
                     };
                     match pre {
                         Ok(p) => {
                             all_ok &= p.ok;
                             for l in &p.lines {
-                                let _ = writeln!(o, "  {:<22} {} {l}", "", if p.ok { "check:" } else { "PROBLEM:" });
+                                let _ = writeln!(
+                                    o,
+                                    "  {:<22} {} {l}",
+                                    "",
+                                    if p.ok { "check:" } else { "PROBLEM:" }
+                                );
                             }
                             pre_json = json!(p);
                         }
@@ -275,18 +352,26 @@ fn s_has_step_refs(v: &Value) -> bool {
     }
 }
 
-pub async fn cmd_plan(a: PlanArgs<'_>, store: Arc<dyn Store>, output: OutputFormat) -> Result<i32, CliError> {
+pub async fn cmd_plan(
+    a: PlanArgs<'_>,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+) -> Result<i32, CliError> {
     let loaded = load(a.runbook, a.env)?;
     let (text, ok) = render_plan(&a, &loaded, store, output).await?;
     ui::out(&text);
     if a.check && !ok {
-        return Err(CliError::new(exit::PREFLIGHT_FAILED, "preflight found problems (marked PROBLEM above)"));
+        return Err(CliError::new(
+            exit::PREFLIGHT_FAILED,
+            "preflight found problems (marked PROBLEM above)",
+        ));
     }
     Ok(exit::OK)
 }
 
 pub fn cmd_schema() -> i32 {
-    let mut schema = serde_json::to_value(schemars::schema_for!(crate::runbook::RunbookDoc)).unwrap_or(Value::Null);
+    let mut schema = serde_json::to_value(schemars::schema_for!(crate::runbook::RunbookDoc))
+        .unwrap_or(Value::Null);
     // Editors complete action kinds from this list.
     let kinds: Vec<&str> = actions::all().iter().map(|a| a.kind()).collect();
     if let Some(p) = schema.pointer_mut("/$defs/StepDoc/properties/action") {

@@ -14,8 +14,15 @@ use crate::store::{Approval, Store};
 
 pub fn parse_time(s: &str) -> Result<u64, CliError> {
     humantime::parse_rfc3339_weak(s)
-        .map(|t| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
-        .map_err(|e| CliError::new(exit::USAGE, format!("--failed-at `{s}`: {e}")).hint("use RFC 3339, e.g. 2026-11-22T03:12:00Z"))
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        })
+        .map_err(|e| {
+            CliError::new(exit::USAGE, format!("--failed-at `{s}`: {e}"))
+                .hint("use RFC 3339, e.g. 2026-11-22T03:12:00Z")
+        })
 }
 
 pub fn outcome_code(o: &RunOutcome) -> i32 {
@@ -39,9 +46,15 @@ pub fn print_outcome(o: &RunOutcome, store: &dyn Store, output: OutputFormat) {
     ui::err(&s);
     let next = match o.status {
         RunStatus::Succeeded => format!("report: drctl report {}", o.run_id),
-        RunStatus::Failed => format!("fix the cause, then: drctl resume {}   (report: drctl report {0})", o.run_id),
+        RunStatus::Failed => format!(
+            "fix the cause, then: drctl resume {}   (report: drctl report {0})",
+            o.run_id
+        ),
         RunStatus::Interrupted => format!("continue with: drctl resume {}", o.run_id),
-        RunStatus::WaitingApproval => format!("approve with: drctl approve {} STEP, then drctl resume {0}", o.run_id),
+        RunStatus::WaitingApproval => format!(
+            "approve with: drctl approve {} STEP, then drctl resume {0}",
+            o.run_id
+        ),
         RunStatus::Aborted => format!("report: drctl report {}", o.run_id),
     };
     ui::err(&format!("  {next}"));
@@ -53,13 +66,30 @@ pub struct Prepared {
 }
 
 /// Loads, validates and plans a run; nothing acts yet.
-pub async fn prepare(runbook: &Path, region: Option<&str>, mode: Mode, args: &RunArgs, store: Arc<dyn Store>, failed_at_ms: Option<u64>) -> Result<Prepared, CliError> {
+pub async fn prepare(
+    runbook: &Path,
+    region: Option<&str>,
+    mode: Mode,
+    args: &RunArgs,
+    store: Arc<dyn Store>,
+    failed_at_ms: Option<u64>,
+) -> Result<Prepared, CliError> {
     let loaded = load(runbook, args.env.as_deref())?;
     if loaded.env.is_none() && references_environment(&loaded.runbook) {
-        return Err(CliError::new(exit::INVALID_INPUT, "this runbook refers to the environment but no --env was given")
-            .hint("pass --env FILE (`drctl lab up` writes one for the local lab)"));
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            "this runbook refers to the environment but no --env was given",
+        )
+        .hint("pass --env FILE (`drctl lab up` writes one for the local lab)"));
     }
-    let plan_args = PlanArgs { runbook, env: args.env.as_deref(), region, check: false, mode, params: &args.params };
+    let plan_args = PlanArgs {
+        runbook,
+        env: args.env.as_deref(),
+        region,
+        check: false,
+        mode,
+        params: &args.params,
+    };
     let (plan_text, _) = render_plan(&plan_args, &loaded, store, OutputFormat::Human).await?;
     let params = resolve_params(&loaded.runbook, &parse_params(&args.params)?)?;
     let target = target_region(loaded.env.as_deref(), region)?;
@@ -75,7 +105,11 @@ pub async fn prepare(runbook: &Path, region: Option<&str>, mode: Mode, args: &Ru
         params,
         target_region: target,
         operator: super::operator(),
-        options: RunOptions { accept_data_loss: args.accept_data_loss, force: args.force, interactive: !args.yes },
+        options: RunOptions {
+            accept_data_loss: args.accept_data_loss,
+            force: args.force,
+            interactive: !args.yes,
+        },
         failed_at_ms,
         parallelism: args.parallelism,
         run_id: None,
@@ -86,20 +120,42 @@ pub async fn prepare(runbook: &Path, region: Option<&str>, mode: Mode, args: &Ru
 fn references_environment(rb: &crate::runbook::Runbook) -> bool {
     rb.steps.iter().any(|s| {
         let t = s.with.to_json().to_string();
-        ["${regions.", "${target.", "${source.", "${env."].iter().any(|r| t.contains(r))
+        ["${regions.", "${target.", "${source.", "${env."]
+            .iter()
+            .any(|r| t.contains(r))
     })
 }
 
 /// `failover` declares the failure time as "now" unless `--failed-at` says
 /// otherwise; a plain `run` has none unless given (no RTO is claimed).
-pub async fn cmd_run(runbook: &Path, region: Option<&str>, mode: Mode, args: &RunArgs, store: Arc<dyn Store>, output: OutputFormat, is_failover: bool) -> Result<i32, CliError> {
+pub async fn cmd_run(
+    runbook: &Path,
+    region: Option<&str>,
+    mode: Mode,
+    args: &RunArgs,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+    is_failover: bool,
+) -> Result<i32, CliError> {
     let failed_at = is_failover.then(crate::journal::now_ms);
     let prepared = prepare(runbook, region, mode, args, store.clone(), failed_at).await?;
     if output == OutputFormat::Human {
         ui::err(&prepared.plan_text);
     }
-    ui::confirm(&format!("About to run `{}` in {} mode.", prepared.spec.runbook.name, mode.as_str()), args.yes)?;
-    let outcome = engine::start(store.clone(), prepared.spec, ui::human_ui(output == OutputFormat::Json)).await?;
+    ui::confirm(
+        &format!(
+            "About to run `{}` in {} mode.",
+            prepared.spec.runbook.name,
+            mode.as_str()
+        ),
+        args.yes,
+    )?;
+    let outcome = engine::start(
+        store.clone(),
+        prepared.spec,
+        ui::human_ui(output == OutputFormat::Json),
+    )
+    .await?;
     print_outcome(&outcome, store.as_ref(), output);
     Ok(outcome_code(&outcome))
 }
@@ -129,33 +185,72 @@ pub async fn cmd_resume(
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id)?;
     let (view, _) = engine::run::load_view_pub(store.as_ref(), &run_id)?;
-    let rb_path = runbook.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&view.runbook.path));
-    let env_path = env.map(Path::to_path_buf).or_else(|| view.environment.as_ref().map(|e| PathBuf::from(&e.path)));
+    if view.status == Some(RunStatus::Succeeded) {
+        // Resuming is idempotent: a finished run has nothing left to do.
+        ui::err(&format!(
+            "run {run_id} already succeeded; nothing to resume"
+        ));
+        return Ok(exit::OK);
+    }
+    let rb_path = runbook
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(&view.runbook.path));
+    let env_path = env
+        .map(Path::to_path_buf)
+        .or_else(|| view.environment.as_ref().map(|e| PathBuf::from(&e.path)));
     // Validate the current files fully; a resume must not half-apply either.
     let loaded = match load(&rb_path, env_path.as_deref()) {
         Ok(l) => l,
         Err(e) if e.code == exit::INVALID_INPUT && load_runbook(&rb_path).is_ok() => return Err(e),
         Err(e) => return Err(e),
     };
-    let outcome = engine::resume(store.clone(), &run_id, loaded.runbook, loaded.env, opts, ui::human_ui(output == OutputFormat::Json)).await?;
+    let outcome = engine::resume(
+        store.clone(),
+        &run_id,
+        loaded.runbook,
+        loaded.env,
+        opts,
+        ui::human_ui(output == OutputFormat::Json),
+    )
+    .await?;
     print_outcome(&outcome, store.as_ref(), output);
     Ok(outcome_code(&outcome))
 }
 
-pub fn cmd_approve(run_id: &str, step: &str, by: Option<String>, store: &dyn Store) -> Result<i32, CliError> {
+pub fn cmd_approve(
+    run_id: &str,
+    step: &str,
+    by: Option<String>,
+    store: &dyn Store,
+) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store, run_id)?;
     let (view, _) = engine::run::load_view_pub(store, &run_id)?;
     let known = view.step(step).is_some_and(|s| s.action == "approval");
     if !known {
-        let approvals: Vec<&str> = view.steps.iter().filter(|s| s.action == "approval").map(|s| s.id.as_str()).collect();
-        return Err(CliError::new(exit::INVALID_INPUT, format!("run {run_id} has no started approval step `{step}`"))
-            .hint(if approvals.is_empty() { "no approval step has started yet".to_string() } else { format!("approval steps: {}", approvals.join(", ")) }));
+        let approvals: Vec<&str> = view
+            .steps
+            .iter()
+            .filter(|s| s.action == "approval")
+            .map(|s| s.id.as_str())
+            .collect();
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!("run {run_id} has no started approval step `{step}`"),
+        )
+        .hint(if approvals.is_empty() {
+            "no approval step has started yet".to_string()
+        } else {
+            format!("approval steps: {}", approvals.join(", "))
+        }));
     }
     let who = by.unwrap_or_else(super::operator);
     store.put_approval(&run_id, step, &Approval::now(&who, "drctl approve"))?;
     ui::out(&format!("approved `{step}` of run {run_id} as {who}"));
     if view.status.is_some() {
-        ui::out(&format!("the run is parked ({}); continue it with: drctl resume {run_id}", view.status_text()));
+        ui::out(&format!(
+            "the run is parked ({}); continue it with: drctl resume {run_id}",
+            view.status_text()
+        ));
     }
     Ok(exit::OK)
 }
@@ -163,6 +258,8 @@ pub fn cmd_approve(run_id: &str, step: &str, by: Option<String>, store: &dyn Sto
 pub fn cmd_abort(run_id: &str, store: &dyn Store) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store, run_id)?;
     store.request_abort(&run_id, &super::operator())?;
-    ui::out(&format!("abort requested for run {run_id}: it stops after its in-flight steps"));
+    ui::out(&format!(
+        "abort requested for run {run_id}: it stops after its in-flight steps"
+    ));
     Ok(exit::OK)
 }

@@ -73,20 +73,40 @@ pub fn human_ui(quiet: bool) -> Ui {
             g.line_shown = false;
         }
         let line = match ev {
-            UiEvent::RunStarted { run_id, journal } => format!("run {run_id}\n  journal: {journal}"),
-            UiEvent::StepStarted { step, action, describe } => {
+            UiEvent::RunStarted { run_id, journal } => {
+                format!("run {run_id}\n  journal: {journal}")
+            }
+            UiEvent::StepStarted {
+                step,
+                action,
+                describe,
+            } => {
                 g.running.insert(step.clone(), Instant::now());
                 format!("  ▸ {step:<22} {action:<18} {describe}")
             }
-            UiEvent::StepRetry { step, attempt, error, delay } => format!(
+            UiEvent::StepRetry {
+                step,
+                attempt,
+                error,
+                delay,
+            } => format!(
                 "  ↻ {step:<22} attempt {attempt} failed: {}; retrying in {}",
                 first_line(&error),
                 format_duration(delay)
             ),
-            UiEvent::StepFinished { step, ok, duration, detail } => {
+            UiEvent::StepFinished {
+                step,
+                ok,
+                duration,
+                detail,
+            } => {
                 g.running.remove(&step);
                 let mark = if ok { "✓" } else { "✗" };
-                let detail = if detail.is_empty() { String::new() } else { format!("  {}", first_line(&detail)) };
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", first_line(&detail))
+                };
                 format!("  {mark} {step:<22} {}{detail}", format_duration(duration))
             }
             UiEvent::StepSkipped { step, reason } => format!("  – {step:<22} skipped: {reason}"),
@@ -119,6 +139,9 @@ pub fn confirm(prompt: &str, yes: bool) -> Result<(), super::CliError> {
     if line.trim() == "yes" {
         Ok(())
     } else {
-        Err(super::CliError::new(crate::exit::NOT_CONFIRMED, "not confirmed; nothing was run"))
+        Err(super::CliError::new(
+            crate::exit::NOT_CONFIRMED,
+            "not confirmed; nothing was run",
+        ))
     }
 }

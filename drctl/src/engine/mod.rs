@@ -49,11 +49,19 @@ pub enum EngineError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("another run holds the lock for environment `{env}`: {holder}")]
-    LockHeld { env: String, holder: crate::store::LeaseHolder },
+    LockHeld {
+        env: String,
+        holder: crate::store::LeaseHolder,
+    },
     #[error(transparent)]
     Store(StoreError),
     #[error("[DRCTL-R001] runbook {path} changed since run {run_id} started (journal {journal}, now {now})")]
-    RunbookChanged { run_id: String, path: String, journal: String, now: String },
+    RunbookChanged {
+        run_id: String,
+        path: String,
+        journal: String,
+        now: String,
+    },
     #[error("[DRCTL-R002] steps {steps:?} were interrupted mid-execution and are not known to be safe to repeat")]
     NeedsDecision { steps: Vec<String> },
     #[error("run {run_id} already ended {status}; nothing to resume")]
@@ -99,11 +107,31 @@ pub struct RunOutcome {
 /// Progress for humans; the journal is written regardless.
 #[derive(Debug, Clone)]
 pub enum UiEvent {
-    RunStarted { run_id: String, journal: String },
-    StepStarted { step: String, action: String, describe: String },
-    StepRetry { step: String, attempt: u32, error: String, delay: Duration },
-    StepFinished { step: String, ok: bool, duration: Duration, detail: String },
-    StepSkipped { step: String, reason: String },
+    RunStarted {
+        run_id: String,
+        journal: String,
+    },
+    StepStarted {
+        step: String,
+        action: String,
+        describe: String,
+    },
+    StepRetry {
+        step: String,
+        attempt: u32,
+        error: String,
+        delay: Duration,
+    },
+    StepFinished {
+        step: String,
+        ok: bool,
+        duration: Duration,
+        detail: String,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+    },
     Message(String),
 }
 
@@ -126,14 +154,21 @@ pub fn lock_name(env: Option<&Environment>) -> String {
 }
 
 /// Applies defaults and `--param` overrides; reports unknown or missing ones.
-pub fn resolve_params(rb: &Runbook, overrides: &BTreeMap<String, String>) -> Result<Map<String, Value>, EngineError> {
+pub fn resolve_params(
+    rb: &Runbook,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Map<String, Value>, EngineError> {
     let mut out = Map::new();
-    for (k, _) in overrides {
+    for k in overrides.keys() {
         if rb.param(k).is_none() {
             let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
             return Err(EngineError::Invalid(format!(
                 "unknown parameter `{k}` (runbook parameters: {})",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         }
     }
@@ -177,10 +212,18 @@ pub fn scope_for(
     root.insert("params".into(), Value::Object(params.clone()));
     root.insert("run".into(), run);
     if let Some(env) = env {
-        root.insert("env".into(), json!({"name": env.name, "active_region": env.active_region}));
+        root.insert(
+            "env".into(),
+            json!({"name": env.name, "active_region": env.active_region}),
+        );
         root.insert(
             "regions".into(),
-            Value::Object(env.regions.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            Value::Object(
+                env.regions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
         );
         if let Some(src) = env.region(&env.active_region) {
             root.insert("source".into(), src.clone());

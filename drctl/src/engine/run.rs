@@ -87,7 +87,12 @@ fn file_ref(name: &str, path: &str, sha: &str) -> FileRef {
     }
 }
 
-fn take_lease(store: &Arc<dyn Store>, name: &str, holder: &LeaseHolder, ui: &Ui) -> Result<(), EngineError> {
+fn take_lease(
+    store: &Arc<dyn Store>,
+    name: &str,
+    holder: &LeaseHolder,
+    ui: &Ui,
+) -> Result<(), EngineError> {
     let got = store.acquire_lease(name, holder)?;
     if let Some(prev) = got.took_over {
         ui(UiEvent::Message(format!(
@@ -99,7 +104,11 @@ fn take_lease(store: &Arc<dyn Store>, name: &str, holder: &LeaseHolder, ui: &Ui)
 }
 
 /// Starts a new run and drives it to an end state.
-pub async fn start(store: Arc<dyn Store>, spec: RunSpec, ui: Ui) -> Result<RunOutcome, EngineError> {
+pub async fn start(
+    store: Arc<dyn Store>,
+    spec: RunSpec,
+    ui: Ui,
+) -> Result<RunOutcome, EngineError> {
     let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
     let lease_name = lock_name(spec.env.as_deref());
     let holder = this_holder(&run_id, LEASE_TTL);
@@ -117,7 +126,10 @@ pub async fn start(store: Arc<dyn Store>, spec: RunSpec, ui: Ui) -> Result<RunOu
     let started = journal.append(Event::RunStarted {
         run_id: run_id.clone(),
         runbook: file_ref(&rb.name, &rb.file.path, &rb.content_hash),
-        environment: spec.env.as_ref().map(|e| file_ref(&e.name, &e.file.path, &e.content_hash)),
+        environment: spec
+            .env
+            .as_ref()
+            .map(|e| file_ref(&e.name, &e.file.path, &e.content_hash)),
         mode: spec.mode,
         operator: spec.operator.clone(),
         host: journal::hostname(),
@@ -139,7 +151,11 @@ pub async fn start(store: Arc<dyn Store>, spec: RunSpec, ui: Ui) -> Result<RunOu
         run_id: run_id.clone(),
         journal: store.journal_location(&run_id),
     });
-    let states = rb.steps.iter().map(|s| (s.id.clone(), State::Pending)).collect();
+    let states = rb
+        .steps
+        .iter()
+        .map(|s| (s.id.clone(), State::Pending))
+        .collect();
     let run = Run {
         run_id,
         store,
@@ -164,7 +180,10 @@ pub async fn start(store: Arc<dyn Store>, spec: RunSpec, ui: Ui) -> Result<RunOu
 }
 
 /// Reads and verifies a run's journal.
-pub fn load_view_pub(store: &dyn Store, run_id: &str) -> Result<(RunView, journal::Verified), EngineError> {
+pub fn load_view_pub(
+    store: &dyn Store,
+    run_id: &str,
+) -> Result<(RunView, journal::Verified), EngineError> {
     let bytes = store.read_journal(run_id)?;
     let verified = journal::verify(&bytes)?;
     let view = fold(&verified).ok_or(JournalError::NoStart)?;
@@ -185,7 +204,17 @@ pub async fn resume(
     // Lock first: a run still alive in another process holds it, and we
     // must not read a journal someone is appending to.
     take_lease(&store, &lease_name, &holder, &ui)?;
-    let result = resume_locked(store.clone(), run_id, runbook, env, opts, ui, &lease_name, &holder).await;
+    let result = resume_locked(
+        store.clone(),
+        run_id,
+        runbook,
+        env,
+        opts,
+        ui,
+        &lease_name,
+        &holder,
+    )
+    .await;
     if result.is_err() {
         store.release_lease(&lease_name, &holder);
     }
@@ -222,7 +251,11 @@ async fn resume_locked(
     // Decide what to do with steps that were running when we stopped.
     let mut decisions = BTreeMap::new();
     let mut undecided = Vec::new();
-    for s in view.steps.iter().filter(|s| s.status == StepStatus::Running) {
+    for s in view
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Running)
+    {
         let safe = actions::lookup(&s.action).is_some_and(|a| a.idempotent(&s.inputs));
         if opts.mark_done.contains(&s.id) {
             decisions.insert(s.id.clone(), "marked done by operator".to_string());
@@ -243,7 +276,8 @@ async fn resume_locked(
         // loses nothing the run relied on. Re-terminate so the chain goes on.
         sink.append_durable(b"")?;
     }
-    let mut journal = JournalWriter::resume(sink, verified.records.len() as u64, verified.head.clone());
+    let mut journal =
+        JournalWriter::resume(sink, verified.records.len() as u64, verified.head.clone());
     journal.append(Event::RunResumed {
         operator: opts.operator.clone(),
         host: journal::hostname(),
@@ -264,7 +298,13 @@ async fn resume_locked(
                     outputs.insert(step.id.clone(), v.outputs.clone());
                     State::Succeeded
                 }
-                StepStatus::Skipped if v.skip_reason.as_deref().is_some_and(|r| r.starts_with("when:")) => State::SkippedByMode,
+                StepStatus::Skipped
+                    if v.skip_reason
+                        .as_deref()
+                        .is_some_and(|r| r.starts_with("when:")) =>
+                {
+                    State::SkippedByMode
+                }
                 StepStatus::Running if opts.mark_done.contains(&step.id) => {
                     journal.append(Event::StepFinished {
                         step: step.id.clone(),
@@ -353,9 +393,19 @@ impl Run {
                     continue;
                 }
                 if !s.when.applies(self.mode) {
-                    let reason = format!("when: {} (this is a {} run)", s.when.as_str(), self.mode.as_str());
-                    self.journal.append(Event::StepSkipped { step: s.id.clone(), reason: reason.clone() })?;
-                    (self.ui)(UiEvent::StepSkipped { step: s.id.clone(), reason });
+                    let reason = format!(
+                        "when: {} (this is a {} run)",
+                        s.when.as_str(),
+                        self.mode.as_str()
+                    );
+                    self.journal.append(Event::StepSkipped {
+                        step: s.id.clone(),
+                        reason: reason.clone(),
+                    })?;
+                    (self.ui)(UiEvent::StepSkipped {
+                        step: s.id.clone(),
+                        reason,
+                    });
                     self.states.insert(s.id.clone(), State::SkippedByMode);
                     changed = true;
                     continue;
@@ -366,7 +416,10 @@ impl Run {
                     match self.states.get(n) {
                         Some(State::Succeeded | State::SkippedByMode) => {}
                         Some(State::Failed) => {
-                            let tolerated = self.runbook.step(n).is_some_and(|d| d.on_failure == OnFailure::Continue);
+                            let tolerated = self
+                                .runbook
+                                .step(n)
+                                .is_some_and(|d| d.on_failure == OnFailure::Continue);
                             if !tolerated {
                                 blocked_by = Some(n.clone());
                             }
@@ -377,8 +430,14 @@ impl Run {
                 }
                 if let Some(dep) = blocked_by {
                     let reason = format!("needs `{dep}`, which did not succeed");
-                    self.journal.append(Event::StepSkipped { step: s.id.clone(), reason: reason.clone() })?;
-                    (self.ui)(UiEvent::StepSkipped { step: s.id.clone(), reason });
+                    self.journal.append(Event::StepSkipped {
+                        step: s.id.clone(),
+                        reason: reason.clone(),
+                    })?;
+                    (self.ui)(UiEvent::StepSkipped {
+                        step: s.id.clone(),
+                        reason,
+                    });
                     self.states.insert(s.id.clone(), State::SkippedByFailure);
                     changed = true;
                 } else if all_done && !ready.contains(&s.id) {
@@ -401,8 +460,10 @@ impl Run {
         let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
         let mut stopping: Option<(RunStatus, String)> = None;
         let mut failed: Option<String> = None;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
+        let mut sigint = signal(SignalKind::interrupt())
+            .map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
+        let mut sigterm = signal(SignalKind::terminate())
+            .map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
         let mut interrupts = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last_renew = Instant::now();
@@ -489,19 +550,48 @@ impl Run {
             (Some((s, r)), None) => (s, Some(r)),
             (None, None) => (RunStatus::Succeeded, None),
         };
-        self.journal.append(Event::RunFinished { status, reason: reason.clone() })?;
+        if matches!(status, RunStatus::Failed | RunStatus::Aborted) {
+            // Say why the rest never ran; resume re-plans them regardless.
+            let why = format!("not started: the run {}", status.as_str());
+            for s in self.runbook.steps.clone() {
+                if self.states.get(&s.id) == Some(&State::Pending) {
+                    self.journal.append(Event::StepSkipped {
+                        step: s.id.clone(),
+                        reason: why.clone(),
+                    })?;
+                }
+            }
+        }
+        self.journal.append(Event::RunFinished {
+            status,
+            reason: reason.clone(),
+        })?;
         info!(status = status.as_str(), "run finished");
-        Ok(RunOutcome { run_id: self.run_id.clone(), status, reason })
+        Ok(RunOutcome {
+            run_id: self.run_id.clone(),
+            status,
+            reason,
+        })
     }
 
-    fn start_step(&mut self, id: &str, tx: mpsc::UnboundedSender<Msg>) -> Result<JoinHandle<()>, EngineError> {
+    fn start_step(
+        &mut self,
+        id: &str,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> Result<JoinHandle<()>, EngineError> {
         let step = self
             .runbook
             .step(id)
             .cloned()
             .ok_or_else(|| EngineError::Invalid(format!("unknown step {id}")))?;
         let action = actions::lookup(&step.action);
-        let scope = scope_for(&self.params, self.env.as_deref(), self.target_region.as_deref(), self.run_value(), &self.outputs);
+        let scope = scope_for(
+            &self.params,
+            self.env.as_deref(),
+            self.target_region.as_deref(),
+            self.run_value(),
+            &self.outputs,
+        );
         let resolved = scope.resolve_value(&step.with.to_json());
         let inputs = resolved.clone().unwrap_or(Value::Null);
         self.journal.append(Event::StepStarted {
@@ -511,7 +601,11 @@ impl Run {
         })?;
         self.states.insert(id.to_string(), State::Running);
         let describe = action.map(|a| a.describe(&inputs)).unwrap_or_default();
-        (self.ui)(UiEvent::StepStarted { step: id.to_string(), action: step.action.clone(), describe });
+        (self.ui)(UiEvent::StepStarted {
+            step: id.to_string(),
+            action: step.action.clone(),
+            describe,
+        });
         let ctx_base = StepContext {
             run_id: self.run_id.clone(),
             step_id: id.to_string(),
@@ -523,7 +617,9 @@ impl Run {
             operator: self.operator.clone(),
             attempt: 1,
             deadline: Instant::now(),
-            failed_at: self.failed_at_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            failed_at: self
+                .failed_at_ms
+                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
         };
         let span = info_span!("step", step = %id, action = %step.action);
         let id = id.to_string();
@@ -531,24 +627,64 @@ impl Run {
             async move {
                 let started = Instant::now();
                 let (result, attempts) = match (action, resolved) {
-                    (None, _) => (Err(ErrorInfo { message: format!("unknown action `{}`", step.action), hint: None, kind: "failed".into() }), 0),
-                    (_, Err(e)) => (Err(ErrorInfo { message: format!("cannot resolve parameters: {e}"), hint: Some("check the ${...} references; `drctl validate` lists them".into()), kind: "failed".into() }), 0),
-                    (Some(action), Ok(params)) => run_attempts(action, &step, &params, ctx_base, &tx, &id).await,
+                    (None, _) => (
+                        Err(ErrorInfo {
+                            message: format!("unknown action `{}`", step.action),
+                            hint: None,
+                            kind: "failed".into(),
+                        }),
+                        0,
+                    ),
+                    (_, Err(e)) => (
+                        Err(ErrorInfo {
+                            message: format!("cannot resolve parameters: {e}"),
+                            hint: Some(
+                                "check the ${...} references; `drctl validate` lists them".into(),
+                            ),
+                            kind: "failed".into(),
+                        }),
+                        0,
+                    ),
+                    (Some(action), Ok(params)) => {
+                        run_attempts(action, &step, &params, ctx_base, &tx, &id).await
+                    }
                 };
-                let _ = tx.send(Msg::Done { step: id, result, attempts, duration: started.elapsed() });
+                let _ = tx.send(Msg::Done {
+                    step: id,
+                    result,
+                    attempts,
+                    duration: started.elapsed(),
+                });
             }
             .instrument(span),
         ))
     }
 
-    fn finish_step(&mut self, id: &str, result: Result<Outputs, ErrorInfo>, attempts: u32, duration: Duration) -> Result<Option<Finish>, EngineError> {
+    fn finish_step(
+        &mut self,
+        id: &str,
+        result: Result<Outputs, ErrorInfo>,
+        attempts: u32,
+        duration: Duration,
+    ) -> Result<Option<Finish>, EngineError> {
         let duration_ms = duration.as_millis() as u64;
         match result {
             Ok(outputs) => {
                 if let Some(step) = self.runbook.step(id) {
                     if step.action == "approval" {
-                        let get = |k: &str| outputs.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                        self.journal.append(Event::Approval { step: id.to_string(), by: get("approved_by"), at: get("approved_at"), via: get("via") })?;
+                        let get = |k: &str| {
+                            outputs
+                                .get(k)
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        self.journal.append(Event::Approval {
+                            step: id.to_string(),
+                            by: get("approved_by"),
+                            at: get("approved_at"),
+                            via: get("via"),
+                        })?;
                     }
                 }
                 self.journal.append(Event::StepFinished {
@@ -559,8 +695,17 @@ impl Run {
                     attempts,
                     duration_ms,
                 })?;
-                let detail = outputs.get("summary").and_then(Value::as_str).unwrap_or("").to_string();
-                (self.ui)(UiEvent::StepFinished { step: id.to_string(), ok: true, duration, detail });
+                let detail = outputs
+                    .get("summary")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                (self.ui)(UiEvent::StepFinished {
+                    step: id.to_string(),
+                    ok: true,
+                    duration,
+                    detail,
+                });
                 self.outputs.insert(id.to_string(), outputs);
                 self.states.insert(id.to_string(), State::Succeeded);
                 Ok(None)
@@ -575,12 +720,20 @@ impl Run {
                     attempts,
                     duration_ms,
                 })?;
-                (self.ui)(UiEvent::StepFinished { step: id.to_string(), ok: false, duration, detail: err.message.clone() });
+                (self.ui)(UiEvent::StepFinished {
+                    step: id.to_string(),
+                    ok: false,
+                    duration,
+                    detail: err.message.clone(),
+                });
                 self.states.insert(id.to_string(), State::Failed);
                 if awaiting {
                     return Ok(Some(Finish::AwaitingApproval(err.message)));
                 }
-                let abort = self.runbook.step(id).is_none_or(|s| s.on_failure == OnFailure::Abort);
+                let abort = self
+                    .runbook
+                    .step(id)
+                    .is_none_or(|s| s.on_failure == OnFailure::Abort);
                 Ok(abort.then(|| Finish::Failed(format!("step `{id}` failed: {}", err.message))))
             }
         }
@@ -607,25 +760,37 @@ async fn run_attempts(
     loop {
         ctx.attempt = attempt;
         ctx.deadline = Instant::now() + timeout;
-        let (info, retryable) = match tokio::time::timeout(timeout, action.execute(params, &ctx)).await {
-            Ok(Ok(out)) => return (Ok(out), attempt),
-            Ok(Err(e)) => (err_info(&e), e.retryable()),
-            Err(_) => (
-                ErrorInfo {
-                    message: format!("timed out after {}", crate::duration::format_duration(timeout)),
-                    hint: Some("raise the step's `timeout`, or check why the system is slow".into()),
-                    kind: "timeout".into(),
-                },
-                true,
-            ),
-        };
+        let (info, retryable) =
+            match tokio::time::timeout(timeout, action.execute(params, &ctx)).await {
+                Ok(Ok(out)) => return (Ok(out), attempt),
+                Ok(Err(e)) => (err_info(&e), e.retryable()),
+                Err(_) => (
+                    ErrorInfo {
+                        message: format!(
+                            "timed out after {}",
+                            crate::duration::format_duration(timeout)
+                        ),
+                        hint: Some(
+                            "raise the step's `timeout`, or check why the system is slow".into(),
+                        ),
+                        kind: "timeout".into(),
+                    },
+                    true,
+                ),
+            };
         if !retryable || attempt >= step.retry.attempts {
             return (Err(info), attempt);
         }
         let delay = step.retry.backoff(attempt + 1);
         let (ack_tx, ack_rx) = oneshot::channel();
         if tx
-            .send(Msg::AttemptFailed { step: id.to_string(), attempt, error: info.clone(), delay, ack: ack_tx })
+            .send(Msg::AttemptFailed {
+                step: id.to_string(),
+                attempt,
+                error: info.clone(),
+                delay,
+                ack: ack_tx,
+            })
             .is_err()
         {
             return (Err(info), attempt);

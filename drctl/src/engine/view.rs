@@ -198,7 +198,11 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                     decisions: decisions.clone(),
                 });
             }
-            Event::StepStarted { step, action, inputs } => {
+            Event::StepStarted {
+                step,
+                action,
+                inputs,
+            } => {
                 let s = step_mut(&mut view.steps, step, action);
                 s.status = StepStatus::Running;
                 s.inputs = inputs.clone();
@@ -207,7 +211,12 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 s.error = None;
                 s.starts += 1;
             }
-            Event::StepAttemptFailed { step, attempt, error, .. } => {
+            Event::StepAttemptFailed {
+                step,
+                attempt,
+                error,
+                ..
+            } => {
                 let s = step_mut(&mut view.steps, step, "");
                 s.attempt_failures.push((*attempt, error.clone()));
             }
@@ -239,7 +248,11 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 at: at.clone(),
                 via: via.clone(),
             }),
-            Event::Note { step, message, data } => view.notes.push(NoteView {
+            Event::Note {
+                step,
+                message,
+                data,
+            } => view.notes.push(NoteView {
                 ts_ms: rec.ts_ms,
                 step: step.clone(),
                 message: message.clone(),

@@ -35,8 +35,13 @@ pub fn load_runbook(path: &Path) -> Result<(Runbook, Diagnostics), Diagnostics> 
             let file = SourceFile::new(display, "");
             let mut d = Diagnostics::default();
             d.push(
-                Diagnostic::error("E-IO", &file, Span::default(), format!("cannot read runbook: {e}"))
-                    .with_hint("check the path; runbooks live in runbooks/ by default"),
+                Diagnostic::error(
+                    "E-IO",
+                    &file,
+                    Span::default(),
+                    format!("cannot read runbook: {e}"),
+                )
+                .with_hint("check the path; runbooks live in runbooks/ by default"),
             );
             return Err(d);
         }
@@ -47,7 +52,12 @@ pub fn load_runbook(path: &Path) -> Result<(Runbook, Diagnostics), Diagnostics> 
         Err(_) => {
             let file = SourceFile::new(display, "");
             let mut d = Diagnostics::default();
-            d.push(Diagnostic::error("E-IO", &file, Span::default(), "runbook is not valid UTF-8"));
+            d.push(Diagnostic::error(
+                "E-IO",
+                &file,
+                Span::default(),
+                "runbook is not valid UTF-8",
+            ));
             return Err(d);
         }
     };
@@ -71,7 +81,9 @@ pub fn parse_runbook(
         .req(&mut ctx, "name")
         .and_then(|n| ctx.string(n, "runbook name"))
         .unwrap_or_default();
-    let description = r.opt("description").and_then(|n| ctx.string(n, "description"));
+    let description = r
+        .opt("description")
+        .and_then(|n| ctx.string(n, "description"));
     let (rto, rpo) = match r.opt("targets") {
         Some(t) => decode_targets(&mut ctx, t),
         None => (None, None),
@@ -91,7 +103,10 @@ pub fn parse_runbook(
                         Some("add at least one step".into()),
                     );
                 }
-                items.iter().filter_map(|s| decode_step(&mut ctx, s)).collect()
+                items
+                    .iter()
+                    .filter_map(|s| decode_step(&mut ctx, s))
+                    .collect()
             }
             None => {
                 ctx.expected(n, "a list of steps", "steps");
@@ -159,7 +174,9 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
                 };
                 let default_node = r.opt("default");
                 p.default = default_node.map(Node::to_json);
-                p.description = r.opt("description").and_then(|n| ctx.string(n, "description"));
+                p.description = r
+                    .opt("description")
+                    .and_then(|n| ctx.string(n, "description"));
                 p.required = r
                     .opt("required")
                     .and_then(|n| ctx.boolean(n, "required"))
@@ -182,7 +199,11 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
                     }
                 }
             }
-            Kind::Seq(_) => ctx.expected(v, "a default value or a mapping", &format!("parameter `{name}`")),
+            Kind::Seq(_) => ctx.expected(
+                v,
+                "a default value or a mapping",
+                &format!("parameter `{name}`"),
+            ),
             _ => p.default = Some(v.to_json()),
         }
         out.push(p);
@@ -191,13 +212,18 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
 }
 
 fn r_default_str(p: &Param) -> Option<String> {
-    p.default.as_ref().and_then(|d| d.as_str().map(str::to_string))
+    p.default
+        .as_ref()
+        .and_then(|d| d.as_str().map(str::to_string))
 }
 
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
@@ -241,7 +267,9 @@ fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
         },
         None => Vec::new(),
     };
-    let timeout = r.opt("timeout").and_then(|n| ctx.duration(n, &format!("{what}: timeout")));
+    let timeout = r
+        .opt("timeout")
+        .and_then(|n| ctx.duration(n, &format!("{what}: timeout")));
     let retry = match r.opt("retry") {
         Some(n) => decode_retry(ctx, n, &what),
         None => Retry::default(),
@@ -249,18 +277,32 @@ fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
     let on_failure = r
         .opt("on_failure")
         .and_then(|n| ctx.one_of(n, &["abort", "continue"], &format!("{what}: on_failure")))
-        .map(|s| if s == "continue" { OnFailure::Continue } else { OnFailure::Abort })
+        .map(|s| {
+            if s == "continue" {
+                OnFailure::Continue
+            } else {
+                OnFailure::Abort
+            }
+        })
         .unwrap_or(OnFailure::Abort);
     let when = r
         .opt("when")
-        .and_then(|n| ctx.one_of(n, &["incident", "drill", "always"], &format!("{what}: when")))
+        .and_then(|n| {
+            ctx.one_of(
+                n,
+                &["incident", "drill", "always"],
+                &format!("{what}: when"),
+            )
+        })
         .map(|s| match s {
             "incident" => When::Incident,
             "drill" => When::Drill,
             _ => When::Always,
         })
         .unwrap_or(When::Always);
-    let description = r.opt("description").and_then(|n| ctx.string(n, "description"));
+    let description = r
+        .opt("description")
+        .and_then(|n| ctx.string(n, "description"));
     r.finish(ctx);
     Some(Step {
         id: id?,
@@ -297,7 +339,10 @@ fn decode_retry(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Retry {
             }
         }
     }
-    if let Some(d) = r.opt("initial").and_then(|n| ctx.duration(n, "retry.initial")) {
+    if let Some(d) = r
+        .opt("initial")
+        .and_then(|n| ctx.duration(n, "retry.initial"))
+    {
         out.initial = d;
     }
     if let Some(d) = r.opt("max").and_then(|n| ctx.duration(n, "retry.max")) {
@@ -328,7 +373,12 @@ mod tests {
     fn fields_of<T: schemars::JsonSchema>() -> Vec<String> {
         let schema = schemars::schema_for!(T);
         let v = serde_json::to_value(&schema).unwrap();
-        let mut keys: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+        let mut keys: Vec<String> = v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         keys.sort();
         keys
     }

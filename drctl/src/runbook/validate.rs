@@ -21,7 +21,10 @@ pub struct ExecutionPlan {
     pub waves: Vec<Vec<String>>,
 }
 
-pub fn validate_runbook(rb: &Runbook, env: Option<&Environment>) -> (Diagnostics, Option<ExecutionPlan>) {
+pub fn validate_runbook(
+    rb: &Runbook,
+    env: Option<&Environment>,
+) -> (Diagnostics, Option<ExecutionPlan>) {
     let mut diags = Diagnostics::default();
     let file = rb.file.clone();
     let mut ctx = Ctx::new(&file, &mut diags);
@@ -32,8 +35,16 @@ pub fn validate_runbook(rb: &Runbook, env: Option<&Environment>) -> (Diagnostics
     for s in &rb.steps {
         if let Some(prev) = first_seen.get(s.id.as_str()) {
             ctx.diags.push(
-                Diagnostic::error("E-DUPLICATE-ID", &file, s.id_span, format!("duplicate step id `{}`", s.id))
-                    .with_hint(format!("first defined at line {}; step ids must be unique", prev.start.line)),
+                Diagnostic::error(
+                    "E-DUPLICATE-ID",
+                    &file,
+                    s.id_span,
+                    format!("duplicate step id `{}`", s.id),
+                )
+                .with_hint(format!(
+                    "first defined at line {}; step ids must be unique",
+                    prev.start.line
+                )),
             );
         } else {
             first_seen.insert(&s.id, s.id_span);
@@ -45,15 +56,25 @@ pub fn validate_runbook(rb: &Runbook, env: Option<&Environment>) -> (Diagnostics
     for s in &rb.steps {
         for (need, span) in &s.needs {
             if need == &s.id {
-                ctx.diags.push(Diagnostic::error("E-CYCLE", &file, *span, format!("step `{}` needs itself", s.id)));
+                ctx.diags.push(Diagnostic::error(
+                    "E-CYCLE",
+                    &file,
+                    *span,
+                    format!("step `{}` needs itself", s.id),
+                ));
             } else if !first_seen.contains_key(need.as_str()) {
                 let hint = match did_you_mean(need, ids.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => format!("steps are: {}", ids.join(", ")),
                 };
                 ctx.diags.push(
-                    Diagnostic::error("E-UNKNOWN-STEP", &file, *span, format!("step `{}` needs unknown step `{need}`", s.id))
-                        .with_hint(hint),
+                    Diagnostic::error(
+                        "E-UNKNOWN-STEP",
+                        &file,
+                        *span,
+                        format!("step `{}` needs unknown step `{need}`", s.id),
+                    )
+                    .with_hint(hint),
                 );
             }
         }
@@ -64,8 +85,13 @@ pub fn validate_runbook(rb: &Runbook, env: Option<&Environment>) -> (Diagnostics
     if let Some(path) = &cycle {
         let span = rb.step(&path[0]).map(|s| s.id_span).unwrap_or_default();
         ctx.diags.push(
-            Diagnostic::error("E-CYCLE", &file, span, format!("dependency cycle: {}", path.join(" -> ")))
-                .with_hint("remove one of these `needs` so the steps form a DAG"),
+            Diagnostic::error(
+                "E-CYCLE",
+                &file,
+                span,
+                format!("dependency cycle: {}", path.join(" -> ")),
+            )
+            .with_hint("remove one of these `needs` so the steps form a DAG"),
         );
     }
 
@@ -84,8 +110,13 @@ pub fn validate_runbook(rb: &Runbook, env: Option<&Environment>) -> (Diagnostics
                     None => format!("known actions: {}", kinds.join(", ")),
                 };
                 ctx.diags.push(
-                    Diagnostic::error("E-UNKNOWN-ACTION", &file, s.action_span, format!("unknown action `{}`", s.action))
-                        .with_hint(hint),
+                    Diagnostic::error(
+                        "E-UNKNOWN-ACTION",
+                        &file,
+                        s.action_span,
+                        format!("unknown action `{}`", s.action),
+                    )
+                    .with_hint(hint),
                 );
             }
         }
@@ -98,14 +129,30 @@ pub fn validate_runbook(rb: &Runbook, env: Option<&Environment>) -> (Diagnostics
         check_refs(&mut ctx, rb, env, s, &anc, &s.with);
     }
 
-    let plan = if cycle.is_none() { Some(waves(rb)) } else { None };
+    let plan = if cycle.is_none() {
+        Some(waves(rb))
+    } else {
+        None
+    };
     (diags, plan)
 }
 
-fn check_refs(ctx: &mut Ctx<'_>, rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSet<String>, node: &Node) {
+fn check_refs(
+    ctx: &mut Ctx<'_>,
+    rb: &Runbook,
+    env: Option<&Environment>,
+    step: &Step,
+    anc: &BTreeSet<String>,
+    node: &Node,
+) {
     match &node.kind {
         Kind::Str(s) => match expr::refs_in(s) {
-            Err(e) => ctx.error("E-EXPR", node, e.to_string(), Some("write references as ${params.NAME} or ${steps.ID.outputs.KEY}".into())),
+            Err(e) => ctx.error(
+                "E-EXPR",
+                node,
+                e.to_string(),
+                Some("write references as ${params.NAME} or ${steps.ID.outputs.KEY}".into()),
+            ),
             Ok(refs) => {
                 for (path, offset) in refs {
                     if let Err((msg, hint)) = check_ref(rb, env, step, anc, &path) {
@@ -115,8 +162,12 @@ fn check_refs(ctx: &mut Ctx<'_>, rb: &Runbook, env: Option<&Environment>, step: 
                 }
             }
         },
-        Kind::Seq(items) => items.iter().for_each(|i| check_refs(ctx, rb, env, step, anc, i)),
-        Kind::Map(entries) => entries.iter().for_each(|(_, v)| check_refs(ctx, rb, env, step, anc, v)),
+        Kind::Seq(items) => items
+            .iter()
+            .for_each(|i| check_refs(ctx, rb, env, step, anc, i)),
+        Kind::Map(entries) => entries
+            .iter()
+            .for_each(|(_, v)| check_refs(ctx, rb, env, step, anc, v)),
         _ => {}
     }
 }
@@ -136,34 +187,53 @@ fn node_at_offset(ctx: &Ctx<'_>, node: &Node, text: &str, offset: usize) -> Node
         .and_then(|l| l.chars().nth(node.span.start.col as usize - 1))
         .is_some_and(|c| c == '"' || c == '\'');
     let chars = text[..offset.min(text.len())].chars().count() as u32;
-    let width = text[offset.min(text.len())..].find('}').map_or(2, |e| e + 1) as u32;
+    let width = text[offset.min(text.len())..]
+        .find('}')
+        .map_or(2, |e| e + 1) as u32;
     at.span.start.col += chars + u32::from(quoted);
     at.span.end = at.span.start;
     at.span.end.col += width;
     at
 }
 
-fn check_ref(rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSet<String>, path: &[String]) -> Result<(), RefProblem> {
+fn check_ref(
+    rb: &Runbook,
+    env: Option<&Environment>,
+    step: &Step,
+    anc: &BTreeSet<String>,
+    path: &[String],
+) -> Result<(), RefProblem> {
     let full = path.join(".");
     let root = path[0].as_str();
     match root {
         "params" => {
-            let name = path.get(1).ok_or_else(|| (format!("`${{{full}}}` names no parameter"), None))?;
+            let name = path
+                .get(1)
+                .ok_or_else(|| (format!("`${{{full}}}` names no parameter"), None))?;
             if rb.param(name).is_none() {
                 let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
                 let hint = did_you_mean(name, names.iter().copied())
                     .map(|c| format!("did you mean `params.{c}`?"))
                     .unwrap_or_else(|| "declare it under `params:`".into());
-                return Err((format!("unknown reference `${{{full}}}`: no parameter `{name}`"), Some(hint)));
+                return Err((
+                    format!("unknown reference `${{{full}}}`: no parameter `{name}`"),
+                    Some(hint),
+                ));
             }
             Ok(())
         }
         "steps" => {
-            let id = path.get(1).ok_or_else(|| (format!("`${{{full}}}` names no step"), None))?;
+            let id = path
+                .get(1)
+                .ok_or_else(|| (format!("`${{{full}}}` names no step"), None))?;
             let Some(target) = rb.step(id) else {
                 let ids: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
-                let hint = did_you_mean(id, ids.iter().copied()).map(|c| format!("did you mean `steps.{c}`?"));
-                return Err((format!("unknown reference `${{{full}}}`: no step `{id}`"), hint));
+                let hint = did_you_mean(id, ids.iter().copied())
+                    .map(|c| format!("did you mean `steps.{c}`?"));
+                return Err((
+                    format!("unknown reference `${{{full}}}`: no step `{id}`"),
+                    hint,
+                ));
             };
             if path.get(2).map(String::as_str) != Some("outputs") || path.len() < 4 {
                 return Err((
@@ -173,8 +243,13 @@ fn check_ref(rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSe
             }
             if !anc.contains(id.as_str()) {
                 return Err((
-                    format!("step `{}` uses outputs of `{id}` but does not depend on it", step.id),
-                    Some(format!("add `{id}` to this step's `needs`, so it runs first")),
+                    format!(
+                        "step `{}` uses outputs of `{id}` but does not depend on it",
+                        step.id
+                    ),
+                    Some(format!(
+                        "add `{id}` to this step's `needs`, so it runs first"
+                    )),
                 ));
             }
             if let Some(a) = actions::lookup(&target.action) {
@@ -184,7 +259,13 @@ fn check_ref(rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSe
                         Some(c) => format!("did you mean `{c}`?"),
                         None => format!("`{}` outputs: {}", a.kind(), a.outputs().join(", ")),
                     };
-                    return Err((format!("unknown reference `${{{full}}}`: `{}` has no output `{key}`", a.kind()), Some(hint)));
+                    return Err((
+                        format!(
+                            "unknown reference `${{{full}}}`: `{}` has no output `{key}`",
+                            a.kind()
+                        ),
+                        Some(hint),
+                    ));
                 }
             }
             Ok(())
@@ -193,20 +274,31 @@ fn check_ref(rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSe
             let ok = ["id", "mode", "target_region", "source_region", "operator"];
             match path.get(1) {
                 Some(k) if ok.contains(&k.as_str()) && path.len() == 2 => Ok(()),
-                _ => Err((format!("unknown reference `${{{full}}}`"), Some(format!("run fields: {}", ok.join(", "))))),
+                _ => Err((
+                    format!("unknown reference `${{{full}}}`"),
+                    Some(format!("run fields: {}", ok.join(", "))),
+                )),
             }
         }
         "env" => match path.get(1).map(String::as_str) {
             Some("name" | "active_region") if path.len() == 2 => Ok(()),
-            _ => Err((format!("unknown reference `${{{full}}}`"), Some("env fields: name, active_region".into()))),
+            _ => Err((
+                format!("unknown reference `${{{full}}}`"),
+                Some("env fields: name, active_region".into()),
+            )),
         },
         "regions" | "target" | "source" => {
             let Some(env) = env else { return Ok(()) };
             let regions: Vec<&str> = env.region_names();
             let (candidates, rest): (Vec<&str>, &[String]) = if root == "regions" {
-                let r = path.get(1).ok_or_else(|| (format!("`${{{full}}}` names no region"), None))?;
+                let r = path
+                    .get(1)
+                    .ok_or_else(|| (format!("`${{{full}}}` names no region"), None))?;
                 if env.region(r).is_none() {
-                    return Err((format!("unknown reference `${{{full}}}`: no region `{r}`"), Some(format!("regions: {}", regions.join(", ")))));
+                    return Err((
+                        format!("unknown reference `${{{full}}}`: no region `{r}`"),
+                        Some(format!("regions: {}", regions.join(", "))),
+                    ));
                 }
                 (vec![r.as_str()], &path[2..])
             } else {
@@ -214,7 +306,9 @@ fn check_ref(rb: &Runbook, env: Option<&Environment>, step: &Step, anc: &BTreeSe
             };
             // `target`/`source` are known only at run time; the path must
             // exist in at least one region, otherwise it is surely a typo.
-            let found = candidates.iter().any(|r| lookup(env.region(r), rest).is_some());
+            let found = candidates
+                .iter()
+                .any(|r| lookup(env.region(r), rest).is_some());
             if !found {
                 return Err((
                     format!("unknown reference `${{{full}}}`: not present in the environment"),
@@ -267,8 +361,17 @@ fn find_cycle(rb: &Runbook) -> Option<Vec<String>> {
         Active,
         Done,
     }
-    let mut marks: HashMap<&str, Mark> = rb.steps.iter().map(|s| (s.id.as_str(), Mark::New)).collect();
-    fn visit<'a>(rb: &'a Runbook, id: &'a str, marks: &mut HashMap<&'a str, Mark>, path: &mut Vec<&'a str>) -> Option<Vec<String>> {
+    let mut marks: HashMap<&str, Mark> = rb
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), Mark::New))
+        .collect();
+    fn visit<'a>(
+        rb: &'a Runbook,
+        id: &'a str,
+        marks: &mut HashMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
         match marks.get(id) {
             Some(Mark::Done) | None => return None,
             Some(Mark::Active) => {
