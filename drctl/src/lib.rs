@@ -4,6 +4,7 @@
 //! flow and a glossary.
 
 pub mod actions;
+pub mod bench;
 pub mod cli;
 pub mod decode;
 pub mod diag;

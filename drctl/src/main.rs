@@ -145,6 +145,18 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             )
             .await
         }
+        Command::Bench(cli::BenchCmd::Engine { steps, rounds, dir }) => {
+            let dir = dir.clone().unwrap_or_else(|| cli.state_dir.join("bench"));
+            let (text, json) = drctl::bench::engine_bench(&dir, *steps, *rounds)
+                .await
+                .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+            cli::ui::out(&if output == OutputFormat::Json {
+                json.to_string()
+            } else {
+                text
+            });
+            Ok(exit::OK)
+        }
         Command::Approve { run_id, step, by } => {
             cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref())
         }

@@ -100,7 +100,11 @@ impl Action for Wait {
         let p = decode_resolved(self.kind(), params, Self::decode)?;
         let start = std::time::Instant::now();
         if let Some(d) = p.duration {
-            tokio::time::sleep(d).await;
+            // tokio's timer has 1 ms granularity: even a zero sleep waits
+            // for the next tick, so a zero wait must not sleep at all.
+            if !d.is_zero() {
+                tokio::time::sleep(d).await;
+            }
         } else if let Some(cond) = &p.until {
             // The condition was resolved with the run's scope before we got
             // here; what remains is a plain comparison of literals.

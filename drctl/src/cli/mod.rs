@@ -167,6 +167,23 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the exit codes and what they mean.
     ExitCodes,
+    /// Run a benchmark with a fixed workload (figures are ratios to a baseline measured in the same run).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Per-step engine overhead with journaling vs bare append+fsync.
+    Engine {
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Where to write (the disk under test); default: a temp dir under the state dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

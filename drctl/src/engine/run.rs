@@ -74,6 +74,15 @@ struct Run {
     journal: JournalWriter,
     states: HashMap<String, State>,
     outputs: BTreeMap<String, Map<String, Value>>,
+    /// Resolution scope, updated in place as steps finish (rebuilding it
+    /// per step would make a run quadratic in its length).
+    scope: crate::expr::Scope,
+    /// Indices of steps to re-evaluate: initially all, then the dependents
+    /// of each step that reaches an end state.
+    dirty: std::collections::BTreeSet<usize>,
+    dependents: HashMap<String, Vec<usize>>,
+    /// Steps whose needs are met, waiting for a parallelism slot.
+    ready_queue: std::collections::VecDeque<String>,
     lease_name: String,
     holder: LeaseHolder,
     ui: Ui,
@@ -172,6 +181,10 @@ pub async fn start(
         journal,
         states,
         outputs: BTreeMap::new(),
+        scope: Default::default(),
+        dirty: Default::default(),
+        dependents: Default::default(),
+        ready_queue: Default::default(),
         lease_name,
         holder,
         ui,
@@ -342,6 +355,10 @@ async fn resume_locked(
         journal,
         states,
         outputs,
+        scope: Default::default(),
+        dirty: Default::default(),
+        dependents: Default::default(),
+        ready_queue: Default::default(),
         lease_name: lease_name.to_string(),
         holder: holder.clone(),
         ui,
@@ -382,73 +399,96 @@ impl Run {
     }
 
     /// Marks steps that can no longer run; returns the ids ready to start.
+    /// Only steps marked dirty are looked at, so each step is evaluated a
+    /// bounded number of times over the whole run.
     fn ready(&mut self) -> Result<Vec<String>, EngineError> {
         let mut ready = Vec::new();
-        let steps: Vec<Step> = self.runbook.steps.clone();
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for s in &steps {
-                if self.states.get(&s.id) != Some(&State::Pending) {
-                    continue;
-                }
-                if !s.when.applies(self.mode) {
-                    let reason = format!(
-                        "when: {} (this is a {} run)",
-                        s.when.as_str(),
-                        self.mode.as_str()
-                    );
-                    self.journal.append(Event::StepSkipped {
-                        step: s.id.clone(),
-                        reason: reason.clone(),
-                    })?;
-                    (self.ui)(UiEvent::StepSkipped {
-                        step: s.id.clone(),
-                        reason,
-                    });
-                    self.states.insert(s.id.clone(), State::SkippedByMode);
-                    changed = true;
-                    continue;
-                }
-                let mut all_done = true;
-                let mut blocked_by = None;
-                for (n, _) in &s.needs {
-                    match self.states.get(n) {
-                        Some(State::Succeeded | State::SkippedByMode) => {}
-                        Some(State::Failed) => {
-                            let tolerated = self
-                                .runbook
-                                .step(n)
-                                .is_some_and(|d| d.on_failure == OnFailure::Continue);
-                            if !tolerated {
-                                blocked_by = Some(n.clone());
-                            }
+        let runbook = self.runbook.clone();
+        while let Some(idx) = self.dirty.pop_first() {
+            let s = &runbook.steps[idx];
+            if self.states.get(&s.id) != Some(&State::Pending) {
+                continue;
+            }
+            if !s.when.applies(self.mode) {
+                let reason = format!(
+                    "when: {} (this is a {} run)",
+                    s.when.as_str(),
+                    self.mode.as_str()
+                );
+                self.journal.append(Event::StepSkipped {
+                    step: s.id.clone(),
+                    reason: reason.clone(),
+                })?;
+                (self.ui)(UiEvent::StepSkipped {
+                    step: s.id.clone(),
+                    reason,
+                });
+                self.set_terminal(&s.id, State::SkippedByMode);
+                continue;
+            }
+            let mut all_done = true;
+            let mut blocked_by = None;
+            for (n, _) in &s.needs {
+                match self.states.get(n) {
+                    Some(State::Succeeded | State::SkippedByMode) => {}
+                    Some(State::Failed) => {
+                        let tolerated = runbook
+                            .step(n)
+                            .is_some_and(|d| d.on_failure == OnFailure::Continue);
+                        if !tolerated {
+                            blocked_by = Some(n.clone());
                         }
-                        Some(State::SkippedByFailure) => blocked_by = Some(n.clone()),
-                        _ => all_done = false,
                     }
+                    Some(State::SkippedByFailure) => blocked_by = Some(n.clone()),
+                    _ => all_done = false,
                 }
-                if let Some(dep) = blocked_by {
-                    let reason = format!("needs `{dep}`, which did not succeed");
-                    self.journal.append(Event::StepSkipped {
-                        step: s.id.clone(),
-                        reason: reason.clone(),
-                    })?;
-                    (self.ui)(UiEvent::StepSkipped {
-                        step: s.id.clone(),
-                        reason,
-                    });
-                    self.states.insert(s.id.clone(), State::SkippedByFailure);
-                    changed = true;
-                } else if all_done && !ready.contains(&s.id) {
-                    ready.push(s.id.clone());
-                }
+            }
+            if let Some(dep) = blocked_by {
+                let reason = format!("needs `{dep}`, which did not succeed");
+                self.journal.append(Event::StepSkipped {
+                    step: s.id.clone(),
+                    reason: reason.clone(),
+                })?;
+                (self.ui)(UiEvent::StepSkipped {
+                    step: s.id.clone(),
+                    reason,
+                });
+                self.set_terminal(&s.id, State::SkippedByFailure);
+            } else if all_done {
+                ready.push(s.id.clone());
             }
         }
         Ok(ready)
     }
 
+    /// Records an end state and queues the step's dependents for a look.
+    fn set_terminal(&mut self, id: &str, state: State) {
+        self.states.insert(id.to_string(), state);
+        if let Some(deps) = self.dependents.get(id) {
+            self.dirty.extend(deps.iter().copied());
+        }
+    }
+
+    /// Builds the scheduling indexes and the scope once per process.
+    fn prepare(&mut self) {
+        self.dirty = (0..self.runbook.steps.len()).collect();
+        self.dependents.clear();
+        for (i, s) in self.runbook.steps.iter().enumerate() {
+            for (n, _) in &s.needs {
+                self.dependents.entry(n.clone()).or_default().push(i);
+            }
+        }
+        self.scope = scope_for(
+            &self.params,
+            self.env.as_deref(),
+            self.target_region.as_deref(),
+            self.run_value(),
+            &self.outputs,
+        );
+    }
+
     async fn drive(mut self) -> Result<RunOutcome, EngineError> {
+        self.prepare();
         let span = info_span!("run", run_id = %self.run_id, runbook = %self.runbook.name, mode = self.mode.as_str());
         let result = self.event_loop().instrument(span).await;
         self.store.release_lease(&self.lease_name, &self.holder);
@@ -470,10 +510,12 @@ impl Run {
         let mut hard_stop = false;
         loop {
             if stopping.is_none() && failed.is_none() {
-                for id in self.ready()? {
-                    if running.len() >= self.parallelism {
+                let newly_ready = self.ready()?;
+                self.ready_queue.extend(newly_ready);
+                while running.len() < self.parallelism {
+                    let Some(id) = self.ready_queue.pop_front() else {
                         break;
-                    }
+                    };
                     if running.contains_key(&id) {
                         continue;
                     }
@@ -544,6 +586,22 @@ impl Run {
                 h.abort();
             }
         }
+        // Invariant: a run that was not stopped or failed has run every
+        // step. If scheduling ever left one pending, saying "succeeded"
+        // would be a lie about a recovery; say "failed" instead.
+        let stranded: Vec<String> = self
+            .runbook
+            .steps
+            .iter()
+            .filter(|s| self.states.get(&s.id) == Some(&State::Pending))
+            .map(|s| s.id.clone())
+            .collect();
+        if stopping.is_none() && failed.is_none() && !stranded.is_empty() {
+            failed = Some(format!(
+                "internal error: steps never became ready: {}",
+                stranded.join(", ")
+            ));
+        }
         let (status, reason) = match (stopping, failed) {
             (Some((RunStatus::Aborted, r)), _) => (RunStatus::Aborted, Some(r)),
             (_, Some(f)) => (RunStatus::Failed, Some(f)),
@@ -585,14 +643,7 @@ impl Run {
             .cloned()
             .ok_or_else(|| EngineError::Invalid(format!("unknown step {id}")))?;
         let action = actions::lookup(&step.action);
-        let scope = scope_for(
-            &self.params,
-            self.env.as_deref(),
-            self.target_region.as_deref(),
-            self.run_value(),
-            &self.outputs,
-        );
-        let resolved = scope.resolve_value(&step.with.to_json());
+        let resolved = self.scope.resolve_value(&step.with.to_json());
         let inputs = resolved.clone().unwrap_or(Value::Null);
         self.journal.append(Event::StepStarted {
             step: id.to_string(),
@@ -706,8 +757,11 @@ impl Run {
                     duration,
                     detail,
                 });
+                if let Some(Value::Object(steps)) = self.scope.root.get_mut("steps") {
+                    steps.insert(id.to_string(), json!({ "outputs": outputs }));
+                }
                 self.outputs.insert(id.to_string(), outputs);
-                self.states.insert(id.to_string(), State::Succeeded);
+                self.set_terminal(id, State::Succeeded);
                 Ok(None)
             }
             Err(err) => {
@@ -726,7 +780,7 @@ impl Run {
                     duration,
                     detail: err.message.clone(),
                 });
-                self.states.insert(id.to_string(), State::Failed);
+                self.set_terminal(id, State::Failed);
                 if awaiting {
                     return Ok(Some(Finish::AwaitingApproval(err.message)));
                 }

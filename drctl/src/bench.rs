@@ -1,0 +1,151 @@
+//! Benchmarks with fixed workloads, reported as ratios against a baseline
+//! measured in the same run on the same machine (never wall-clock limits in
+//! tests). `drctl bench engine` compares the engine's per-step overhead with
+//! journaling to bare append+fsync on the same disk.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::engine::{self, RunSpec};
+use crate::runbook::Mode;
+use crate::store::{LocalStore, Store};
+
+/// Median of a sample, in microseconds.
+fn median_us(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// 1 append of a journal-sized line + fdatasync, `n` times: the floor any
+/// durable journal pays per record.
+pub fn bare_fsync(dir: &Path, n: usize) -> std::io::Result<f64> {
+    let path = dir.join("bare-fsync.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let line = vec![b'x'; 300];
+    let start = Instant::now();
+    for _ in 0..n {
+        f.write_all(&line)?;
+        f.sync_data()?;
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let _ = std::fs::remove_file(&path);
+    Ok(per)
+}
+
+fn noop_runbook(
+    dir: &Path,
+    steps: usize,
+    chained: bool,
+) -> Result<Arc<crate::runbook::Runbook>, String> {
+    let mut y = String::from("name: bench\nsteps:\n");
+    for i in 0..steps {
+        let _ = write!(
+            y,
+            "  - id: s{i}\n    action: wait\n    with: {{duration: 0ms}}\n"
+        );
+        if chained && i > 0 {
+            let _ = writeln!(y, "    needs: [s{}]", i - 1);
+        }
+    }
+    let p = dir.join(format!("bench-{steps}-{chained}.yaml"));
+    std::fs::write(&p, y).map_err(|e| e.to_string())?;
+    let (rb, _) = crate::runbook::load_runbook(&p).map_err(|d| d.render())?;
+    Ok(Arc::new(rb))
+}
+
+async fn engine_run(
+    store: Arc<dyn Store>,
+    rb: Arc<crate::runbook::Runbook>,
+    parallelism: usize,
+) -> Result<Duration, String> {
+    let spec = RunSpec {
+        runbook: rb,
+        env: None,
+        mode: Mode::Drill,
+        params: Default::default(),
+        target_region: None,
+        operator: "bench".into(),
+        options: Default::default(),
+        failed_at_ms: None,
+        parallelism,
+        run_id: None,
+    };
+    let start = Instant::now();
+    let out = engine::start(store, spec, engine::silent_ui())
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.status != crate::journal::RunStatus::Succeeded {
+        return Err(format!("bench run ended {}", out.status.as_str()));
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs the engine benchmark; returns a human table and the JSON figures.
+pub async fn engine_bench(
+    dir: &Path,
+    steps: usize,
+    rounds: usize,
+) -> Result<(String, Value), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let store: Arc<dyn Store> =
+        Arc::new(LocalStore::open(dir.join("state")).map_err(|e| e.to_string())?);
+    let mut fsync = Vec::new();
+    let mut chained = Vec::new();
+    let mut parallel = Vec::new();
+    let rb_chain = noop_runbook(dir, steps, true)?;
+    let rb_par = noop_runbook(dir, steps, false)?;
+    // Interleave rounds so drift in disk speed hits both sides alike.
+    for _ in 0..rounds {
+        fsync.push(bare_fsync(dir, steps).map_err(|e| e.to_string())?);
+        chained.push(
+            engine_run(store.clone(), rb_chain.clone(), 1)
+                .await?
+                .as_secs_f64()
+                * 1e6
+                / steps as f64,
+        );
+        parallel.push(
+            engine_run(store.clone(), rb_par.clone(), 16)
+                .await?
+                .as_secs_f64()
+                * 1e6
+                / steps as f64,
+        );
+    }
+    let (f, c, p) = (median_us(fsync), median_us(chained), median_us(parallel));
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "engine benchmark: {steps} no-op steps, median of {rounds} rounds, state on {}",
+        dir.display()
+    );
+    let _ = writeln!(
+        t,
+        "  bare append+fdatasync          {f:>10.1} µs per record   (baseline, 1.00x)"
+    );
+    let _ = writeln!(t, "  engine, sequential chain       {c:>10.1} µs per step     ({:.2}x baseline; 2 durable records per step)", c / f);
+    let _ = writeln!(
+        t,
+        "  engine, independent (16 wide)  {p:>10.1} µs per step     ({:.2}x baseline)",
+        p / f
+    );
+    let _ = writeln!(
+        t,
+        "  target: ≤ 3.00x per step -> {}",
+        if c / f <= 3.0 { "met" } else { "NOT met" }
+    );
+    let v = json!({
+        "steps": steps, "rounds": rounds,
+        "bare_fsync_us": f, "engine_chain_us_per_step": c, "engine_parallel_us_per_step": p,
+        "chain_ratio": c / f, "parallel_ratio": p / f,
+    });
+    Ok((t, v))
+}
