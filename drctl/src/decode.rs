@@ -31,7 +31,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// True when `node` is a reference to be checked after resolution.
-    fn deferred(&self, node: &Node) -> bool {
+    pub fn deferred(&self, node: &Node) -> bool {
         self.defer_refs && node.as_str().is_some_and(crate::expr::is_pure_ref)
     }
 

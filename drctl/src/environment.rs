@@ -28,6 +28,7 @@ pub const ENV_FIELDS: &[&str] = &[
     "notify",
     "state",
     "failover_runbook",
+    "lab",
 ];
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Environment {
     pub notify: Vec<NotifyTarget>,
     pub failover_runbook: Option<String>,
     pub state_dir: Option<String>,
+    /// Control endpoint of a `drctl lab` (drills inject failures through it).
+    pub lab_control: Option<String>,
     /// The whole document as JSON, for `${...}` lookups.
     pub doc: Value,
     pub file: Arc<SourceFile>,
@@ -181,6 +184,16 @@ pub fn parse_environment(
             sr.finish(&mut ctx);
         }
     }
+    let mut lab_control = None;
+    if let Some(l) = r.opt("lab") {
+        if let Some(mut lr) = MapReader::new(&mut ctx, l, "lab") {
+            lab_control = lr
+                .req(&mut ctx, "control")
+                .and_then(|n| ctx.string(n, "lab.control"));
+            lr.opt("dir").and_then(|n| ctx.string(n, "lab.dir"));
+            lr.finish(&mut ctx);
+        }
+    }
     let failover_runbook = r
         .opt("failover_runbook")
         .and_then(|n| ctx.string(n, "failover_runbook"));
@@ -192,6 +205,7 @@ pub fn parse_environment(
         notify,
         failover_runbook,
         state_dir,
+        lab_control,
         doc: root.to_json(),
         file: file.clone(),
         root,

@@ -194,6 +194,10 @@ static ACTIONS: &[&dyn Action] = &[
     &http_check::HttpCheck,
     &exec::Exec,
     &notify::Notify,
+    &crate::postgres::status::PgStatus,
+    &crate::postgres::fence::PgFence,
+    &crate::postgres::promote::PgPromote,
+    &crate::postgres::query::PgQuery,
 ];
 
 pub fn all() -> &'static [&'static dyn Action] {

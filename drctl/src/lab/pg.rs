@@ -1,0 +1,433 @@
+//! Real PostgreSQL servers for the lab and the tests: initdb, a streaming
+//! standby by pg_basebackup, started as child processes of the caller (who
+//! must wait() on them: after kill -9 an unreaped postmaster lingers and a
+//! restart fails on postmaster.pid).
+//!
+//! PostgreSQL refuses to run as root, so when drctl is root the servers run
+//! as the `postgres` system user (from Debian's package), with data in a
+//! directory under /tmp that user owns.
+
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LabError {
+    #[error("PostgreSQL binaries not found (looked at `pg_config --bindir` and /usr/lib/postgresql/*/bin)")]
+    NoBinaries,
+    #[error(
+        "the `postgres` system user does not exist (needed to run servers when drctl runs as root)"
+    )]
+    NoUser,
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// Directory holding initdb, postgres and pg_basebackup.
+pub fn bindir() -> Result<PathBuf, LabError> {
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("initdb").exists() && p.join("postgres").exists() {
+            return Ok(p);
+        }
+    }
+    let mut best: Option<(u32, PathBuf)> = None;
+    for e in std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let v: u32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+        let b = e.path().join("bin");
+        if b.join("initdb").exists() && best.as_ref().is_none_or(|(bv, _)| v > *bv) {
+            best = Some((v, b));
+        }
+    }
+    best.map(|(_, p)| p).ok_or(LabError::NoBinaries)
+}
+
+/// The uid/gid servers run as: `postgres` when we are root, else ourselves.
+#[derive(Debug, Clone, Copy)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub drop: bool,
+}
+
+pub fn run_as() -> Result<RunAs, LabError> {
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid != 0 {
+        return Ok(RunAs {
+            uid,
+            gid,
+            drop: false,
+        });
+    }
+    let name = CString::new("postgres").map_err(|e| LabError::Other(e.to_string()))?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we
+    // copy the two integers out immediately and keep nothing.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(LabError::NoUser);
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    let (u, g) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(RunAs {
+        uid: u,
+        gid: g,
+        drop: true,
+    })
+}
+
+pub fn chown(path: &Path, who: RunAs) -> Result<(), LabError> {
+    if who.drop {
+        std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid))
+            .map_err(io(format!("chown {}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn command(bin: &Path, who: RunAs) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(bin);
+    if who.drop {
+        c.uid(who.uid).gid(who.gid);
+    }
+    c.env_remove("PGPASSWORD").stdin(Stdio::null());
+    c
+}
+
+async fn run(mut c: tokio::process::Command, what: &str, limit: Duration) -> Result<(), LabError> {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(limit, c.output())
+        .await
+        .map_err(|_| LabError::Command {
+            what: what.into(),
+            detail: format!("timed out after {limit:?}"),
+        })?
+        .map_err(io(what.to_string()))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            what: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released: small race, fine on
+/// a dedicated test machine).
+pub fn free_port() -> Result<u16, LabError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free port"))?;
+    Ok(l.local_addr().map_err(io("find a free port"))?.port())
+}
+
+/// Credentials and layout of a lab cluster.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterSpec {
+    pub root: PathBuf,
+    pub superuser: String,
+    pub app_user: String,
+    /// File holding the password (mode 0600), referenced as `file:...`.
+    pub password_file: PathBuf,
+}
+
+fn write_file(path: &Path, text: &str, mode: u32, who: RunAs) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(io(format!("write {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", path.display())))?;
+    chown(path, who)
+}
+
+/// Creates the primary's data directory and configuration.
+pub async fn init_primary(
+    spec: &ClusterSpec,
+    data: &Path,
+    port: u16,
+    password: &str,
+) -> Result<(), LabError> {
+    let bin = bindir()?;
+    let who = run_as()?;
+    let pwfile = spec.root.join("initdb.pw");
+    write_file(&pwfile, password, 0o600, who)?;
+    let mut c = command(&bin.join("initdb"), who);
+    c.arg("-D")
+        .arg(data)
+        .args([
+            "--data-checksums",
+            "-A",
+            "scram-sha-256",
+            "-U",
+            &spec.superuser,
+            "--pwfile",
+        ])
+        .arg(&pwfile)
+        .args(["-E", "UTF8", "--no-instructions"]);
+    run(c, "initdb", Duration::from_secs(60)).await?;
+    let _ = std::fs::remove_file(&pwfile);
+    let conf = format!(
+        "\n# drctl lab\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nwal_level = replica\nmax_wal_senders = 10\n\
+         wal_log_hints = on\nhot_standby = on\nshared_buffers = 32MB\nmax_connections = 50\nwal_keep_size = 256MB\nlog_destination = 'stderr'\n"
+    );
+    append(&data.join("postgresql.conf"), &conf)?;
+    append(&data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n")?;
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> Result<(), LabError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io(format!("open {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(io(format!("write {}", path.display())))
+}
+
+/// A running server that the owner must reap.
+pub struct Server {
+    pub name: String,
+    pub data: PathBuf,
+    pub port: u16,
+    pub child: tokio::process::Child,
+}
+
+impl Server {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the postmaster and all its backends at once (a dead machine).
+    pub async fn kill9(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling the process group we created.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait().await;
+    }
+
+    /// Fast shutdown (SIGINT), waiting at most `limit`, then SIGKILL.
+    pub async fn stop(&mut self, limit: Duration) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGINT);
+            }
+            if tokio::time::timeout(limit, self.child.wait())
+                .await
+                .is_err()
+            {
+                self.kill9().await;
+            }
+        }
+    }
+}
+
+/// Starts `postgres -D data` as a child in its own process group and waits
+/// until it accepts TCP connections.
+pub async fn start(name: &str, data: &Path, port: u16, log: &Path) -> Result<Server, LabError> {
+    let bin = bindir()?;
+    let who = run_as()?;
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io(format!("open {}", log.display())))?;
+    let log2 = logf.try_clone().map_err(io("dup log"))?;
+    let mut c = command(&bin.join("postgres"), who);
+    c.arg("-D")
+        .arg(data)
+        .stdout(Stdio::from(logf))
+        .stderr(Stdio::from(log2))
+        .process_group(0);
+    let child = c.spawn().map_err(io(format!("start postgres {name}")))?;
+    let mut s = Server {
+        name: name.into(),
+        data: data.to_path_buf(),
+        port,
+        child,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(s);
+        }
+        if let Ok(Some(st)) = s.child.try_wait() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let last: Vec<&str> = tail.lines().rev().take(3).collect();
+            return Err(LabError::Command {
+                what: format!("postgres {name}"),
+                detail: format!("exited with {st}: {}", last.join(" | ")),
+            });
+        }
+        if Instant::now() > deadline {
+            s.kill9().await;
+            return Err(LabError::Command {
+                what: format!("postgres {name}"),
+                detail: "not accepting connections after 30s".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Clones a running primary into a streaming standby listening on `port`.
+pub async fn init_standby(
+    spec: &ClusterSpec,
+    primary_port: u16,
+    data: &Path,
+    port: u16,
+    password: &str,
+) -> Result<(), LabError> {
+    let bin = bindir()?;
+    let who = run_as()?;
+    // libpq password file, readable only by the server user: keeps the
+    // password off command lines and out of primary_conninfo.
+    let passfile = spec.root.join("standby.pgpass");
+    write_file(
+        &passfile,
+        &format!("127.0.0.1:{primary_port}:*:{}:{password}\n", spec.superuser),
+        0o600,
+        who,
+    )?;
+    let mut c = command(&bin.join("pg_basebackup"), who);
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &primary_port.to_string(),
+        "-U",
+        &spec.superuser,
+        "-D",
+    ])
+    .arg(data)
+    .args(["-X", "stream", "-c", "fast", "-R"]);
+    c.env("PGPASSFILE", &passfile);
+    run(c, "pg_basebackup", Duration::from_secs(120)).await?;
+    append(
+        &data.join("postgresql.auto.conf"),
+        &format!(
+            "port = {port}\nprimary_conninfo = 'host=127.0.0.1 port={primary_port} user={} passfile={} application_name=dr'\n",
+            spec.superuser,
+            passfile.display()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Creates the non-superuser application role the heartbeat and demo apps
+/// use (so fencing's session cut applies to them, as to real apps).
+pub async fn create_app_role(
+    host_port: u16,
+    spec: &ClusterSpec,
+    password: &str,
+) -> Result<(), LabError> {
+    let server = lab_server(host_port, &spec.superuser, spec);
+    let client = server
+        .connect(Duration::from_secs(5))
+        .await
+        .map_err(|e| LabError::Other(e.to_string()))?;
+    let sql = format!(
+        "do $$ begin if not exists (select 1 from pg_roles where rolname = '{u}') then create role {u} login password '{p}'; end if; end $$; \
+         grant create on schema public to {u}; {ddl}; alter table drctl_heartbeat owner to {u};",
+        u = spec.app_user,
+        p = password.replace('\'', "''"),
+        ddl = crate::postgres::heartbeat::TABLE_DDL
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| LabError::Other(format!("create app role: {e}")))
+}
+
+pub fn lab_server(port: u16, user: &str, spec: &ClusterSpec) -> crate::postgres::PgServer {
+    crate::postgres::PgServer {
+        host: "127.0.0.1".into(),
+        port,
+        dbname: "postgres".into(),
+        user: user.into(),
+        password: Some(crate::secret::SecretRef::File(spec.password_file.clone())),
+        sslmode: crate::postgres::conn::SslMode::Disable,
+        connect_timeout: Duration::from_secs(2),
+    }
+}
+
+/// A fresh directory the server user can use, under /tmp when dropping
+/// privileges (the checkout may sit where that user cannot traverse).
+pub fn data_root(preferred: &Path) -> Result<PathBuf, LabError> {
+    let who = run_as()?;
+    let root = if who.drop {
+        let p = std::env::temp_dir().join(format!(
+            "drctl-lab-{}-{:06x}",
+            std::process::id(),
+            fastrand::u32(..0x0100_0000)
+        ));
+        std::fs::create_dir_all(&p).map_err(io(format!("create {}", p.display())))?;
+        p
+    } else {
+        let p = preferred.join("data");
+        std::fs::create_dir_all(&p).map_err(io(format!("create {}", p.display())))?;
+        p
+    };
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("chmod data root"))?;
+    chown(&root, who)?;
+    Ok(root)
+}
+
+/// Pauses (or resumes) the primary's WAL sender to the standby, the way to
+/// create replication lag (pausing the receiver does not).
+pub async fn pause_walsender(
+    primary_port: u16,
+    spec: &ClusterSpec,
+    pause: bool,
+) -> Result<Vec<i32>, LabError> {
+    let server = lab_server(primary_port, &spec.superuser, spec);
+    let client = server
+        .connect(Duration::from_secs(3))
+        .await
+        .map_err(|e| LabError::Other(e.to_string()))?;
+    let rows = client
+        .query("select pid from pg_stat_replication", &[])
+        .await
+        .map_err(|e| LabError::Other(e.to_string()))?;
+    let pids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    for p in &pids {
+        // SAFETY: signalling a server process we started (same user or root).
+        unsafe {
+            libc::kill(*p, if pause { libc::SIGSTOP } else { libc::SIGCONT });
+        }
+    }
+    Ok(pids)
+}

@@ -1,0 +1,445 @@
+//! The lab supervisor: one long-lived drctl process that is the parent of
+//! every lab server, so it can reap a killed postmaster and restart it, and
+//! that serves the demo apps, the heartbeat writer and a control endpoint
+//! on loopback (`drctl lab break|down` and drills talk to it).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use super::http::{json, serve, Handler};
+use super::pg::{self, ClusterSpec, LabError, Server};
+use crate::store::{LocalStore, Store};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub region: String,
+    pub kind: String,
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub status: String,
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub data_root: PathBuf,
+    pub env_file: PathBuf,
+    pub control: String,
+    pub supervisor_pid: u32,
+    pub ports: HashMap<String, u16>,
+    pub services: Vec<Service>,
+    pub spec: ClusterSpec,
+}
+
+pub const STATE_FILE: &str = "lab.json";
+pub const ENV_NAME: &str = "lab";
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+struct Lab {
+    state: Mutex<LabState>,
+    servers: Mutex<HashMap<String, Server>>,
+    apps: Mutex<HashMap<String, JoinHandle<()>>>,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    stop: Notify,
+    dir: PathBuf,
+}
+
+fn save(dir: &Path, st: &LabState) {
+    let _ = crate::store::write_atomic(
+        &dir.join(STATE_FILE),
+        &serde_json::to_vec_pretty(st).unwrap_or_default(),
+    );
+}
+
+fn env_yaml(st: &LabState) -> String {
+    let p = |k: &str| st.ports.get(k).copied().unwrap_or(0);
+    let pw = st.spec.password_file.display();
+    format!(
+        "# Written by `drctl lab up`: the local two-region lab on loopback.\n\
+name: {ENV_NAME}\n\
+description: drctl local lab (real PostgreSQL 15 primary + streaming standby, demo apps)\n\
+active_region: primary\n\
+failover_runbook: runbooks/failover.yaml\n\
+regions:\n\
+  primary:\n\
+    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}\n\
+    app: {{url: \"http://127.0.0.1:{}\"}}\n\
+  dr:\n\
+    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}\n\
+    app: {{url: \"http://127.0.0.1:{}\"}}\n\
+lab:\n\
+  control: \"{}\"\n\
+  dir: \"{}\"\n",
+        p("pg-primary"),
+        p("app-primary"),
+        p("pg-dr"),
+        p("app-dr"),
+        st.control,
+        st.dir.display(),
+        su = st.spec.superuser,
+    )
+}
+
+fn random_password() -> String {
+    (0..24)
+        .map(|_| char::from(b"abcdefghijkmnopqrstuvwxyz23456789"[fastrand::usize(..33)]))
+        .collect()
+}
+
+/// Brings the lab up and serves until stopped. Runs in the supervisor
+/// process (`drctl lab supervise`).
+pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError> {
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| LabError::Io {
+        what: "create lab dir".into(),
+        source: e,
+    })?;
+    let state_dir = std::fs::canonicalize(&state_dir).unwrap_or(state_dir);
+    let password = random_password();
+    let pwfile = dir.join("pgpass");
+    std::fs::write(&pwfile, &password).map_err(|e| LabError::Io {
+        what: "write password file".into(),
+        source: e,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600));
+    let data_root = pg::data_root(&dir)?;
+    let spec = ClusterSpec {
+        root: data_root.clone(),
+        superuser: "drctl".into(),
+        app_user: "app".into(),
+        password_file: pwfile.clone(),
+    };
+    let mut ports = HashMap::new();
+    for k in ["pg-primary", "pg-dr", "app-primary", "app-dr", "control"] {
+        ports.insert(k.to_string(), pg::free_port()?);
+    }
+    let control = format!("http://127.0.0.1:{}", ports["control"]);
+    let st = LabState {
+        status: "starting".into(),
+        dir: dir.clone(),
+        state_dir: state_dir.clone(),
+        data_root: data_root.clone(),
+        env_file: dir.join("env.yaml"),
+        control: control.clone(),
+        supervisor_pid: std::process::id(),
+        ports: ports.clone(),
+        services: Vec::new(),
+        spec: spec.clone(),
+    };
+    save(&dir, &st);
+    let lab = Arc::new(Lab {
+        state: Mutex::new(st),
+        servers: Mutex::new(HashMap::new()),
+        apps: Mutex::new(HashMap::new()),
+        heartbeat: Mutex::new(None),
+        stop: Notify::new(),
+        dir: dir.clone(),
+    });
+    // The control endpoint comes up first so `lab down` works even if the
+    // bring-up below fails half-way.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", ports["control"]))
+        .await
+        .map_err(|e| LabError::Io {
+            what: "bind control port".into(),
+            source: e,
+        })?;
+    let control_task = tokio::spawn(serve(listener, control_handler(lab.clone())));
+    let result = bring_up(&lab, &spec, &password, &ports, &state_dir).await;
+    match &result {
+        Ok(()) => {
+            let mut st = lab.state.lock().await;
+            st.status = "ready".into();
+            std::fs::write(&st.env_file, env_yaml(&st)).map_err(|e| LabError::Io {
+                what: "write env.yaml".into(),
+                source: e,
+            })?;
+            refresh(&lab, &mut st).await;
+            save(&dir, &st);
+        }
+        Err(e) => {
+            let mut st = lab.state.lock().await;
+            st.status = format!("error: {e}");
+            save(&dir, &st);
+        }
+    }
+    if result.is_ok() {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| LabError::Other(e.to_string()))?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = lab.stop.notified() => break,
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {
+                    let mut st = lab.state.lock().await;
+                    refresh(&lab, &mut st).await;
+                    save(&dir, &st);
+                }
+            }
+        }
+    }
+    shutdown(&lab).await;
+    control_task.abort();
+    result
+}
+
+async fn bring_up(
+    lab: &Arc<Lab>,
+    spec: &ClusterSpec,
+    password: &str,
+    ports: &HashMap<String, u16>,
+    state_dir: &Path,
+) -> Result<(), LabError> {
+    let logs = lab.dir.join("logs");
+    let primary_data = spec.root.join("primary");
+    let dr_data = spec.root.join("dr");
+    pg::init_primary(spec, &primary_data, ports["pg-primary"], password).await?;
+    let primary = pg::start(
+        "pg-primary",
+        &primary_data,
+        ports["pg-primary"],
+        &logs.join("pg-primary.log"),
+    )
+    .await?;
+    lab.servers
+        .lock()
+        .await
+        .insert("pg-primary".into(), primary);
+    pg::create_app_role(ports["pg-primary"], spec, password).await?;
+    pg::init_standby(
+        spec,
+        ports["pg-primary"],
+        &dr_data,
+        ports["pg-dr"],
+        password,
+    )
+    .await?;
+    let dr = pg::start("pg-dr", &dr_data, ports["pg-dr"], &logs.join("pg-dr.log")).await?;
+    lab.servers.lock().await.insert("pg-dr".into(), dr);
+    for (region, pgk, appk) in [
+        ("primary", "pg-primary", "app-primary"),
+        ("dr", "pg-dr", "app-dr"),
+    ] {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", ports[appk]))
+            .await
+            .map_err(|e| LabError::Io {
+                what: format!("bind {appk}"),
+                source: e,
+            })?;
+        let db = pg::lab_server(ports[pgk], &spec.app_user, spec);
+        lab.apps.lock().await.insert(
+            appk.to_string(),
+            tokio::spawn(super::app::run(l, region.to_string(), db)),
+        );
+    }
+    let store: Arc<dyn Store> =
+        Arc::new(LocalStore::open(state_dir).map_err(|e| LabError::Other(e.to_string()))?);
+    let hb_server = pg::lab_server(ports["pg-primary"], &spec.app_user, spec);
+    let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
+        hb_server,
+        HEARTBEAT_INTERVAL,
+        store,
+        ENV_NAME.to_string(),
+        std::future::pending(),
+    ));
+    *lab.heartbeat.lock().await = Some(hb);
+    Ok(())
+}
+
+/// Reaps exited servers and refreshes the service list.
+async fn refresh(lab: &Lab, st: &mut LabState) {
+    let mut servers = lab.servers.lock().await;
+    let mut services = Vec::new();
+    for (name, region) in [("pg-primary", "primary"), ("pg-dr", "dr")] {
+        let (pid, alive) = match servers.get_mut(name) {
+            Some(s) => match s.child.try_wait() {
+                Ok(None) => (s.pid(), true),
+                _ => (None, false),
+            },
+            None => (None, false),
+        };
+        let role = if name == "pg-primary" {
+            "postgres (initial primary)"
+        } else {
+            "postgres (initial standby)"
+        };
+        services.push(Service {
+            name: name.into(),
+            region: region.into(),
+            kind: role.into(),
+            addr: format!("127.0.0.1:{}", st.ports.get(name).copied().unwrap_or(0)),
+            pid,
+            alive,
+        });
+    }
+    let apps = lab.apps.lock().await;
+    for (name, region) in [("app-primary", "primary"), ("app-dr", "dr")] {
+        let alive = apps.get(name).is_some_and(|h| !h.is_finished());
+        services.push(Service {
+            name: name.into(),
+            region: region.into(),
+            kind: "demo app".into(),
+            addr: format!(
+                "http://127.0.0.1:{}",
+                st.ports.get(name).copied().unwrap_or(0)
+            ),
+            pid: Some(std::process::id()),
+            alive,
+        });
+    }
+    let hb_alive = lab
+        .heartbeat
+        .lock()
+        .await
+        .as_ref()
+        .is_some_and(|h| !h.is_finished());
+    services.push(Service {
+        name: "heartbeat".into(),
+        region: "primary".into(),
+        kind: "RPO probe, every 100 ms".into(),
+        addr: format!(
+            "-> 127.0.0.1:{}",
+            st.ports.get("pg-primary").copied().unwrap_or(0)
+        ),
+        pid: Some(std::process::id()),
+        alive: hb_alive,
+    });
+    st.services = services;
+    drop(servers);
+}
+
+async fn shutdown(lab: &Lab) {
+    if let Some(h) = lab.heartbeat.lock().await.take() {
+        h.abort();
+    }
+    for (_, h) in lab.apps.lock().await.drain() {
+        h.abort();
+    }
+    for (_, mut s) in lab.servers.lock().await.drain() {
+        s.stop(Duration::from_secs(10)).await;
+    }
+    let mut st = lab.state.lock().await;
+    let _ = std::fs::remove_dir_all(&st.data_root);
+    st.status = "stopped".into();
+    for s in st.services.iter_mut() {
+        s.alive = false;
+        s.pid = None;
+    }
+    save(&lab.dir, &st);
+}
+
+fn control_handler(lab: Arc<Lab>) -> Handler {
+    Arc::new(move |method, path, _body| {
+        let lab = lab.clone();
+        Box::pin(async move {
+            match (method.as_str(), path.split('?').next().unwrap_or("")) {
+                ("GET", "/status") => {
+                    let st = lab.state.lock().await;
+                    json(200, serde_json::to_value(&*st).unwrap_or(Value::Null))
+                }
+                ("POST", "/break/primary") => break_primary(&lab).await,
+                ("POST", "/lag/primary") => {
+                    let st = lab.state.lock().await.clone();
+                    match pg::pause_walsender(st.ports["pg-primary"], &st.spec, true).await {
+                        Ok(pids) => json(200, json!({"paused_walsenders": pids})),
+                        Err(e) => json(500, json!({"error": e.to_string()})),
+                    }
+                }
+                ("POST", "/truth") => truth(&lab).await,
+                ("POST", "/stop") => {
+                    lab.stop.notify_one();
+                    json(200, json!({"stopping": true}))
+                }
+                _ => json(404, json!({"error": "unknown control route"})),
+            }
+        })
+    })
+}
+
+/// The disaster: kill -9 the primary's postmaster with all its backends,
+/// and stop the primary region's app.
+async fn break_primary(lab: &Lab) -> super::http::Reply {
+    let failed_at_ms = crate::journal::now_ms();
+    if let Some(s) = lab.servers.lock().await.get_mut("pg-primary") {
+        s.kill9().await;
+    }
+    if let Some(h) = lab.apps.lock().await.remove("app-primary") {
+        h.abort();
+    }
+    json(
+        200,
+        json!({"broken": "primary", "failed_at_ms": failed_at_ms}),
+    )
+}
+
+/// Restarts the killed old primary on its own data, reads the heartbeats it
+/// has beyond the newest one on the DR server (the exact rows a failover
+/// lost), then stops it again so the lab stays in its failed-over state.
+async fn truth(lab: &Lab) -> super::http::Reply {
+    let st = lab.state.lock().await.clone();
+    let limit = Duration::from_secs(5);
+    let dr = pg::lab_server(st.ports["pg-dr"], &st.spec.superuser, &st.spec);
+    let newest = match dr.connect(limit).await {
+        Ok(c) => crate::postgres::ops::newest_beat(&c, &dr.addr(), limit)
+            .await
+            .ok()
+            .flatten(),
+        Err(e) => return json(500, json!({"error": format!("dr: {e}")})),
+    };
+    let mut servers = lab.servers.lock().await;
+    let alive = servers
+        .get_mut("pg-primary")
+        .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)));
+    if !alive {
+        let data = st.data_root.join("primary");
+        match pg::start(
+            "pg-primary",
+            &data,
+            st.ports["pg-primary"],
+            &st.dir.join("logs/pg-primary.log"),
+        )
+        .await
+        {
+            Ok(s) => {
+                servers.insert("pg-primary".into(), s);
+            }
+            Err(e) => return json(500, json!({"error": format!("restart old primary: {e}")})),
+        }
+    }
+    let old = pg::lab_server(st.ports["pg-primary"], &st.spec.superuser, &st.spec);
+    let result = async {
+        let c = old.connect(limit).await.map_err(|e| e.to_string())?;
+        let after = newest.map(|b| b.id).unwrap_or(0);
+        let (count, last) = crate::postgres::ops::beats_after(&c, &old.addr(), after, limit).await.map_err(|e| e.to_string())?;
+        let end: String = c.query_one("select pg_current_wal_lsn()::text", &[]).await.map_err(|e| e.to_string())?.get(0);
+        Ok::<_, String>(json!({
+            "kind": "rpo_truth",
+            "method": "old primary restarted after the drill; heartbeat rows it holds beyond the newest row on the promoted server",
+            "heartbeats_lost": count,
+            "newest_surviving_heartbeat_id": newest.map(|b| b.id),
+            "last_lost_heartbeat_id": last.map(|b| b.id),
+            "time_lost_ms": match (last, newest) { (Some(l), Some(n)) => Some((l.at_ms - n.at_ms).max(0)), _ => Some(0) },
+            "old_primary_end_lsn": end,
+        }))
+    }
+    .await;
+    if let Some(s) = servers.get_mut("pg-primary") {
+        s.stop(Duration::from_secs(10)).await;
+    }
+    match result {
+        Ok(v) => json(200, v),
+        Err(e) => json(500, json!({"error": e})),
+    }
+}

@@ -1,0 +1,54 @@
+//! PostgreSQL: connections, operations, the heartbeat (RPO probe) and the
+//! `postgres.*` actions (status, fence, promote, query).
+
+pub mod conn;
+pub mod fence;
+pub mod heartbeat;
+pub mod ops;
+pub mod promote;
+pub mod query;
+pub mod status;
+
+use crate::actions::ActionError;
+use crate::decode::{Ctx, MapReader};
+pub use conn::{PgError, PgServer};
+
+impl From<PgError> for ActionError {
+    fn from(e: PgError) -> Self {
+        let hint = if e.is_unreachable() {
+            "is the server up and reachable from here? check host/port in the environment file"
+        } else {
+            "check the server's log; the step is retried per its retry policy"
+        };
+        ActionError::failed_hint(crate::actions::http_check::error_chain(&e), hint)
+    }
+}
+
+/// Reads a server field: a mapping, or (while validating) a `${...}`
+/// reference such as `${target.postgres}` that resolves to one.
+pub fn server_field(
+    ctx: &mut Ctx<'_>,
+    r: &mut MapReader<'_>,
+    key: &'static str,
+    required: bool,
+) -> Option<PgServer> {
+    let node = if required {
+        r.req(ctx, key)
+    } else {
+        r.opt(key)
+    }?;
+    if ctx.deferred(node) {
+        return None;
+    }
+    PgServer::decode(ctx, node, key)
+}
+
+/// `host:port` of a server field in resolved params, for plans.
+pub fn addr_of(params: &serde_json::Value, key: &str) -> String {
+    let s = &params[key];
+    match (s.get("host").and_then(|h| h.as_str()), s.get("port")) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => format!("{h}:5432"),
+        _ => crate::actions::short(s),
+    }
+}

@@ -1,0 +1,354 @@
+//! PostgreSQL operations used by the actions, the heartbeat and the lab.
+//! Every call is bounded by a timeout; none of them retries on its own (the
+//! engine's retry policy decides).
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use super::conn::{execute, query, PgError, PgServer};
+
+/// A WAL position (`16/B374D848`), comparable and subtractable in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    pub fn parse(s: &str) -> Option<Lsn> {
+        let (hi, lo) = s.trim().split_once('/')?;
+        Some(Lsn(
+            (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?
+        ))
+    }
+
+    pub fn bytes_after(self, other: Lsn) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xffff_ffff)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub role: &'static str,
+    pub timeline: Option<u32>,
+    /// Primary only: where WAL ends now.
+    pub current_lsn: Option<Lsn>,
+    pub receive_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    pub last_replay_ms: Option<i64>,
+    pub receiver_status: Option<String>,
+    pub read_only: bool,
+}
+
+impl Status {
+    pub fn is_standby(&self) -> bool {
+        self.role == "standby"
+    }
+}
+
+const STATUS_SQL: &str = "select pg_is_in_recovery(), \
+  case when pg_is_in_recovery() then null else pg_current_wal_lsn()::text end, \
+  pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+  (extract(epoch from pg_last_xact_replay_timestamp()) * 1000)::bigint, \
+  case when pg_is_in_recovery() then coalesce((select received_tli from pg_stat_wal_receiver), (select timeline_id from pg_control_checkpoint())) \
+       else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end, \
+  (select status from pg_stat_wal_receiver), \
+  current_setting('default_transaction_read_only') = 'on'";
+
+pub async fn status(client: &Client, addr: &str, limit: Duration) -> Result<Status, PgError> {
+    let rows = query(client, addr, "status", STATUS_SQL, limit).await?;
+    let row = rows.first().ok_or_else(|| PgError::Unexpected {
+        addr: addr.into(),
+        op: "status",
+        detail: "no row".into(),
+    })?;
+    let lsn = |i: usize| {
+        row.get::<_, Option<String>>(i)
+            .as_deref()
+            .and_then(Lsn::parse)
+    };
+    let standby: bool = row.get(0);
+    Ok(Status {
+        role: if standby { "standby" } else { "primary" },
+        timeline: row.get::<_, Option<i32>>(5).map(|t| t as u32),
+        current_lsn: lsn(1),
+        receive_lsn: lsn(2),
+        replay_lsn: lsn(3),
+        last_replay_ms: row.get(4),
+        receiver_status: row.get(6),
+        read_only: row.get(7),
+    })
+}
+
+pub async fn status_of(server: &PgServer, limit: Duration) -> Result<Status, PgError> {
+    let c = server.connect(limit).await?;
+    status(&c, &server.addr(), limit).await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FenceOutcome {
+    pub reachable: bool,
+    pub already_fenced: bool,
+    pub final_lsn: Option<Lsn>,
+    pub terminated_backends: i64,
+    pub unreachable_reason: Option<String>,
+}
+
+/// Stops the old primary accepting writes when it can be reached: new
+/// transactions default to read-only (survives restarts via ALTER SYSTEM)
+/// and non-superuser sessions are cut. Unreachable is an outcome, not an
+/// error: a dead primary is already fenced by its death.
+pub async fn fence(server: &PgServer, limit: Duration) -> Result<FenceOutcome, PgError> {
+    let addr = server.addr();
+    let client = match server.connect(limit).await {
+        Ok(c) => c,
+        Err(e) if e.is_unreachable() => {
+            return Ok(FenceOutcome {
+                reachable: false,
+                already_fenced: false,
+                final_lsn: None,
+                terminated_backends: 0,
+                unreachable_reason: Some(crate::actions::http_check::error_chain(&e)),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let st = status(&client, &addr, limit).await?;
+    if st.is_standby() {
+        // A standby accepts no writes; nothing to fence.
+        return Ok(FenceOutcome {
+            reachable: true,
+            already_fenced: true,
+            final_lsn: st.replay_lsn,
+            terminated_backends: 0,
+            unreachable_reason: None,
+        });
+    }
+    let already = st.read_only && is_fenced_config(&client, &addr, limit).await?;
+    if !already {
+        execute(
+            &client,
+            &addr,
+            "fence: set read-only",
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            limit,
+        )
+        .await?;
+        query(
+            &client,
+            &addr,
+            "fence: reload",
+            "select pg_reload_conf()",
+            limit,
+        )
+        .await?;
+    }
+    let rows = query(
+        &client,
+        &addr,
+        "fence: terminate sessions",
+        "select count(pg_terminate_backend(a.pid)) from pg_stat_activity a join pg_roles r on r.oid = a.usesysid \
+         where a.backend_type = 'client backend' and a.pid <> pg_backend_pid() and not r.rolsuper",
+        limit,
+    )
+    .await?;
+    let terminated: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
+    // Verify from a fresh session, as a new writer would see it.
+    let deadline = Instant::now() + limit;
+    loop {
+        let fresh = server.connect(limit).await?;
+        if is_fenced_config(&fresh, &addr, limit).await? {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(PgError::Unexpected {
+                addr,
+                op: "fence",
+                detail: "read-only setting did not take effect".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lsn = query(
+        &client,
+        &addr,
+        "fence: final lsn",
+        "select pg_current_wal_lsn()::text",
+        limit,
+    )
+    .await?;
+    let final_lsn = lsn.first().and_then(|r| Lsn::parse(&r.get::<_, String>(0)));
+    Ok(FenceOutcome {
+        reachable: true,
+        already_fenced: already,
+        final_lsn,
+        terminated_backends: terminated,
+        unreachable_reason: None,
+    })
+}
+
+async fn is_fenced_config(client: &Client, addr: &str, limit: Duration) -> Result<bool, PgError> {
+    let rows = query(
+        client,
+        addr,
+        "fence check",
+        "select current_setting('default_transaction_read_only') = 'on'",
+        limit,
+    )
+    .await?;
+    Ok(rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
+}
+
+/// Whether a possible old primary could still take writes: the split-brain
+/// guard. `None` means unreachable.
+pub async fn accepts_writes(server: &PgServer, limit: Duration) -> Result<Option<bool>, PgError> {
+    match status_of(server, limit).await {
+        Ok(st) => Ok(Some(!st.is_standby() && !st.read_only)),
+        Err(e) if e.is_unreachable() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Promotion {
+    pub already_primary: bool,
+    pub before: Status,
+    pub timeline: Option<u32>,
+    pub duration: Duration,
+}
+
+/// Promotes a standby: `pg_promote(wait => false)` then polls
+/// `pg_is_in_recovery()` every `poll`, because `pg_promote`'s own wait only
+/// checks every 100 ms while promotion takes tens of milliseconds.
+pub async fn promote(
+    server: &PgServer,
+    poll: Duration,
+    limit: Duration,
+) -> Result<Promotion, PgError> {
+    let addr = server.addr();
+    let client = server.connect(limit).await?;
+    let before = status(&client, &addr, limit).await?;
+    if !before.is_standby() {
+        return Ok(Promotion {
+            already_primary: true,
+            timeline: before.timeline,
+            before,
+            duration: Duration::ZERO,
+        });
+    }
+    let started = Instant::now();
+    let deadline = started + limit;
+    let res = query(
+        &client,
+        &addr,
+        "pg_promote",
+        "select pg_promote(wait => false)",
+        limit,
+    )
+    .await;
+    if let Err(e) = res {
+        // Promotion may already be under way (a resumed run): fall through
+        // to polling rather than failing on "already being promoted".
+        tracing::warn!(error = %e, "pg_promote returned an error; checking whether promotion is under way");
+    }
+    loop {
+        let rows = query(
+            &client,
+            &addr,
+            "poll pg_is_in_recovery",
+            "select pg_is_in_recovery()",
+            limit,
+        )
+        .await?;
+        if !rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(true) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(PgError::Timeout {
+                addr,
+                op: "promotion",
+                ms: limit.as_millis() as u64,
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let duration = started.elapsed();
+    let after = status(&client, &addr, limit).await?;
+    Ok(Promotion {
+        already_primary: false,
+        before,
+        timeline: after.timeline,
+        duration,
+    })
+}
+
+/// The newest heartbeat row on a server, if the table exists.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Beat {
+    pub id: i64,
+    pub at_ms: i64,
+}
+
+pub async fn newest_beat(
+    client: &Client,
+    addr: &str,
+    limit: Duration,
+) -> Result<Option<Beat>, PgError> {
+    let sql = "select id, (extract(epoch from at) * 1000)::bigint from drctl_heartbeat order by id desc limit 1";
+    match query(client, addr, "read heartbeat", sql, limit).await {
+        Ok(rows) => Ok(rows.first().map(|r| Beat {
+            id: r.get(0),
+            at_ms: r.get(1),
+        })),
+        Err(PgError::Query { source, .. })
+            if source.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Heartbeats with id above `after`: rows the other server never got.
+pub async fn beats_after(
+    client: &Client,
+    addr: &str,
+    after: i64,
+    limit: Duration,
+) -> Result<(i64, Option<Beat>), PgError> {
+    let sql = format!(
+        "select count(*), max(id), (extract(epoch from max(at)) * 1000)::bigint from drctl_heartbeat where id > {after}"
+    );
+    let rows = query(client, addr, "count lost heartbeats", &sql, limit).await?;
+    let r = rows.first().ok_or_else(|| PgError::Unexpected {
+        addr: addr.into(),
+        op: "count",
+        detail: "no row".into(),
+    })?;
+    let count: i64 = r.get(0);
+    let last = match (r.get::<_, Option<i64>>(1), r.get::<_, Option<i64>>(2)) {
+        (Some(id), Some(at_ms)) => Some(Beat { id, at_ms }),
+        _ => None,
+    };
+    Ok((count, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_roundtrip_and_diff() {
+        let a = Lsn::parse("16/B374D848").unwrap();
+        assert_eq!(a.to_string(), "16/B374D848");
+        let b = Lsn::parse("16/B374D800").unwrap();
+        assert_eq!(a.bytes_after(b), 0x48);
+        assert_eq!(b.bytes_after(a), 0);
+        assert!(Lsn::parse("nope").is_none());
+    }
+}

@@ -1,0 +1,397 @@
+//! `postgres.promote`: turn the DR standby into the primary.
+//!
+//! Check, act, verify:
+//! 1. Already primary? Then nothing to do (reported as such). If this run
+//!    promoted it before being killed, the checkpoint saved in step 3 gives
+//!    back the pre-promotion figures, so resumed outputs are the same.
+//! 2. Guards: the old primary must not accept writes (split brain) unless
+//!    `--force`; the standby's lag must be within `max_lag_bytes` /
+//!    `max_lag` unless `--accept-data-loss` (both journaled in the outputs).
+//! 3. Save the pre-promotion state (receive/replay LSN, last replay time)
+//!    durably in the state store, then `pg_promote(wait => false)` and poll.
+//! 4. Measure RPO: WAL bytes and heartbeat rows lost, and time lost.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::heartbeat::{load_status, HeartbeatStatus};
+use super::ops::{self, Lsn, Status};
+use super::{server_field, PgServer};
+use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::decode::{Ctx, MapReader};
+use crate::yaml::Node;
+
+pub struct PgPromote;
+
+struct Params {
+    server: PgServer,
+    old_primary: Option<PgServer>,
+    old_primary_lsn: Option<Lsn>,
+    max_lag_bytes: Option<u64>,
+    max_lag: Option<Duration>,
+    poll: Duration,
+}
+
+fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
+    let mut r = MapReader::new(ctx, with, "postgres.promote")?;
+    let server = server_field(ctx, &mut r, "server", true);
+    let old_primary = server_field(ctx, &mut r, "old_primary", false);
+    let lsn_node = r.opt("old_primary_lsn");
+    let old_primary_lsn = lsn_node.and_then(|n| {
+        if ctx.deferred(n) {
+            return None;
+        }
+        let s = ctx.string(n, "old_primary_lsn")?;
+        let l = Lsn::parse(&s);
+        if l.is_none() {
+            ctx.error(
+                "E-VALUE",
+                n,
+                format!("old_primary_lsn `{s}` is not an LSN"),
+                Some("e.g. 0/3000148, or ${steps.fence.outputs.final_lsn}".into()),
+            );
+        }
+        l
+    });
+    let max_lag_bytes = r
+        .opt("max_lag_bytes")
+        .and_then(|n| ctx.uint(n, "max_lag_bytes"));
+    let max_lag = r.opt("max_lag").and_then(|n| ctx.duration(n, "max_lag"));
+    let poll = r
+        .opt("poll_interval")
+        .and_then(|n| ctx.duration(n, "poll_interval"))
+        .unwrap_or(Duration::from_millis(5));
+    r.finish(ctx);
+    Some(Params {
+        server: server?,
+        old_primary,
+        old_primary_lsn,
+        max_lag_bytes,
+        max_lag,
+        poll,
+    })
+}
+
+/// Saved before acting, so a resumed step reports what was true before the
+/// promotion it already did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    receive_lsn: Option<Lsn>,
+    replay_lsn: Option<Lsn>,
+    last_replay_ms: Option<i64>,
+    reference_lsn: Option<Lsn>,
+    lag_bytes: Option<u64>,
+    time_lag_ms: Option<i64>,
+    accepted_data_loss: Option<Value>,
+    forced: Option<Value>,
+    at_ms: u64,
+}
+
+const CHECKPOINTS: &str = "promote-checkpoints";
+
+fn checkpoint_key(ctx: &StepContext) -> String {
+    format!("{}-{}", ctx.run_id, ctx.step_id)
+}
+
+fn heartbeat_status(ctx: &StepContext) -> Option<HeartbeatStatus> {
+    let env = ctx.env.as_ref()?;
+    load_status(ctx.store.as_ref(), &env.name)
+}
+
+/// The newest WAL position known to exist on the old primary.
+async fn reference_lsn(
+    p: &Params,
+    hb: Option<&HeartbeatStatus>,
+    limit: Duration,
+) -> (Option<Lsn>, Option<bool>) {
+    let mut best = p.old_primary_lsn;
+    let mut writable = None;
+    if let Some(old) = &p.old_primary {
+        if let Ok(st) = ops::status_of(old, limit).await {
+            writable = Some(!st.is_standby() && !st.read_only);
+            best = best.max(st.current_lsn);
+        }
+    }
+    if let Some(l) = hb
+        .and_then(|h| h.last_acked_lsn.as_deref())
+        .and_then(Lsn::parse)
+    {
+        best = best.max(Some(l));
+    }
+    (best, writable)
+}
+
+async fn survivor(server: &PgServer, limit: Duration) -> Option<ops::Beat> {
+    let c = server.connect(limit).await.ok()?;
+    ops::newest_beat(&c, &server.addr(), limit)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn lsn_s(l: Option<Lsn>) -> Value {
+    json!(l.map(|x| x.to_string()))
+}
+
+#[async_trait]
+impl Action for PgPromote {
+    fn kind(&self) -> &'static str {
+        "postgres.promote"
+    }
+    fn summary(&self) -> &'static str {
+        "Promote the standby to primary (guards: split brain, max lag); measure data loss"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &[
+            "promoted",
+            "already_primary",
+            "timeline",
+            "promotion_ms",
+            "receive_lsn",
+            "replay_lsn",
+            "last_replay_at",
+            "lag_bytes",
+            "rpo",
+            "summary",
+            "accepted_data_loss",
+            "forced",
+        ]
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+        decode(ctx, with);
+    }
+    fn describe(&self, params: &Value) -> String {
+        format!(
+            "promote postgres {} to primary",
+            super::addr_of(params, "server")
+        )
+    }
+    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+        let p = decode_resolved(self.kind(), params, decode)?;
+        let st = match ops::status_of(&p.server, ctx.remaining()).await {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(Preflight::problem(format!(
+                    "postgres {}: {e}",
+                    p.server.addr()
+                )))
+            }
+        };
+        if !st.is_standby() {
+            return Ok(Preflight::ok(format!(
+                "postgres {} is already primary (timeline {}): no-op",
+                p.server.addr(),
+                st.timeline.unwrap_or(0)
+            )));
+        }
+        let hb = heartbeat_status(ctx);
+        let (reference, writable) = reference_lsn(&p, hb.as_ref(), Duration::from_secs(2)).await;
+        let lag = match (reference, st.receive_lsn) {
+            (Some(r), Some(recv)) => format!("lag {} B", r.bytes_after(recv)),
+            _ => "lag unknown".into(),
+        };
+        let mut pre = Preflight::ok(format!(
+            "postgres {} standby ({lag}) -> primary",
+            p.server.addr()
+        ));
+        if writable == Some(true) {
+            pre.lines.push("old primary is reachable and NOT fenced: promote will refuse (split brain) unless fenced first or --force".into());
+        }
+        Ok(pre)
+    }
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let p = decode_resolved(self.kind(), params, decode)?;
+        let limit = ctx.remaining();
+        let addr = p.server.addr();
+        let client = p.server.connect(limit).await?;
+        let st: Status = ops::status(&client, &addr, limit).await?;
+        let key = checkpoint_key(ctx);
+        let saved: Option<Checkpoint> = ctx
+            .store
+            .get_doc(CHECKPOINTS, &key)
+            .map_err(|e| ActionError::failed(e.to_string()))?
+            .and_then(|v| serde_json::from_value(v).ok());
+        let hb = heartbeat_status(ctx);
+
+        let (cp, promotion) = if !st.is_standby() {
+            // Already primary: either another actor promoted it (a no-op for
+            // us) or this very step did before drctl was killed.
+            (saved.clone(), None)
+        } else {
+            let (reference, writable) =
+                reference_lsn(&p, hb.as_ref(), limit.min(Duration::from_secs(2))).await;
+            let mut forced = None;
+            if writable == Some(true) {
+                if !ctx.options.force {
+                    return Err(ActionError::Refused {
+                        message: format!("old primary {} is reachable and accepts writes: promoting now would split the brain", p.old_primary.as_ref().map(|o| o.addr()).unwrap_or_default()),
+                        hint: "fence it first (postgres.fence), or re-run with --force if you are certain it is isolated".into(),
+                    });
+                }
+                forced = Some(
+                    json!({"by": ctx.operator, "at": crate::journal::now_rfc3339(), "reason": "old primary reachable and writable"}),
+                );
+            }
+            let lag_bytes = match (reference, st.receive_lsn.or(st.replay_lsn)) {
+                (Some(r), Some(recv)) => Some(r.bytes_after(recv)),
+                _ => None,
+            };
+            let newest = ops::newest_beat(&client, &addr, limit).await.ok().flatten();
+            let time_lag_ms = match (hb.as_ref().and_then(|h| h.last_acked_at_ms), newest) {
+                (Some(acked), Some(b)) => Some((acked - b.at_ms).max(0)),
+                _ => None,
+            };
+            let mut problems = Vec::new();
+            if let Some(max) = p.max_lag_bytes {
+                match lag_bytes {
+                    Some(l) if l > max => problems.push(format!("standby is {l} bytes behind (max_lag_bytes {max})")),
+                    None => problems.push("standby lag in bytes cannot be measured (old primary unreachable, no fence LSN, no heartbeat)".into()),
+                    _ => {}
+                }
+            }
+            if let Some(max) = p.max_lag {
+                match time_lag_ms {
+                    Some(t) if t as u128 > max.as_millis() => problems.push(format!(
+                        "standby is {} behind the last heartbeat (max_lag {})",
+                        crate::duration::format_duration(Duration::from_millis(t as u64)),
+                        crate::duration::format_duration(max)
+                    )),
+                    None => problems
+                        .push("standby time lag cannot be measured (no heartbeat data)".into()),
+                    _ => {}
+                }
+            }
+            let mut accepted = None;
+            if !problems.is_empty() {
+                if !ctx.options.accept_data_loss {
+                    return Err(ActionError::Refused {
+                        message: problems.join("; "),
+                        hint: "wait for the standby to catch up, or re-run/resume with --accept-data-loss to promote anyway (journaled)".into(),
+                    });
+                }
+                accepted = Some(
+                    json!({"by": ctx.operator, "at": crate::journal::now_rfc3339(), "problems": problems}),
+                );
+            }
+            let cp = Checkpoint {
+                receive_lsn: st.receive_lsn,
+                replay_lsn: st.replay_lsn,
+                last_replay_ms: st.last_replay_ms,
+                reference_lsn: reference,
+                lag_bytes,
+                time_lag_ms,
+                accepted_data_loss: accepted,
+                forced,
+                at_ms: crate::journal::now_ms(),
+            };
+            // Durable before the side effect, like a journal record.
+            ctx.store
+                .put_doc(
+                    CHECKPOINTS,
+                    &key,
+                    &serde_json::to_value(&cp).unwrap_or_default(),
+                )
+                .map_err(|e| {
+                    ActionError::failed(format!("cannot save promotion checkpoint: {e}"))
+                })?;
+            drop(client);
+            let promo = ops::promote(&p.server, p.poll, limit).await?;
+            (Some(cp), Some(promo))
+        };
+
+        let after = ops::status_of(&p.server, limit).await?;
+        let newest = survivor(&p.server, limit).await;
+        let promoted_here = promotion.as_ref().is_some_and(|x| !x.already_primary)
+            || (promotion.is_none() && cp.is_some());
+        let mut o = Outputs::new();
+        o.insert("promoted".into(), json!(promoted_here));
+        o.insert(
+            "already_primary".into(),
+            json!(promotion.is_none() && cp.is_none()),
+        );
+        o.insert("timeline".into(), json!(after.timeline));
+        o.insert(
+            "promotion_ms".into(),
+            json!(promotion
+                .as_ref()
+                .map(|x| x.duration.as_secs_f64() * 1000.0)),
+        );
+        if let Some(cp) = &cp {
+            o.insert("receive_lsn".into(), lsn_s(cp.receive_lsn));
+            o.insert("replay_lsn".into(), lsn_s(cp.replay_lsn));
+            o.insert(
+                "last_replay_at".into(),
+                json!(cp
+                    .last_replay_ms
+                    .map(|m| crate::journal::format_ms(m as u64))),
+            );
+            o.insert("lag_bytes".into(), json!(cp.lag_bytes));
+            o.insert(
+                "accepted_data_loss".into(),
+                cp.accepted_data_loss.clone().unwrap_or(Value::Null),
+            );
+            o.insert("forced".into(), cp.forced.clone().unwrap_or(Value::Null));
+            o.insert("rpo".into(), rpo(cp, hb.as_ref(), newest, ctx));
+        }
+        let summary = match (&promotion, &cp) {
+            (Some(pr), _) if !pr.already_primary => format!(
+                "{addr} promoted in {:.1} ms, timeline {}",
+                pr.duration.as_secs_f64() * 1000.0,
+                after.timeline.unwrap_or(0)
+            ),
+            (None, Some(_)) => format!(
+                "{addr} already promoted by this run before an interruption; timeline {}",
+                after.timeline.unwrap_or(0)
+            ),
+            _ => format!(
+                "{addr} was already primary (timeline {}): no-op",
+                after.timeline.unwrap_or(0)
+            ),
+        };
+        o.insert("summary".into(), json!(summary));
+        Ok(o)
+    }
+}
+
+/// Data-loss figures, each with how it was measured and its error bound.
+fn rpo(
+    cp: &Checkpoint,
+    hb: Option<&HeartbeatStatus>,
+    newest: Option<ops::Beat>,
+    ctx: &StepContext,
+) -> Value {
+    let mut v = serde_json::Map::new();
+    let mut methods = Vec::new();
+    if let (Some(r), Some(recv)) = (cp.reference_lsn, cp.receive_lsn.or(cp.replay_lsn)) {
+        v.insert("wal_bytes_lost".into(), json!(r.bytes_after(recv)));
+        methods.push(format!(
+            "WAL: newest known old-primary LSN {r} minus standby receive LSN {recv}"
+        ));
+    }
+    if let Some(b) = newest {
+        v.insert("newest_surviving_heartbeat_id".into(), json!(b.id));
+        v.insert(
+            "newest_surviving_heartbeat_at".into(),
+            json!(crate::journal::format_ms(b.at_ms.max(0) as u64)),
+        );
+        if let Some(acked) = hb.and_then(|h| h.last_acked_id) {
+            v.insert("heartbeats_lost".into(), json!((acked - b.id).max(0)));
+            methods.push("rows: last acknowledged heartbeat id minus newest id on the promoted server (+1 if a write was in flight)".into());
+        }
+        if let Some(failed) = ctx.failed_at {
+            let failed_ms = failed
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            v.insert("time_lost_ms".into(), json!((failed_ms - b.at_ms).max(0)));
+            let interval = hb.map(|h| h.interval_ms).unwrap_or(0);
+            v.insert("bound".into(), json!(format!("time within one heartbeat interval ({interval} ms) plus clock skew between drctl and the old primary")));
+            methods.push("time: declared failure time minus newest surviving heartbeat".into());
+        }
+    }
+    v.insert("method".into(), json!(methods.join("; ")));
+    Value::Object(v)
+}
