@@ -157,6 +157,25 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             });
             Ok(exit::OK)
         }
+        Command::Drill {
+            runbook,
+            inject_lag,
+            region,
+            args,
+        } => {
+            let store = open_store(&cli)?;
+            cli::labcmd::cmd_drill(runbook, region.as_deref(), *inject_lag, args, store, output)
+                .await
+        }
+        Command::Lab(cmd) => cli::labcmd::cmd_lab(cmd, &cli.state_dir, output).await,
+        Command::Heartbeat {
+            env,
+            region,
+            interval,
+        } => {
+            let store = open_store(&cli)?;
+            cli::labcmd::cmd_heartbeat(env, region, *interval, store).await
+        }
         Command::Approve { run_id, step, by } => {
             cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref())
         }

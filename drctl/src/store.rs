@@ -121,6 +121,9 @@ pub trait Store: Send + Sync {
     fn release_lease(&self, name: &str, holder: &LeaseHolder);
     fn read_lease(&self, name: &str) -> Result<Option<LeaseHolder>, StoreError>;
 
+    /// Stores a rendered file beside a run (e.g. its report); returns where.
+    fn put_artifact(&self, run_id: &str, name: &str, bytes: &[u8]) -> Result<String, StoreError>;
+
     fn put_doc(&self, collection: &str, key: &str, doc: &Value) -> Result<(), StoreError>;
     fn get_doc(&self, collection: &str, key: &str) -> Result<Option<Value>, StoreError>;
     fn append_history(&self, collection: &str, record: &Value) -> Result<(), StoreError>;
@@ -388,6 +391,12 @@ impl Store for LocalStore {
 
     fn read_lease(&self, name: &str) -> Result<Option<LeaseHolder>, StoreError> {
         read_json(&self.lease_path(name))
+    }
+
+    fn put_artifact(&self, run_id: &str, name: &str, bytes: &[u8]) -> Result<String, StoreError> {
+        let path = self.run_dir(run_id).join(safe_name(name));
+        write_atomic(&path, bytes)?;
+        Ok(path.display().to_string())
     }
 
     fn put_doc(&self, collection: &str, key: &str, doc: &Value) -> Result<(), StoreError> {

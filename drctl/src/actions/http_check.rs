@@ -29,6 +29,8 @@ pub struct HttpParams {
     pub equals: Option<Value>,
     pub attempt_timeout: Duration,
     pub tls_verify: bool,
+    /// Pass when the request fails or answers non-2xx: confirms an outage.
+    pub expect_failure: bool,
 }
 
 impl HttpCheck {
@@ -111,6 +113,10 @@ impl HttpCheck {
             .opt("tls_verify")
             .and_then(|n| ctx.boolean(n, "tls_verify"))
             .unwrap_or(true);
+        let expect_failure = r
+            .opt("expect_failure")
+            .and_then(|n| ctx.boolean(n, "expect_failure"))
+            .unwrap_or(false);
         r.finish(ctx);
         Some(HttpParams {
             url: url?,
@@ -123,6 +129,7 @@ impl HttpCheck {
             equals,
             attempt_timeout,
             tls_verify,
+            expect_failure,
         })
     }
 
@@ -253,12 +260,18 @@ impl Action for HttpCheck {
         "HTTP request with assertions on status, body and a JSON pointer"
     }
     fn outputs(&self) -> &'static [&'static str] {
-        &["status", "latency_ms", "body", "value"]
+        &["status", "latency_ms", "body", "value", "summary"]
     }
     fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
         Self::decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {
+        if params.get("expect_failure") == Some(&Value::Bool(true)) {
+            return format!(
+                "confirm {} is down",
+                params.get("url").map(super::short).unwrap_or_default()
+            );
+        }
         format!(
             "{} {} expect {}",
             params
@@ -295,6 +308,22 @@ impl Action for HttpCheck {
     }
     async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let p = decode_resolved(self.kind(), params, Self::decode)?;
-        Self::run(&p, ctx.remaining()).await
+        if !p.expect_failure {
+            return Self::run(&p, ctx.remaining()).await;
+        }
+        match Self::run(&p, ctx.remaining()).await {
+            Ok(o) => Err(ActionError::failed_hint(
+                format!("{} {} answers {}: the service is up, so there is no outage to confirm", p.method, p.url, o["status"]),
+                "check that you are failing over the right region; a healthy primary must not be failed over",
+            )),
+            Err(e) => {
+                let first = e.to_string().lines().next().unwrap_or("").to_string();
+                let mut o = Outputs::new();
+                o.insert("status".into(), Value::Null);
+                o.insert("body".into(), json!(first));
+                o.insert("summary".into(), json!(format!("outage confirmed: {first}")));
+                Ok(o)
+            }
+        }
     }
 }

@@ -24,6 +24,7 @@ use crate::store::Store;
 use crate::yaml::{Node, SourceFile, Span};
 
 pub mod approval;
+pub mod checks;
 pub mod exec;
 pub mod http_check;
 pub mod notify;
@@ -60,6 +61,9 @@ pub struct StepContext {
     /// When this attempt's timeout expires; actions bound internal waits by it.
     pub deadline: Instant,
     pub failed_at: Option<SystemTime>,
+    /// Directory of the runbook file: relative paths in steps (check sets)
+    /// resolve against it, not against wherever drctl was started.
+    pub runbook_dir: std::path::PathBuf,
 }
 
 impl StepContext {
@@ -194,6 +198,7 @@ static ACTIONS: &[&dyn Action] = &[
     &http_check::HttpCheck,
     &exec::Exec,
     &notify::Notify,
+    &checks::ChecksRun,
     &crate::postgres::status::PgStatus,
     &crate::postgres::fence::PgFence,
     &crate::postgres::promote::PgPromote,

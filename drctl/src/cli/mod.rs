@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod inspect;
+pub mod labcmd;
 pub mod plan;
 pub mod runs;
 pub mod ui;
@@ -165,6 +166,29 @@ pub enum Command {
     Schema,
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Rehearse: inject the failure, run the runbook in drill mode, measure RTO/RPO.
+    Drill {
+        runbook: PathBuf,
+        /// On the lab: pause WAL shipping this long before the failure (creates data loss).
+        #[arg(long, value_parser = parse_dur)]
+        inject_lag: Option<std::time::Duration>,
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// The local two-region lab (real Postgres primary/standby, demo apps).
+    #[command(subcommand)]
+    Lab(LabCmd),
+    /// Write heartbeats to a region's primary: drctl's RPO probe (long-running).
+    Heartbeat {
+        #[arg(long)]
+        env: PathBuf,
+        #[arg(long)]
+        region: String,
+        #[arg(long, default_value = "1s", value_parser = parse_dur)]
+        interval: std::time::Duration,
+    },
     /// Print the exit codes and what they mean.
     ExitCodes,
     /// Run a benchmark with a fixed workload (figures are ratios to a baseline measured in the same run).
@@ -184,6 +208,42 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Start the lab and write its environment file.
+    Up {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show every lab service with its address, pid and state.
+    Status {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop exactly what `lab up` started.
+    Down {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The disaster: kill -9 the primary region's Postgres and app.
+    Break {
+        #[arg(value_parser = ["primary"])]
+        what: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// (internal) The supervisor process `lab up` starts.
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse_duration(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

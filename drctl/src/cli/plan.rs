@@ -130,11 +130,15 @@ pub fn cmd_validate(
         // Sniff the kind from its top-level keys; parsing reports errors.
         let kind = if text.lines().any(|l| l.starts_with("regions:")) {
             "environment"
+        } else if text.lines().any(|l| l.starts_with("checks:")) {
+            "check set"
         } else {
             "runbook"
         };
         let before = all.error_count();
-        if kind == "environment" {
+        if kind == "check set" {
+            crate::actions::checks::load(f, None, &mut all);
+        } else if kind == "environment" {
             match load_environment(f) {
                 Ok((_, d)) | Err(d) => all.extend(d),
             }
@@ -294,6 +298,10 @@ pub async fn render_plan(
                         attempt: 1,
                         deadline: Instant::now() + Duration::from_secs(10),
                         failed_at: None,
+                        runbook_dir: std::path::Path::new(&rb.file.path)
+                            .parent()
+                            .map(|p| p.to_path_buf())
+                            .unwrap_or_default(),
                     };
                     let pre = if s_has_step_refs(&resolved) {
                         Ok(actions::Preflight::ok(

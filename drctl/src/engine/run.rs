@@ -668,6 +668,10 @@ impl Run {
             operator: self.operator.clone(),
             attempt: 1,
             deadline: Instant::now(),
+            runbook_dir: std::path::Path::new(&self.runbook.file.path)
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default(),
             failed_at: self
                 .failed_at_ms
                 .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),

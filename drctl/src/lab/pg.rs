@@ -224,14 +224,33 @@ impl Server {
     }
 
     /// Kills the postmaster and all its backends at once (a dead machine).
+    /// Backends are found by parent pid as well as by process group, since
+    /// a server may put its children in groups of their own.
     pub async fn kill9(&mut self) {
         if let Some(pid) = self.child.id() {
-            // SAFETY: signalling the process group we created.
+            let children = children_of(pid);
+            // SAFETY: signalling processes we started (and their children).
             unsafe {
                 libc::kill(-(pid as i32), libc::SIGKILL);
+                libc::kill(pid as i32, libc::SIGKILL);
+                for c in &children {
+                    libc::kill(*c as i32, libc::SIGKILL);
+                }
             }
+            let _ = self.child.wait().await;
+            // Orphaned backends are reaped by init; wait until they are gone
+            // so the data directory can be restarted.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while children
+                .iter()
+                .any(|c| std::path::Path::new(&format!("/proc/{c}")).exists() && !is_zombie(*c))
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            let _ = self.child.wait().await;
         }
-        let _ = self.child.wait().await;
     }
 
     /// Fast shutdown (SIGINT), waiting at most `limit`, then SIGKILL.
@@ -251,11 +270,38 @@ impl Server {
     }
 }
 
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let rest = &text[text.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    stat_fields(pid).is_none_or(|f| f.first().is_some_and(|s| s == "Z"))
+}
+
+/// Pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if stat_fields(p).and_then(|f| f.get(1).and_then(|x| x.parse::<u32>().ok())) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Starts `postgres -D data` as a child in its own process group and waits
-/// until it accepts TCP connections.
+/// until it says it is ready (an open port is not enough: during startup
+/// and crash recovery it answers "the database system is starting up").
 pub async fn start(name: &str, data: &Path, port: u16, log: &Path) -> Result<Server, LabError> {
     let bin = bindir()?;
     let who = run_as()?;
+    let log_start = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) as usize;
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -277,9 +323,12 @@ pub async fn start(name: &str, data: &Path, port: u16, log: &Path) -> Result<Ser
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
+        let text = std::fs::read(log).unwrap_or_default();
+        let fresh = String::from_utf8_lossy(text.get(log_start..).unwrap_or(&[]));
+        if fresh.contains("ready to accept")
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         {
             return Ok(s);
         }

@@ -64,30 +64,26 @@ fn save(dir: &Path, st: &LabState) {
 fn env_yaml(st: &LabState) -> String {
     let p = |k: &str| st.ports.get(k).copied().unwrap_or(0);
     let pw = st.spec.password_file.display();
-    format!(
-        "# Written by `drctl lab up`: the local two-region lab on loopback.\n\
-name: {ENV_NAME}\n\
-description: drctl local lab (real PostgreSQL 15 primary + streaming standby, demo apps)\n\
-active_region: primary\n\
-failover_runbook: runbooks/failover.yaml\n\
-regions:\n\
-  primary:\n\
-    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}\n\
-    app: {{url: \"http://127.0.0.1:{}\"}}\n\
-  dr:\n\
-    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}\n\
-    app: {{url: \"http://127.0.0.1:{}\"}}\n\
-lab:\n\
-  control: \"{}\"\n\
-  dir: \"{}\"\n",
-        p("pg-primary"),
-        p("app-primary"),
-        p("pg-dr"),
-        p("app-dr"),
-        st.control,
-        st.dir.display(),
-        su = st.spec.superuser,
-    )
+    let su = &st.spec.superuser;
+    [
+        "# Written by `drctl lab up`: the local two-region lab on loopback.".to_string(),
+        format!("name: {ENV_NAME}"),
+        "description: drctl local lab (real PostgreSQL 15 primary + streaming standby, demo apps)".into(),
+        "active_region: primary".into(),
+        "failover_runbook: runbooks/failover.yaml".into(),
+        "regions:".into(),
+        "  primary:".into(),
+        format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-primary")),
+        format!("    app: {{url: \"http://127.0.0.1:{}\"}}", p("app-primary")),
+        "  dr:".into(),
+        format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-dr")),
+        format!("    app: {{url: \"http://127.0.0.1:{}\"}}", p("app-dr")),
+        "lab:".into(),
+        format!("  control: \"{}\"", st.control),
+        format!("  dir: \"{}\"", st.dir.display()),
+        String::new(),
+    ]
+    .join("\n")
 }
 
 fn random_password() -> String {

@@ -57,7 +57,7 @@ fn same(got: &str, want: &Value) -> bool {
         Value::Number(n) => got.parse::<f64>().ok() == n.as_f64(),
         Value::Bool(b) => matches!((got, b), ("t" | "true", true) | ("f" | "false", false)),
         Value::Null => false,
-        other => got == other.to_string(),
+        other => *got == *other.to_string(),
     }
 }
 

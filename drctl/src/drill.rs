@@ -1,0 +1,191 @@
+//! Drills: rehearse a failover for real and measure it.
+//!
+//! 1. Inject the failure. On the lab: kill -9 the primary (optionally after
+//!    pausing replication to create lag). Elsewhere the runbook's first step
+//!    is the injection and the failure time is the run's start.
+//! 2. Run the runbook in drill mode with that failure time.
+//! 3. On the lab, restart the old primary to read the exact data loss (the
+//!    truth) and journal it next to the estimate.
+//! 4. Compare RTO and RPO with the runbook's targets, append the result to
+//!    the drill history, render the report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::engine::{self, RunOutcome, RunSpec};
+use crate::journal::{self, Event, JournalWriter};
+use crate::measure::{self, Measurements};
+use crate::store::Store;
+
+pub const HISTORY: &str = "drills";
+
+#[derive(Debug, Clone, Default)]
+pub struct Injection {
+    /// Pause WAL shipping this long before breaking the primary.
+    pub lag: Option<Duration>,
+}
+
+/// Breaks the lab's primary; returns the failure time (ms).
+pub async fn inject_lab(control: &str, inj: &Injection) -> Result<u64, String> {
+    if let Some(lag) = inj.lag {
+        crate::lab::control(control, "POST", "/lag/primary").await?;
+        tokio::time::sleep(lag).await;
+    }
+    let v = crate::lab::control(control, "POST", "/break/primary").await?;
+    v["failed_at_ms"]
+        .as_u64()
+        .ok_or_else(|| "lab did not report the failure time".to_string())
+}
+
+/// Appends a note to a finished run's journal (the truth arrives after the
+/// run ended). The chain is verified first, as for any append.
+pub fn append_note(
+    store: &dyn Store,
+    run_id: &str,
+    message: &str,
+    data: Value,
+) -> Result<(), String> {
+    let bytes = store.read_journal(run_id).map_err(|e| e.to_string())?;
+    let v = journal::verify(&bytes).map_err(|e| e.to_string())?;
+    let sink = store.append_run(run_id).map_err(|e| e.to_string())?;
+    let mut w = JournalWriter::resume(sink, v.records.len() as u64, v.head);
+    w.append(Event::Note {
+        step: None,
+        message: message.to_string(),
+        data,
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub struct DrillResult {
+    pub outcome: RunOutcome,
+    pub measurements: Option<Measurements>,
+    pub rto_met: Option<bool>,
+    pub rpo_met: Option<bool>,
+    pub truth: Option<Value>,
+    pub report_path: String,
+}
+
+pub async fn run(
+    store: Arc<dyn Store>,
+    mut spec: RunSpec,
+    lab_control: Option<String>,
+    inj: Injection,
+    ui: engine::Ui,
+) -> Result<DrillResult, String> {
+    let failed_at = match &lab_control {
+        Some(c) => {
+            ui(engine::UiEvent::Message(
+                "injecting the failure: kill -9 of the primary region's Postgres and app".into(),
+            ));
+            inject_lab(c, &inj).await?
+        }
+        None => journal::now_ms(),
+    };
+    spec.failed_at_ms = Some(failed_at);
+    let outcome = engine::start(store.clone(), spec, ui.clone())
+        .await
+        .map_err(|e| crate::actions::http_check::error_chain(&e))?;
+    let mut truth = None;
+    if let Some(c) = &lab_control {
+        match crate::lab::control(c, "POST", "/truth").await {
+            Ok(v) => {
+                append_note(
+                    store.as_ref(),
+                    &outcome.run_id,
+                    "RPO truth measured on the restarted old primary",
+                    v.clone(),
+                )?;
+                truth = Some(v);
+            }
+            Err(e) => ui(engine::UiEvent::Message(format!(
+                "could not measure the RPO truth: {e}"
+            ))),
+        }
+    }
+    let (view, _) =
+        engine::run::load_view_pub(store.as_ref(), &outcome.run_id).map_err(|e| e.to_string())?;
+    let m = measure::from_view(&view);
+    let rto_met = m.as_ref().and_then(|m| Some(m.rto_ms? <= m.rto_target_ms?));
+    let rpo_met = m
+        .as_ref()
+        .and_then(|m| Some(m.rpo_time_ms()? <= m.rpo_target_ms?));
+    let report = crate::report::markdown(&view);
+    let report_path = store
+        .put_artifact(&outcome.run_id, "report.md", report.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let record = json!({
+        "run_id": outcome.run_id,
+        "runbook": view.runbook.name,
+        "environment": view.environment.as_ref().map(|e| e.name.clone()),
+        "status": outcome.status.as_str(),
+        "failed_at": journal::format_ms(failed_at),
+        "rto_ms": m.as_ref().and_then(|m| m.rto_ms),
+        "rto_target_ms": view.rto_target_ms,
+        "rpo_time_ms": m.as_ref().and_then(|m| m.rpo_time_ms()),
+        "rpo_target_ms": view.rpo_target_ms,
+        "rpo": m.as_ref().map(|m| m.rpo.clone()),
+        "rpo_truth": truth,
+        "rto_met": rto_met,
+        "rpo_met": rpo_met,
+        "journal_head": view.head,
+    });
+    store
+        .append_history(HISTORY, &record)
+        .map_err(|e| e.to_string())?;
+    Ok(DrillResult {
+        outcome,
+        measurements: m,
+        rto_met,
+        rpo_met,
+        truth,
+        report_path,
+    })
+}
+
+pub fn summary(r: &DrillResult) -> String {
+    let ms = |v: u64| crate::duration::format_duration(Duration::from_millis(v));
+    let mut o = format!(
+        "\ndrill {}: run {}\n",
+        r.outcome.status.as_str(),
+        r.outcome.run_id
+    );
+    if let Some(m) = &r.measurements {
+        match m.rto_ms {
+            Some(rto) => o.push_str(&format!(
+                "  RTO  {}{}\n",
+                ms(rto),
+                m.rto_target_ms
+                    .map(|t| format!(
+                        "  (target {}: {})",
+                        ms(t),
+                        if rto <= t { "met" } else { "MISSED" }
+                    ))
+                    .unwrap_or_default()
+            )),
+            None => o.push_str("  RTO  not recovered\n"),
+        }
+        for (step, v) in &m.rpo {
+            o.push_str(&format!(
+                "  RPO  estimate ({step}): {}\n",
+                measure::describe_rpo(v)
+            ));
+        }
+        if let Some(t) = &r.truth {
+            o.push_str(&format!("  RPO  truth: {}\n", measure::describe_rpo(t)));
+        }
+        if let (Some(t), Some(target)) = (m.rpo_time_ms(), m.rpo_target_ms) {
+            o.push_str(&format!(
+                "  RPO  {} of writes lost (target {}: {})\n",
+                ms(t),
+                ms(target),
+                if t <= target { "met" } else { "MISSED" }
+            ));
+        }
+    }
+    o.push_str(&format!("  report: {}\n", r.report_path));
+    o
+}
