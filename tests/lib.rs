@@ -107,6 +107,7 @@ impl Work {
             .env("DRCTL_STATE_DIR", self.state())
             .env("DRCTL_OPERATOR", "test-operator")
             .env_remove("DRCTL_TEST_CRASH_AFTER_SEQ")
+            .env_remove("DRCTL_TEST_CRASH_AT")
             .stdin(Stdio::null());
         c
     }

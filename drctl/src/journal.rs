@@ -262,6 +262,18 @@ fn crash_point(seq: u64) {
     }
 }
 
+/// Named crash points inside actions, for tests of mid-step kills:
+/// `DRCTL_TEST_CRASH_AT=promote` kills the process right after
+/// `pg_promote()` was issued. Never set it in production.
+pub fn test_crash_at(point: &str) {
+    if std::env::var("DRCTL_TEST_CRASH_AT").is_ok_and(|p| p == point) {
+        // SAFETY: raising SIGKILL on ourselves; no memory is involved.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 /// Appends records durably. Holding one means owning the run.
 pub struct JournalWriter {
     sink: Box<dyn JournalSink>,

@@ -256,6 +256,7 @@ pub async fn promote(
         // to polling rather than failing on "already being promoted".
         tracing::warn!(error = %e, "pg_promote returned an error; checking whether promotion is under way");
     }
+    crate::journal::test_crash_at("promote");
     loop {
         let rows = query(
             &client,

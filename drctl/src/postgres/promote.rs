@@ -276,7 +276,9 @@ impl Action for PgPromote {
                     json!({"by": ctx.operator, "at": crate::journal::now_rfc3339(), "problems": problems}),
                 );
             }
-            let cp = Checkpoint {
+            // A checkpoint from before an interruption is the truth about
+            // "before": the promotion may already be under way now.
+            let cp = saved.clone().unwrap_or(Checkpoint {
                 receive_lsn: st.receive_lsn,
                 replay_lsn: st.replay_lsn,
                 last_replay_ms: st.last_replay_ms,
@@ -286,7 +288,7 @@ impl Action for PgPromote {
                 accepted_data_loss: accepted,
                 forced,
                 at_ms: crate::journal::now_ms(),
-            };
+            });
             // Durable before the side effect, like a journal record.
             ctx.store
                 .put_doc(
@@ -304,14 +306,13 @@ impl Action for PgPromote {
 
         let after = ops::status_of(&p.server, limit).await?;
         let newest = survivor(&p.server, limit).await;
-        let promoted_here = promotion.as_ref().is_some_and(|x| !x.already_primary)
-            || (promotion.is_none() && cp.is_some());
+        // A saved checkpoint means this step issued the promotion (perhaps
+        // before drctl was killed), whatever the server says now.
+        let promoted_here =
+            promotion.as_ref().is_some_and(|x| !x.already_primary) || saved.is_some();
         let mut o = Outputs::new();
         o.insert("promoted".into(), json!(promoted_here));
-        o.insert(
-            "already_primary".into(),
-            json!(promotion.is_none() && cp.is_none()),
-        );
+        o.insert("already_primary".into(), json!(!promoted_here));
         o.insert("timeline".into(), json!(after.timeline));
         o.insert(
             "promotion_ms".into(),
@@ -336,14 +337,14 @@ impl Action for PgPromote {
             o.insert("forced".into(), cp.forced.clone().unwrap_or(Value::Null));
             o.insert("rpo".into(), rpo(cp, hb.as_ref(), newest, ctx));
         }
-        let summary = match (&promotion, &cp) {
-            (Some(pr), _) if !pr.already_primary => format!(
+        let summary = match &promotion {
+            Some(pr) if !pr.already_primary => format!(
                 "{addr} promoted in {:.1} ms, timeline {}",
                 pr.duration.as_secs_f64() * 1000.0,
                 after.timeline.unwrap_or(0)
             ),
-            (None, Some(_)) => format!(
-                "{addr} already promoted by this run before an interruption; timeline {}",
+            _ if promoted_here => format!(
+                "{addr} promoted by this run before an interruption; timeline {}",
                 after.timeline.unwrap_or(0)
             ),
             _ => format!(

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# System packages drctl's lab and tests use (Debian). Idempotent and quick
+# when everything is already there.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+need=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
