@@ -168,6 +168,9 @@ pub fn parse_environment(
             ctx.expected(d, "a mapping", "dns");
         } else {
             check_secret_fields(&mut ctx, d, "dns");
+            let names: Vec<String> = regions.keys().cloned().collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            crate::dns::config::decode(&mut ctx, d, Some(&refs));
         }
     }
     let notify = r

@@ -7,14 +7,14 @@
 //!
 //! Roots: `params.NAME`, `regions.REGION...`, `target...` (the region being
 //! failed over to), `source...` (the environment's active region),
-//! `env.name`, `env.active_region`, `run.id`, `run.mode`,
+//! `env.name`, `env.active_region`, `dns...` (the environment's dns section), `run.id`, `run.mode`,
 //! `run.target_region`, `run.operator`, `steps.ID.outputs.KEY`.
 
 use serde_json::Value;
 use thiserror::Error;
 
 pub const ROOTS: &[&str] = &[
-    "params", "regions", "target", "source", "env", "run", "steps",
+    "params", "regions", "target", "source", "env", "dns", "run", "steps",
 ];
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod decode;
 pub mod diag;
+pub mod dns;
 pub mod drill;
 pub mod duration;
 pub mod engine;

@@ -94,6 +94,40 @@ pub fn markdown(view: &RunView) -> String {
         o.push_str(&crate::measure::markdown(&m));
     }
 
+    let dns: Vec<_> = view
+        .steps
+        .iter()
+        .filter(|s| s.action == "dns.switch" && s.outputs.contains_key("convergence_ms"))
+        .collect();
+    if !dns.is_empty() {
+        let _ = writeln!(o, "## DNS");
+        let _ = writeln!(o);
+        for s in dns {
+            let num = |k: &str| s.outputs.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "- `{}`: {} convergence {:.1} ms (provider API {:.1} ms); previous {} -> now {}",
+                s.id,
+                if s.outputs.get("changed") == Some(&serde_json::Value::Bool(true)) {
+                    "switched;"
+                } else {
+                    "already in place;"
+                },
+                num("convergence_ms"),
+                num("api_ms"),
+                s.outputs
+                    .get("previous")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                s.outputs
+                    .get("desired")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        let _ = writeln!(o);
+    }
+
     let _ = writeln!(o, "## Timeline");
     let _ = writeln!(o);
     let _ = writeln!(

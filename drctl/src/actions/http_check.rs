@@ -31,6 +31,9 @@ pub struct HttpParams {
     pub tls_verify: bool,
     /// Pass when the request fails or answers non-2xx: confirms an outage.
     pub expect_failure: bool,
+    /// Resolve the URL's host by asking this DNS server (IP:PORT) directly,
+    /// so a smoke check follows the DNS switch, not a cached answer.
+    pub resolve_via: Option<String>,
 }
 
 impl HttpCheck {
@@ -117,6 +120,9 @@ impl HttpCheck {
             .opt("expect_failure")
             .and_then(|n| ctx.boolean(n, "expect_failure"))
             .unwrap_or(false);
+        let resolve_via = r
+            .opt("resolve_via")
+            .and_then(|n| ctx.string(n, "resolve_via"));
         r.finish(ctx);
         Some(HttpParams {
             url: url?,
@@ -130,17 +136,36 @@ impl HttpCheck {
             attempt_timeout,
             tls_verify,
             expect_failure,
+            resolve_via,
         })
     }
 
     /// Runs the request and assertions; shared with smoke check sets.
     pub async fn run(p: &HttpParams, deadline: Duration) -> Result<Outputs, ActionError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(
                 p.attempt_timeout
                     .min(deadline.max(Duration::from_millis(1))),
             )
-            .danger_accept_invalid_certs(!p.tls_verify)
+            .danger_accept_invalid_certs(!p.tls_verify);
+        if let Some(ns) = &p.resolve_via {
+            let url = reqwest::Url::parse(&p.url)
+                .map_err(|e| ActionError::failed(format!("url {}: {e}", p.url)))?;
+            let host = url.host_str().unwrap_or("").to_string();
+            let port = url.port_or_known_default().unwrap_or(80);
+            let fqdn = if host.ends_with('.') {
+                host.clone()
+            } else {
+                format!("{host}.")
+            };
+            let ips = crate::dns::query::answers(ns, &fqdn, "A", Duration::from_secs(2)).await?;
+            let ip: std::net::IpAddr = ips
+                .first()
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| ActionError::failed(format!("{ns} has no A record for {host}")))?;
+            builder = builder.resolve(&host, std::net::SocketAddr::new(ip, port));
+        }
+        let client = builder
             .build()
             .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
         let method = reqwest::Method::from_bytes(p.method.as_bytes())

@@ -199,6 +199,8 @@ static ACTIONS: &[&dyn Action] = &[
     &exec::Exec,
     &notify::Notify,
     &checks::ChecksRun,
+    &crate::dns::switch::DnsSwitch,
+    &crate::dns::check::DnsCheck,
     &crate::postgres::status::PgStatus,
     &crate::postgres::fence::PgFence,
     &crate::postgres::promote::PgPromote,

@@ -84,7 +84,7 @@ pub async fn cmd_lab(
         LabCmd::Up { dir } => {
             let dir = lab_dir(dir, state_dir);
             let st = crate::lab::up(&dir, state_dir).await.map_err(|e| {
-                fail(e).hint("is postgresql-15 installed? (apt-get install postgresql-15)")
+                fail(e).hint("are the lab packages installed? (bash scripts/install-deps.sh: postgresql-15, pdns-server, pdns-backend-sqlite3, sqlite3)")
             })?;
             if output == OutputFormat::Json {
                 ui::out(&serde_json::to_string_pretty(&st).unwrap_or_default());

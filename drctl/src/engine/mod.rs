@@ -141,9 +141,11 @@ pub fn silent_ui() -> Ui {
     Arc::new(|_| {})
 }
 
-/// A fresh, sortable, readable run id: `20261122T113000Z-3fa9c2`.
+/// A fresh, sortable, readable run id: `20261122T113000123Z-3fa9c2`
+/// (UTC to the millisecond, so runs started in the same second still sort
+/// in start order; the suffix avoids collisions across machines).
 pub fn new_run_id() -> String {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{compact}-{:06x}", fastrand::u32(..0x0100_0000))
 }
@@ -225,6 +227,9 @@ pub fn scope_for(
                     .collect(),
             ),
         );
+        if let Some(d) = env.doc.get("dns") {
+            root.insert("dns".into(), d.clone());
+        }
         if let Some(src) = env.region(&env.active_region) {
             root.insert("source".into(), src.clone());
         }

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod http;
+pub mod pdns;
 pub mod pg;
 pub mod supervisor;
 
@@ -134,6 +135,7 @@ pub async fn down(dir: &Path) -> Result<bool, String> {
     };
     if !pid_alive(st.supervisor_pid) {
         let _ = std::fs::remove_dir_all(&st.data_root);
+        let _ = std::fs::remove_dir_all(format!("{}-pdns", st.data_root.display()));
         return Ok(false);
     }
     let _ = control(&st.control, "POST", "/stop").await;

@@ -50,6 +50,7 @@ struct Lab {
     servers: Mutex<HashMap<String, Server>>,
     apps: Mutex<HashMap<String, JoinHandle<()>>>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
+    pdns: Mutex<Option<tokio::process::Child>>,
     stop: Notify,
     dir: PathBuf,
 }
@@ -74,16 +75,48 @@ fn env_yaml(st: &LabState) -> String {
         "regions:".into(),
         "  primary:".into(),
         format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-primary")),
-        format!("    app: {{url: \"http://127.0.0.1:{}\"}}", p("app-primary")),
+        format!("    app: {{url: \"http://127.0.0.1:{}\", public_url: \"http://app.lab.example:{}\"}}", p("app"), p("app")),
         "  dr:".into(),
         format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-dr")),
-        format!("    app: {{url: \"http://127.0.0.1:{}\"}}", p("app-dr")),
+        format!("    app: {{url: \"http://127.0.0.2:{}\", public_url: \"http://app.lab.example:{}\"}}", p("app"), p("app")),
+        "dns:".into(),
+        "  provider: powerdns".into(),
+        format!("  api_url: \"http://127.0.0.1:{}\"", p("dns-api")),
+        format!("  api_key: \"file:{}\"", st.dir.join("pdns-api-key").display()),
+        "  zone: lab.example.".into(),
+        format!("  nameservers: [\"127.0.0.1:{}\"]", p("dns")),
+        "  records:".into(),
+        "    - {name: app.lab.example., type: A, ttl: 5, values: {primary: [127.0.0.1], dr: [127.0.0.2]}}".into(),
         "lab:".into(),
         format!("  control: \"{}\"", st.control),
         format!("  dir: \"{}\"", st.dir.display()),
         String::new(),
     ]
     .join("\n")
+}
+
+/// PowerDNS runs as its own user, which cannot enter the Postgres data
+/// root; it gets a sibling directory.
+fn pdns_dir(spec: &ClusterSpec) -> PathBuf {
+    let mut name = spec
+        .root
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push("-pdns");
+    spec.root.with_file_name(name)
+}
+
+fn free_port_on_both() -> Result<u16, LabError> {
+    for _ in 0..50 {
+        let p = pg::free_port()?;
+        if std::net::TcpListener::bind(("127.0.0.2", p)).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(LabError::Other(
+        "no port free on both 127.0.0.1 and 127.0.0.2".into(),
+    ))
 }
 
 fn random_password() -> String {
@@ -109,6 +142,12 @@ pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError>
     })?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600));
+    let keyfile = dir.join("pdns-api-key");
+    std::fs::write(&keyfile, random_password()).map_err(|e| LabError::Io {
+        what: "write pdns api key".into(),
+        source: e,
+    })?;
+    let _ = std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600));
     let data_root = pg::data_root(&dir)?;
     let spec = ClusterSpec {
         root: data_root.clone(),
@@ -117,9 +156,12 @@ pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError>
         password_file: pwfile.clone(),
     };
     let mut ports = HashMap::new();
-    for k in ["pg-primary", "pg-dr", "app-primary", "app-dr", "control"] {
+    for k in ["pg-primary", "pg-dr", "control", "dns", "dns-api"] {
         ports.insert(k.to_string(), pg::free_port()?);
     }
+    // Both apps listen on one port, at 127.0.0.1 (primary) and 127.0.0.2
+    // (dr), so an A record alone decides which region serves.
+    ports.insert("app".to_string(), free_port_on_both()?);
     let control = format!("http://127.0.0.1:{}", ports["control"]);
     let st = LabState {
         status: "starting".into(),
@@ -139,6 +181,7 @@ pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError>
         servers: Mutex::new(HashMap::new()),
         apps: Mutex::new(HashMap::new()),
         heartbeat: Mutex::new(None),
+        pdns: Mutex::new(None),
         stop: Notify::new(),
         dir: dir.clone(),
     });
@@ -224,11 +267,11 @@ async fn bring_up(
     .await?;
     let dr = pg::start("pg-dr", &dr_data, ports["pg-dr"], &logs.join("pg-dr.log")).await?;
     lab.servers.lock().await.insert("pg-dr".into(), dr);
-    for (region, pgk, appk) in [
-        ("primary", "pg-primary", "app-primary"),
-        ("dr", "pg-dr", "app-dr"),
+    for (region, pgk, appk, ip) in [
+        ("primary", "pg-primary", "app-primary", "127.0.0.1"),
+        ("dr", "pg-dr", "app-dr", "127.0.0.2"),
     ] {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", ports[appk]))
+        let l = tokio::net::TcpListener::bind((ip, ports["app"]))
             .await
             .map_err(|e| LabError::Io {
                 what: format!("bind {appk}"),
@@ -251,6 +294,17 @@ async fn bring_up(
         std::future::pending(),
     ));
     *lab.heartbeat.lock().await = Some(hb);
+    let key = std::fs::read_to_string(lab.dir.join("pdns-api-key")).unwrap_or_default();
+    let pdns = super::pdns::start(
+        &pdns_dir(spec),
+        ports["dns"],
+        ports["dns-api"],
+        key.trim(),
+        "127.0.0.1",
+        &logs.join("pdns.log"),
+    )
+    .await?;
+    *lab.pdns.lock().await = Some(pdns);
     Ok(())
 }
 
@@ -283,18 +337,38 @@ async fn refresh(lab: &Lab, st: &mut LabState) {
     let apps = lab.apps.lock().await;
     for (name, region) in [("app-primary", "primary"), ("app-dr", "dr")] {
         let alive = apps.get(name).is_some_and(|h| !h.is_finished());
+        let ip = if region == "dr" {
+            "127.0.0.2"
+        } else {
+            "127.0.0.1"
+        };
         services.push(Service {
             name: name.into(),
             region: region.into(),
             kind: "demo app".into(),
-            addr: format!(
-                "http://127.0.0.1:{}",
-                st.ports.get(name).copied().unwrap_or(0)
-            ),
+            addr: format!("http://{ip}:{}", st.ports.get("app").copied().unwrap_or(0)),
             pid: Some(std::process::id()),
             alive,
         });
     }
+    let mut pdns = lab.pdns.lock().await;
+    let pdns_pid = pdns.as_mut().and_then(|c| match c.try_wait() {
+        Ok(None) => c.id(),
+        _ => None,
+    });
+    services.push(Service {
+        name: "pdns".into(),
+        region: "global".into(),
+        kind: "PowerDNS authoritative".into(),
+        addr: format!(
+            "127.0.0.1:{} (API :{})",
+            st.ports.get("dns").copied().unwrap_or(0),
+            st.ports.get("dns-api").copied().unwrap_or(0)
+        ),
+        pid: pdns_pid,
+        alive: pdns_pid.is_some(),
+    });
+    drop(pdns);
     let hb_alive = lab
         .heartbeat
         .lock()
@@ -323,11 +397,15 @@ async fn shutdown(lab: &Lab) {
     for (_, h) in lab.apps.lock().await.drain() {
         h.abort();
     }
+    if let Some(mut p) = lab.pdns.lock().await.take() {
+        let _ = p.kill().await;
+    }
     for (_, mut s) in lab.servers.lock().await.drain() {
         s.stop(Duration::from_secs(10)).await;
     }
     let mut st = lab.state.lock().await;
     let _ = std::fs::remove_dir_all(&st.data_root);
+    let _ = std::fs::remove_dir_all(pdns_dir(&st.spec));
     st.status = "stopped".into();
     for s in st.services.iter_mut() {
         s.alive = false;

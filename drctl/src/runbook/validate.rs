@@ -287,6 +287,18 @@ fn check_ref(
                 Some("env fields: name, active_region".into()),
             )),
         },
+        "dns" => {
+            let Some(env) = env else { return Ok(()) };
+            if lookup(env.doc.get("dns"), &path[1..]).is_none() {
+                return Err((
+                    format!(
+                        "unknown reference `${{{full}}}`: not in the environment's dns section"
+                    ),
+                    Some(format!("check dns in {}", env.file.path)),
+                ));
+            }
+            Ok(())
+        }
         "regions" | "target" | "source" => {
             let Some(env) = env else { return Ok(()) };
             let regions: Vec<&str> = env.region_names();
@@ -330,7 +342,10 @@ fn check_ref(
 fn lookup<'a>(v: Option<&'a serde_json::Value>, path: &[String]) -> Option<&'a serde_json::Value> {
     let mut cur = v?;
     for p in path {
-        cur = cur.get(p)?;
+        cur = match cur {
+            serde_json::Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            other => other.get(p)?,
+        };
     }
     Some(cur)
 }

@@ -1,0 +1,92 @@
+//! `dns.check`: assert that every authoritative server answers a region's
+//! values now (smoke checks; `plan --check` shows current answers).
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::query::answers;
+use super::switch::{decode_params, setup, Params};
+use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::decode::Ctx;
+use crate::yaml::Node;
+
+pub struct DnsCheck;
+
+fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
+    decode_params(ctx, with, "dns.check")
+}
+
+async fn run(p: &Params, ctx: &StepContext) -> Result<(Vec<String>, bool), ActionError> {
+    let (cfg, region) = setup(p, ctx)?;
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for s in cfg.desired(&region) {
+        for ns in &cfg.nameservers {
+            let got = answers(ns, &s.name, &s.rtype, cfg.timeout).await?;
+            let good = got == s.values;
+            ok &= good;
+            lines.push(format!(
+                "{ns}: {} {} = {} ({})",
+                s.name,
+                s.rtype,
+                got.join(","),
+                if good { "ok" } else { "WRONG" }
+            ));
+        }
+    }
+    Ok((lines, ok))
+}
+
+#[async_trait]
+impl Action for DnsCheck {
+    fn kind(&self) -> &'static str {
+        "dns.check"
+    }
+    fn summary(&self) -> &'static str {
+        "Assert the authoritative servers answer a region's values"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["answers", "summary"]
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+        decode(ctx, with);
+    }
+    fn describe(&self, params: &Value) -> String {
+        format!(
+            "dns answers point at {}",
+            params
+                .get("region")
+                .map(crate::actions::short)
+                .unwrap_or_else(|| "(target)".into())
+        )
+    }
+    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+        let p = decode_resolved(self.kind(), params, decode)?;
+        let (lines, _) = run(&p, ctx).await?;
+        Ok(Preflight { lines, ok: true })
+    }
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let p = decode_resolved(self.kind(), params, decode)?;
+        let t = Instant::now();
+        let (lines, ok) = run(&p, ctx).await?;
+        if !ok {
+            return Err(ActionError::failed(format!(
+                "DNS does not point at the region yet: {}",
+                lines.join("; ")
+            )));
+        }
+        let mut o = Outputs::new();
+        o.insert("answers".into(), json!(lines));
+        o.insert(
+            "summary".into(),
+            json!(format!(
+                "{} answers ok in {:.1} ms",
+                lines.len(),
+                t.elapsed().as_secs_f64() * 1000.0
+            )),
+        );
+        Ok(o)
+    }
+}

@@ -1,0 +1,92 @@
+//! DNS: moving traffic to the target region and proving it moved.
+//!
+//! The environment's `dns` section names the provider, the zone, the
+//! authoritative servers to verify at, and each record's values per region:
+//!
+//! ```yaml
+//! dns:
+//!   provider: powerdns
+//!   api_url: http://127.0.0.1:8081
+//!   api_key: env:PDNS_API_KEY
+//!   zone: example.com.
+//!   nameservers: ["10.0.0.53:53"]      # authoritative servers, queried directly
+//!   records:
+//!     - {name: app.example.com., type: A, ttl: 30, values: {primary: [10.0.0.1], dr: [10.1.0.1]}}
+//! ```
+//!
+//! Providers today: PowerDNS (HTTP API). RFC 2136, Route 53 and Cloud DNS
+//! are not implemented yet.
+
+pub mod check;
+pub mod config;
+pub mod powerdns;
+pub mod query;
+pub mod switch;
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordSet {
+    pub name: String,
+    pub rtype: String,
+    pub ttl: u32,
+    /// Sorted, so sets compare regardless of the order a server returns.
+    pub values: Vec<String>,
+}
+
+impl RecordSet {
+    pub fn key(&self) -> String {
+        format!("{} {}", self.name, self.rtype)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DnsError {
+    #[error("{provider} API {url}: {reason}")]
+    Api {
+        provider: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("{provider} API {url} rejected the change ({status}): {body}")]
+    Rejected {
+        provider: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("DNS query to {server} for {name} {rtype}: {reason}")]
+    Query {
+        server: String,
+        name: String,
+        rtype: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+}
+
+impl From<DnsError> for crate::actions::ActionError {
+    fn from(e: DnsError) -> Self {
+        let hint = match &e {
+            DnsError::Rejected { .. } => {
+                "the provider applied nothing (the change is atomic); fix the record and resume"
+            }
+            DnsError::Query { .. } => {
+                "is the authoritative server reachable from here? check dns.nameservers"
+            }
+            _ => "check the dns section of the environment file and the provider's availability",
+        };
+        crate::actions::ActionError::failed_hint(e.to_string(), hint)
+    }
+}
+
+pub fn normalize(values: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = values
+        .iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
