@@ -401,3 +401,52 @@ fn interrupted_unguarded_exec_needs_an_operator_decision() {
     assert_eq!(m.code, 0, "{m:?}");
     assert_eq!(w.read("w"), "x\n", "marked done: not executed again");
 }
+
+#[test]
+fn notify_reaches_slack_and_pagerduty_without_leaking_their_secrets() {
+    let w = Work::new();
+    let slack = TinyHttp::start(200, "ok");
+    let pd = TinyHttp::start(202, r#"{"status":"success"}"#);
+    let env = w.write(
+        "env.yaml",
+        &format!(
+            "name: n\nactive_region: a\nregions:\n  a: {{}}\n  b: {{}}\nnotify:\n  - {{type: slack, name: chat, webhook_url: \"env:T_SLACK\", channel: \"#dr\"}}\n  - {{type: pagerduty, name: pager, routing_key: \"env:T_PD\", url: \"{}\"}}\n",
+            pd.url("/v2/enqueue")
+        ),
+    );
+    let rb = w.write("rb.yaml", "name: n\nsteps:\n  - id: tell\n    action: notify\n    with: {message: \"failover done\", severity: critical, required: true}\n");
+    let mut c = w.cmd(&[
+        "run",
+        rb.to_str().unwrap(),
+        "--env",
+        env.to_str().unwrap(),
+        "--yes",
+    ]);
+    c.env("T_SLACK", slack.url("/hooks/SECRETPATH123"))
+        .env("T_PD", "ROUTINGKEY-SENTINEL-42");
+    let o = drctl_tests::Out::from(c.output().unwrap());
+    assert_eq!(o.code, 0, "{o:?}");
+    let s = slack.requests.lock().unwrap().join("\n");
+    assert!(
+        s.contains("POST /hooks/SECRETPATH123") && s.contains("failover done") && s.contains("#dr"),
+        "{s}"
+    );
+    let p = pd.requests.lock().unwrap().join("\n");
+    assert!(
+        p.contains("\"routing_key\":\"ROUTINGKEY-SENTINEL-42\"")
+            && p.contains("\"event_action\":\"trigger\"")
+            && p.contains("\"severity\":\"critical\""),
+        "{p}"
+    );
+    let run = &w.runs()[0];
+    let journal = std::fs::read_to_string(w.journal_path(run)).unwrap();
+    assert!(
+        !journal.contains("SECRETPATH123") && !journal.contains("ROUTINGKEY-SENTINEL-42"),
+        "{journal}"
+    );
+    let fin = steps_of(&w.journal(run), "step_finished");
+    assert_eq!(
+        fin[0]["outputs"]["sent"],
+        serde_json::json!(["chat", "pager"])
+    );
+}

@@ -171,17 +171,45 @@ impl std::fmt::Debug for Out {
 /// request with `status` and `body`, counting requests. Runs on a thread.
 pub struct TinyHttp {
     pub port: u16,
+    /// Raw requests received (head and body), for assertions.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TinyHttp {
     pub fn start(status: u16, body: &'static str) -> Self {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
         std::thread::spawn(move || {
             for mut s in l.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.read(&mut buf);
+                let mut buf = [0u8; 16384];
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut got = Vec::new();
+                // Read until the declared body has arrived (or a short pause).
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&got).into_owned());
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -189,7 +217,7 @@ impl TinyHttp {
                 let _ = s.write_all(resp.as_bytes());
             }
         });
-        TinyHttp { port }
+        TinyHttp { port, requests }
     }
 
     pub fn url(&self, path: &str) -> String {

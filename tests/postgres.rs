@@ -258,3 +258,39 @@ fn drill_measures_rpo_equal_to_the_truth() {
     let hist = std::fs::read_to_string(lab.w.state().join("history/drills.jsonl")).unwrap();
     assert!(hist.contains(v["run_id"].as_str().unwrap()));
 }
+
+#[test]
+fn tls_when_the_server_entry_asks_for_it() {
+    let lab = Lab::up();
+    let env: String = std::fs::read_to_string(lab.env()).unwrap();
+    let port = env
+        .split("port: ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let pw = lab.w.state().join("lab/pgpass").display().to_string();
+    let server = |mode: &str| {
+        format!("{{host: 127.0.0.1, port: {port}, user: drctl, password: \"file:{pw}\", sslmode: {mode}}}")
+    };
+    let rb = lab.runbook(
+        "tls.yaml",
+        &format!(
+            "name: tls\nsteps:\n  - id: encrypted\n    action: postgres.query\n    with: {{server: {}, sql: \"select ssl from pg_stat_ssl where pid = pg_backend_pid()\", equals: true}}\n  - id: plain\n    action: postgres.query\n    with: {{server: {}, sql: \"select ssl from pg_stat_ssl where pid = pg_backend_pid()\", equals: false}}\n",
+            server("require"),
+            server("disable")
+        ),
+    );
+    let o = lab.w.run(&["run", &rb, "--yes"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    // verify-full checks the chain: a self-signed lab certificate must fail.
+    let strict = lab.runbook(
+        "strict.yaml",
+        &format!("name: strict\nsteps:\n  - id: q\n    action: postgres.query\n    with: {{server: {}, sql: select 1}}\n", server("verify-full")),
+    );
+    let o = lab.w.run(&["run", &strict, "--yes"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    assert!(o.stderr.to_lowercase().contains("certificate"), "{o:?}");
+}

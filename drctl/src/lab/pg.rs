@@ -196,6 +196,38 @@ pub async fn init_primary(
          wal_log_hints = on\nhot_standby = on\nshared_buffers = 32MB\nmax_connections = 50\nwal_keep_size = 256MB\nlog_destination = 'stderr'\n"
     );
     append(&data.join("postgresql.conf"), &conf)?;
+    // TLS with a self-signed certificate, so clients asking for
+    // sslmode=require get an encrypted session (the standby inherits the
+    // files through pg_basebackup).
+    let mut ossl = tokio::process::Command::new("openssl");
+    ossl.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=drctl-lab",
+        "-keyout",
+    ])
+    .arg(data.join("server.key"))
+    .arg("-out")
+    .arg(data.join("server.crt"));
+    run(
+        ossl,
+        "openssl (apt-get install openssl)",
+        Duration::from_secs(60),
+    )
+    .await?;
+    for f in ["server.key", "server.crt"] {
+        let p = data.join(f);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod tls file"))?;
+        chown(&p, who)?;
+    }
+    append(&data.join("postgresql.conf"), "ssl = on\n")?;
     append(&data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n")?;
     Ok(())
 }
