@@ -4,7 +4,7 @@
 # real binary against real PostgreSQL 15 servers on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+DRCTL_INSTALL_TEST_DEPS=1 bash scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo build --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings

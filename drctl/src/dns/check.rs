@@ -22,6 +22,25 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<(Vec<String>, bool), Actio
     let (cfg, region) = setup(p, ctx)?;
     let mut lines = Vec::new();
     let mut ok = true;
+    if cfg.nameservers.is_empty() {
+        let want = cfg.desired(&region);
+        let got = super::provider::build(&cfg, ctx.remaining())?
+            .current(&want)
+            .await?;
+        for (w, g) in want.iter().zip(&got) {
+            let good = g.as_ref().map(|g| &g.values) == Some(&w.values);
+            ok &= good;
+            lines.push(format!(
+                "{} (provider read-back): {} {} = {:?} ({})",
+                cfg.provider.name(),
+                w.name,
+                w.rtype,
+                g.as_ref().map(|g| g.values.join(",")),
+                if good { "ok" } else { "WRONG" }
+            ));
+        }
+        return Ok((lines, ok));
+    }
     for s in cfg.desired(&region) {
         for ns in &cfg.nameservers {
             let got = answers(ns, &s.name, &s.rtype, cfg.timeout).await?;

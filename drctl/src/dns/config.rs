@@ -17,13 +17,56 @@ pub struct DnsRecord {
     pub values: BTreeMap<String, Vec<String>>,
 }
 
+/// Provider-specific settings. Secrets are references.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    PowerDns {
+        api_url: String,
+        api_key: Option<SecretRef>,
+        server_id: String,
+    },
+    /// RFC 2136 dynamic update signed with TSIG, sent to `server`.
+    Rfc2136 {
+        server: String,
+        key_name: String,
+        algorithm: String,
+        secret: SecretRef,
+    },
+    /// AWS Route 53; credentials come from the standard AWS environment
+    /// variables or shared credentials file, never from this file.
+    Route53 {
+        hosted_zone_id: String,
+        endpoint: String,
+        region: String,
+    },
+    /// Google Cloud DNS; a service-account key file (`credentials`) or,
+    /// without one, the GCE metadata server.
+    CloudDns {
+        project: String,
+        managed_zone: String,
+        endpoint: String,
+        credentials: Option<SecretRef>,
+        token_uri: Option<String>,
+        metadata_url: String,
+    },
+}
+
+impl ProviderConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderConfig::PowerDns { .. } => "powerdns",
+            ProviderConfig::Rfc2136 { .. } => "rfc2136",
+            ProviderConfig::Route53 { .. } => "route53",
+            ProviderConfig::CloudDns { .. } => "clouddns",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
-    pub provider: String,
-    pub api_url: String,
-    pub api_key: Option<SecretRef>,
-    pub server_id: String,
+    pub provider: ProviderConfig,
     pub zone: String,
+    /// Authoritative servers queried directly to verify a switch.
     pub nameservers: Vec<String>,
     pub records: Vec<DnsRecord>,
     pub timeout: Duration,
@@ -46,7 +89,7 @@ impl DnsConfig {
     }
 }
 
-fn fqdn(s: &str) -> String {
+pub fn fqdn(s: &str) -> String {
     if s.ends_with('.') {
         s.to_ascii_lowercase()
     } else {
@@ -54,27 +97,127 @@ fn fqdn(s: &str) -> String {
     }
 }
 
+fn req_str(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, key: &'static str) -> Option<String> {
+    r.req(ctx, key).and_then(|n| ctx.string(n, key))
+}
+
+fn opt_str(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, key: &'static str) -> Option<String> {
+    r.opt(key).and_then(|n| ctx.string(n, key))
+}
+
 pub fn decode(ctx: &mut Ctx<'_>, node: &Node, regions: Option<&[&str]>) -> Option<DnsConfig> {
     let mut r = MapReader::new(ctx, node, "dns")?;
-    let provider = r
-        .req(ctx, "provider")
-        .and_then(|n| ctx.one_of(n, &["powerdns"], "dns.provider"));
-    let api_url = r
-        .req(ctx, "api_url")
-        .and_then(|n| ctx.string(n, "dns.api_url"));
-    let api_key = r
-        .opt("api_key")
-        .and_then(|n| ctx.secret_ref(n, "dns.api_key"));
-    let server_id = r
-        .opt("server_id")
-        .and_then(|n| ctx.string(n, "dns.server_id"))
-        .unwrap_or_else(|| "localhost".into());
-    let zone = r
-        .req(ctx, "zone")
-        .and_then(|n| ctx.string(n, "dns.zone"))
-        .map(|z| fqdn(&z));
-    let nameservers: Vec<String> = r
-        .req(ctx, "nameservers")
+    let kind = r.req(ctx, "provider").and_then(|n| {
+        ctx.one_of(
+            n,
+            &["powerdns", "rfc2136", "route53", "clouddns"],
+            "dns.provider",
+        )
+    });
+    let provider = match kind {
+        Some("powerdns") => {
+            let api_url = req_str(ctx, &mut r, "api_url");
+            let api_key = r
+                .opt("api_key")
+                .and_then(|n| ctx.secret_ref(n, "dns.api_key"));
+            let server_id = opt_str(ctx, &mut r, "server_id").unwrap_or_else(|| "localhost".into());
+            api_url.map(|api_url| ProviderConfig::PowerDns {
+                api_url,
+                api_key,
+                server_id,
+            })
+        }
+        Some("rfc2136") => {
+            let server = req_str(ctx, &mut r, "server");
+            let key_name = req_str(ctx, &mut r, "tsig_key_name");
+            let algorithm = r
+                .opt("tsig_algorithm")
+                .and_then(|n| {
+                    ctx.one_of(
+                        n,
+                        &["hmac-sha256", "hmac-sha384", "hmac-sha512"],
+                        "dns.tsig_algorithm",
+                    )
+                })
+                .unwrap_or("hmac-sha256")
+                .to_string();
+            let secret = r
+                .req(ctx, "tsig_secret")
+                .and_then(|n| ctx.secret_ref(n, "dns.tsig_secret"));
+            match (server, key_name, secret) {
+                (Some(server), Some(key_name), Some(secret)) => Some(ProviderConfig::Rfc2136 {
+                    server,
+                    key_name,
+                    algorithm,
+                    secret,
+                }),
+                _ => None,
+            }
+        }
+        Some("route53") => {
+            let hosted_zone_id = req_str(ctx, &mut r, "hosted_zone_id");
+            let endpoint = opt_str(ctx, &mut r, "endpoint")
+                .unwrap_or_else(|| "https://route53.amazonaws.com".into());
+            let region = opt_str(ctx, &mut r, "region").unwrap_or_else(|| "us-east-1".into());
+            hosted_zone_id.map(|hosted_zone_id| ProviderConfig::Route53 {
+                hosted_zone_id,
+                endpoint,
+                region,
+            })
+        }
+        Some("clouddns") => {
+            let project = req_str(ctx, &mut r, "project");
+            let managed_zone = req_str(ctx, &mut r, "managed_zone");
+            let endpoint = opt_str(ctx, &mut r, "endpoint")
+                .unwrap_or_else(|| "https://dns.googleapis.com".into());
+            let credentials = r
+                .opt("credentials")
+                .and_then(|n| ctx.secret_ref(n, "dns.credentials"));
+            let token_uri = opt_str(ctx, &mut r, "token_uri");
+            let metadata_url = opt_str(ctx, &mut r, "metadata_url")
+                .unwrap_or_else(|| "http://metadata.google.internal".into());
+            match (project, managed_zone) {
+                (Some(project), Some(managed_zone)) => Some(ProviderConfig::CloudDns {
+                    project,
+                    managed_zone,
+                    endpoint,
+                    credentials,
+                    token_uri,
+                    metadata_url,
+                }),
+                _ => None,
+            }
+        }
+        _ => {
+            r.allow(&[
+                "api_url",
+                "api_key",
+                "server_id",
+                "server",
+                "tsig_key_name",
+                "tsig_algorithm",
+                "tsig_secret",
+                "hosted_zone_id",
+                "endpoint",
+                "region",
+                "project",
+                "managed_zone",
+                "credentials",
+                "token_uri",
+                "metadata_url",
+            ]);
+            None
+        }
+    };
+    let zone = req_str(ctx, &mut r, "zone").map(|z| fqdn(&z));
+    // Self-hosted servers are verified by asking them; for cloud providers
+    // the list is optional (their change status and a read-back verify).
+    let ns_node = if matches!(kind, Some("powerdns" | "rfc2136")) {
+        r.req(ctx, "nameservers")
+    } else {
+        r.opt("nameservers")
+    };
+    let nameservers: Vec<String> = ns_node
         .and_then(|n| ctx.string_list(n, "dns.nameservers"))
         .unwrap_or_default()
         .into_iter()
@@ -160,10 +303,7 @@ pub fn decode(ctx: &mut Ctx<'_>, node: &Node, regions: Option<&[&str]>) -> Optio
     }
     r.finish(ctx);
     Some(DnsConfig {
-        provider: provider?.to_string(),
-        api_url: api_url?,
-        api_key,
-        server_id,
+        provider: provider?,
         zone: zone?,
         nameservers,
         records,

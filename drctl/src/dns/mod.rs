@@ -14,13 +14,17 @@
 //!     - {name: app.example.com., type: A, ttl: 30, values: {primary: [10.0.0.1], dr: [10.1.0.1]}}
 //! ```
 //!
-//! Providers today: PowerDNS (HTTP API). RFC 2136, Route 53 and Cloud DNS
-//! are not implemented yet.
+//! Providers: PowerDNS (HTTP API), RFC 2136 with TSIG (BIND, Knot, …),
+//! AWS Route 53, Google Cloud DNS.
 
 pub mod check;
+pub mod clouddns;
 pub mod config;
 pub mod powerdns;
+pub mod provider;
 pub mod query;
+pub mod rfc2136;
+pub mod route53;
 pub mod switch;
 
 use thiserror::Error;

@@ -3,41 +3,46 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::config::DnsConfig;
+use super::config::{DnsConfig, ProviderConfig};
+use super::provider::DnsProvider;
 use super::{DnsError, RecordSet};
 
-pub struct PowerDns<'a> {
-    cfg: &'a DnsConfig,
+pub struct PowerDns {
+    zone_url: String,
     client: reqwest::Client,
     key: Option<String>,
 }
 
-impl<'a> PowerDns<'a> {
-    pub fn new(cfg: &'a DnsConfig, timeout: Duration) -> Result<Self, DnsError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| DnsError::Api {
+impl PowerDns {
+    pub fn new(cfg: &DnsConfig, timeout: Duration) -> Result<Self, DnsError> {
+        let ProviderConfig::PowerDns {
+            api_url,
+            api_key,
+            server_id,
+        } = &cfg.provider
+        else {
+            return Err(DnsError::Api {
                 provider: "powerdns",
-                url: cfg.api_url.clone(),
-                reason: e.to_string(),
-            })?;
-        let key = match &cfg.api_key {
+                url: String::new(),
+                reason: "not a PowerDNS config".into(),
+            });
+        };
+        let key = match api_key {
             Some(r) => Some(r.resolve()?.expose().to_string()),
             None => None,
         };
-        Ok(PowerDns { cfg, client, key })
-    }
-
-    fn zone_url(&self) -> String {
-        format!(
-            "{}/api/v1/servers/{}/zones/{}",
-            self.cfg.api_url.trim_end_matches('/'),
-            self.cfg.server_id,
-            self.cfg.zone
-        )
+        Ok(PowerDns {
+            zone_url: format!(
+                "{}/api/v1/servers/{server_id}/zones/{}",
+                api_url.trim_end_matches('/'),
+                cfg.zone
+            ),
+            client: super::provider::http_client(timeout, "powerdns")?,
+            key,
+        })
     }
 
     fn req(&self, m: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
@@ -55,10 +60,12 @@ impl<'a> PowerDns<'a> {
             reason: crate::actions::http_check::error_chain(&e),
         }
     }
+}
 
-    /// Current rrsets of the zone that `want` names.
-    pub async fn current(&self, want: &[RecordSet]) -> Result<Vec<Option<RecordSet>>, DnsError> {
-        let url = self.zone_url();
+#[async_trait]
+impl DnsProvider for PowerDns {
+    async fn current(&self, want: &[RecordSet]) -> Result<Vec<Option<RecordSet>>, DnsError> {
+        let url = self.zone_url.clone();
         let resp = self
             .req(reqwest::Method::GET, &url)
             .send()
@@ -83,28 +90,32 @@ impl<'a> PowerDns<'a> {
                     .find(|r| {
                         r["name"].as_str() == Some(&w.name) && r["type"].as_str() == Some(&w.rtype)
                     })
-                    .map(|r| RecordSet {
-                        name: w.name.clone(),
-                        rtype: w.rtype.clone(),
-                        ttl: r["ttl"].as_u64().unwrap_or(0) as u32,
-                        values: super::normalize(
-                            &r["records"]
-                                .as_array()
-                                .cloned()
-                                .unwrap_or_default()
-                                .iter()
-                                .filter(|x| x["disabled"] != true)
-                                .filter_map(|x| x["content"].as_str().map(str::to_string))
-                                .collect::<Vec<_>>(),
-                        ),
+                    .map(|r| {
+                        let values: Vec<String> = r["records"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .filter(|x| x["disabled"] != true)
+                            .filter_map(|x| x["content"].as_str().map(str::to_string))
+                            .collect();
+                        RecordSet {
+                            name: w.name.clone(),
+                            rtype: w.rtype.clone(),
+                            ttl: r["ttl"].as_u64().unwrap_or(0) as u32,
+                            values: super::normalize(&values),
+                        }
                     })
             })
             .collect())
     }
 
-    /// Replaces all `sets` in one atomic PATCH.
-    pub async fn replace(&self, sets: &[RecordSet]) -> Result<(), DnsError> {
-        let url = self.zone_url();
+    async fn replace(
+        &self,
+        sets: &[RecordSet],
+        _current: &[Option<RecordSet>],
+    ) -> Result<Option<String>, DnsError> {
+        let url = self.zone_url.clone();
         let rrsets: Vec<Value> = sets
             .iter()
             .map(|s| {
@@ -130,6 +141,6 @@ impl<'a> PowerDns<'a> {
                 body,
             });
         }
-        Ok(())
+        Ok(None)
     }
 }

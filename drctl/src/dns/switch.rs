@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::config::{self, DnsConfig};
-use super::powerdns::PowerDns;
 use super::query::answers;
 use super::RecordSet;
 use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
@@ -153,7 +152,9 @@ impl Action for DnsSwitch {
         let p = decode_resolved(self.kind(), params, decode)?;
         let (cfg, region) = setup(&p, ctx)?;
         let want = cfg.desired(&region);
-        let cur = PowerDns::new(&cfg, ctx.remaining())?.current(&want).await?;
+        let cur = super::provider::build(&cfg, ctx.remaining())?
+            .current(&want)
+            .await?;
         let lines = want
             .iter()
             .zip(&cur)
@@ -182,7 +183,7 @@ impl Action for DnsSwitch {
         let p = decode_resolved(self.kind(), params, decode)?;
         let (cfg, region) = setup(&p, ctx)?;
         let want = cfg.desired(&region);
-        let pdns = PowerDns::new(&cfg, ctx.remaining().min(Duration::from_secs(10)))?;
+        let pdns = super::provider::build(&cfg, ctx.remaining().min(Duration::from_secs(10)))?;
         let cur = pdns.current(&want).await?;
         // What was there before this step first acted: saved durably before
         // the change, so a step resumed after a kill mid-switch still
@@ -211,11 +212,29 @@ impl Action for DnsSwitch {
         let started = Instant::now();
         let mut api_ms = 0.0;
         if !changes.is_empty() {
-            pdns.replace(&changes).await?;
+            let change = pdns.replace(&changes, &cur).await?;
             crate::journal::test_crash_at("dns-switch");
             api_ms = started.elapsed().as_secs_f64() * 1000.0;
+            if let Some(id) = change {
+                pdns.wait(&id, ctx.deadline).await?;
+            }
         }
         let per = converge(&cfg, &want, ctx.deadline).await?;
+        if cfg.nameservers.is_empty() {
+            // No servers to ask directly (a cloud provider without listed
+            // nameservers): the provider's own read-back is the check.
+            let back = pdns.current(&want).await?;
+            for (w, b) in want.iter().zip(&back) {
+                if b.as_ref().map(|b| &b.values) != Some(&w.values) {
+                    return Err(ActionError::failed(format!(
+                        "{} {} reads back as {:?} after the change",
+                        w.name,
+                        w.rtype,
+                        b.as_ref().map(|b| &b.values)
+                    )));
+                }
+            }
+        }
         let total = started.elapsed().as_secs_f64() * 1000.0;
         let previous: serde_json::Map<String, Value> = want
             .iter()
