@@ -294,3 +294,37 @@ fn tls_when_the_server_entry_asks_for_it() {
     assert_eq!(o.code, 5, "{o:?}");
     assert!(o.stderr.to_lowercase().contains("certificate"), "{o:?}");
 }
+
+#[test]
+fn servers_can_be_written_as_dsns_without_passwords() {
+    let lab = Lab::up();
+    let env: String = std::fs::read_to_string(lab.env()).unwrap();
+    let port = env
+        .split("port: ")
+        .nth(2)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let pw = lab.w.state().join("lab/pgpass").display().to_string();
+    let rb = lab.runbook(
+        "dsn.yaml",
+        &format!(
+            "name: dsn\nsteps:\n  - id: status\n    action: postgres.status\n    with:\n      server: {{dsn: \"postgresql://drctl@127.0.0.1:{port}/postgres?sslmode=require\", password: \"file:{pw}\"}}\n"
+        ),
+    );
+    let o = lab.w.run(&["run", &rb, "--yes"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        lab.outputs(&lab.w.runs().pop().unwrap(), "status")["role"],
+        "standby"
+    );
+    let bad = lab.runbook("bad.yaml", "name: bad\nsteps:\n  - id: s\n    action: postgres.status\n    with: {server: \"postgresql://drctl:hunter2@127.0.0.1:1/postgres\"}\n");
+    let v = lab.w.run(&["validate", &bad]);
+    assert_eq!(v.code, 3, "{v:?}");
+    assert!(
+        v.stderr.contains("contains a password") && !v.stderr.contains("hunter2"),
+        "{v:?}"
+    );
+}

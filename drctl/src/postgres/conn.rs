@@ -92,7 +92,67 @@ impl PgServer {
     }
 
     /// Decodes a server mapping (validation and execution share this).
+    /// Parses a DSN (`postgresql://user@host:5432/db?sslmode=require` or
+    /// `host=... port=... dbname=...`). A password inside the DSN is refused:
+    /// secrets come by reference, in a separate `password:` field.
+    pub fn from_dsn(dsn: &str) -> Result<PgServer, String> {
+        use std::str::FromStr;
+        let c = Config::from_str(dsn).map_err(|e| format!("not a valid DSN: {e}"))?;
+        if c.get_password().is_some() {
+            return Err("the DSN contains a password".into());
+        }
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => return Err("the DSN names no TCP host".into()),
+        };
+        let sslmode = match c.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => SslMode::Require,
+            _ if dsn.contains("verify-full") => SslMode::VerifyFull,
+            _ => SslMode::Disable,
+        };
+        Ok(PgServer {
+            host,
+            port: c.get_ports().first().copied().unwrap_or(5432),
+            dbname: c.get_dbname().unwrap_or("postgres").to_string(),
+            user: c.get_user().unwrap_or("postgres").to_string(),
+            password: None,
+            sslmode,
+            connect_timeout: c
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(3)),
+        })
+    }
+
+    /// Decodes a server: a mapping (`host`, `port`, … or `dsn`), or a DSN
+    /// string. Validation and execution share this.
     pub fn decode(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Option<PgServer> {
+        if let Some(dsn) = node.as_str() {
+            return match PgServer::from_dsn(dsn) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    ctx.error(
+                        if e.contains("password") { "E-SECRET-LITERAL" } else { "E-VALUE" },
+                        node,
+                        format!("{what}: {e}"),
+                        Some("write the server as a mapping with `dsn:` (no password) and `password: env:NAME`".into()),
+                    );
+                    None
+                }
+            };
+        }
+        if node.get("dsn").is_some() {
+            let mut r = MapReader::new(ctx, node, what.to_string())?;
+            let dsn_node = r.opt("dsn")?;
+            let password = r
+                .opt("password")
+                .and_then(|n| ctx.secret_ref(n, "password"));
+            r.allow(&["region", "name"]);
+            r.finish(ctx);
+            let mut s = PgServer::decode(ctx, dsn_node, &format!("{what}.dsn"))?;
+            s.password = password;
+            return Some(s);
+        }
         let mut r = MapReader::new(ctx, node, what.to_string())?;
         let host = r.req(ctx, "host").and_then(|n| ctx.string(n, "host"));
         let port = r
