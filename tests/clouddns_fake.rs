@@ -5,10 +5,9 @@
 //! `changes.create` (deletions must match the existing rrset exactly, as the
 //! real API requires, else 412), and `changes.get` (pending, then done).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -24,30 +23,7 @@ fn respond(s: &mut std::net::TcpStream, status: u16, body: &Value) {
 }
 
 fn read_request(s: &mut std::net::TcpStream) -> (String, String, String, String) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16384];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        let t = String::from_utf8_lossy(&got);
-        if let Some(end) = t.find("\r\n\r\n") {
-            let len = t[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                break;
-            }
-        }
-    }
-    let t = String::from_utf8_lossy(&got).to_string();
+    let t = drctl_tests::read_http_request(s);
     let (head, body) = t.split_once("\r\n\r\n").unwrap_or((&t, ""));
     let first = head.lines().next().unwrap_or("");
     let mut parts = first.split_whitespace();

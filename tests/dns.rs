@@ -2,39 +2,7 @@
 //! sqlite backend, API and DNS on loopback), verified by querying the
 //! authoritative server directly.
 
-use drctl_tests::{Out, Work};
-use serde_json::Value;
-
-struct Lab {
-    w: Work,
-}
-
-impl Lab {
-    fn up() -> Lab {
-        let w = Work::new();
-        let o = w.run(&["lab", "up"]);
-        assert_eq!(o.code, 0, "lab up: {o:?}");
-        Lab { w }
-    }
-    fn env(&self) -> String {
-        self.w.state().join("lab/env.yaml").display().to_string()
-    }
-    fn outputs(&self, run: &str, step: &str) -> Value {
-        self.w
-            .journal(run)
-            .into_iter()
-            .rev()
-            .find(|r| r["type"] == "step_finished" && r["step"] == step)
-            .map(|r| r["outputs"].clone())
-            .unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.w.run(&["lab", "down"]);
-    }
-}
+use drctl_tests::{Lab, Out, Work};
 
 const SWITCH: &str = "name: s\nsteps:\n  - id: dns\n    action: dns.switch\n    with: {region: dr}\n  - id: verify\n    action: dns.check\n    needs: [dns]\n    with: {region: dr}\n";
 

@@ -167,6 +167,35 @@ impl std::fmt::Debug for Out {
     }
 }
 
+/// Reads one HTTP/1.1 request (head and body, by Content-Length) from a
+/// test server's connection; returns the raw text.
+pub fn read_http_request(s: &mut std::net::TcpStream) -> String {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(2000)));
+    let mut buf = [0u8; 16384];
+    let mut got = Vec::new();
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// A tiny HTTP server on loopback for `http.check` tests: answers every
 /// request with `status` and `body`, counting requests. Runs on a thread.
 pub struct TinyHttp {
@@ -183,33 +212,8 @@ impl TinyHttp {
         let seen = requests.clone();
         std::thread::spawn(move || {
             for mut s in l.incoming().flatten() {
-                let mut buf = [0u8; 16384];
-                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-                let mut got = Vec::new();
-                // Read until the declared body has arrived (or a short pause).
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got);
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&got).into_owned());
+                let got = read_http_request(&mut s);
+                seen.lock().unwrap().push(got);
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -235,4 +239,61 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// A lab (`drctl lab up`: Postgres pair, PowerDNS, demo apps) in a temp
+/// state dir, stopped on drop so no test leaks servers.
+pub struct Lab {
+    pub w: Work,
+}
+
+impl Lab {
+    pub fn up() -> Lab {
+        let w = Work::new();
+        let o = w.run(&["lab", "up"]);
+        assert_eq!(o.code, 0, "lab up: {o:?}");
+        // The heartbeat writes every 100 ms; give it a few beats.
+        std::thread::sleep(Duration::from_millis(400));
+        Lab { w }
+    }
+
+    pub fn env(&self) -> String {
+        self.w.state().join("lab/env.yaml").display().to_string()
+    }
+
+    pub fn runbook(&self, name: &str, text: &str) -> String {
+        self.w.write(name, text).display().to_string()
+    }
+
+    pub fn last_run(&self) -> String {
+        self.w.runs().pop().expect("a run")
+    }
+
+    fn finished(&self, run: &str, step: &str) -> serde_json::Value {
+        self.w
+            .journal(run)
+            .into_iter()
+            .rev()
+            .find(|r| r["type"] == "step_finished" && r["step"] == step)
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The journaled outputs of a step's last outcome.
+    pub fn outputs(&self, run: &str, step: &str) -> serde_json::Value {
+        self.finished(run, step)["outputs"].clone()
+    }
+
+    /// The journaled error message of a step's last outcome.
+    pub fn error(&self, run: &str, step: &str) -> String {
+        self.finished(run, step)["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.w.run(&["lab", "down"]);
+    }
 }

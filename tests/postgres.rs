@@ -4,80 +4,27 @@
 
 use std::time::Duration;
 
-use drctl_tests::{Out, Work};
+use drctl_tests::{Lab, Out};
 use serde_json::Value;
 
-struct Lab {
-    w: Work,
+/// Runs a runbook against the lab in drill mode.
+fn run(lab: &Lab, rb: &str, extra: &[&str]) -> Out {
+    let env = lab.env();
+    let mut args = vec!["run", rb, "--env", &env, "--yes", "--mode", "drill"];
+    args.extend_from_slice(extra);
+    lab.w.run(&args)
 }
 
-impl Lab {
-    fn up() -> Lab {
-        let w = Work::new();
-        let o = w.run(&["lab", "up"]);
-        assert_eq!(o.code, 0, "lab up: {o:?}");
-        // The heartbeat writes every 100 ms; give it a few beats.
-        std::thread::sleep(Duration::from_millis(400));
-        Lab { w }
-    }
-
-    fn env(&self) -> String {
-        self.w.state().join("lab/env.yaml").display().to_string()
-    }
-
-    fn runbook(&self, name: &str, text: &str) -> String {
-        self.w.write(name, text).display().to_string()
-    }
-
-    fn run(&self, rb: &str, extra: &[&str]) -> Out {
-        let env = self.env();
-        let mut args = vec!["run", rb, "--env", &env, "--yes", "--mode", "drill"];
-        args.extend_from_slice(extra);
-        self.w.run(&args)
-    }
-
-    fn control(&self, route: &str) {
-        let st: Value = serde_json::from_str(
-            &std::fs::read_to_string(self.w.state().join("lab/lab.json")).unwrap(),
-        )
-        .unwrap();
-        let url = format!("{}{route}", st["control"].as_str().unwrap());
-        let o = std::process::Command::new("curl")
-            .args(["-sf", "-X", "POST", &url])
-            .output()
+fn control(lab: &Lab, route: &str) {
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.w.state().join("lab/lab.json")).unwrap())
             .unwrap();
-        assert!(o.status.success(), "control {route} failed");
-    }
-
-    fn outputs(&self, run: &str, step: &str) -> Value {
-        self.w
-            .journal(run)
-            .into_iter()
-            .rev()
-            .find(|r| r["type"] == "step_finished" && r["step"] == step)
-            .map(|r| r["outputs"].clone())
-            .unwrap_or(Value::Null)
-    }
-
-    fn error(&self, run: &str, step: &str) -> String {
-        self.w
-            .journal(run)
-            .into_iter()
-            .rev()
-            .find(|r| r["type"] == "step_finished" && r["step"] == step)
-            .map(|r| r["error"]["message"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    }
-
-    fn last_run(&self) -> String {
-        self.w.runs().pop().expect("a run")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.w.run(&["lab", "down"]);
-    }
+    let url = format!("{}{route}", st["control"].as_str().unwrap());
+    let o = std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "control {route} failed");
 }
 
 const PROMOTE: &str = r#"
@@ -92,14 +39,14 @@ steps:
 fn promote_a_streaming_standby_and_again_is_a_noop() {
     let lab = Lab::up();
     let rb = lab.runbook("p.yaml", PROMOTE);
-    let o = lab.run(&rb, &[]);
+    let o = run(&lab, &rb, &[]);
     assert_eq!(o.code, 0, "{o:?}");
     let out = lab.outputs(&lab.last_run(), "promote");
     assert_eq!(out["promoted"], true, "{out}");
     assert_eq!(out["timeline"], 2, "{out}");
     assert!(out["promotion_ms"].as_f64().unwrap() > 0.0);
     assert!(out["receive_lsn"].as_str().is_some(), "{out}");
-    let again = lab.run(&rb, &[]);
+    let again = run(&lab, &rb, &[]);
     assert_eq!(again.code, 0, "{again:?}");
     let out2 = lab.outputs(&lab.last_run(), "promote");
     assert_eq!(out2["promoted"], false, "{out2}");
@@ -117,7 +64,7 @@ fn refuses_split_brain_until_fenced() {
         "u.yaml",
         "name: u\nsteps:\n  - id: promote\n    action: postgres.promote\n    with: {server: \"${regions.dr.postgres}\", old_primary: \"${regions.primary.postgres}\"}\n",
     );
-    let o = lab.run(&unfenced, &[]);
+    let o = run(&lab, &unfenced, &[]);
     assert_eq!(o.code, 5, "{o:?}");
     let err = lab.error(&lab.last_run(), "promote");
     assert!(err.contains("split the brain"), "{err}");
@@ -129,7 +76,7 @@ fn refuses_split_brain_until_fenced() {
         "f.yaml",
         "name: f\nsteps:\n  - id: fence\n    action: postgres.fence\n    with: {server: \"${regions.primary.postgres}\"}\n  - id: promote\n    action: postgres.promote\n    needs: [fence]\n    with: {server: \"${regions.dr.postgres}\", old_primary: \"${regions.primary.postgres}\", old_primary_lsn: \"${steps.fence.outputs.final_lsn}\"}\n",
     );
-    let o = lab.run(&fenced, &[]);
+    let o = run(&lab, &fenced, &[]);
     assert_eq!(o.code, 0, "{o:?}");
     let run = lab.last_run();
     assert_eq!(lab.outputs(&run, "fence")["reachable"], true);
@@ -142,17 +89,17 @@ fn refuses_excess_lag_unless_data_loss_is_accepted() {
     let lab = Lab::up();
     // SIGSTOP the walsender: the primary keeps committing heartbeats that
     // never reach the standby (pausing the receiver would not create lag).
-    lab.control("/lag/primary");
+    control(&lab, "/lag/primary");
     std::thread::sleep(Duration::from_millis(1500));
     let rb = lab.runbook(
         "lag.yaml",
         "name: lag\nsteps:\n  - id: fence\n    action: postgres.fence\n    with: {server: \"${regions.primary.postgres}\"}\n  - id: promote\n    action: postgres.promote\n    needs: [fence]\n    with: {server: \"${regions.dr.postgres}\", old_primary: \"${regions.primary.postgres}\", old_primary_lsn: \"${steps.fence.outputs.final_lsn}\", max_lag: 300ms, max_lag_bytes: 100}\n",
     );
-    let o = lab.run(&rb, &[]);
+    let o = run(&lab, &rb, &[]);
     assert_eq!(o.code, 5, "{o:?}");
     let err = lab.error(&lab.last_run(), "promote");
     assert!(err.contains("behind") && err.contains("refused"), "{err}");
-    let ok = lab.run(&rb, &["--accept-data-loss"]);
+    let ok = run(&lab, &rb, &["--accept-data-loss"]);
     assert_eq!(ok.code, 0, "{ok:?}");
     let run = lab.last_run();
     let out = lab.outputs(&run, "promote");

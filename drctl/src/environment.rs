@@ -11,13 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::decode::{Ctx, MapReader};
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::Diagnostics;
 use crate::runbook::parse::is_identifier;
 use crate::secret::{is_secret_field, SecretRef};
-use crate::yaml::{self, Kind, Node, SourceFile, Span};
+use crate::yaml::{self, Kind, Node, SourceFile};
 
 pub const ENV_FIELDS: &[&str] = &[
     "name",
@@ -84,24 +83,12 @@ impl Environment {
 }
 
 pub fn load_environment(path: &Path) -> Result<(Environment, Diagnostics), Diagnostics> {
-    let display = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
-        let file = SourceFile::new(display.clone(), "");
-        let mut d = Diagnostics::default();
-        d.push(
-            Diagnostic::error(
-                "E-IO",
-                &file,
-                Span::default(),
-                format!("cannot read environment file: {e}"),
-            )
-            .with_hint("pass an existing file with --env; `drctl lab up` writes one for the lab"),
-        );
-        d
-    })?;
-    let hash = hex::encode(Sha256::digest(&bytes));
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    parse_environment(&SourceFile::new(display, text), hash)
+    let (file, hash) = yaml::load_source(
+        path,
+        "environment file",
+        "pass an existing file with --env; `drctl lab up` writes one for the lab",
+    )?;
+    parse_environment(&file, hash)
 }
 
 pub fn parse_environment(

@@ -196,24 +196,20 @@ impl Scope {
             other => other.to_string(),
         };
         if let (Some(a), Some(b)) = (as_num(&lv), as_num(&rv)) {
-            return Ok(match op {
-                "==" => a == b,
-                "!=" => a != b,
-                "<" => a < b,
-                "<=" => a <= b,
-                ">" => a > b,
-                _ => a >= b,
-            });
+            return Ok(compare(op, a, b));
         }
-        let (a, b) = (as_text(&lv), as_text(&rv));
-        Ok(match op {
-            "==" => a == b,
-            "!=" => a != b,
-            "<" => a < b,
-            "<=" => a <= b,
-            ">" => a > b,
-            _ => a >= b,
-        })
+        Ok(compare(op, as_text(&lv), as_text(&rv)))
+    }
+}
+
+fn compare<T: PartialOrd>(op: &str, a: T, b: T) -> bool {
+    match op {
+        "==" => a == b,
+        "!=" => a != b,
+        "<" => a < b,
+        "<=" => a <= b,
+        ">" => a > b,
+        _ => a >= b,
     }
 }
 

@@ -34,6 +34,28 @@ impl SourceFile {
     }
 }
 
+/// Reads a file for parsing: its text, and the SHA-256 of its bytes (what
+/// journals record, so resume can tell the file changed). An unreadable
+/// file becomes a diagnostic at 1:1, so output stays uniform.
+pub fn load_source(
+    path: &std::path::Path,
+    what: &str,
+    hint: &str,
+) -> Result<(Arc<SourceFile>, String), Diagnostics> {
+    use sha2::{Digest, Sha256};
+    let display = path.display().to_string();
+    let fail = |msg: String| {
+        let file = SourceFile::new(display.clone(), "");
+        let mut d = Diagnostics::default();
+        d.push(Diagnostic::error("E-IO", &file, Span::default(), msg).with_hint(hint));
+        d
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {what}: {e}")))?;
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let text = String::from_utf8(bytes).map_err(|_| fail(format!("{what} is not valid UTF-8")))?;
+    Ok((SourceFile::new(display, text), hash))
+}
+
 /// A 1-based line and column position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {

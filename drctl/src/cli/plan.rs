@@ -18,6 +18,20 @@ use crate::exit;
 use crate::runbook::{load_runbook, validate_runbook, ExecutionPlan, Mode, Runbook};
 use crate::store::Store;
 
+/// Loads an environment, adding its diagnostics to `all`.
+fn load_env_into(path: Option<&Path>, all: &mut Diagnostics) -> Option<Environment> {
+    match load_environment(path?) {
+        Ok((e, d)) => {
+            all.extend(d);
+            Some(e)
+        }
+        Err(d) => {
+            all.extend(d);
+            None
+        }
+    }
+}
+
 pub struct Loaded {
     pub runbook: Arc<Runbook>,
     pub env: Option<Arc<Environment>>,
@@ -29,19 +43,7 @@ pub struct Loaded {
 /// error stops here, before anything runs: nothing half-applies.
 pub fn load(runbook: &Path, env: Option<&Path>) -> Result<Loaded, CliError> {
     let mut all = Diagnostics::default();
-    let env = match env {
-        Some(p) => match load_environment(p) {
-            Ok((e, d)) => {
-                all.extend(d);
-                Some(e)
-            }
-            Err(d) => {
-                all.extend(d);
-                None
-            }
-        },
-        None => None,
-    };
+    let env = load_env_into(env, &mut all);
     let rb = match load_runbook(runbook) {
         Ok((rb, d)) => {
             all.extend(d);
@@ -111,19 +113,7 @@ pub fn cmd_validate(
     output: OutputFormat,
 ) -> Result<i32, CliError> {
     let mut all = Diagnostics::default();
-    let env_loaded = match env {
-        Some(p) => match load_environment(p) {
-            Ok((e, d)) => {
-                all.extend(d);
-                Some(e)
-            }
-            Err(d) => {
-                all.extend(d);
-                None
-            }
-        },
-        None => None,
-    };
+    let env_loaded = load_env_into(env, &mut all);
     let mut summary = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).unwrap_or_default();

@@ -3,12 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::model::*;
 use crate::decode::{Ctx, MapReader};
-use crate::diag::{Diagnostic, Diagnostics};
-use crate::yaml::{self, Kind, Node, SourceFile, Span};
+use crate::diag::Diagnostics;
+use crate::yaml::{self, Kind, Node, SourceFile};
 
 /// Field names the decoder accepts; a unit test keeps them in step with the
 /// schema types so `drctl schema` never disagrees with `drctl validate`.
@@ -28,41 +26,12 @@ pub const STEP_FIELDS: &[&str] = &[
 /// Reads and decodes a runbook file. `Err` carries diagnostics (an I/O
 /// failure is reported as a diagnostic at 1:1 so output stays uniform).
 pub fn load_runbook(path: &Path) -> Result<(Runbook, Diagnostics), Diagnostics> {
-    let display = path.display().to_string();
-    let text = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            let file = SourceFile::new(display, "");
-            let mut d = Diagnostics::default();
-            d.push(
-                Diagnostic::error(
-                    "E-IO",
-                    &file,
-                    Span::default(),
-                    format!("cannot read runbook: {e}"),
-                )
-                .with_hint("check the path; runbooks live in runbooks/ by default"),
-            );
-            return Err(d);
-        }
-    };
-    let content_hash = hex::encode(Sha256::digest(&text));
-    let text = match String::from_utf8(text) {
-        Ok(t) => t,
-        Err(_) => {
-            let file = SourceFile::new(display, "");
-            let mut d = Diagnostics::default();
-            d.push(Diagnostic::error(
-                "E-IO",
-                &file,
-                Span::default(),
-                "runbook is not valid UTF-8",
-            ));
-            return Err(d);
-        }
-    };
-    let file = SourceFile::new(display, text);
-    parse_runbook(&file, content_hash)
+    let (file, hash) = yaml::load_source(
+        path,
+        "runbook",
+        "check the path; runbooks live in runbooks/ by default",
+    )?;
+    parse_runbook(&file, hash)
 }
 
 pub fn parse_runbook(
