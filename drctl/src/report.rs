@@ -154,6 +154,11 @@ pub fn markdown(view: &RunView) -> String {
     }
     let _ = writeln!(o);
 
+    for g in view.steps.iter().filter(|s| {
+        s.action == "approval" && s.outputs.get("skipped") == Some(&serde_json::Value::Bool(true))
+    }) {
+        let _ = writeln!(o, "Approval gate `{}` was skipped (drill mode).\n", g.id);
+    }
     let skipped: Vec<_> = view
         .steps
         .iter()

@@ -267,10 +267,24 @@ pub enum ReportFormat {
     Json,
 }
 
-/// Who is acting, for journals and approvals.
+/// Who is acting, for journals and approvals: `DRCTL_OPERATOR`, else the
+/// login name (`$USER`, `$LOGNAME`, then the account of our uid).
 pub fn operator() -> String {
-    std::env::var("DRCTL_OPERATOR")
+    if let Ok(v) = std::env::var("DRCTL_OPERATOR")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    {
+        return v;
+    }
+    // SAFETY: getpwuid returns static storage or null; the name is copied
+    // out at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() && !(*pw).pw_name.is_null() {
+            return std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    "unknown".into()
 }

@@ -726,7 +726,10 @@ impl Run {
         match result {
             Ok(outputs) => {
                 if let Some(step) = self.runbook.step(id) {
-                    if step.action == "approval" {
+                    // A gate skipped in a drill is not an approval by anyone.
+                    if step.action == "approval"
+                        && outputs.get("skipped") != Some(&Value::Bool(true))
+                    {
                         let get = |k: &str| {
                             outputs
                                 .get(k)
