@@ -164,7 +164,7 @@ fn json_output_lists_diagnostics() {
 fn shipped_files_validate() {
     let root = drctl_tests::repo_root();
     let mut files: Vec<String> = Vec::new();
-    for dir in ["runbooks", "checks"] {
+    for dir in ["runbooks", "checks", "drills"] {
         for e in std::fs::read_dir(root.join(dir))
             .into_iter()
             .flatten()
@@ -209,5 +209,24 @@ fn garbage_never_panics() {
         let o = w.run(&["validate", f.to_str().unwrap()]);
         assert!(o.code == 3 || o.code == 0, "input {i} {text:?}: {o:?}");
         assert!(!o.stderr.contains("panicked"), "input {i}: {o:?}");
+    }
+}
+
+#[test]
+fn broken_drill_definition_is_located() {
+    let w = Work::new();
+    let f = w.write(
+        "d.yaml",
+        "name: d\nrunbook: nope.yaml\nschedule: every monday\ninject_lag: soon\nextra: 1\n",
+    );
+    let o = w.run(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "d.yaml:3:11",
+        "five-field cron",
+        "d.yaml:4:13",
+        "unknown field `extra`",
+    ] {
+        assert!(o.stderr.contains(needle), "missing `{needle}`: {o:?}");
     }
 }

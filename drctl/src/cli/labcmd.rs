@@ -10,13 +10,30 @@ use crate::runbook::Mode;
 use crate::store::Store;
 
 pub async fn cmd_drill(
-    runbook: &Path,
+    file: &Path,
     region: Option<&str>,
     inject_lag: Option<Duration>,
     args: &RunArgs,
     store: Arc<dyn Store>,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
+    // A drill definition names the runbook, environment and injection;
+    // flags given on the command line win.
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let (runbook, inject_lag, args) = if crate::drill::is_definition(&text) {
+        let def = crate::drill::load_definition(file).map_err(CliError::invalid)?;
+        let mut a = args.clone();
+        if a.env.is_none() {
+            a.env = def.environment.clone();
+        }
+        let mut params = def.params.clone();
+        params.extend(a.params.iter().cloned());
+        a.params = params;
+        (def.runbook.clone(), inject_lag.or(def.inject_lag), a)
+    } else {
+        (file.to_path_buf(), inject_lag, args.clone())
+    };
+    let (runbook, args) = (runbook.as_path(), &args);
     let prepared =
         super::runs::prepare(runbook, region, Mode::Drill, args, store.clone(), None).await?;
     let lab = prepared

@@ -118,7 +118,9 @@ pub fn cmd_validate(
     for f in files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         // Sniff the kind from its top-level keys; parsing reports errors.
-        let kind = if text.lines().any(|l| l.starts_with("regions:")) {
+        let kind = if crate::drill::is_definition(&text) {
+            "drill definition"
+        } else if text.lines().any(|l| l.starts_with("regions:")) {
             "environment"
         } else if text.lines().any(|l| l.starts_with("checks:")) {
             "check set"
@@ -126,7 +128,22 @@ pub fn cmd_validate(
             "runbook"
         };
         let before = all.error_count();
-        if kind == "check set" {
+        if kind == "drill definition" {
+            match crate::drill::load_definition(f) {
+                Ok(def) => match load_runbook(&def.runbook) {
+                    Ok((rb, d)) => {
+                        all.extend(d);
+                        let env = load_env_into(
+                            def.environment.as_deref().filter(|p| p.exists()),
+                            &mut all,
+                        );
+                        all.extend(validate_runbook(&rb, env.as_ref()).0);
+                    }
+                    Err(d) => all.extend(d),
+                },
+                Err(d) => all.extend(d),
+            }
+        } else if kind == "check set" {
             crate::actions::checks::load(f, None, &mut all);
         } else if kind == "environment" {
             match load_environment(f) {
