@@ -450,3 +450,47 @@ fn notify_reaches_slack_and_pagerduty_without_leaking_their_secrets() {
         serde_json::json!(["chat", "pager"])
     );
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_stops_the_run_before_the_next_side_effect() {
+    let w = Work::new();
+    let rb = w.write(
+        "rb.yaml",
+        "name: j\nsteps:\n  - id: a\n    action: exec\n    with: {argv: [sh, -c, 'sleep 0.5; touch a-done'], unless: [test, -e, a-done]}\n  - id: b\n    action: exec\n    needs: [a]\n    with: {argv: [touch, b-done], unless: [test, -e, b-done]}\n",
+    );
+    let child = w
+        .cmd(&["run", rb.to_str().unwrap(), "--yes"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || w
+        .runs()
+        .first()
+        .is_some_and(|r| w.journal(r).len() >= 2)));
+    let run = w.runs()[0].clone();
+    let path = w.journal_path(&run);
+    // Make the journal unwritable (as a full or failed disk would) while
+    // step `a` is running; even root cannot append to an immutable file.
+    let st = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&path)
+        .status()
+        .expect("chattr (e2fsprogs)");
+    assert!(st.success(), "chattr +i must work on the test filesystem");
+    let o = drctl_tests::Out::from(child.wait_with_output().unwrap());
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&path)
+        .status();
+    assert_eq!(o.code, 10, "{o:?}");
+    assert!(o.stderr.contains("DRCTL-J006"), "{o:?}");
+    assert!(
+        !w.path().join("b-done").exists(),
+        "no side effect after the journal failed"
+    );
+    let st = w.run(&["status", &run]);
+    assert_eq!(st.code, 0, "what was written still verifies: {st:?}");
+    let r = w.run(&["resume", &run]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(w.path().join("a-done").exists() && w.path().join("b-done").exists());
+}
