@@ -15,6 +15,7 @@ pub mod engine;
 pub mod environment;
 pub mod exit;
 pub mod expr;
+pub mod immudb;
 pub mod journal;
 pub mod lab;
 pub mod measure;
