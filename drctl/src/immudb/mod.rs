@@ -1,13 +1,58 @@
-//! immudb audit-ledger verification.
+//! immudb proof verification and HTTP/JSON client for drctl.
 //!
-//! [`verify`] ports immudb's own client-side verification (transaction
-//! headers and Alh, entries tree, append-only tree inclusion/consistency,
-//! linear, linear-advance and dual proofs, state signatures) exactly as
-//! specified in immudb's Go code, and is tested against vectors produced
-//! by that code (`drctl/testdata/immudb/`).
+//! Purpose: after a failover, prove that the immudb database served by the DR
+//! region is identical to, or an append-only extension of, the last state trusted
+//! from the primary, using only the HTTP gateway and local hashing. The rules
+//! follow `shared/immudb/SPEC.md` (immudb commit b654b269) and are checked against
+//! vectors produced by immudb's own Go code (`testdata/immudb/`).
 //!
-//! Not built yet: the HTTP/JSON client, trusted-state custody
-//! (`drctl immudb trust`), the `immudb.verify` action and `drctl immudb
-//! verify-proof`.
+//! # Public API
+//!
+//! High level (what drctl calls):
+//! - [`verdict::verify_transition`]`(&TrustedState, &ImmutableState, Option<&VerifiableTx>, pinned_pem: Option<&str>) -> Result<Verdict, VerifyError>`
+//!   with [`Verdict`] = `Same{tx}` | `Ahead{from_tx, to_tx}` | `Behind{trusted_tx, replica_tx, txs_lost}`.
+//! - [`signature::verify_state_signature`]`(&ImmutableState, Option<&str>) -> Result<(), VerifyError>`:
+//!   with a pinned PEM key a state without a valid signature by that key is rejected.
+//! - [`TrustedState`] (serde; `tx_hash` persisted as hex) with `empty(db)` / `from_state(&ImmutableState)`.
+//! - [`client::ImmudbClient`]: `new(base_url, user, password, db, timeout)`, `login()` (session,
+//!   legacy-token fallback), `open_session()`, `login_legacy()`, `keep_alive()`, `close()`, `state()`,
+//!   `verifiable_tx(tx, prove_since)`, `fetch_bundle(trusted_tx)`, `check_against(&trusted, pinned)`.
+//! - Gateway bodies ([`gateway`]): `ImmutableState`, `VerifiableTx`, `Bundle{state, verifiable_tx}`,
+//!   `parse_state/parse_verifiable_tx/parse_bundle(&[u8])`; `WireDualProof::to_proof()`.
+//! - Errors: [`VerifyError`] (one variant per failed check), [`ClientError`] (HTTP; wraps `VerifyError`).
+//!
+//! Low level (tests, benchmarks, offline audits):
+//! - [`tx`]: `TxHeader::{inner_input, inner_hash, alh, to_bytes}`, `TxMetadata`, `KvMetadata`,
+//!   `entry_digest_v0/v1`, `verify_alh_chain`.
+//! - [`htree`]: `entries_root`, `verify_htree_inclusion`, `htree_inclusion_proof`.
+//! - [`ahtree`]: `verify_inclusion`, `verify_last_inclusion`, `verify_consistency`, `MemAhTree` (prover).
+//! - [`proofs`]: `verify_linear_proof`, `verify_linear_advance_proof`, `verify_dual_proof`,
+//!   `verify_dual_proof_v2`.
+//! - [`hash`]: `sha256`, `leaf_for`, `node_hash`, `advance`, `SHA256_EMPTY`.
+//! - [`bench`]: `bench_workloads() -> Vec<(String, f64)>` (throughput; unit in the name).
+//!
+//! Lagging histories (pre-1.4.1 servers) are verified when the server sends the
+//! `LinearAdvanceProof`; if it is needed and absent the check fails closed
+//! (`LinearAdvanceProofFailed`) instead of issuing the Go client's extra calls.
 
-pub mod verify;
+pub mod ahtree;
+pub mod bench;
+pub mod client;
+pub mod error;
+pub mod gateway;
+pub mod hash;
+pub mod htree;
+pub mod proofs;
+pub mod signature;
+pub mod tx;
+pub mod vectors;
+pub mod verdict;
+
+pub use client::ImmudbClient;
+pub use error::{ClientError, VerifyError};
+pub use gateway::{Bundle, ImmutableState, VerifiableTx};
+pub use signature::verify_state_signature;
+pub use verdict::{verify_transition, TrustedState, Verdict};
+
+#[cfg(test)]
+mod tests;
