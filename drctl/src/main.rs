@@ -167,6 +167,22 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             cli::labcmd::cmd_drill(runbook, region.as_deref(), *inject_lag, args, store, output)
                 .await
         }
+        Command::Immudb(cli::ImmudbCmd::Trust { env, region }) => {
+            let store = open_store(&cli)?;
+            cli::immudbcmd::cmd_trust(env, region, store, output).await
+        }
+        Command::Immudb(cli::ImmudbCmd::VerifyProof {
+            bundle,
+            trusted_tx,
+            trusted_alh,
+            pubkey,
+        }) => cli::immudbcmd::cmd_verify_proof(
+            bundle,
+            *trusted_tx,
+            trusted_alh,
+            pubkey.as_deref(),
+            output,
+        ),
         Command::Lab(cmd) => cli::labcmd::cmd_lab(cmd, &cli.state_dir, output).await,
         Command::Heartbeat {
             env,
@@ -175,6 +191,25 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         } => {
             let store = open_store(&cli)?;
             cli::labcmd::cmd_heartbeat(env, region, *interval, store).await
+        }
+        Command::Bench(cli::BenchCmd::Immudb) => {
+            let rows = drctl::immudb::bench::bench_workloads();
+            let sha = rows
+                .iter()
+                .find(|(n, _)| n.starts_with("sha256"))
+                .map(|(_, v)| *v)
+                .unwrap_or(0.0);
+            let mut text = String::from("immudb verification benchmark (fixed workloads; raw SHA-256 measured in the same run)\n");
+            for (name, v) in &rows {
+                text.push_str(&format!("  {name:<58} {v:>16.0}\n"));
+            }
+            text.push_str(&format!("  raw SHA-256: {:.2} GB/s\n", sha / 1e9));
+            cli::ui::out(&if output == OutputFormat::Json {
+                serde_json::json!(rows).to_string()
+            } else {
+                text
+            });
+            Ok(exit::OK)
         }
         Command::Approve { run_id, step, by } => {
             cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref())

@@ -2,6 +2,7 @@
 //! mapping of library errors to documented exit codes ([`crate::exit`]).
 
 pub mod error;
+pub mod immudbcmd;
 pub mod inspect;
 pub mod labcmd;
 pub mod plan;
@@ -189,6 +190,9 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_dur)]
         interval: std::time::Duration,
     },
+    /// immudb audit ledger: trusted-state custody and offline proof checks.
+    #[command(subcommand)]
+    Immudb(ImmudbCmd),
     /// Print the exit codes and what they mean.
     ExitCodes,
     /// Run a benchmark with a fixed workload (figures are ratios to a baseline measured in the same run).
@@ -207,6 +211,31 @@ pub enum BenchCmd {
         /// Where to write (the disk under test); default: a temp dir under the state dir.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// immudb verification: dual proofs at large tx ids and Alh-chain recomputation, beside raw SHA-256.
+    Immudb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImmudbCmd {
+    /// Fetch the region's signed state and advance the trusted state through a verified proof (run often, e.g. a CronJob).
+    Trust {
+        #[arg(long)]
+        env: PathBuf,
+        #[arg(long)]
+        region: String,
+    },
+    /// Verify a saved bundle {"state": ..., "verifiableTx": ...} offline against a trusted state.
+    VerifyProof {
+        bundle: PathBuf,
+        #[arg(long)]
+        trusted_tx: u64,
+        /// The trusted state's txHash (base64, as immudb's JSON gives it).
+        #[arg(long)]
+        trusted_alh: String,
+        /// PEM public key the state must be signed with.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
     },
 }
 

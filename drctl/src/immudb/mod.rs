@@ -35,6 +35,7 @@
 //! `LinearAdvanceProof`; if it is needed and absent the check fails closed
 //! (`LinearAdvanceProofFailed`) instead of issuing the Go client's extra calls.
 
+pub mod action;
 pub mod ahtree;
 pub mod bench;
 pub mod client;
