@@ -423,3 +423,48 @@ fn clouddns_against_the_documented_fake() {
     let journal = std::fs::read_to_string(w.journal_path(&w.runs()[0])).unwrap();
     assert!(!journal.contains("PRIVATE KEY") && !journal.contains("fake-token-123"));
 }
+
+#[test]
+fn lower_ttl_before_a_planned_switchover() {
+    let lab = Lab::up();
+    let rb = lab.w.write(
+        "l.yaml",
+        "name: l\nsteps:\n  - id: ttl\n    action: dns.lower_ttl\n    with: {ttl: 2}\n",
+    );
+    let env = lab.env();
+    let o = lab
+        .w
+        .run(&["run", rb.to_str().unwrap(), "--env", &env, "--yes"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let out = lab.outputs(&lab.last_run(), "ttl");
+    assert_eq!(out["changed"], true, "{out}");
+    assert_eq!(out["previous_ttls"]["app.lab.example. A"], 5, "{out}");
+    let dig = std::process::Command::new("dig")
+        .args(["+noall", "+answer"])
+        .arg("@127.0.0.1")
+        .arg("-p")
+        .arg(
+            std::fs::read_to_string(lab.env())
+                .unwrap()
+                .split("nameservers: [\"127.0.0.1:")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap(),
+        )
+        .arg("app.lab.example")
+        .arg("A")
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&dig.stdout).to_string();
+    assert!(
+        line.contains("\t2\tIN\tA\t127.0.0.1") || line.split_whitespace().nth(1) == Some("2"),
+        "{line}"
+    );
+    let again = lab
+        .w
+        .run(&["run", rb.to_str().unwrap(), "--env", &env, "--yes"]);
+    assert_eq!(again.code, 0);
+    assert_eq!(lab.outputs(&lab.last_run(), "ttl")["changed"], false);
+}

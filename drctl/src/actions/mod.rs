@@ -201,6 +201,7 @@ static ACTIONS: &[&dyn Action] = &[
     &checks::ChecksRun,
     &crate::dns::switch::DnsSwitch,
     &crate::dns::check::DnsCheck,
+    &crate::dns::lower_ttl::DnsLowerTtl,
     &crate::immudb::action::ImmudbVerify,
     &crate::postgres::status::PgStatus,
     &crate::postgres::fence::PgFence,

@@ -20,6 +20,7 @@
 pub mod check;
 pub mod clouddns;
 pub mod config;
+pub mod lower_ttl;
 pub mod powerdns;
 pub mod provider;
 pub mod query;
