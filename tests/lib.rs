@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod fake_kube;
+
 /// Path of the built drctl binary. Panics with a clear instruction when it
 /// is missing or older than the sources, so a stale binary never passes.
 pub fn drctl_bin() -> PathBuf {
@@ -138,6 +140,28 @@ impl Work {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// The journal record of a step's last outcome (`Null` if none).
+    pub fn finished(&self, run: &str, step: &str) -> serde_json::Value {
+        self.journal(run)
+            .into_iter()
+            .rev()
+            .find(|r| r["type"] == "step_finished" && r["step"] == step)
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The journaled outputs of a step's last outcome.
+    pub fn outputs(&self, run: &str, step: &str) -> serde_json::Value {
+        self.finished(run, step)["outputs"].clone()
+    }
+
+    /// The journaled error message of a step's last outcome.
+    pub fn step_error(&self, run: &str, step: &str) -> String {
+        self.finished(run, step)["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -269,26 +293,14 @@ impl Lab {
         self.w.runs().pop().expect("a run")
     }
 
-    fn finished(&self, run: &str, step: &str) -> serde_json::Value {
-        self.w
-            .journal(run)
-            .into_iter()
-            .rev()
-            .find(|r| r["type"] == "step_finished" && r["step"] == step)
-            .unwrap_or(serde_json::Value::Null)
-    }
-
     /// The journaled outputs of a step's last outcome.
     pub fn outputs(&self, run: &str, step: &str) -> serde_json::Value {
-        self.finished(run, step)["outputs"].clone()
+        self.w.outputs(run, step)
     }
 
     /// The journaled error message of a step's last outcome.
     pub fn error(&self, run: &str, step: &str) -> String {
-        self.finished(run, step)["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.w.step_error(run, step)
     }
 }
 

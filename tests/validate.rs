@@ -230,3 +230,31 @@ fn broken_drill_definition_is_located() {
         assert!(o.stderr.contains(needle), "missing `{needle}`: {o:?}");
     }
 }
+
+#[test]
+fn kube_parameters_and_sections_are_checked() {
+    let o = validate(&["kube.yaml"], Some("kube-env.yaml"));
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "kube.yaml:5:32", // skip_unless: steps.x.outputs is not an environment reference
+        "kube.yaml:7:17", // replicas: lots
+        "kube.yaml:8:7",  // concurency
+        "did you mean `concurrency`",
+        "selecting by name needs exactly one `kind`",
+        "unknown workload kind `Deploymnet`",
+        "missing `namespace`",
+        "`names` and `selector` exclude each other",
+        "kube.yaml:17:15",    // within: soon
+        "kube-env.yaml:7:19", // in_cluster with kubeconfig
+        "kube-env.yaml:8:16", // timeout: soon
+        "no workloads selected",
+        "did you mean `kubeconfig`",
+    ] {
+        assert!(
+            o.stderr.contains(needle),
+            "missing {needle:?} in:\n{}",
+            o.stderr
+        );
+    }
+    snapshot("kube", &o.stderr);
+}

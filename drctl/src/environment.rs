@@ -132,6 +132,9 @@ pub fn parse_environment(
                         continue;
                     }
                     check_secret_fields(&mut ctx, v, &format!("regions.{rname}"));
+                    if let Some(k) = v.get("kube") {
+                        crate::kube::config::decode(&mut ctx, k, &format!("regions.{rname}.kube"));
+                    }
                     regions.insert(rname, v.to_json());
                 }
             }

@@ -17,6 +17,7 @@ pub mod exit;
 pub mod expr;
 pub mod immudb;
 pub mod journal;
+pub mod kube;
 pub mod lab;
 pub mod measure;
 pub mod postgres;

@@ -64,9 +64,26 @@ pub struct StepContext {
     /// Directory of the runbook file: relative paths in steps (check sets)
     /// resolve against it, not against wherever drctl was started.
     pub runbook_dir: std::path::PathBuf,
+    /// Where long-running actions report progress (e.g. "7/12 ready");
+    /// the CLI prints it, drills and tests may ignore it.
+    pub progress: Progress,
+}
+
+/// A sink for one-line progress messages of a running step.
+pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
+pub fn no_progress() -> Progress {
+    Arc::new(|_| {})
 }
 
 impl StepContext {
+    /// Reports progress to the operator (and the log).
+    pub fn progress(&self, message: impl Into<String>) {
+        let m = message.into();
+        tracing::info!(step = %self.step_id, "{m}");
+        (self.progress)(m);
+    }
+
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
@@ -203,6 +220,10 @@ static ACTIONS: &[&dyn Action] = &[
     &crate::dns::check::DnsCheck,
     &crate::dns::lower_ttl::DnsLowerTtl,
     &crate::immudb::action::ImmudbVerify,
+    &crate::kube::snapshot::KubeSnapshot,
+    &crate::kube::fence::KubeFence,
+    &crate::kube::scale::KubeScale,
+    &crate::kube::check::KubeCheck,
     &crate::postgres::status::PgStatus,
     &crate::postgres::fence::PgFence,
     &crate::postgres::promote::PgPromote,

@@ -266,16 +266,22 @@ pub async fn render_plan(
             let Some(step) = rb.step(id) else { continue };
             let resolved = resolve_for_plan(&scope, &step.with.to_json());
             let action = actions::lookup(&step.action);
-            let skipped = !step.when.applies(a.mode);
+            let skipped = if !step.when.applies(a.mode) {
+                Some(format!("when {}", step.when.as_str()))
+            } else if loaded.env.is_some() {
+                crate::engine::run::missing_env_ref(&scope, step)
+                    .map(|r| format!("the environment has no `{r}`"))
+            } else {
+                None
+            };
             let desc = action.map(|x| x.describe(&resolved)).unwrap_or_default();
             let _ = writeln!(
                 o,
                 "  {id:<22} {:<18} {desc}{}",
                 step.action,
-                if skipped {
-                    format!("  (skipped: when {})", step.when.as_str())
-                } else {
-                    String::new()
+                match &skipped {
+                    Some(why) => format!("  (skipped: {why})"),
+                    None => String::new(),
                 }
             );
             if !step.needs.is_empty() {
@@ -291,7 +297,7 @@ pub async fn render_plan(
                 );
             }
             let mut pre_json = Value::Null;
-            if a.check && !skipped {
+            if a.check && skipped.is_none() {
                 if let Some(action) = action {
                     let ctx = StepContext {
                         run_id: "(plan)".into(),
@@ -309,6 +315,7 @@ pub async fn render_plan(
                             .parent()
                             .map(|p| p.to_path_buf())
                             .unwrap_or_default(),
+                        progress: actions::no_progress(),
                     };
                     let pre = if s_has_step_refs(&resolved) {
                         Ok(actions::Preflight::ok(

@@ -110,6 +110,7 @@ pub fn human_ui(quiet: bool) -> Ui {
                 format!("  {mark} {step:<22} {}{detail}", format_duration(duration))
             }
             UiEvent::StepSkipped { step, reason } => format!("  – {step:<22} skipped: {reason}"),
+            UiEvent::StepProgress { step, message } => format!("  … {step:<22} {message}"),
             UiEvent::Message(m) => format!("  ! {m}"),
         };
         err(&line);

@@ -132,6 +132,11 @@ pub enum UiEvent {
         step: String,
         reason: String,
     },
+    /// A running step's progress line (not journaled: the outcome is).
+    StepProgress {
+        step: String,
+        message: String,
+    },
     Message(String),
 }
 

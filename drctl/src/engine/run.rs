@@ -312,9 +312,9 @@ async fn resume_locked(
                     State::Succeeded
                 }
                 StepStatus::Skipped
-                    if v.skip_reason
-                        .as_deref()
-                        .is_some_and(|r| r.starts_with("when:")) =>
+                    if v.skip_reason.as_deref().is_some_and(|r| {
+                        r.starts_with("when:") || r.starts_with("skip_unless:")
+                    }) =>
                 {
                     State::SkippedByMode
                 }
@@ -409,12 +409,17 @@ impl Run {
             if self.states.get(&s.id) != Some(&State::Pending) {
                 continue;
             }
-            if !s.when.applies(self.mode) {
-                let reason = format!(
+            let skip = if !s.when.applies(self.mode) {
+                Some(format!(
                     "when: {} (this is a {} run)",
                     s.when.as_str(),
                     self.mode.as_str()
-                );
+                ))
+            } else {
+                missing_env_ref(&self.scope, s)
+                    .map(|r| format!("skip_unless: the environment has no `{r}`"))
+            };
+            if let Some(reason) = skip {
                 self.journal.append(Event::StepSkipped {
                     step: s.id.clone(),
                     reason: reason.clone(),
@@ -675,6 +680,16 @@ impl Run {
             failed_at: self
                 .failed_at_ms
                 .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            progress: {
+                let ui = self.ui.clone();
+                let step = id.to_string();
+                Arc::new(move |message| {
+                    ui(UiEvent::StepProgress {
+                        step: step.clone(),
+                        message,
+                    })
+                })
+            },
         };
         let span = info_span!("step", step = %id, action = %step.action);
         let id = id.to_string();
@@ -863,4 +878,15 @@ async fn run_attempts(
         tokio::time::sleep(delay).await;
         attempt += 1;
     }
+}
+
+/// The first `skip_unless` reference the environment does not provide.
+pub fn missing_env_ref(scope: &crate::expr::Scope, step: &crate::runbook::Step) -> Option<String> {
+    step.skip_unless.iter().find_map(|(r, _)| {
+        let path: Vec<String> = r.split('.').map(str::to_string).collect();
+        match scope.lookup(&path) {
+            None | Some(Value::Null) => Some(r.clone()),
+            Some(_) => None,
+        }
+    })
 }

@@ -90,6 +90,11 @@ pub struct StepDoc {
     /// In which run mode the step runs.
     #[serde(default)]
     pub when: Option<When>,
+    /// Environment references (e.g. `target.kube`) the step needs: when any
+    /// is absent the step is skipped (journaled with the reason), so one
+    /// runbook serves environments with and without that component.
+    #[serde(default)]
+    pub skip_unless: Vec<String>,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -214,6 +219,8 @@ pub struct Step {
     pub retry: Retry,
     pub on_failure: OnFailure,
     pub when: When,
+    /// Dotted environment references; a missing one skips the step.
+    pub skip_unless: Vec<(String, Span)>,
     pub description: Option<String>,
     pub span: Span,
     pub id_span: Span,

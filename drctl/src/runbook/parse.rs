@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::model::*;
 use crate::decode::{Ctx, MapReader};
 use crate::diag::Diagnostics;
-use crate::yaml::{self, Kind, Node, SourceFile};
+use crate::yaml::{self, Kind, Node, SourceFile, Span};
 
 /// Field names the decoder accepts; a unit test keeps them in step with the
 /// schema types so `drctl schema` never disagrees with `drctl validate`.
@@ -20,6 +20,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "retry",
     "on_failure",
     "when",
+    "skip_unless",
     "description",
 ];
 
@@ -269,6 +270,10 @@ fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
             _ => When::Always,
         })
         .unwrap_or(When::Always);
+    let skip_unless = r
+        .opt("skip_unless")
+        .map(|n| decode_skip_unless(ctx, n, &what))
+        .unwrap_or_default();
     let description = r
         .opt("description")
         .and_then(|n| ctx.string(n, "description"));
@@ -282,6 +287,7 @@ fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
         retry,
         on_failure,
         when,
+        skip_unless,
         description,
         span: node.span,
         id_span: id_node.map(|n| n.span).unwrap_or(node.span),
@@ -332,6 +338,42 @@ fn decode_retry(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Retry {
         }
     }
     r.finish(ctx);
+    out
+}
+
+/// Roots `skip_unless` may name: only what the environment provides is
+/// known before the run starts, so a plan can say which steps will run.
+const SKIP_UNLESS_ROOTS: &[&str] = &["regions", "target", "source", "env", "dns"];
+
+fn decode_skip_unless(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Vec<(String, Span)> {
+    let context = format!("{what}: skip_unless");
+    let items = match &node.kind {
+        Kind::Str(s) => vec![(s.clone(), node.clone())],
+        _ => ctx.string_list(node, &context).unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for (s, n) in items {
+        let root = s.split('.').next().unwrap_or("");
+        let well_formed = !s.is_empty()
+            && s.split('.').all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !well_formed || !SKIP_UNLESS_ROOTS.contains(&root) {
+            ctx.error(
+                "E-SKIP-UNLESS",
+                &n,
+                format!("{context}: `{s}` is not an environment reference"),
+                Some(format!(
+                    "write a dotted path without `${{}}`, starting with one of: {} (e.g. target.kube)",
+                    SKIP_UNLESS_ROOTS.join(", ")
+                )),
+            );
+            continue;
+        }
+        out.push((s, n.span));
+    }
     out
 }
 

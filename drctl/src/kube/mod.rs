@@ -1,0 +1,51 @@
+//! Kubernetes: bring the DR region to production capacity, stop the old
+//! primary region's workloads, record capacity while the primary API is
+//! still there, and check rollouts.
+//!
+//! Why these four: the DR region runs warm (low replica counts), so
+//! recovery means scaling it to what production ran (`kube.scale`), which
+//! must be known even when the primary API is gone (`kube.snapshot`, on a
+//! schedule). Two regions must never serve writes at once, so the primary's
+//! workloads are scaled to zero when its API still answers (`kube.fence`,
+//! best effort and bounded). `kube.check` is the smoke test.
+//!
+//! Every write goes through the `/scale` subresource or an HPA merge patch,
+//! each carrying the `resourceVersion` just read: a concurrent writer makes
+//! the API answer 409 and drctl re-reads and decides again instead of
+//! clobbering. Waiting polls (no watch), so a lost connection costs one poll.
+
+pub mod api;
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod fence;
+pub mod scale;
+pub mod snapshot;
+pub mod workload;
+
+pub use error::KubeError;
+
+/// Every API request drctl makes, as RBAC rules `(apiGroup, resource,
+/// verbs)`. `deploy/kubernetes/rbac.yaml` grants exactly these; a test keeps
+/// the two in step, so least privilege is checked rather than hoped for.
+pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    ("apps", "deployments", &["get", "list"]),
+    ("apps", "statefulsets", &["get", "list"]),
+    ("apps", "deployments/scale", &["get", "patch"]),
+    ("apps", "statefulsets/scale", &["get", "patch"]),
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        &["get", "list", "patch"],
+    ),
+    ("", "pods", &["list"]),
+];
+
+/// Store collection of capacity snapshots, keyed `<env>-<region>`.
+pub const CAPACITY: &str = "kube-capacity";
+/// Append-only history of snapshots (one summary line each).
+pub const CAPACITY_HISTORY: &str = "kube-capacity-history";
+/// Pre-change state of scale and fence steps, keyed `<run>-<step>`: saved
+/// before the first write so a resumed step journals the real previous
+/// counts (for failback), not the ones it already changed.
+pub const CHECKPOINTS: &str = "kube-checkpoints";

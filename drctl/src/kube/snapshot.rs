@@ -1,0 +1,254 @@
+//! `kube.snapshot`: record the replica counts of the selected workloads in
+//! the state store, on a schedule (a CronJob), so that "scale the DR region
+//! to match the primary" has an answer when the primary API is gone.
+//!
+//! Snapshots live outside both clusters (the store), keyed by environment
+//! and region; each one also appends a line to a history for audits.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::api::{self, Hpa};
+use super::config::{self, Cluster};
+use super::workload::{self, decode_selections, Selection, Workload};
+use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
+use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::decode::{Ctx, MapReader};
+use crate::store::Store;
+use crate::yaml::Node;
+
+/// One workload's capacity: its replica count and the HPA bounds it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa: Option<Hpa>,
+}
+
+/// A stored snapshot of one region's capacity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capacity {
+    pub env: String,
+    pub region: String,
+    pub taken_at: String,
+    pub taken_at_ms: u64,
+    /// `kube.snapshot`, or `kube.fence` (counts read just before fencing).
+    pub taken_by: String,
+    pub run_id: String,
+    /// By `namespace/Kind/name`.
+    pub workloads: BTreeMap<String, Entry>,
+}
+
+impl Capacity {
+    pub fn age_text(&self) -> String {
+        let age = crate::journal::now_ms().saturating_sub(self.taken_at_ms);
+        crate::duration::format_duration(std::time::Duration::from_millis(age))
+    }
+}
+
+fn key(env: &str, region: &str) -> String {
+    format!("{env}-{region}")
+}
+
+pub fn load(store: &dyn Store, env: &str, region: &str) -> Result<Option<Capacity>, ActionError> {
+    let v = store
+        .get_doc(CAPACITY, &key(env, region))
+        .map_err(|e| ActionError::failed(format!("cannot read the capacity snapshot: {e}")))?;
+    match v {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            ActionError::failed(format!(
+                "the capacity snapshot for {env}/{region} is unreadable: {e}"
+            ))
+        }),
+    }
+}
+
+pub fn save(store: &dyn Store, c: &Capacity) -> Result<(), ActionError> {
+    let doc = serde_json::to_value(c).map_err(|e| ActionError::failed(e.to_string()))?;
+    store
+        .put_doc(CAPACITY, &key(&c.env, &c.region), &doc)
+        .map_err(|e| ActionError::failed(format!("cannot save the capacity snapshot: {e}")))?;
+    let total: i64 = c.workloads.values().map(|e| i64::from(e.replicas)).sum();
+    store
+        .append_history(
+            CAPACITY_HISTORY,
+            &json!({"env": c.env, "region": c.region, "taken_at": c.taken_at,
+                    "taken_by": c.taken_by, "run_id": c.run_id,
+                    "workloads": c.workloads.len(), "total_replicas": total}),
+        )
+        .map_err(|e| ActionError::failed(format!("cannot append to the capacity history: {e}")))
+}
+
+/// Current counts (and HPA bounds) of the workloads in `ws`.
+pub async fn entries(
+    cluster: &Cluster,
+    ws: &[Workload],
+) -> Result<BTreeMap<String, Entry>, KubeError> {
+    let hpas = api::hpas_for(cluster, ws).await?;
+    Ok(ws
+        .iter()
+        .map(|w| {
+            (
+                w.r.key(),
+                Entry {
+                    replicas: w.spec_replicas,
+                    hpa: hpas.get(&w.r).cloned(),
+                },
+            )
+        })
+        .collect())
+}
+
+pub fn new_capacity(
+    ctx: &StepContext,
+    region: &str,
+    taken_by: &str,
+    workloads: BTreeMap<String, Entry>,
+) -> Result<Capacity, ActionError> {
+    Ok(Capacity {
+        env: ctx.env()?.name.clone(),
+        region: region.to_string(),
+        taken_at: crate::journal::now_rfc3339(),
+        taken_at_ms: crate::journal::now_ms(),
+        taken_by: taken_by.to_string(),
+        run_id: ctx.run_id.clone(),
+        workloads,
+    })
+}
+
+/// Parameters shared by the kube actions: which region, which workloads.
+pub struct Target {
+    pub region: Option<String>,
+    pub workloads: Option<Vec<Selection>>,
+}
+
+/// Reads `region` and `workloads` from an action's `with`.
+pub fn decode_target(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, kind: &str) -> Target {
+    let region = r.opt("region").and_then(|n| ctx.string(n, "region"));
+    let workloads = r
+        .opt("workloads")
+        .and_then(|n| decode_selections(ctx, n, &format!("{kind}: workloads")));
+    Target { region, workloads }
+}
+
+/// Connects to the region and resolves the workloads (the step's, else the
+/// region's `kube.workloads`).
+pub async fn connect_and_resolve(
+    t: &Target,
+    region: &str,
+    ctx: &StepContext,
+) -> Result<(Cluster, Vec<Workload>), ActionError> {
+    let cfg = config::for_region(ctx, region)?;
+    let sels = match &t.workloads {
+        Some(s) => s.clone(),
+        None if !cfg.workloads.is_empty() => cfg.workloads.clone(),
+        None => {
+            return Err(ActionError::Config {
+                message: format!("no workloads selected for region `{region}`"),
+                hint: format!(
+                    "give the step `workloads:` or add `workloads:` to regions.{region}.kube"
+                ),
+            })
+        }
+    };
+    let cluster = Cluster::connect(&cfg, region, ctx.deadline).await?;
+    let ws = workload::resolve(&cluster, &sels).await?;
+    Ok((cluster, ws))
+}
+
+pub struct KubeSnapshot;
+
+fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Target> {
+    let mut r = MapReader::new(ctx, with, "kube.snapshot")?;
+    let t = decode_target(ctx, &mut r, "kube.snapshot");
+    r.finish(ctx);
+    Some(t)
+}
+
+fn region_of(t: &Target, ctx: &StepContext) -> Result<String, ActionError> {
+    Ok(t.region.clone().unwrap_or_else(|| {
+        ctx.env
+            .as_ref()
+            .map(|e| e.active_region.clone())
+            .unwrap_or_default()
+    }))
+}
+
+#[async_trait]
+impl Action for KubeSnapshot {
+    fn kind(&self) -> &'static str {
+        "kube.snapshot"
+    }
+    fn summary(&self) -> &'static str {
+        "Record the replica counts (and HPA bounds) of a region's workloads in the state store"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &[
+            "workloads",
+            "total_replicas",
+            "capacity",
+            "taken_at",
+            "summary",
+        ]
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+        decode(ctx, with);
+    }
+    fn describe(&self, params: &Value) -> String {
+        format!(
+            "record workload capacity of region {}",
+            params
+                .get("region")
+                .map(crate::actions::short)
+                .unwrap_or_else(|| "(active)".into())
+        )
+    }
+    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+        let t = decode_resolved(self.kind(), params, decode)?;
+        let region = region_of(&t, ctx)?;
+        let (_, ws) = connect_and_resolve(&t, &region, ctx).await?;
+        Ok(Preflight {
+            lines: ws
+                .iter()
+                .map(|w| format!("kube {region} {}: {} replicas", w.r, w.spec_replicas))
+                .collect(),
+            ok: true,
+        })
+    }
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let t = decode_resolved(self.kind(), params, decode)?;
+        let region = region_of(&t, ctx)?;
+        let started = Instant::now();
+        let (cluster, ws) = connect_and_resolve(&t, &region, ctx).await?;
+        let entries = entries(&cluster, &ws).await?;
+        let cap = new_capacity(ctx, &region, "kube.snapshot", entries)?;
+        save(ctx.store.as_ref(), &cap)?;
+        let total: i64 = cap.workloads.values().map(|e| i64::from(e.replicas)).sum();
+        let mut o = Outputs::new();
+        o.insert("workloads".into(), json!(cap.workloads.len()));
+        o.insert("total_replicas".into(), json!(total));
+        o.insert(
+            "capacity".into(),
+            json!(cap
+                .workloads
+                .iter()
+                .map(|(k, e)| (k.clone(), e.replicas))
+                .collect::<BTreeMap<_, _>>()),
+        );
+        o.insert("taken_at".into(), json!(cap.taken_at));
+        o.insert(
+            "summary".into(),
+            json!(format!(
+                "recorded {} workload(s), {total} replicas, in region {region} ({} ms)",
+                cap.workloads.len(),
+                started.elapsed().as_millis()
+            )),
+        );
+        Ok(o)
+    }
+}

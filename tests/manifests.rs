@@ -1,0 +1,233 @@
+//! The Kubernetes manifests in deploy/kubernetes/ and the Dockerfile: every
+//! document must be a valid Kubernetes API object (k8s-openapi types,
+//! round-tripped so a misspelt field cannot be silently dropped), RBAC must
+//! grant exactly what drctl's kube actions request, pods must run
+//! unprivileged, and every command line must parse with drctl's own CLI
+//! and name runbooks that validate. (No Docker engine runs on these
+//! machines, so the image itself is not built here.)
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use clap::Parser;
+use drctl_tests::{repo_root, Work};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, PodSpec, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+fn documents() -> Vec<(String, Value)> {
+    let dir = repo_root().join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("deploy/kubernetes")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, doc) in text.split("\n---\n").enumerate() {
+            let name = format!("{}#{i}", f.display());
+            let src = drctl::yaml::SourceFile::new(name.clone(), doc.to_string());
+            let mut diags = drctl::diag::Diagnostics::default();
+            let node = drctl::yaml::parse(&src, &mut diags)
+                .unwrap_or_else(|| panic!("{name}: {}", diags.render()));
+            assert!(!diags.has_errors(), "{name}: {}", diags.render());
+            out.push((name, node.to_json()));
+        }
+    }
+    out
+}
+
+/// Deserializes as `T` and serializes back: equal JSON means every field
+/// was understood by the Kubernetes API types.
+fn typed<T: DeserializeOwned + Serialize>(name: &str, v: &Value) -> T {
+    let t: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{name}: not a valid {}: {e}", v["kind"]));
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        &back, v,
+        "{name}: fields were dropped or changed by the API types"
+    );
+    t
+}
+
+fn pod_specs() -> Vec<(String, PodSpec)> {
+    let mut out = Vec::new();
+    for (name, v) in documents() {
+        match v["kind"].as_str() {
+            Some("CronJob") => {
+                let c: CronJob = typed(&name, &v);
+                let spec = c.spec.unwrap();
+                assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"), "{name}");
+                let pod = spec.job_template.spec.unwrap().template.spec.unwrap();
+                out.push((name, pod));
+            }
+            Some("Deployment") => {
+                let d: Deployment = typed(&name, &v);
+                out.push((name, d.spec.unwrap().template.spec.unwrap()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_document_is_a_valid_kubernetes_object() {
+    let mut kinds = BTreeSet::new();
+    for (name, v) in documents() {
+        let kind = v["kind"].as_str().unwrap_or_default().to_string();
+        match kind.as_str() {
+            "Namespace" => drop(typed::<Namespace>(&name, &v)),
+            "ServiceAccount" => drop(typed::<ServiceAccount>(&name, &v)),
+            "ClusterRole" => drop(typed::<ClusterRole>(&name, &v)),
+            "RoleBinding" => drop(typed::<RoleBinding>(&name, &v)),
+            "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(&name, &v)),
+            "CronJob" => drop(typed::<CronJob>(&name, &v)),
+            "Deployment" => drop(typed::<Deployment>(&name, &v)),
+            other => panic!("{name}: unexpected kind {other:?}"),
+        }
+        kinds.insert(kind);
+    }
+    for k in [
+        "ServiceAccount",
+        "ClusterRole",
+        "RoleBinding",
+        "CronJob",
+        "Deployment",
+    ] {
+        assert!(kinds.contains(k), "missing a {k}: {kinds:?}");
+    }
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_actions_use() {
+    let want: BTreeSet<(String, String, String)> = drctl::kube::PERMISSIONS
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect();
+    let mut granted = BTreeSet::new();
+    let mut bound_namespaces = BTreeSet::new();
+    for (name, v) in documents() {
+        match v["kind"].as_str() {
+            Some("ClusterRole") => {
+                let role: ClusterRole = typed(&name, &v);
+                for rule in role.rules.unwrap_or_default() {
+                    for g in rule.api_groups.clone().unwrap_or_default() {
+                        for r in rule.resources.clone().unwrap_or_default() {
+                            for verb in &rule.verbs {
+                                assert_ne!(verb, "*", "{name}: no wildcards");
+                                granted.insert((g.clone(), r.clone(), verb.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            Some("RoleBinding") => {
+                let b: RoleBinding = typed(&name, &v);
+                assert_eq!(b.role_ref.name, "drctl-workloads", "{name}");
+                let s = &b.subjects.unwrap()[0];
+                assert_eq!(
+                    (s.kind.as_str(), s.name.as_str()),
+                    ("ServiceAccount", "drctl")
+                );
+                bound_namespaces.insert(b.metadata.namespace.unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        granted, want,
+        "deploy/kubernetes/rbac.yaml vs drctl::kube::PERMISSIONS"
+    );
+    // A RoleBinding in every namespace the example environment manages.
+    let env =
+        std::fs::read_to_string(repo_root().join("runbooks/environments/production.example.yaml"))
+            .unwrap();
+    for ns in ["shop", "billing"] {
+        assert!(env.contains(ns));
+        assert!(bound_namespaces.contains(ns), "{bound_namespaces:?}");
+    }
+}
+
+#[test]
+fn pods_run_unprivileged_with_drctl_command_lines_that_parse() {
+    let specs = pod_specs();
+    assert!(specs.len() >= 5, "4 CronJobs and the heartbeat");
+    let w = Work::new();
+    for (name, pod) in specs {
+        assert_eq!(pod.service_account_name.as_deref(), Some("drctl"), "{name}");
+        let psc = pod.security_context.clone().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true), "{name}");
+        assert!(psc.run_as_user.unwrap() > 0, "{name}");
+        for c in &pod.containers {
+            let sc = c.security_context.clone().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+            assert_eq!(
+                sc.capabilities.unwrap().drop.unwrap(),
+                vec!["ALL".to_string()]
+            );
+            let args = c.args.clone().unwrap();
+            let argv: Vec<&str> = std::iter::once("drctl")
+                .chain(args.iter().map(String::as_str))
+                .collect();
+            if let Err(e) = drctl::cli::Cli::try_parse_from(&argv) {
+                panic!("{name}: `{}` does not parse: {e}", argv.join(" "));
+            }
+            // Runbooks named on the command line exist (the image copies
+            // runbooks/ to its working directory) and validate against the
+            // example production environment.
+            if let Some(rb) = args.iter().find(|a| a.starts_with("runbooks/")) {
+                let path = repo_root().join(rb);
+                let o = w.run(&[
+                    "validate",
+                    path.to_str().unwrap(),
+                    "--env",
+                    repo_root()
+                        .join("runbooks/environments/production.example.yaml")
+                        .to_str()
+                        .unwrap(),
+                ]);
+                assert_eq!(o.code, 0, "{name}: {rb}: {o:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_and_runs_as_non_root() {
+    let d = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = d.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    assert!(froms[0].contains(" AS build"), "{froms:?}");
+    let last_stage = &d[d.rfind("\nFROM ").unwrap()..];
+    let user = last_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numeric uid");
+    assert_ne!(uid, 0);
+    assert!(last_stage.contains("COPY --from=build"));
+    assert!(
+        last_stage.contains("COPY runbooks"),
+        "runbooks ship in the image"
+    );
+    assert!(d.contains("--locked"), "reproducible: the lockfile is used");
+}
