@@ -326,7 +326,11 @@ fn rbac_error_names_the_missing_verb_and_resource() {
         hint.contains("grant verb `patch` on resource `deployments/scale`"),
         "{hint}"
     );
-    assert!(o.stderr.contains("deployments/scale"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("hint: grant verb `patch` on resource `deployments/scale`"),
+        "{o:?}"
+    );
 }
 
 #[test]

@@ -810,7 +810,15 @@ impl Run {
                     .runbook
                     .step(id)
                     .is_none_or(|s| s.on_failure == OnFailure::Abort);
-                Ok(abort.then(|| Finish::Failed(format!("step `{id}` failed: {}", err.message))))
+                // The hint travels with the reason: at 3 a.m. the next
+                // action matters more than the error's wording.
+                let hint = err
+                    .hint
+                    .as_ref()
+                    .map(|h| format!("\n  hint: {h}"))
+                    .unwrap_or_default();
+                Ok(abort
+                    .then(|| Finish::Failed(format!("step `{id}` failed: {}{hint}", err.message))))
             }
         }
     }

@@ -46,6 +46,12 @@ pub enum KubeError {
         attempts: u32,
         server: String,
     },
+    #[error("TLS verification of the `{region}` cluster's API ({server}) failed: {reason}")]
+    Tls {
+        region: String,
+        server: String,
+        reason: String,
+    },
     #[error("the `{region}` cluster's API ({server}) is unreachable: {reason}")]
     Unreachable {
         region: String,
@@ -102,11 +108,25 @@ impl KubeError {
                     message: s.message.clone(),
                 },
             },
-            kube::Error::HyperError(_) | kube::Error::Service(_) => KubeError::Unreachable {
-                region: region.into(),
-                server: server.into(),
-                reason: error_chain(&e),
-            },
+            kube::Error::HyperError(_) | kube::Error::Service(_) => {
+                let reason = error_chain(&e);
+                // A certificate that does not verify is not a dead region:
+                // something answered that is not the cluster we trust, and
+                // best-effort steps must not treat it as "down".
+                if reason.contains("certificate") || reason.contains("tls") {
+                    KubeError::Tls {
+                        region: region.into(),
+                        server: server.into(),
+                        reason,
+                    }
+                } else {
+                    KubeError::Unreachable {
+                        region: region.into(),
+                        server: server.into(),
+                        reason,
+                    }
+                }
+            }
             other => KubeError::Other(format!("{}: {}", op.what, error_chain(&other))),
         }
     }
@@ -133,6 +153,9 @@ impl KubeError {
             }
             KubeError::Conflict { .. } => {
                 "another writer keeps changing the object (an operator or controller); retry the step".into()
+            }
+            KubeError::Tls { .. } => {
+                "the kubeconfig's certificate-authority(-data) must be the CA that signed this API server's certificate".into()
             }
             KubeError::Unreachable { .. } => {
                 "check the API endpoint and network path from where drctl runs; resume re-checks before acting".into()
