@@ -51,6 +51,18 @@ impl Regions {
         );
     }
 
+    /// The primary region dies: its API accepts connections and hangs.
+    fn kill_primary(&self) -> BlackHole {
+        let hole = BlackHole::start();
+        let kc = std::fs::read_to_string(self.w.path().join("primary.kubeconfig")).unwrap();
+        self.w.write(
+            "dead.kubeconfig",
+            &kc.replace(&self.primary.url(), &hole.url()),
+        );
+        self.write_env("dead.kubeconfig");
+        hole
+    }
+
     fn run(&self, runbook: &str, text: &str) -> (drctl_tests::Out, String) {
         self.w.write(runbook, text);
         let o = self.w.run(&[
@@ -145,13 +157,7 @@ fn percentage_of_snapshot_when_the_primary_api_is_gone() {
     assert_eq!(out["total_replicas"], 17, "{out}");
 
     // The primary region dies: its API hangs.
-    let hole = BlackHole::start();
-    let kc = std::fs::read_to_string(r.w.path().join("primary.kubeconfig")).unwrap();
-    r.w.write(
-        "dead.kubeconfig",
-        &kc.replace(&r.primary.url(), &hole.url()),
-    );
-    r.write_env("dead.kubeconfig");
+    let _hole = r.kill_primary();
     let half = "name: scale-dr\nsteps:\n  - id: scale\n    action: kube.scale\n    timeout: 60s\n    with:\n      region: dr\n      replicas: \"50%\"\n";
     let (o, run) = r.run("half.yaml", half);
     assert_eq!(o.code, 0, "{o:?}");
@@ -253,13 +259,7 @@ fn fence_then_scale_uses_the_counts_read_before_fencing() {
 #[test]
 fn fence_with_unreachable_primary_is_bounded_and_journaled() {
     let r = Regions::new(FakeOptions::default());
-    let hole = BlackHole::start();
-    let kc = std::fs::read_to_string(r.w.path().join("primary.kubeconfig")).unwrap();
-    r.w.write(
-        "dead.kubeconfig",
-        &kc.replace(&r.primary.url(), &hole.url()),
-    );
-    r.write_env("dead.kubeconfig");
+    let _hole = r.kill_primary();
     let (o, run) = r.run("failover.yaml", FAILOVER);
     let f = r.w.finished(&run, "fence");
     assert_eq!(f["status"], "succeeded", "best effort: {o:?}");

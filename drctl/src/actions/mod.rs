@@ -270,6 +270,14 @@ pub fn resolve_secret(r: &SecretRef) -> Result<crate::secret::Secret, ActionErro
     Ok(r.resolve()?)
 }
 
+/// A parameter rendered for a plan line, or `default` when it is absent.
+pub fn param_text(params: &Value, key: &str, default: &str) -> String {
+    params
+        .get(key)
+        .map(short)
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// Renders a value compactly for plans, masking nothing: callers pass
 /// parameters that hold references, never resolved secrets.
 pub fn short(v: &Value) -> String {

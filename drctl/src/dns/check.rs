@@ -75,10 +75,7 @@ impl Action for DnsCheck {
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns answers point at {}",
-            params
-                .get("region")
-                .map(crate::actions::short)
-                .unwrap_or_else(|| "(target)".into())
+            crate::actions::param_text(params, "region", "(target)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

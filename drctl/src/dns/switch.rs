@@ -142,10 +142,7 @@ impl Action for DnsSwitch {
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns records -> region {}",
-            params
-                .get("region")
-                .map(crate::actions::short)
-                .unwrap_or_else(|| "(target)".into())
+            crate::actions::param_text(params, "region", "(target)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

@@ -132,10 +132,7 @@ impl Action for KubeCheck {
     fn describe(&self, params: &Value) -> String {
         format!(
             "check rollouts and pod readiness in region {}",
-            params
-                .get("region")
-                .map(crate::actions::short)
-                .unwrap_or_else(|| "(target)".into())
+            crate::actions::param_text(params, "region", "(target)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

@@ -171,10 +171,7 @@ impl Action for KubeFence {
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to 0 (if reachable)",
-            params
-                .get("region")
-                .map(crate::actions::short)
-                .unwrap_or_else(|| "(active)".into())
+            crate::actions::param_text(params, "region", "(active)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
@@ -220,18 +217,7 @@ impl Action for KubeFence {
         };
         let first_attempt = !api::checkpoint_exists(ctx)?;
         let saved = api::checkpoint(ctx, || {
-            let previous: BTreeMap<String, Entry> = ws
-                .iter()
-                .map(|w| {
-                    (
-                        w.r.key(),
-                        Entry {
-                            replicas: w.spec_replicas,
-                            hpa: hpas.get(&w.r).cloned(),
-                        },
-                    )
-                })
-                .collect();
+            let previous = snapshot::entries_from(&ws, &hpas);
             json!({ "previous": previous })
         })?;
         let previous: BTreeMap<String, Entry> =

@@ -393,10 +393,7 @@ impl Action for KubeScale {
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to {}",
-            params
-                .get("region")
-                .map(crate::actions::short)
-                .unwrap_or_else(|| "(target)".into()),
+            crate::actions::param_text(params, "region", "(target)"),
             params
                 .get("replicas")
                 .map(crate::actions::short)
@@ -439,18 +436,7 @@ impl Action for KubeScale {
             false => Some(plan_targets(&p, &region, &ws, ctx).await?),
         };
         let saved = api::checkpoint(ctx, || {
-            let previous: BTreeMap<String, Entry> = ws
-                .iter()
-                .map(|w| {
-                    (
-                        w.r.key(),
-                        Entry {
-                            replicas: w.spec_replicas,
-                            hpa: hpas.get(&w.r).cloned(),
-                        },
-                    )
-                })
-                .collect();
+            let previous = snapshot::entries_from(&ws, &hpas);
             let plan = fresh_plan.as_ref();
             json!({
                 "previous": previous,

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::api::{self, Hpa};
 use super::config::{self, Cluster};
-use super::workload::{self, decode_selections, Selection, Workload};
+use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
 use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
@@ -90,8 +90,12 @@ pub async fn entries(
     ws: &[Workload],
 ) -> Result<BTreeMap<String, Entry>, KubeError> {
     let hpas = api::hpas_for(cluster, ws).await?;
-    Ok(ws
-        .iter()
+    Ok(entries_from(ws, &hpas))
+}
+
+/// Each workload's count and the HPA (if any) that targets it.
+pub fn entries_from(ws: &[Workload], hpas: &BTreeMap<WorkloadRef, Hpa>) -> BTreeMap<String, Entry> {
+    ws.iter()
         .map(|w| {
             (
                 w.r.key(),
@@ -101,7 +105,7 @@ pub async fn entries(
                 },
             )
         })
-        .collect())
+        .collect()
 }
 
 pub fn new_capacity(
@@ -202,10 +206,7 @@ impl Action for KubeSnapshot {
     fn describe(&self, params: &Value) -> String {
         format!(
             "record workload capacity of region {}",
-            params
-                .get("region")
-                .map(crate::actions::short)
-                .unwrap_or_else(|| "(active)".into())
+            crate::actions::param_text(params, "region", "(active)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
