@@ -244,7 +244,8 @@ fn scale_of(v: &Value) -> Value {
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {"name": v["metadata"]["name"], "namespace": v["metadata"]["namespace"], "uid": v["metadata"]["uid"],
                      "resourceVersion": v["metadata"]["resourceVersion"], "creationTimestamp": v["metadata"]["creationTimestamp"]},
-        "spec": {"replicas": int(v, "/spec/replicas")},
+        // ScaleSpec.replicas is omitempty: a Scale at 0 has `"spec": {}`.
+        "spec": match int(v, "/spec/replicas") { 0 => json!({}), n => json!({"replicas": n}) },
         "status": status,
     })
 }

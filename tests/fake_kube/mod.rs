@@ -464,8 +464,11 @@ fn int(v: &Value, ptr: &str) -> i64 {
 /// integers are omitted.
 fn set_status(v: &mut Value, kind: &str, observed: i64, replicas: i64, ready: i64) {
     let mut s = Map::new();
+    // StatefulSetStatus.replicas and .availableReplicas have no omitempty
+    // in the API's Go types; every other status integer does.
+    let always = |k: &str| kind == "StatefulSet" && (k == "replicas" || k == "availableReplicas");
     let mut put = |k: &str, n: i64| {
-        if n != 0 {
+        if n != 0 || always(k) {
             s.insert(k.into(), json!(n));
         }
     };
