@@ -313,33 +313,22 @@ pub async fn wait_for(
     }
 }
 
-/// The state a step saw before its first write, saved durably before that
-/// write; on a resumed step the saved one wins. `current` is called only
-/// when nothing is saved yet.
-pub fn checkpoint(
-    ctx: &StepContext,
-    current: impl FnOnce() -> Value,
-) -> Result<Value, ActionError> {
-    let key = format!("{}-{}", ctx.run_id, ctx.step_id);
-    let saved = ctx
-        .store
-        .get_doc(super::CHECKPOINTS, &key)
-        .map_err(|e| ActionError::failed(format!("cannot read the step's checkpoint: {e}")))?;
-    if let Some(v) = saved {
-        return Ok(v);
-    }
-    let v = current();
-    ctx.store
-        .put_doc(super::CHECKPOINTS, &key, &v)
-        .map_err(|e| ActionError::failed(format!("cannot save the step's checkpoint: {e}")))?;
-    Ok(v)
+fn checkpoint_key(ctx: &StepContext) -> String {
+    format!("{}-{}", ctx.run_id, ctx.step_id)
 }
 
-/// Whether this step saved a checkpoint on an earlier attempt.
-pub fn checkpoint_exists(ctx: &StepContext) -> Result<bool, ActionError> {
-    let key = format!("{}-{}", ctx.run_id, ctx.step_id);
+/// The state this step saved before its first write on an earlier attempt
+/// (`None` on a first attempt). A resumed step uses it instead of what it
+/// reads now, so `previous` stays the real pre-change state.
+pub fn load_checkpoint(ctx: &StepContext) -> Result<Option<Value>, ActionError> {
     ctx.store
-        .get_doc(super::CHECKPOINTS, &key)
-        .map(|v| v.is_some())
+        .get_doc(super::CHECKPOINTS, &checkpoint_key(ctx))
         .map_err(|e| ActionError::failed(format!("cannot read the step's checkpoint: {e}")))
+}
+
+/// Saves the pre-change state durably; call before the first write.
+pub fn save_checkpoint(ctx: &StepContext, v: &Value) -> Result<(), ActionError> {
+    ctx.store
+        .put_doc(super::CHECKPOINTS, &checkpoint_key(ctx), v)
+        .map_err(|e| ActionError::failed(format!("cannot save the step's checkpoint: {e}")))
 }

@@ -45,15 +45,7 @@ fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
         .opt("required")
         .and_then(|n| ctx.boolean(n, "kube.fence: required"))
         .unwrap_or(false);
-    let wait = r
-        .opt("wait")
-        .and_then(|n| ctx.boolean(n, "wait"))
-        .unwrap_or(true);
-    let concurrency = r
-        .opt("concurrency")
-        .and_then(|n| ctx.uint(n, "concurrency"))
-        .map(|c| c.clamp(1, 256) as usize)
-        .unwrap_or(16);
+    let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.fence");
     r.finish(ctx);
     Some(Params {
         target,
@@ -215,16 +207,17 @@ impl Action for KubeFence {
             Err(e) if e.is_unreachable() => return unreachable(&p, &region, e),
             Err(e) => return Err(e.into()),
         };
-        let first_attempt = !api::checkpoint_exists(ctx)?;
-        let saved = api::checkpoint(ctx, || {
-            let previous = snapshot::entries_from(&ws, &hpas);
-            json!({ "previous": previous })
-        })?;
+        let saved = match api::load_checkpoint(ctx)? {
+            Some(v) => v,
+            None => {
+                let previous = snapshot::entries_from(&ws, &hpas);
+                api::save_checkpoint(ctx, &json!({ "previous": previous }))?;
+                record_capacity(ctx, &region, &previous)?;
+                json!({ "previous": previous })
+            }
+        };
         let previous: BTreeMap<String, Entry> =
             serde_json::from_value(saved["previous"].clone()).unwrap_or_default();
-        if first_attempt {
-            record_capacity(ctx, &region, &previous)?;
-        }
         // Scaling to zero also pauses an HPA ("scaling is disabled since
         // the replica count of the target is zero"), so no HPA write here.
         let refs: Vec<WorkloadRef> = ws.iter().map(|w| w.r.clone()).collect();

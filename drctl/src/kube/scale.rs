@@ -119,15 +119,7 @@ fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
     let max_snapshot_age = r
         .opt("max_snapshot_age")
         .and_then(|n| ctx.duration(n, "kube.scale: max_snapshot_age"));
-    let wait = r
-        .opt("wait")
-        .and_then(|n| ctx.boolean(n, "wait"))
-        .unwrap_or(true);
-    let concurrency = r
-        .opt("concurrency")
-        .and_then(|n| ctx.uint(n, "concurrency"))
-        .map(|c| c.clamp(1, 256) as usize)
-        .unwrap_or(16);
+    let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.scale");
     r.finish(ctx);
     Some(Params {
         target,
@@ -431,20 +423,20 @@ impl Action for KubeScale {
         let hpas = api::hpas_for(&cluster, &ws).await?;
         // Decide once: a resumed step keeps the first attempt's previous
         // counts and targets, even if the primary has changed since.
-        let fresh_plan = match api::checkpoint_exists(ctx)? {
-            true => None,
-            false => Some(plan_targets(&p, &region, &ws, ctx).await?),
+        let saved = match api::load_checkpoint(ctx)? {
+            Some(v) => v,
+            None => {
+                let plan = plan_targets(&p, &region, &ws, ctx).await?;
+                let v = json!({
+                    "previous": snapshot::entries_from(&ws, &hpas),
+                    "targets": plan.targets,
+                    "source": plan.source,
+                    "at_least": plan.at_least,
+                });
+                api::save_checkpoint(ctx, &v)?;
+                v
+            }
         };
-        let saved = api::checkpoint(ctx, || {
-            let previous = snapshot::entries_from(&ws, &hpas);
-            let plan = fresh_plan.as_ref();
-            json!({
-                "previous": previous,
-                "targets": plan.map(|p| &p.targets),
-                "source": plan.map(|p| &p.source),
-                "at_least": plan.map(|p| p.at_least),
-            })
-        })?;
         let previous: BTreeMap<String, Entry> =
             serde_json::from_value(saved["previous"].clone()).unwrap_or_default();
         let targets: BTreeMap<String, i32> =

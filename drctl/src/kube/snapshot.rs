@@ -165,6 +165,21 @@ pub async fn connect_and_resolve(
     Ok((cluster, ws))
 }
 
+/// `wait` (default true) and `concurrency` (default 16, 1..=256): how the
+/// writing actions pace their API requests.
+pub fn decode_pacing(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, kind: &str) -> (bool, usize) {
+    let wait = r
+        .opt("wait")
+        .and_then(|n| ctx.boolean(n, &format!("{kind}: wait")))
+        .unwrap_or(true);
+    let concurrency = r
+        .opt("concurrency")
+        .and_then(|n| ctx.uint(n, &format!("{kind}: concurrency")))
+        .map(|c| c.clamp(1, 256) as usize)
+        .unwrap_or(16);
+    (wait, concurrency)
+}
+
 pub struct KubeSnapshot;
 
 fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Target> {
