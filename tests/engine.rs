@@ -210,7 +210,7 @@ steps:
         assert!(o.stderr.contains("***"), "expected a masked value: {o:?}");
     }
     for run in w.runs() {
-        let journal = std::fs::read_to_string(w.journal_path(&run)).unwrap();
+        let journal = String::from_utf8(w.journal_bytes(&run)).unwrap();
         assert!(!journal.contains(sentinel), "leaked into the journal");
         assert!(
             journal.contains("token=***"),
@@ -228,7 +228,7 @@ fn one_active_run_per_environment() {
     let w = Work::new();
     let rb = w.write(
         "rb.yaml",
-        "name: slow\nsteps:\n  - id: s\n    action: wait\n    with: {duration: 1500ms}\n",
+        "name: slow\nsteps:\n  - id: s\n    action: exec\n    with: {argv: [sleep, '1.5'], idempotent: true}\n",
     );
     let mut first = w
         .cmd(&["run", rb.to_str().unwrap(), "--yes"])
@@ -248,7 +248,8 @@ fn one_active_run_per_environment() {
 
 #[test]
 fn a_changed_byte_is_detected_everywhere() {
-    let w = Work::new();
+    // The directory backend's files are edited directly here.
+    let w = Work::dir_store();
     let rb = w.write("rb.yaml", "name: t\nsteps:\n  - id: a\n    action: wait\n    with: {duration: 1ms}\n  - id: b\n    action: wait\n    needs: [a]\n    with: {duration: 1ms}\n");
     assert_eq!(w.run(&["run", rb.to_str().unwrap(), "--yes"]).code, 0);
     let run = w.runs()[0].clone();
@@ -394,7 +395,7 @@ fn interrupted_unguarded_exec_needs_an_operator_decision() {
     assert_eq!(o.code, 15, "{o:?}");
     assert!(o.stderr.contains("--mark-done risky"), "{o:?}");
     assert!(
-        o.stderr.contains("took over a stale lock"),
+        o.stderr.contains("took over the lock"),
         "stale lease must be announced: {o:?}"
     );
     let m = w.run(&["resume", &run, "--mark-done", "risky"]);
@@ -439,7 +440,7 @@ fn notify_reaches_slack_and_pagerduty_without_leaking_their_secrets() {
         "{p}"
     );
     let run = &w.runs()[0];
-    let journal = std::fs::read_to_string(w.journal_path(run)).unwrap();
+    let journal = String::from_utf8(w.journal_bytes(run)).unwrap();
     assert!(
         !journal.contains("SECRETPATH123") && !journal.contains("ROUTINGKEY-SENTINEL-42"),
         "{journal}"
@@ -453,7 +454,8 @@ fn notify_reaches_slack_and_pagerduty_without_leaking_their_secrets() {
 
 #[test]
 fn a_journal_that_cannot_be_written_stops_the_run_before_the_next_side_effect() {
-    let w = Work::new();
+    // The directory backend's files are edited directly here.
+    let w = Work::dir_store();
     let rb = w.write(
         "rb.yaml",
         "name: j\nsteps:\n  - id: a\n    action: exec\n    with: {argv: [sh, -c, 'sleep 0.5; touch a-done'], unless: [test, -e, a-done]}\n  - id: b\n    action: exec\n    needs: [a]\n    with: {argv: [touch, b-done], unless: [test, -e, b-done]}\n",

@@ -65,10 +65,78 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// A scratch workspace: a temp dir used as cwd and state dir.
+/// A scratch workspace: a temp dir used as cwd, and its state store.
+///
+/// The store is the directory `state/` inside it, unless
+/// `DRCTL_TEST_STORE=postgres` is set: then every workspace gets a fresh
+/// database on the PostgreSQL server named by `DRCTL_TEST_PG_URL`
+/// (`scripts/test.sh` starts one on loopback and runs the engine tests a
+/// second time this way), initialised with `drctl state init`.
 pub struct Work {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL state URL, in postgres mode.
+    pub pg: Option<String>,
 }
+
+/// True when the engine tests run against the PostgreSQL store.
+pub fn pg_mode() -> bool {
+    std::env::var("DRCTL_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// A runtime for the few checks tests make through the library.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Creates a fresh database on the test server and returns its state URL.
+fn fresh_pg_store() -> String {
+    let base = std::env::var("DRCTL_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("DRCTL_TEST_STORE=postgres needs DRCTL_TEST_PG_URL (scripts/test.sh starts a server and sets both)")
+    });
+    let name = format!("drctl_t_{:016x}", rand_u64());
+    let server = drctl::postgres::PgServer::from_dsn(&base).expect("DRCTL_TEST_PG_URL is a DSN");
+    block_on(async {
+        let c = server
+            .connect(Duration::from_secs(10))
+            .await
+            .expect("connect to the test PostgreSQL server");
+        c.batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create test database");
+    });
+    let (head, query) = base.split_once('?').unwrap_or((&base, ""));
+    let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
+    let url = if query.is_empty() {
+        format!("{root}/{name}")
+    } else {
+        format!("{root}/{name}?{query}")
+    };
+    let o = Command::new(drctl_bin())
+        .args(["state", "init", "--state", &url])
+        .output()
+        .expect("drctl state init");
+    assert!(
+        o.status.success(),
+        "drctl state init: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    url
+}
+
+fn rand_u64() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Default for Work {
     fn default() -> Self {
@@ -80,7 +148,34 @@ impl Work {
     pub fn new() -> Self {
         Work {
             dir: tempfile::tempdir().expect("tempdir"),
+            pg: pg_mode().then(fresh_pg_store),
         }
+    }
+
+    /// A workspace on the directory store whatever the mode (tests of the
+    /// directory backend's own files).
+    pub fn dir_store() -> Self {
+        Work {
+            dir: tempfile::tempdir().expect("tempdir"),
+            pg: None,
+        }
+    }
+
+    /// The `--state` value of this workspace.
+    pub fn state_arg(&self) -> String {
+        self.pg
+            .clone()
+            .unwrap_or_else(|| self.state().display().to_string())
+    }
+
+    /// The workspace's store, opened through the library.
+    pub fn store(&self) -> std::sync::Arc<dyn drctl::store::Store> {
+        let loc = drctl::store::StateLocation::parse(&self.state_arg(), None).expect("location");
+        block_on(drctl::store::locate::open(
+            &loc,
+            drctl::store::locate::OpenMode::Create,
+        ))
+        .expect("open the test store")
     }
 
     pub fn path(&self) -> &Path {
@@ -106,7 +201,8 @@ impl Work {
         let mut c = Command::new(drctl_bin());
         c.args(args)
             .current_dir(self.path())
-            .env("DRCTL_STATE_DIR", self.state())
+            .env_remove("DRCTL_STATE_DIR")
+            .env("DRCTL_STATE", self.state_arg())
             .env("DRCTL_OPERATOR", "test-operator")
             .env_remove("DRCTL_TEST_CRASH_AFTER_SEQ")
             .env_remove("DRCTL_TEST_CRASH_AT")
@@ -118,8 +214,12 @@ impl Work {
         Out::from(self.cmd(args).output().expect("spawn drctl"))
     }
 
-    /// Run ids in the state dir, oldest first.
+    /// Run ids in the store, oldest first.
     pub fn runs(&self) -> Vec<String> {
+        if self.pg.is_some() {
+            let store = self.store();
+            return block_on(store.list_runs()).unwrap_or_default();
+        }
         let mut v: Vec<String> = std::fs::read_dir(self.state().join("runs"))
             .into_iter()
             .flatten()
@@ -130,13 +230,27 @@ impl Work {
         v
     }
 
+    /// The raw journal bytes, from whichever store the workspace uses.
+    pub fn journal_bytes(&self, run: &str) -> Vec<u8> {
+        if self.pg.is_some() {
+            let store = self.store();
+            return block_on(store.read_journal(run)).unwrap_or_default();
+        }
+        std::fs::read(self.journal_path(run)).unwrap_or_default()
+    }
+
+    /// Live holders of a lease.
+    pub fn leases(&self, name: &str) -> Vec<drctl::store::LeaseRecord> {
+        let store = self.store();
+        block_on(store.leases(name)).unwrap_or_default()
+    }
+
     pub fn journal_path(&self, run: &str) -> PathBuf {
         self.state().join("runs").join(run).join("journal.jsonl")
     }
 
     pub fn journal(&self, run: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.journal_path(run))
-            .unwrap_or_default()
+        String::from_utf8_lossy(&self.journal_bytes(run))
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()

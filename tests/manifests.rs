@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use drctl_tests::{repo_root, Work};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, PodSpec, ServiceAccount};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, PodSpec, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,6 +73,10 @@ fn pod_specs() -> Vec<(String, PodSpec)> {
                 let d: Deployment = typed(&name, &v);
                 out.push((name, d.spec.unwrap().template.spec.unwrap()));
             }
+            Some("Job") => {
+                let j: Job = typed(&name, &v);
+                out.push((name, j.spec.unwrap().template.spec.unwrap()));
+            }
             _ => {}
         }
     }
@@ -89,7 +93,8 @@ fn every_document_is_a_valid_kubernetes_object() {
             "ServiceAccount" => drop(typed::<ServiceAccount>(&name, &v)),
             "ClusterRole" => drop(typed::<ClusterRole>(&name, &v)),
             "RoleBinding" => drop(typed::<RoleBinding>(&name, &v)),
-            "PersistentVolumeClaim" => drop(typed::<PersistentVolumeClaim>(&name, &v)),
+            "Secret" => drop(typed::<Secret>(&name, &v)),
+            "Job" => drop(typed::<Job>(&name, &v)),
             "CronJob" => drop(typed::<CronJob>(&name, &v)),
             "Deployment" => drop(typed::<Deployment>(&name, &v)),
             other => panic!("{name}: unexpected kind {other:?}"),
@@ -164,14 +169,40 @@ fn rbac_grants_exactly_what_the_actions_use() {
 #[test]
 fn pods_run_unprivileged_with_drctl_command_lines_that_parse() {
     let specs = pod_specs();
-    assert!(specs.len() >= 5, "4 CronJobs and the heartbeat");
+    assert!(
+        specs.len() >= 6,
+        "4 CronJobs, the heartbeat and the state init Job"
+    );
     let w = Work::new();
     for (name, pod) in specs {
         assert_eq!(pod.service_account_name.as_deref(), Some("drctl"), "{name}");
         let psc = pod.security_context.clone().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true), "{name}");
         assert!(psc.run_as_user.unwrap() > 0, "{name}");
+        // State lives in the shared PostgreSQL store, never on a volume
+        // (flock across nodes on ReadWriteMany storage is not a lease).
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.persistent_volume_claim.is_none()),
+            "{name}: no state volume"
+        );
         for c in &pod.containers {
+            let env = c.env.clone().unwrap_or_default();
+            for var in ["DRCTL_STATE", "DRCTL_STATE_PASSWORD"] {
+                let from_secret = env.iter().any(|e| {
+                    e.name == var
+                        && e.value_from
+                            .as_ref()
+                            .and_then(|v| v.secret_key_ref.as_ref())
+                            .is_some_and(|r| r.name == "drctl-state")
+                });
+                assert!(
+                    from_secret,
+                    "{name}: {var} comes from the drctl-state Secret"
+                );
+            }
             let sc = c.security_context.clone().unwrap();
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
             assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::engine::{self, RunSpec};
 use crate::runbook::Mode;
-use crate::store::{LocalStore, Store};
+use crate::store::{DirStore, Store};
 
 /// Median of a sample, in microseconds.
 fn median_us(mut v: Vec<f64>) -> f64 {
@@ -96,7 +96,7 @@ pub async fn engine_bench(
 ) -> Result<(String, Value), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let store: Arc<dyn Store> =
-        Arc::new(LocalStore::open(dir.join("state")).map_err(|e| e.to_string())?);
+        Arc::new(DirStore::open(dir.join("state")).map_err(|e| e.to_string())?);
     let mut fsync = Vec::new();
     let mut chained = Vec::new();
     let mut parallel = Vec::new();

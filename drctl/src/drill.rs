@@ -40,24 +40,49 @@ pub async fn inject_lab(control: &str, inj: &Injection) -> Result<u64, String> {
 }
 
 /// Appends a note to a finished run's journal (the truth arrives after the
-/// run ended). The chain is verified first, as for any append.
-pub fn append_note(
-    store: &dyn Store,
+/// run ended). It takes the environment's lease like any writer, and the
+/// chain is verified first, as for any append.
+pub async fn append_note(
+    store: &Arc<dyn Store>,
+    lease_name: &str,
     run_id: &str,
     message: &str,
     data: Value,
 ) -> Result<(), String> {
-    let bytes = store.read_journal(run_id).map_err(|e| e.to_string())?;
-    let v = journal::verify(&bytes).map_err(|e| e.to_string())?;
-    let sink = store.append_run(run_id).map_err(|e| e.to_string())?;
-    let mut w = JournalWriter::resume(sink, v.records.len() as u64, v.head);
-    w.append(Event::Note {
-        step: None,
-        message: message.to_string(),
-        data,
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(())
+    let holder = crate::store::HolderId::this_process(run_id);
+    let grant = store
+        .acquire_lease(
+            lease_name,
+            crate::store::LeaseMode::Exclusive,
+            &holder,
+            engine::lease_ttl(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let res = async {
+        let bytes = store
+            .read_journal(run_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let v = journal::verify(&bytes).map_err(|e| e.to_string())?;
+        let mut w = JournalWriter::resume(
+            store.clone(),
+            run_id,
+            grant.lease.clone(),
+            v.records.len() as u64,
+            v.head,
+        );
+        w.append(Event::Note {
+            step: None,
+            message: message.to_string(),
+            data,
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    let _ = store.release_lease(&grant.lease).await;
+    res.map(|_| ())
 }
 
 pub struct DrillResult {
@@ -86,6 +111,7 @@ pub async fn run(
         None => journal::now_ms(),
     };
     spec.failed_at_ms = Some(failed_at);
+    let lease_name = engine::lock_name(spec.env.as_deref());
     let outcome = engine::start(store.clone(), spec, ui.clone())
         .await
         .map_err(|e| crate::actions::http_check::error_chain(&e))?;
@@ -94,11 +120,13 @@ pub async fn run(
         match crate::lab::control(c, "POST", "/truth").await {
             Ok(v) => {
                 append_note(
-                    store.as_ref(),
+                    &store,
+                    &lease_name,
                     &outcome.run_id,
                     "RPO truth measured on the restarted old primary",
                     v.clone(),
-                )?;
+                )
+                .await?;
                 truth = Some(v);
             }
             Err(e) => ui(engine::UiEvent::Message(format!(
@@ -106,8 +134,9 @@ pub async fn run(
             ))),
         }
     }
-    let (view, _) =
-        engine::run::load_view_pub(store.as_ref(), &outcome.run_id).map_err(|e| e.to_string())?;
+    let (view, _) = engine::run::load_view_pub(store.as_ref(), &outcome.run_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let m = measure::from_view(&view);
     let rto_met = m.as_ref().and_then(|m| Some(m.rto_ms? <= m.rto_target_ms?));
     let rpo_met = m
@@ -116,6 +145,7 @@ pub async fn run(
     let report = crate::report::markdown(&view);
     let report_path = store
         .put_artifact(&outcome.run_id, "report.md", report.as_bytes())
+        .await
         .map_err(|e| e.to_string())?;
     let record = json!({
         "run_id": outcome.run_id,
@@ -135,6 +165,7 @@ pub async fn run(
     });
     store
         .append_history(HISTORY, &record)
+        .await
         .map_err(|e| e.to_string())?;
     Ok(DrillResult {
         outcome,

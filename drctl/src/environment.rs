@@ -46,7 +46,9 @@ pub struct Environment {
     pub regions: BTreeMap<String, Value>,
     pub notify: Vec<NotifyTarget>,
     pub failover_runbook: Option<String>,
-    pub state_dir: Option<String>,
+    /// The `state:` section: where drctl's own state lives for this
+    /// environment (see [`crate::store::locate`]).
+    pub state: Option<crate::store::locate::EnvState>,
     /// Control endpoint of a `drctl lab` (drills inject failures through it).
     pub lab_control: Option<String>,
     /// The whole document as JSON, for `${...}` lookups.
@@ -167,14 +169,54 @@ pub fn parse_environment(
         .opt("notify")
         .map(|n| decode_notify(&mut ctx, n))
         .unwrap_or_default();
-    let mut state_dir = None;
+    let mut state = None;
     if let Some(s) = r.opt("state") {
         if let Some(mut sr) = MapReader::new(&mut ctx, s, "state") {
-            if let Some(b) = sr.opt("backend") {
-                ctx.one_of(b, &["local"], "state.backend");
+            let backend = sr
+                .opt("backend")
+                .and_then(|b| ctx.one_of(b, &["local", "postgres"], "state.backend"));
+            let dir = sr.opt("dir").and_then(|n| ctx.string(n, "state.dir"));
+            let url_node = sr.opt("url");
+            let url = url_node.and_then(|n| ctx.string(n, "state.url"));
+            let password = sr
+                .opt("password")
+                .and_then(|n| ctx.secret_ref(n, "state.password"));
+            if let (Some(u), Some(n)) = (&url, url_node) {
+                if let Err(e) = crate::store::StateLocation::parse(u, None) {
+                    ctx.error(
+                        "E-VALUE",
+                        n,
+                        format!("state.url: {e}"),
+                        Some("write `url: postgresql://USER@HOST:PORT/DB?sslmode=verify-full` and the password as `password: env:NAME`".into()),
+                    );
+                }
             }
-            state_dir = sr.opt("dir").and_then(|n| ctx.string(n, "state.dir"));
+            if dir.is_some() && url.is_some() {
+                ctx.error(
+                    "E-VALUE",
+                    s,
+                    "state: give either `dir:` or `url:`, not both".to_string(),
+                    None,
+                );
+            }
+            if backend == Some("postgres") && url.is_none() {
+                ctx.error(
+                    "E-VALUE",
+                    s,
+                    "state: backend postgres needs `url:`".to_string(),
+                    None,
+                );
+            }
             sr.finish(&mut ctx);
+            state = Some(crate::store::locate::EnvState {
+                url,
+                dir,
+                password,
+                base: Path::new(&file.path)
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            });
         }
     }
     let mut lab_control = None;
@@ -197,7 +239,7 @@ pub fn parse_environment(
         regions,
         notify,
         failover_runbook,
-        state_dir,
+        state,
         lab_control,
         doc: root.to_json(),
         file: file.clone(),

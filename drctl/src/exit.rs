@@ -38,6 +38,12 @@ pub const NEEDS_DECISION: i32 = 15;
 pub const NOT_CONFIRMED: i32 = 16;
 /// The run or file asked for does not exist.
 pub const NOT_FOUND: i32 = 17;
+/// This run's lease was taken over by another drctl process (it was paused
+/// or cut off past its lease); it stopped before its next side effect.
+pub const LEASE_LOST: i32 = 18;
+/// The state store (directory or database) cannot be reached or is not
+/// initialised; nothing was done.
+pub const STATE_UNAVAILABLE: i32 = 19;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -118,4 +124,14 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         "confirmation declined or impossible (use --yes)",
     ),
     (NOT_FOUND, "not-found", "run or file not found"),
+    (
+        LEASE_LOST,
+        "lease-lost",
+        "lease taken over by another process; this one stopped",
+    ),
+    (
+        STATE_UNAVAILABLE,
+        "state-unavailable",
+        "state store unreachable or not initialised; nothing done",
+    ),
 ];

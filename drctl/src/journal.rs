@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::actions::RunOptions;
-use crate::store::{JournalSink, StoreError};
+use std::sync::Arc;
+
+use crate::store::{Lease, Store, StoreError};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -47,6 +49,9 @@ pub enum JournalError {
     NoStart,
     #[error("[DRCTL-J006] cannot write journal; the run stopped before the next side effect")]
     Write(#[source] StoreError),
+    /// Another process owns the run now (its lease was taken over).
+    #[error("[DRCTL-J008] another drctl process took over this run's lease; this one stopped before its next side effect")]
+    Fenced(#[source] StoreError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,6 +116,9 @@ pub enum Event {
         #[serde(default)]
         rpo_target_ms: Option<u64>,
         drctl_version: String,
+        /// The lease the run took: exclusive when it may change something.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_mode: Option<crate::store::LeaseMode>,
     },
     RunResumed {
         operator: String,
@@ -120,6 +128,10 @@ pub enum Event {
         runbook_changed: bool,
         #[serde(default)]
         decisions: BTreeMap<String, String>,
+        /// Bytes of a torn final record (a write cut by a crash) that were
+        /// truncated before this record was appended.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        repaired_tail_bytes: u64,
     },
     StepStarted {
         step: String,
@@ -145,6 +157,12 @@ pub enum Event {
     StepSkipped {
         step: String,
         reason: String,
+    },
+    /// An action's pre-effect state (e.g. the DNS values before a switch),
+    /// saved through the engine so that a resumed step finds it.
+    StepCheckpoint {
+        step: String,
+        data: Value,
     },
     Approval {
         step: String,
@@ -213,6 +231,10 @@ pub struct Record {
     pub hash: String,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -274,26 +296,49 @@ pub fn test_crash_at(point: &str) {
     }
 }
 
-/// Appends records durably. Holding one means owning the run.
+/// Appends records durably through the store. Holding one means owning
+/// the run: every append carries the run's lease (the fencing token) and
+/// the sequence number it expects, so a writer whose lease was taken over
+/// cannot add a record.
 pub struct JournalWriter {
-    sink: Box<dyn JournalSink>,
+    store: Arc<dyn Store>,
+    run_id: String,
+    lease: Lease,
     next_seq: u64,
     last_hash: String,
 }
 
 impl JournalWriter {
-    pub fn new(sink: Box<dyn JournalSink>) -> Self {
-        JournalWriter {
-            sink,
+    /// Creates the run's journal with its `run_started` record.
+    pub async fn create(
+        store: Arc<dyn Store>,
+        run_id: &str,
+        lease: Lease,
+        first: Event,
+    ) -> Result<(Self, Record), JournalError> {
+        let mut w = JournalWriter {
+            store,
+            run_id: run_id.to_string(),
+            lease,
             next_seq: 0,
             last_hash: GENESIS.to_string(),
-        }
+        };
+        let rec = w.append(first).await?;
+        Ok((w, rec))
     }
 
     /// Continues an existing, verified journal.
-    pub fn resume(sink: Box<dyn JournalSink>, next_seq: u64, last_hash: String) -> Self {
+    pub fn resume(
+        store: Arc<dyn Store>,
+        run_id: &str,
+        lease: Lease,
+        next_seq: u64,
+        last_hash: String,
+    ) -> Self {
         JournalWriter {
-            sink,
+            store,
+            run_id: run_id.to_string(),
+            lease,
             next_seq,
             last_hash,
         }
@@ -301,38 +346,24 @@ impl JournalWriter {
 
     /// Writes one record and returns only once it is durable. Secret values
     /// are masked before hashing and serialisation, so they never reach disk.
-    pub fn append(&mut self, event: Event) -> Result<Record, JournalError> {
-        let ts_ms = now_ms();
-        let mut rec = Record {
-            v: FORMAT_VERSION,
-            seq: self.next_seq,
-            ts: format_ms(ts_ms),
-            ts_ms,
-            prev: self.last_hash.clone(),
-            event,
-            hash: String::new(),
+    pub async fn append(&mut self, event: Event) -> Result<Record, JournalError> {
+        let (rec, line) = encode(self.next_seq, &self.last_hash, event)?;
+        let res = if rec.seq == 0 {
+            self.store
+                .create_journal(&self.run_id, &self.lease, &line)
+                .await
+        } else {
+            self.store
+                .append_journal(&self.run_id, &self.lease, rec.seq, &line)
+                .await
         };
-        let bad = |e: serde_json::Error| JournalError::BadRecord {
-            line: 0,
-            reason: e.to_string(),
-        };
-        let mut value = serde_json::to_value(&rec).map_err(bad)?;
-        crate::secret::redact_json(&mut value);
-        let Value::Object(mut obj) = value else {
-            return Err(JournalError::BadRecord {
-                line: 0,
-                reason: "record is not an object".into(),
-            });
-        };
-        obj.remove("hash");
-        let hash = sha256_hex(&serde_json::to_vec(&obj).map_err(bad)?);
-        obj.insert("hash".into(), Value::String(hash.clone()));
-        let line = serde_json::to_vec(&obj).map_err(bad)?;
-        self.sink
-            .append_durable(&line)
-            .map_err(JournalError::Write)?;
-        rec.hash = hash.clone();
-        self.last_hash = hash;
+        res.map_err(|e| match e {
+            e @ (StoreError::Fenced { .. } | StoreError::SeqConflict { .. }) => {
+                JournalError::Fenced(e)
+            }
+            e => JournalError::Write(e),
+        })?;
+        self.last_hash = rec.hash.clone();
         self.next_seq += 1;
         crash_point(rec.seq);
         Ok(rec)
@@ -341,6 +372,46 @@ impl JournalWriter {
     pub fn last_hash(&self) -> &str {
         &self.last_hash
     }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub fn set_lease(&mut self, lease: Lease) {
+        self.lease = lease;
+    }
+}
+
+/// Builds record `seq` and its canonical line (secrets masked, hash set).
+pub fn encode(seq: u64, prev: &str, event: Event) -> Result<(Record, Vec<u8>), JournalError> {
+    let ts_ms = now_ms();
+    let mut rec = Record {
+        v: FORMAT_VERSION,
+        seq,
+        ts: format_ms(ts_ms),
+        ts_ms,
+        prev: prev.to_string(),
+        event,
+        hash: String::new(),
+    };
+    let bad = |e: serde_json::Error| JournalError::BadRecord {
+        line: 0,
+        reason: e.to_string(),
+    };
+    let mut value = serde_json::to_value(&rec).map_err(bad)?;
+    crate::secret::redact_json(&mut value);
+    let Value::Object(mut obj) = value else {
+        return Err(JournalError::BadRecord {
+            line: 0,
+            reason: "record is not an object".into(),
+        });
+    };
+    obj.remove("hash");
+    let hash = sha256_hex(&serde_json::to_vec(&obj).map_err(bad)?);
+    obj.insert("hash".into(), Value::String(hash.clone()));
+    let line = serde_json::to_vec(&obj).map_err(bad)?;
+    rec.hash = hash;
+    Ok((rec, line))
 }
 
 /// A journal read back and verified.
@@ -354,21 +425,56 @@ pub struct Verified {
     pub complete_len: usize,
 }
 
-/// Parses and verifies the whole chain.
-pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
-    let mut records = Vec::new();
-    let mut expected_prev = GENESIS.to_string();
-    let mut pos = 0;
-    let mut line_no = 0;
-    let mut torn_tail = 0;
-    while pos < bytes.len() {
-        let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
-            torn_tail = bytes.len() - pos;
-            break;
-        };
-        let line = &bytes[pos..pos + nl];
-        pos += nl + 1;
-        line_no += 1;
+/// Verifies a journal incrementally: feed it bytes as they arrive (a
+/// `status --follow` poll reads only new records), and it checks each
+/// complete line against the chain so far. Cost is linear in the bytes fed.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    expected_prev: String,
+    next_seq: u64,
+    line_no: usize,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            expected_prev: GENESIS.to_string(),
+            next_seq: 0,
+            line_no: 0,
+        }
+    }
+}
+
+impl Verifier {
+    /// Verifies the complete lines in `bytes` (which must start at a line
+    /// boundary) and returns their records and the length of an incomplete
+    /// final line, which is not consumed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(Vec<Record>, usize), JournalError> {
+        let mut records = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
+                return Ok((records, bytes.len() - pos));
+            };
+            let line = &bytes[pos..pos + nl];
+            pos += nl + 1;
+            self.line_no += 1;
+            records.push(self.check_line(line)?);
+        }
+        Ok((records, 0))
+    }
+
+    /// The hash of the last verified record.
+    pub fn head(&self) -> &str {
+        &self.expected_prev
+    }
+
+    pub fn records(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn check_line(&mut self, line: &[u8]) -> Result<Record, JournalError> {
+        let line_no = self.line_no;
         let bad = |reason: String| JournalError::BadRecord {
             line: line_no,
             reason,
@@ -396,11 +502,10 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
                 version: rec.v,
             });
         }
-        let want_seq = records.len() as u64;
-        if rec.seq != want_seq {
+        if rec.seq != self.next_seq {
             return Err(JournalError::SequenceGap {
                 line: line_no,
-                expected: want_seq,
+                expected: self.next_seq,
                 found: rec.seq,
             });
         }
@@ -410,26 +515,33 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
                 seq: rec.seq,
             });
         }
-        if rec.prev != expected_prev {
+        if rec.prev != self.expected_prev {
             return Err(JournalError::ChainBroken {
                 line: line_no,
                 seq: rec.seq,
-                expected: expected_prev,
+                expected: self.expected_prev.clone(),
                 found: rec.prev,
             });
         }
-        expected_prev = stored;
-        records.push(rec);
+        if rec.seq == 0 && !matches!(rec.event, Event::RunStarted { .. }) {
+            return Err(JournalError::NoStart);
+        }
+        self.expected_prev = stored;
+        self.next_seq += 1;
+        Ok(rec)
     }
-    if !matches!(
-        records.first().map(|r| &r.event),
-        Some(Event::RunStarted { .. })
-    ) {
+}
+
+/// Parses and verifies the whole chain.
+pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
+    let mut v = Verifier::default();
+    let (records, torn_tail) = v.feed(bytes)?;
+    if records.is_empty() {
         return Err(JournalError::NoStart);
     }
     Ok(Verified {
         records,
-        head: expected_prev,
+        head: v.expected_prev,
         torn_tail,
         complete_len: bytes.len() - torn_tail,
     })
@@ -439,54 +551,53 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
 mod tests {
     use super::*;
 
-    struct Mem(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl JournalSink for Mem {
-        fn append_durable(&mut self, line: &[u8]) -> Result<(), StoreError> {
-            let mut g = self.0.lock().unwrap();
-            g.extend_from_slice(line);
-            g.push(b'\n');
-            Ok(())
+    /// Encodes events into journal bytes without a store.
+    fn lines(events: Vec<Event>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut prev = GENESIS.to_string();
+        for (seq, e) in events.into_iter().enumerate() {
+            let (rec, line) = encode(seq as u64, &prev, e).unwrap();
+            prev = rec.hash;
+            out.extend_from_slice(&line);
+            out.push(b'\n');
         }
+        out
     }
 
     fn sample() -> Vec<u8> {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut w = JournalWriter::new(Box::new(Mem(buf.clone())));
-        w.append(Event::RunStarted {
-            run_id: "r".into(),
-            runbook: FileRef {
-                name: "x".into(),
-                path: "x.yaml".into(),
-                sha256: "00".into(),
+        lines(vec![
+            Event::RunStarted {
+                run_id: "r".into(),
+                runbook: FileRef {
+                    name: "x".into(),
+                    path: "x.yaml".into(),
+                    sha256: "00".into(),
+                },
+                environment: None,
+                mode: crate::runbook::Mode::Drill,
+                operator: "op".into(),
+                host: "h".into(),
+                pid: 1,
+                params: Map::new(),
+                target_region: None,
+                source_region: None,
+                options: RunOptions::default(),
+                failed_at_ms: None,
+                rto_target_ms: None,
+                rpo_target_ms: None,
+                drctl_version: "0".into(),
+                lease_mode: None,
             },
-            environment: None,
-            mode: crate::runbook::Mode::Drill,
-            operator: "op".into(),
-            host: "h".into(),
-            pid: 1,
-            params: Map::new(),
-            target_region: None,
-            source_region: None,
-            options: RunOptions::default(),
-            failed_at_ms: None,
-            rto_target_ms: None,
-            rpo_target_ms: None,
-            drctl_version: "0".into(),
-        })
-        .unwrap();
-        w.append(Event::StepStarted {
-            step: "a".into(),
-            action: "wait".into(),
-            inputs: Value::Null,
-        })
-        .unwrap();
-        w.append(Event::RunFinished {
-            status: RunStatus::Succeeded,
-            reason: None,
-        })
-        .unwrap();
-        let out = buf.lock().unwrap().clone();
-        out
+            Event::StepStarted {
+                step: "a".into(),
+                action: "wait".into(),
+                inputs: Value::Null,
+            },
+            Event::RunFinished {
+                status: RunStatus::Succeeded,
+                reason: None,
+            },
+        ])
     }
 
     #[test]

@@ -8,7 +8,8 @@ use clap::{CommandFactory, Parser};
 use drctl::cli::{self, Cli, CliError, Command, LogFormat, OutputFormat};
 use drctl::engine::ResumeOptions;
 use drctl::exit;
-use drctl::store::{LocalStore, Store};
+use drctl::store::locate::{self, OpenMode};
+use drctl::store::Store;
 
 /// Log writer that masks secrets before anything reaches stderr.
 struct RedactingStderr;
@@ -41,10 +42,17 @@ fn init_logging(cli: &Cli) {
     };
 }
 
-fn open_store(cli: &Cli) -> Result<Arc<dyn Store>, CliError> {
-    LocalStore::open(&cli.state_dir)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|e| CliError::from(e).hint("choose a writable --state-dir (or DRCTL_STATE_DIR)"))
+/// Opens the store this command uses: `--state`, then `DRCTL_STATE`, then
+/// the environment file's `state:` section, then `./state`.
+async fn open_store(
+    cli: &Cli,
+    env_file: Option<&std::path::Path>,
+    mode: OpenMode,
+) -> Result<Arc<dyn Store>, CliError> {
+    let loc = cli::statecmd::location(cli, env_file)?;
+    let store = locate::open(&loc, mode).await.map_err(CliError::from)?;
+    cli::ui::set_state_arg(cli::statecmd::follow_up_arg(cli, env_file, store.as_ref()));
+    Ok(store)
 }
 
 async fn dispatch(cli: Cli) -> Result<i32, CliError> {
@@ -70,7 +78,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             mode,
             params,
         } => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, env.as_deref(), OpenMode::Create).await?;
             let args = cli::plan::PlanArgs {
                 runbook,
                 env: env.as_deref(),
@@ -87,7 +95,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             args,
         } => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
             cli::runs::cmd_run(
                 runbook,
                 region.as_deref(),
@@ -104,7 +112,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             runbook,
             args,
         } => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
             let rb = cli::runs::failover_runbook(runbook.as_deref(), args.env.as_deref());
             cli::runs::cmd_run(
                 &rb,
@@ -126,7 +134,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             mark_done,
             parallelism,
         } => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, env.as_deref(), OpenMode::Existing).await?;
             let opts = ResumeOptions {
                 allow_runbook_change: *allow_runbook_change,
                 rerun: rerun.clone(),
@@ -146,7 +154,9 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
         }
         Command::Bench(cli::BenchCmd::Engine { steps, rounds, dir }) => {
-            let dir = dir.clone().unwrap_or_else(|| cli.state_dir.join("bench"));
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("bench"));
             let (text, json) = drctl::bench::engine_bench(&dir, *steps, *rounds)
                 .await
                 .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
@@ -163,12 +173,12 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             args,
         } => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
             cli::labcmd::cmd_drill(runbook, region.as_deref(), *inject_lag, args, store, output)
                 .await
         }
         Command::Immudb(cli::ImmudbCmd::Trust { env, region }) => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, Some(env), OpenMode::Create).await?;
             cli::immudbcmd::cmd_trust(env, region, store, output).await
         }
         Command::Immudb(cli::ImmudbCmd::VerifyProof {
@@ -183,13 +193,16 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             pubkey.as_deref(),
             output,
         ),
-        Command::Lab(cmd) => cli::labcmd::cmd_lab(cmd, &cli.state_dir, output).await,
+        Command::Lab(cmd) => {
+            cli::labcmd::cmd_lab(cmd, &cli::statecmd::local_dir(&cli), output).await
+        }
+        Command::State(cmd) => cli::statecmd::cmd_state(&cli, cmd, output).await,
         Command::Heartbeat {
             env,
             region,
             interval,
         } => {
-            let store = open_store(&cli)?;
+            let store = open_store(&cli, Some(env), OpenMode::Create).await?;
             cli::labcmd::cmd_heartbeat(env, region, *interval, store).await
         }
         Command::Bench(cli::BenchCmd::Immudb) => {
@@ -212,15 +225,24 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(exit::OK)
         }
         Command::Approve { run_id, step, by } => {
-            cli::runs::cmd_approve(run_id, step, by.clone(), open_store(&cli)?.as_ref())
+            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            cli::runs::cmd_approve(run_id, step, by.clone(), store.as_ref()).await
         }
-        Command::Abort { run_id } => cli::runs::cmd_abort(run_id, open_store(&cli)?.as_ref()),
-        Command::Runs => cli::inspect::cmd_runs(open_store(&cli)?.as_ref(), output),
+        Command::Abort { run_id } => {
+            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            cli::runs::cmd_abort(run_id, store.as_ref()).await
+        }
+        Command::Runs => {
+            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            cli::inspect::cmd_runs(store.as_ref(), output).await
+        }
         Command::Status { run_id, follow } => {
-            cli::inspect::cmd_status(open_store(&cli)?.as_ref(), run_id, *follow, output).await
+            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            cli::inspect::cmd_status(store.as_ref(), run_id, *follow, output).await
         }
         Command::Report { run_id, format } => {
-            cli::inspect::cmd_report(open_store(&cli)?.as_ref(), run_id, *format)
+            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            cli::inspect::cmd_report(store.as_ref(), run_id, *format).await
         }
     }
 }

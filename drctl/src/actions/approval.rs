@@ -59,6 +59,10 @@ impl Action for Approval {
     fn kind(&self) -> &'static str {
         "approval"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Waits for a human; changes nothing.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Wait for a human to approve (drctl approve, or a TTY confirmation)"
     }
@@ -94,6 +98,7 @@ impl Action for Approval {
         let (run, step) = (ctx.run_id.clone(), ctx.step_id.clone());
         if let Some(rec) = store
             .get_approval(&run, &step)
+            .await
             .map_err(|e| ActionError::failed(e.to_string()))?
         {
             return Ok(outputs(&rec, false));
@@ -122,11 +127,13 @@ impl Action for Approval {
             if let Ok(rec) = rx.try_recv() {
                 store
                     .put_approval(&run, &step, &rec)
+                    .await
                     .map_err(|e| ActionError::failed(e.to_string()))?;
                 return Ok(outputs(&rec, false));
             }
             if let Some(rec) = store
                 .get_approval(&run, &step)
+                .await
                 .map_err(|e| ActionError::failed(e.to_string()))?
             {
                 return Ok(outputs(&rec, false));

@@ -281,6 +281,14 @@ impl Action for HttpCheck {
     fn kind(&self) -> &'static str {
         "http.check"
     }
+    fn read_only(&self, params: &Value) -> bool {
+        // GET and HEAD are safe methods (RFC 9110); any other may change
+        // something on the server.
+        params
+            .get("method")
+            .and_then(Value::as_str)
+            .is_none_or(|m| m.eq_ignore_ascii_case("GET") || m.eq_ignore_ascii_case("HEAD"))
+    }
     fn summary(&self) -> &'static str {
         "HTTP request with assertions on status, body and a JSON pointer"
     }

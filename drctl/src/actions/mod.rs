@@ -67,6 +67,37 @@ pub struct StepContext {
     /// Where long-running actions report progress (e.g. "7/12 ready");
     /// the CLI prints it, drills and tests may ignore it.
     pub progress: Progress,
+    /// The step's pre-effect checkpoint, journaled through the engine.
+    pub checkpoints: Checkpoints,
+}
+
+/// Journals a checkpoint and resolves once it is durable.
+pub type CheckpointSaver =
+    Arc<dyn Fn(Value) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A step's checkpoint: the latest value saved by this step, in this or an
+/// earlier process (the engine replays them from the journal on resume).
+#[derive(Clone)]
+pub struct Checkpoints {
+    saver: Option<CheckpointSaver>,
+    saved: Arc<std::sync::Mutex<Option<Value>>>,
+}
+
+impl Checkpoints {
+    pub fn new(saver: CheckpointSaver, saved: Option<Value>) -> Self {
+        Checkpoints {
+            saver: Some(saver),
+            saved: Arc::new(std::sync::Mutex::new(saved)),
+        }
+    }
+
+    /// For contexts that must not save anything (preflight, tests).
+    pub fn none() -> Self {
+        Checkpoints {
+            saver: None,
+            saved: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
 }
 
 /// A sink for one-line progress messages of a running step.
@@ -82,6 +113,48 @@ impl StepContext {
         let m = message.into();
         tracing::info!(step = %self.step_id, "{m}");
         (self.progress)(m);
+    }
+
+    /// Saves the step's pre-effect state as a hash-chained `step_checkpoint`
+    /// journal record and returns once it is durable: call it before the
+    /// effect it protects. The latest value is what [`Self::saved`] returns,
+    /// in this attempt and after any resume.
+    pub async fn checkpoint<T: serde::Serialize>(&self, value: &T) -> Result<(), ActionError> {
+        let v = serde_json::to_value(value).map_err(|e| {
+            ActionError::failed(format!("cannot encode the step's checkpoint: {e}"))
+        })?;
+        let Some(saver) = &self.checkpoints.saver else {
+            return Err(ActionError::failed(
+                "this context cannot save checkpoints (preflight)",
+            ));
+        };
+        saver(v.clone()).await.map_err(|e| {
+            ActionError::failed(format!("cannot journal the step's checkpoint: {e}"))
+        })?;
+        *self
+            .checkpoints
+            .saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(v);
+        Ok(())
+    }
+
+    /// The step's latest checkpoint, if it saved one (perhaps in a process
+    /// that died).
+    pub fn saved<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, ActionError> {
+        let g = self
+            .checkpoints
+            .saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                ActionError::failed(format!(
+                    "the step's journaled checkpoint cannot be read: {e}"
+                ))
+            }),
+        }
     }
 
     pub fn remaining(&self) -> Duration {
@@ -197,6 +270,14 @@ pub trait Action: Send + Sync {
     /// effect; resume then asks the operator instead of guessing.
     fn idempotent(&self, _params: &Value) -> bool {
         true
+    }
+
+    /// True when the step changes nothing in the environment's systems
+    /// (it may still write drctl's own state, e.g. a capacity snapshot).
+    /// A run of read-only steps takes a shared lease, so it never locks
+    /// out a failover.
+    fn read_only(&self, _params: &Value) -> bool {
+        false
     }
 
     /// One line describing what the step will do, for plans.

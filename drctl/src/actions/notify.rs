@@ -76,6 +76,10 @@ impl Action for Notify {
     fn kind(&self) -> &'static str {
         "notify"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Sends a message; changes no system of the environment.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Send a message to Slack-compatible webhooks and PagerDuty"
     }

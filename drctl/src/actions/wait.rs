@@ -73,6 +73,10 @@ impl Action for Wait {
     fn kind(&self) -> &'static str {
         "wait"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Sleeps.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Sleep for a duration, or until a condition holds"
     }

@@ -98,13 +98,23 @@ impl From<StoreError> for CliError {
         match &e {
             StoreError::RunNotFound(id) => {
                 CliError::new(exit::NOT_FOUND, format!("run `{id}` not found"))
-                    .hint("`drctl runs` lists runs; check --state-dir / DRCTL_STATE_DIR")
+                    .hint("`drctl runs` lists runs; check --state (or DRCTL_STATE, or the environment's `state:`)")
             }
             StoreError::LeaseHeld { name, holder } => CliError::new(
                 exit::LOCK_HELD,
                 format!("lock `{name}` is held by {holder}"),
             )
             .hint("one run per environment: wait for it, or `drctl abort` it"),
+            StoreError::Fenced { .. } => CliError::from_error(exit::LEASE_LOST, &e)
+                .hint("another drctl process owns this environment now; `drctl status latest` shows it"),
+            StoreError::NotInitialised { .. } | StoreError::Schema { .. } | StoreError::BadLocation(_) => {
+                let h = e.hint().unwrap_or("check --state").to_string();
+                CliError::from_error(exit::STATE_UNAVAILABLE, &e).hint(h)
+            }
+            _ if e.is_unavailable() => {
+                let h = e.hint().unwrap_or("check --state").to_string();
+                CliError::from_error(exit::STATE_UNAVAILABLE, &e).hint(h)
+            }
             _ => CliError::from_error(exit::INTERNAL, &e),
         }
     }
@@ -118,7 +128,9 @@ impl From<JournalError> for CliError {
                 CliError::new(exit::NOT_FOUND, format!("run `{id}` not found")).hint("`drctl runs` lists runs")
             }
             JournalError::Write(_) => CliError::from_error(exit::JOURNAL_WRITE, &e)
-                .hint("free disk space or fix permissions of the state directory, then `drctl resume`"),
+                .hint("make the state store writable again (disk space, permissions, or the state database), then `drctl resume RUN_ID`"),
+            JournalError::Fenced(_) => CliError::from_error(exit::LEASE_LOST, &e)
+                .hint("another drctl process took over this environment's lease; `drctl status latest` shows it"),
             _ if e.is_integrity() => CliError::from_error(exit::JOURNAL_CORRUPT, &e)
                 .hint("the journal was modified or damaged; it is evidence: keep a copy and do not trust its contents"),
             _ => CliError::from_error(exit::INTERNAL, &e),
@@ -135,7 +147,9 @@ impl From<EngineError> for CliError {
                 exit::LOCK_HELD,
                 format!("another run is active on `{env}`: {holder}"),
             )
-            .hint(format!("only one run per environment; watch it with `drctl status {} --follow`", holder.run_id)),
+            .hint(format!("only one mutating run per environment; watch it with `drctl status {} --follow`", holder.holder.run_id)),
+            e @ EngineError::StoreTimeout(_) => CliError::from_error(exit::JOURNAL_WRITE, &e)
+                .hint("check the state store (`drctl state check`), then `drctl resume RUN_ID`"),
             e @ EngineError::RunbookChanged { .. } => CliError::from_error(exit::RUNBOOK_CHANGED, &e)
                 .hint("review the change; resume with --allow-runbook-change to accept it (journaled)"),
             EngineError::NeedsDecision { steps } => CliError::new(

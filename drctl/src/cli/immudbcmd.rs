@@ -44,7 +44,10 @@ pub async fn cmd_trust(
         .pinned_pem()
         .map_err(|e| CliError::new(exit::INVALID_INPUT, e.to_string()))?;
     let mut client = server.client().map_err(|e| fail(e.to_string()))?;
-    let previous = load_trusted(store.as_ref(), &env.name, &server.database).map_err(fail)?;
+    let previous = load_trusted(store.as_ref(), &env.name, &server.database)
+        .await
+        .map_err(fail)?
+        .map(|s| (s.state, s.version));
     let (new, how) = match &previous {
         None => {
             // First use: the signature check with the pinned key is all
@@ -74,8 +77,15 @@ pub async fn cmd_trust(
             )
         }
     };
-    save_trusted(store.as_ref(), &env.name, &new, region)
-        .map_err(|e| CliError::new(exit::INTERNAL, e))?;
+    save_trusted(
+        store.as_ref(),
+        &env.name,
+        &new,
+        region,
+        previous.as_ref().map(|(_, v)| *v),
+    )
+    .await
+    .map_err(|e| CliError::new(exit::INTERNAL, e))?;
     let line = format!(
         "trusted {} tx {} ({how}); stored in {}",
         new.db,

@@ -11,20 +11,20 @@ use crate::journal::{format_ms, StepStatus};
 use crate::store::Store;
 
 /// Accepts `latest` for the newest run.
-pub fn resolve_run_id(store: &dyn Store, id: &str) -> Result<String, CliError> {
+pub async fn resolve_run_id(store: &dyn Store, id: &str) -> Result<String, CliError> {
     if id != "latest" {
         return Ok(id.to_string());
     }
-    store.list_runs()?.pop().ok_or_else(|| {
+    store.list_runs().await?.pop().ok_or_else(|| {
         CliError::new(exit::NOT_FOUND, "there are no runs yet")
             .hint(format!("state: {}", store.describe()))
     })
 }
 
-pub fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError> {
+pub async fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError> {
     let mut rows = Vec::new();
-    for id in store.list_runs()? {
-        match load_view_pub(store, &id) {
+    for id in store.list_runs().await? {
+        match load_view_pub(store, &id).await {
             Ok((v, _)) => rows.push(serde_json::json!({
                 "run_id": id, "runbook": v.runbook.name, "mode": v.mode.as_str(),
                 "status": v.status_text(), "started": format_ms(v.started_ms),
@@ -55,22 +55,26 @@ pub fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError
     Ok(exit::OK)
 }
 
-/// The lease holder, when the run's own process still holds its lock.
-fn live_holder(store: &dyn Store, v: &RunView) -> Option<String> {
+/// The lease holder, when the run's own process still holds its lease.
+async fn live_holder(store: &dyn Store, v: &RunView) -> Option<String> {
     let name = match &v.environment {
         Some(e) => format!("env-{}", e.name),
         None => "default".to_string(),
     };
-    let h = store.read_lease(&name).ok().flatten()?;
+    let leases = store.leases(&name).await.ok()?;
     // A lease left behind by a killed process is not a live run.
-    let alive = h.host != crate::journal::hostname() || pid_alive(h.pid);
-    (h.run_id == v.run_id && alive && h.expires_at_ms > crate::journal::now_ms())
-        .then(|| format!("pid {} on {}", h.pid, h.host))
-}
-
-fn pid_alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks for existence.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    leases
+        .into_iter()
+        .find(|h| h.holder.run_id == v.run_id && !h.holder.is_provably_dead())
+        .map(|h| {
+            format!(
+                "pid {} on {}, {} lease epoch {}",
+                h.holder.pid,
+                h.holder.host,
+                h.mode.as_str(),
+                h.epoch
+            )
+        })
 }
 
 fn render_status(v: &RunView, live: Option<String>) -> String {
@@ -134,11 +138,23 @@ pub async fn cmd_status(
     follow: bool,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
-    let id = resolve_run_id(store, id)?;
+    let id = resolve_run_id(store, id).await?;
     let mut last = String::new();
+    // Follow the record stream: each poll reads and verifies only the new
+    // records, so its cost does not grow with the journal.
+    let mut verifier = crate::journal::Verifier::default();
+    let chunk = store.read_journal_from(&id, 0).await?;
+    let (records, _) = verifier.feed(&chunk.bytes).map_err(CliError::from)?;
+    let mut cursor = chunk.next;
+    let mut v = records
+        .first()
+        .and_then(RunView::start)
+        .ok_or_else(|| CliError::from(crate::journal::JournalError::NoStart))?;
+    for r in &records[1..] {
+        v.apply(r);
+    }
     loop {
-        let (v, _) = load_view_pub(store, &id)?;
-        let live = live_holder(store, &v);
+        let live = live_holder(store, &v).await;
         let text = if output == OutputFormat::Json {
             serde_json::to_string_pretty(
                 &serde_json::json!({"run": v, "status": v.status_text(), "live": live}),
@@ -152,15 +168,41 @@ pub async fn cmd_status(
             last = text;
         }
         if !follow || v.status.is_some() {
-            return Ok(exit::OK);
+            return Ok(status_exit(&v, follow));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let chunk = store.read_journal_from(&id, cursor).await?;
+        let (records, _) = verifier.feed(&chunk.bytes).map_err(CliError::from)?;
+        cursor = chunk.next;
+        for r in &records {
+            v.apply(r);
+        }
     }
 }
 
-pub fn cmd_report(store: &dyn Store, id: &str, format: ReportFormat) -> Result<i32, CliError> {
-    let id = resolve_run_id(store, id)?;
-    let (v, _) = load_view_pub(store, &id)?;
+/// `status --follow` ends with the run: its exit code says how it ended,
+/// so a script waiting on it learns whether the recovery worked. A plain
+/// `status` succeeds whenever it could show the run.
+fn status_exit(v: &RunView, follow: bool) -> i32 {
+    use crate::journal::RunStatus;
+    if !follow {
+        return exit::OK;
+    }
+    match v.status {
+        Some(RunStatus::Succeeded) | None => exit::OK,
+        Some(RunStatus::Failed) => exit::RUN_FAILED,
+        Some(RunStatus::Aborted) | Some(RunStatus::Interrupted) => exit::RUN_INTERRUPTED,
+        Some(RunStatus::WaitingApproval) => exit::WAITING_APPROVAL,
+    }
+}
+
+pub async fn cmd_report(
+    store: &dyn Store,
+    id: &str,
+    format: ReportFormat,
+) -> Result<i32, CliError> {
+    let id = resolve_run_id(store, id).await?;
+    let (v, _) = load_view_pub(store, &id).await?;
     match format {
         ReportFormat::Md => ui::out(&crate::report::markdown(&v)),
         ReportFormat::Json => {

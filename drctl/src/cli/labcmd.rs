@@ -98,9 +98,9 @@ pub async fn cmd_lab(
 ) -> Result<i32, CliError> {
     let fail = |e: String| CliError::new(exit::INTERNAL, e);
     match cmd {
-        LabCmd::Up { dir } => {
+        LabCmd::Up { dir, state_backend } => {
             let dir = lab_dir(dir, state_dir);
-            let st = crate::lab::up(&dir, state_dir).await.map_err(|e| {
+            let st = crate::lab::up(&dir, state_dir, *state_backend).await.map_err(|e| {
                 fail(e).hint("are the lab packages installed? (bash scripts/install-deps.sh: postgresql-15, pdns-server, pdns-backend-sqlite3, sqlite3)")
             })?;
             if output == OutputFormat::Json {
@@ -161,8 +161,8 @@ pub async fn cmd_lab(
             ));
             Ok(exit::OK)
         }
-        LabCmd::Supervise { dir } => {
-            crate::lab::supervisor::supervise(dir.clone(), state_dir.to_path_buf())
+        LabCmd::Supervise { dir, state_backend } => {
+            crate::lab::supervisor::supervise(dir.clone(), state_dir.to_path_buf(), *state_backend)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             Ok(exit::OK)

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod labcmd;
 pub mod plan;
 pub mod runs;
+pub mod statecmd;
 pub mod ui;
 
 use std::path::PathBuf;
@@ -30,9 +31,17 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "drctl", version, about = "Disaster-recovery orchestrator and runbook executor", long_about = None)]
 pub struct Cli {
-    /// State directory (journals, locks, drill history).
-    #[arg(long, global = true, env = "DRCTL_STATE_DIR", default_value = "state")]
-    pub state_dir: PathBuf,
+    /// Where drctl's state lives: a directory, or a PostgreSQL URL
+    /// (`postgresql://USER@HOST:PORT/DB?sslmode=verify-full`; password from
+    /// DRCTL_STATE_PASSWORD). Default: DRCTL_STATE, then the environment
+    /// file's `state:`, then ./state.
+    #[arg(
+        long = "state",
+        visible_alias = "state-dir",
+        global = true,
+        value_name = "DIR|URL"
+    )]
+    pub state: Option<String>,
     /// Output for humans or machines.
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -193,11 +202,48 @@ pub enum Command {
     /// immudb audit ledger: trusted-state custody and offline proof checks.
     #[command(subcommand)]
     Immudb(ImmudbCmd),
+    /// The state store: initialise, check, migrate, prune.
+    #[command(subcommand)]
+    State(StateCmd),
     /// Print the exit codes and what they mean.
     ExitCodes,
     /// Run a benchmark with a fixed workload (figures are ratios to a baseline measured in the same run).
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Create the state store, or apply missing schema migrations (PostgreSQL).
+    Init,
+    /// Check the state store: reachable, schema version, clock skew against this machine.
+    Check,
+    /// Copy journals (each chain verified), documents and histories from a directory to another store.
+    Migrate {
+        /// The state directory to copy from.
+        #[arg(long)]
+        from: PathBuf,
+        /// The store to copy to (directory or PostgreSQL URL).
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete finished runs older than a duration. Failover runs (incident
+    /// mode), drills and backup verifications are kept unless asked.
+    Prune {
+        /// e.g. 90d
+        #[arg(long, value_parser = parse_dur)]
+        older_than: std::time::Duration,
+        /// Also delete runs that changed something (failovers, switchovers:
+        /// runs that held the exclusive lease).
+        #[arg(long)]
+        include_mutating: bool,
+        /// Also delete drill-mode runs.
+        #[arg(long)]
+        include_drills: bool,
+        /// Show what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,8 +289,14 @@ pub enum ImmudbCmd {
 pub enum LabCmd {
     /// Start the lab and write its environment file.
     Up {
+        /// Lab directory (default: STATE/lab).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Where the lab's drctl state lives: the state directory, or a third
+        /// PostgreSQL instance on loopback (the production topology: a
+        /// witness store outside both regions).
+        #[arg(long, value_enum, default_value = "dir")]
+        state_backend: crate::lab::StateBackend,
     },
     /// Show every lab service with its address, pid and state.
     Status {
@@ -268,6 +320,8 @@ pub enum LabCmd {
     Supervise {
         #[arg(long)]
         dir: PathBuf,
+        #[arg(long, value_enum, default_value = "dir")]
+        state_backend: crate::lab::StateBackend,
     },
 }
 

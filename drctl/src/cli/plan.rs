@@ -316,6 +316,7 @@ pub async fn render_plan(
                             .map(|p| p.to_path_buf())
                             .unwrap_or_default(),
                         progress: actions::no_progress(),
+                        checkpoints: actions::Checkpoints::none(),
                     };
                     let pre = if s_has_step_refs(&resolved) {
                         Ok(actions::Preflight::ok(

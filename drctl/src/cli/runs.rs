@@ -44,18 +44,18 @@ pub fn print_outcome(o: &RunOutcome, store: &dyn Store, output: OutputFormat) {
         s.push_str(&format!(": {r}"));
     }
     ui::err(&s);
+    let d = ui::drctl();
+    let id = &o.run_id;
     let next = match o.status {
-        RunStatus::Succeeded => format!("report: drctl report {}", o.run_id),
-        RunStatus::Failed => format!(
-            "fix the cause, then: drctl resume {}   (report: drctl report {0})",
-            o.run_id
-        ),
-        RunStatus::Interrupted => format!("continue with: drctl resume {}", o.run_id),
-        RunStatus::WaitingApproval => format!(
-            "approve with: drctl approve {} STEP, then drctl resume {0}",
-            o.run_id
-        ),
-        RunStatus::Aborted => format!("report: drctl report {}", o.run_id),
+        RunStatus::Succeeded => format!("report: {d} report {id}"),
+        RunStatus::Failed => {
+            format!("fix the cause, then: {d} resume {id}   (report: {d} report {id})")
+        }
+        RunStatus::Interrupted => format!("continue with: {d} resume {id}"),
+        RunStatus::WaitingApproval => {
+            format!("approve with: {d} approve {id} STEP, then {d} resume {id}")
+        }
+        RunStatus::Aborted => format!("report: {d} report {id}"),
     };
     ui::err(&format!("  {next}"));
 }
@@ -183,8 +183,8 @@ pub async fn cmd_resume(
     store: Arc<dyn Store>,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
-    let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id)?;
-    let (view, _) = engine::run::load_view_pub(store.as_ref(), &run_id)?;
+    let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id).await?;
+    let (view, _) = engine::run::load_view_pub(store.as_ref(), &run_id).await?;
     if view.status == Some(RunStatus::Succeeded) {
         // Resuming is idempotent: a finished run has nothing left to do.
         ui::err(&format!(
@@ -217,14 +217,14 @@ pub async fn cmd_resume(
     Ok(outcome_code(&outcome))
 }
 
-pub fn cmd_approve(
+pub async fn cmd_approve(
     run_id: &str,
     step: &str,
     by: Option<String>,
     store: &dyn Store,
 ) -> Result<i32, CliError> {
-    let run_id = super::inspect::resolve_run_id(store, run_id)?;
-    let (view, _) = engine::run::load_view_pub(store, &run_id)?;
+    let run_id = super::inspect::resolve_run_id(store, run_id).await?;
+    let (view, _) = engine::run::load_view_pub(store, &run_id).await?;
     let known = view.step(step).is_some_and(|s| s.action == "approval");
     if !known {
         let approvals: Vec<&str> = view
@@ -244,20 +244,23 @@ pub fn cmd_approve(
         }));
     }
     let who = by.unwrap_or_else(super::operator);
-    store.put_approval(&run_id, step, &Approval::now(&who, "drctl approve"))?;
+    store
+        .put_approval(&run_id, step, &Approval::now(&who, "drctl approve"))
+        .await?;
     ui::out(&format!("approved `{step}` of run {run_id} as {who}"));
     if view.status.is_some() {
         ui::out(&format!(
-            "the run is parked ({}); continue it with: drctl resume {run_id}",
-            view.status_text()
+            "the run is parked ({}); continue it with: {} resume {run_id}",
+            view.status_text(),
+            ui::drctl()
         ));
     }
     Ok(exit::OK)
 }
 
-pub fn cmd_abort(run_id: &str, store: &dyn Store) -> Result<i32, CliError> {
-    let run_id = super::inspect::resolve_run_id(store, run_id)?;
-    store.request_abort(&run_id, &super::operator())?;
+pub async fn cmd_abort(run_id: &str, store: &dyn Store) -> Result<i32, CliError> {
+    let run_id = super::inspect::resolve_run_id(store, run_id).await?;
+    store.request_abort(&run_id, &super::operator()).await?;
     ui::out(&format!(
         "abort requested for run {run_id}: it stops after its in-flight steps"
     ));

@@ -146,3 +146,20 @@ pub fn confirm(prompt: &str, yes: bool) -> Result<(), super::CliError> {
         ))
     }
 }
+
+static STATE_ARG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remembers the `--state …` a printed follow-up command needs to reach the
+/// same store (empty when the default lookup finds it anyway).
+pub fn set_state_arg(arg: String) {
+    let _ = STATE_ARG.set(arg);
+}
+
+/// `drctl` plus the state argument in use: printed follow-up commands run
+/// as printed.
+pub fn drctl() -> String {
+    match STATE_ARG.get() {
+        Some(a) if !a.is_empty() => format!("drctl {a}"),
+        _ => "drctl".to_string(),
+    }
+}

@@ -63,6 +63,10 @@ impl Action for DnsCheck {
     fn kind(&self) -> &'static str {
         "dns.check"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Queries the authoritative servers.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Assert the authoritative servers answer a region's values"
     }

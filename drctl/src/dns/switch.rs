@@ -185,18 +185,11 @@ impl Action for DnsSwitch {
         // What was there before this step first acted: saved durably before
         // the change, so a step resumed after a kill mid-switch still
         // journals the real previous values (for failback and the report).
-        let key = format!("{}-{}", ctx.run_id, ctx.step_id);
-        let saved: Option<Vec<Option<RecordSet>>> = ctx
-            .store
-            .get_doc("dns-checkpoints", &key)
-            .map_err(|e| ActionError::failed(e.to_string()))?
-            .and_then(|v| serde_json::from_value(v).ok());
+        let saved: Option<Vec<Option<RecordSet>>> = ctx.saved()?;
         let before = match saved {
             Some(b) => b,
             None => {
-                ctx.store
-                    .put_doc("dns-checkpoints", &key, &json!(cur))
-                    .map_err(|e| ActionError::failed(format!("cannot save DNS checkpoint: {e}")))?;
+                ctx.checkpoint(&cur).await?;
                 cur.clone()
             }
         };

@@ -43,6 +43,19 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Lease lifetime; renewed every third of it while the run lives.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// A journal append or lease call that takes longer than this is treated as
+/// failed: the run stops before its next side effect.
+pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The lease lifetime: [`LEASE_TTL`], or `DRCTL_LEASE_TTL` (a duration such
+/// as `3s`; for tests of lease takeover, never needed in production).
+pub fn lease_ttl() -> Duration {
+    std::env::var("DRCTL_LEASE_TTL")
+        .ok()
+        .and_then(|v| crate::duration::parse_duration(&v).ok())
+        .filter(|d| *d >= Duration::from_millis(300))
+        .unwrap_or(LEASE_TTL)
+}
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -51,7 +64,7 @@ pub enum EngineError {
     #[error("another run holds the lock for environment `{env}`: {holder}")]
     LockHeld {
         env: String,
-        holder: crate::store::LeaseHolder,
+        holder: Box<crate::store::LeaseRecord>,
     },
     #[error(transparent)]
     Store(StoreError),
@@ -64,6 +77,10 @@ pub enum EngineError {
     },
     #[error("[DRCTL-R002] steps {steps:?} were interrupted mid-execution and are not known to be safe to repeat")]
     NeedsDecision { steps: Vec<String> },
+    #[error(
+        "the state store did not answer within {0:?}; the run stopped before its next side effect"
+    )]
+    StoreTimeout(Duration),
     #[error("run {run_id} already ended {status}; nothing to resume")]
     NotResumable { run_id: String, status: String },
     #[error("runbook needs parameter `{0}`")]

@@ -15,7 +15,7 @@ use super::*;
 use crate::actions::{self, ActionError, Outputs, StepContext};
 use crate::journal::{self, ErrorInfo, Event, FileRef, JournalWriter, StepStatus};
 use crate::runbook::{OnFailure, Step};
-use crate::store::{this_holder, LeaseHolder};
+use crate::store::{HolderId, Lease, LeaseMode};
 
 /// Operator decisions when resuming.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +43,12 @@ enum Msg {
         result: Result<Outputs, ErrorInfo>,
         attempts: u32,
         duration: Duration,
+    },
+    /// An action saves its pre-effect state; acknowledged once journaled.
+    Checkpoint {
+        step: String,
+        data: Value,
+        ack: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -83,8 +89,8 @@ struct Run {
     dependents: HashMap<String, Vec<usize>>,
     /// Steps whose needs are met, waiting for a parallelism slot.
     ready_queue: std::collections::VecDeque<String>,
-    lease_name: String,
-    holder: LeaseHolder,
+    /// Latest checkpoint per step, replayed from the journal on resume.
+    checkpoints: HashMap<String, Value>,
     ui: Ui,
 }
 
@@ -96,20 +102,53 @@ fn file_ref(name: &str, path: &str, sha: &str) -> FileRef {
     }
 }
 
-fn take_lease(
+/// Bounds a store call so that a hung store stops the run instead of
+/// freezing it (Ctrl-C stays responsive).
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(STORE_CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(EngineError::from),
+        Err(_) => Err(EngineError::StoreTimeout(STORE_CALL_TIMEOUT)),
+    }
+}
+
+/// The lease a runbook needs: shared when every step is read-only (it
+/// changes nothing, so it must never lock out a failover), else exclusive.
+pub fn lease_mode(runbook: &Runbook) -> LeaseMode {
+    let all_read_only = runbook
+        .steps
+        .iter()
+        .all(|s| actions::lookup(&s.action).is_some_and(|a| a.read_only(&s.with.to_json())));
+    if all_read_only {
+        LeaseMode::Shared
+    } else {
+        LeaseMode::Exclusive
+    }
+}
+
+async fn take_lease(
     store: &Arc<dyn Store>,
     name: &str,
-    holder: &LeaseHolder,
+    mode: LeaseMode,
+    run_id: &str,
     ui: &Ui,
-) -> Result<(), EngineError> {
-    let got = store.acquire_lease(name, holder)?;
+) -> Result<Lease, EngineError> {
+    let holder = HolderId::this_process(run_id);
+    let got = bounded(store.acquire_lease(name, mode, &holder, lease_ttl())).await?;
     if let Some(prev) = got.took_over {
         ui(UiEvent::Message(format!(
-            "took over a stale lock on `{name}` from {prev}: that process is gone"
+            "took over the lock on `{name}` from {prev}: that process is gone or its lease expired"
         )));
-        warn!(previous = %prev, "took over stale lease");
+        warn!(previous = %prev, "took over lease");
     }
-    Ok(())
+    Ok(got.lease)
+}
+
+async fn release(store: &Arc<dyn Store>, lease: &Lease) {
+    if let Err(e) = bounded(store.release_lease(lease)).await {
+        warn!(error = %e, "could not release the lease; it expires by itself");
+    }
 }
 
 /// Starts a new run and drives it to an end state.
@@ -120,19 +159,10 @@ pub async fn start(
 ) -> Result<RunOutcome, EngineError> {
     let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
     let lease_name = lock_name(spec.env.as_deref());
-    let holder = this_holder(&run_id, LEASE_TTL);
-    take_lease(&store, &lease_name, &holder, &ui)?;
-    let sink = match store.create_run(&run_id) {
-        Ok(s) => s,
-        Err(e) => {
-            store.release_lease(&lease_name, &holder);
-            return Err(e.into());
-        }
-    };
-    let mut journal = JournalWriter::new(sink);
+    let lease = take_lease(&store, &lease_name, lease_mode(&spec.runbook), &run_id, &ui).await?;
     let source_region = spec.env.as_ref().map(|e| e.active_region.clone());
     let rb = &spec.runbook;
-    let started = journal.append(Event::RunStarted {
+    let first = Event::RunStarted {
         run_id: run_id.clone(),
         runbook: file_ref(&rb.name, &rb.file.path, &rb.content_hash),
         environment: spec
@@ -151,11 +181,15 @@ pub async fn start(
         rto_target_ms: rb.rto.map(|d| d.as_millis() as u64),
         rpo_target_ms: rb.rpo.map(|d| d.as_millis() as u64),
         drctl_version: env!("CARGO_PKG_VERSION").to_string(),
-    });
-    if let Err(e) = started {
-        store.release_lease(&lease_name, &holder);
-        return Err(e.into());
-    }
+        lease_mode: Some(lease.mode),
+    };
+    let journal = match JournalWriter::create(store.clone(), &run_id, lease.clone(), first).await {
+        Ok((w, _)) => w,
+        Err(e) => {
+            release(&store, &lease).await;
+            return Err(e.into());
+        }
+    };
     ui(UiEvent::RunStarted {
         run_id: run_id.clone(),
         journal: store.journal_location(&run_id),
@@ -185,19 +219,18 @@ pub async fn start(
         dirty: Default::default(),
         dependents: Default::default(),
         ready_queue: Default::default(),
-        lease_name,
-        holder,
+        checkpoints: HashMap::new(),
         ui,
     };
     run.drive().await
 }
 
 /// Reads and verifies a run's journal.
-pub fn load_view_pub(
+pub async fn load_view_pub(
     store: &dyn Store,
     run_id: &str,
 ) -> Result<(RunView, journal::Verified), EngineError> {
-    let bytes = store.read_journal(run_id)?;
+    let bytes = store.read_journal(run_id).await?;
     let verified = journal::verify(&bytes)?;
     let view = fold(&verified).ok_or(JournalError::NoStart)?;
     Ok((view, verified))
@@ -213,23 +246,12 @@ pub async fn resume(
     ui: Ui,
 ) -> Result<RunOutcome, EngineError> {
     let lease_name = lock_name(env.as_deref());
-    let holder = this_holder(run_id, LEASE_TTL);
     // Lock first: a run still alive in another process holds it, and we
     // must not read a journal someone is appending to.
-    take_lease(&store, &lease_name, &holder, &ui)?;
-    let result = resume_locked(
-        store.clone(),
-        run_id,
-        runbook,
-        env,
-        opts,
-        ui,
-        &lease_name,
-        &holder,
-    )
-    .await;
+    let lease = take_lease(&store, &lease_name, lease_mode(&runbook), run_id, &ui).await?;
+    let result = resume_locked(store.clone(), run_id, runbook, env, opts, ui, &lease).await;
     if result.is_err() {
-        store.release_lease(&lease_name, &holder);
+        release(&store, &lease).await;
     }
     result
 }
@@ -242,10 +264,9 @@ async fn resume_locked(
     env: Option<Arc<Environment>>,
     opts: ResumeOptions,
     ui: Ui,
-    lease_name: &str,
-    holder: &LeaseHolder,
+    lease: &Lease,
 ) -> Result<RunOutcome, EngineError> {
-    let (view, verified) = load_view_pub(store.as_ref(), run_id)?;
+    let (view, verified) = load_view_pub(store.as_ref(), run_id).await?;
     if let Some(st @ (RunStatus::Succeeded | RunStatus::Aborted)) = view.status {
         return Err(EngineError::NotResumable {
             run_id: run_id.to_string(),
@@ -283,21 +304,32 @@ async fn resume_locked(
     if !undecided.is_empty() {
         return Err(EngineError::NeedsDecision { steps: undecided });
     }
-    let mut sink = store.append_run(run_id)?;
-    if verified.torn_tail > 0 {
-        // A torn final line was never acknowledged as durable; dropping it
-        // loses nothing the run relied on. Re-terminate so the chain goes on.
-        sink.append_durable(b"")?;
-    }
-    let mut journal =
-        JournalWriter::resume(sink, verified.records.len() as u64, verified.head.clone());
-    journal.append(Event::RunResumed {
-        operator: opts.operator.clone(),
-        host: journal::hostname(),
-        pid: std::process::id(),
-        runbook_changed: changed,
-        decisions: decisions.clone(),
-    })?;
+    // A torn final line was never acknowledged as durable: dropping it
+    // loses nothing the run relied on. It is cut off before anything is
+    // appended (appending after it would turn it into a corrupt record),
+    // and the repair is journaled.
+    let repaired = if verified.torn_tail > 0 {
+        bounded(store.repair_torn_tail(run_id, lease, verified.complete_len as u64)).await?
+    } else {
+        0
+    };
+    let mut journal = JournalWriter::resume(
+        store.clone(),
+        run_id,
+        lease.clone(),
+        verified.records.len() as u64,
+        verified.head.clone(),
+    );
+    journal
+        .append(Event::RunResumed {
+            operator: opts.operator.clone(),
+            host: journal::hostname(),
+            pid: std::process::id(),
+            runbook_changed: changed,
+            decisions: decisions.clone(),
+            repaired_tail_bytes: repaired,
+        })
+        .await?;
     ui(UiEvent::RunStarted {
         run_id: run_id.to_string(),
         journal: store.journal_location(run_id),
@@ -319,14 +351,16 @@ async fn resume_locked(
                     State::SkippedByMode
                 }
                 StepStatus::Running if opts.mark_done.contains(&step.id) => {
-                    journal.append(Event::StepFinished {
-                        step: step.id.clone(),
-                        status: StepStatus::Succeeded,
-                        outputs: Map::new(),
-                        error: None,
-                        attempts: 0,
-                        duration_ms: 0,
-                    })?;
+                    journal
+                        .append(Event::StepFinished {
+                            step: step.id.clone(),
+                            status: StepStatus::Succeeded,
+                            outputs: Map::new(),
+                            error: None,
+                            attempts: 0,
+                            duration_ms: 0,
+                        })
+                        .await?;
                     outputs.insert(step.id.clone(), Map::new());
                     State::Succeeded
                 }
@@ -359,8 +393,11 @@ async fn resume_locked(
         dirty: Default::default(),
         dependents: Default::default(),
         ready_queue: Default::default(),
-        lease_name: lease_name.to_string(),
-        holder: holder.clone(),
+        checkpoints: view
+            .steps
+            .iter()
+            .filter_map(|s| s.checkpoint.clone().map(|c| (s.id.clone(), c)))
+            .collect(),
         ui,
     };
     run.drive().await
@@ -401,7 +438,7 @@ impl Run {
     /// Marks steps that can no longer run; returns the ids ready to start.
     /// Only steps marked dirty are looked at, so each step is evaluated a
     /// bounded number of times over the whole run.
-    fn ready(&mut self) -> Result<Vec<String>, EngineError> {
+    async fn ready(&mut self) -> Result<Vec<String>, EngineError> {
         let mut ready = Vec::new();
         let runbook = self.runbook.clone();
         while let Some(idx) = self.dirty.pop_first() {
@@ -420,10 +457,12 @@ impl Run {
                     .map(|r| format!("skip_unless: the environment has no `{r}`"))
             };
             if let Some(reason) = skip {
-                self.journal.append(Event::StepSkipped {
-                    step: s.id.clone(),
-                    reason: reason.clone(),
-                })?;
+                self.journal
+                    .append(Event::StepSkipped {
+                        step: s.id.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await?;
                 (self.ui)(UiEvent::StepSkipped {
                     step: s.id.clone(),
                     reason,
@@ -450,10 +489,12 @@ impl Run {
             }
             if let Some(dep) = blocked_by {
                 let reason = format!("needs `{dep}`, which did not succeed");
-                self.journal.append(Event::StepSkipped {
-                    step: s.id.clone(),
-                    reason: reason.clone(),
-                })?;
+                self.journal
+                    .append(Event::StepSkipped {
+                        step: s.id.clone(),
+                        reason: reason.clone(),
+                    })
+                    .await?;
                 (self.ui)(UiEvent::StepSkipped {
                     step: s.id.clone(),
                     reason,
@@ -496,13 +537,14 @@ impl Run {
         self.prepare();
         let span = info_span!("run", run_id = %self.run_id, runbook = %self.runbook.name, mode = self.mode.as_str());
         let result = self.event_loop().instrument(span).await;
-        self.store.release_lease(&self.lease_name, &self.holder);
+        let lease = self.journal.lease().clone();
+        release(&self.store, &lease).await;
         result
     }
 
     async fn event_loop(&mut self) -> Result<RunOutcome, EngineError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
+        let mut running = Tasks::default();
         let mut stopping: Option<(RunStatus, String)> = None;
         let mut failed: Option<String> = None;
         let mut sigint = signal(SignalKind::interrupt())
@@ -511,36 +553,51 @@ impl Run {
             .map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
         let mut interrupts = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let ttl = lease_ttl();
         let mut last_renew = Instant::now();
+        let mut last_abort_poll = Instant::now();
         let mut hard_stop = false;
         loop {
             if stopping.is_none() && failed.is_none() {
-                let newly_ready = self.ready()?;
+                let newly_ready = self.ready().await?;
                 self.ready_queue.extend(newly_ready);
-                while running.len() < self.parallelism {
+                while running.0.len() < self.parallelism {
                     let Some(id) = self.ready_queue.pop_front() else {
                         break;
                     };
-                    if running.contains_key(&id) {
+                    if running.0.contains_key(&id) {
                         continue;
                     }
-                    let handle = self.start_step(&id, tx.clone())?;
-                    running.insert(id, handle);
+                    let handle = self.start_step(&id, tx.clone()).await?;
+                    running.0.insert(id, handle);
                 }
             }
-            if running.is_empty() {
+            if running.0.is_empty() {
                 break;
             }
             tokio::select! {
                 Some(msg) = rx.recv() => match msg {
                     Msg::AttemptFailed { step, attempt, error, delay, ack } => {
                         (self.ui)(UiEvent::StepRetry { step: step.clone(), attempt, error: error.message.clone(), delay });
-                        self.journal.append(Event::StepAttemptFailed { step, attempt, error, retry_in_ms: delay.as_millis() as u64 })?;
+                        self.journal.append(Event::StepAttemptFailed { step, attempt, error, retry_in_ms: delay.as_millis() as u64 }).await?;
                         let _ = ack.send(stopping.is_none());
                     }
+                    Msg::Checkpoint { step, data, ack } => {
+                        // Journaled before the action may go on to its effect.
+                        match self.journal.append(Event::StepCheckpoint { step: step.clone(), data: data.clone() }).await {
+                            Ok(_) => {
+                                self.checkpoints.insert(step, data);
+                                let _ = ack.send(Ok(()));
+                            }
+                            Err(e) => {
+                                let _ = ack.send(Err(e.to_string()));
+                                return Err(e.into());
+                            }
+                        }
+                    }
                     Msg::Done { step, result, attempts, duration } => {
-                        running.remove(&step);
-                        if let Some(f) = self.finish_step(&step, result, attempts, duration)? {
+                        running.0.remove(&step);
+                        if let Some(f) = self.finish_step(&step, result, attempts, duration).await? {
                             match f {
                                 Finish::Failed(msg) => failed = failed.or(Some(msg)),
                                 Finish::AwaitingApproval(msg) => {
@@ -566,28 +623,36 @@ impl Run {
                     stopping = stopping.or(Some((RunStatus::Interrupted, "interrupted by SIGTERM".into())));
                 }
                 _ = tick.tick() => {
-                    if stopping.is_none() {
-                        if let Ok(Some(by)) = self.store.abort_requested(&self.run_id) {
+                    if stopping.is_none() && last_abort_poll.elapsed() >= ABORT_POLL {
+                        last_abort_poll = Instant::now();
+                        if let Ok(Ok(Some(by))) = tokio::time::timeout(Duration::from_secs(2), self.store.abort_requested(&self.run_id)).await {
                             (self.ui)(UiEvent::Message(format!("abort requested by {by}: finishing in-flight steps")));
                             stopping = Some((RunStatus::Aborted, format!("aborted by {}", by.trim())));
                         }
                     }
-                    if last_renew.elapsed() >= LEASE_TTL / 3 {
+                    if last_renew.elapsed() >= ttl / 3 {
                         last_renew = Instant::now();
-                        self.holder = this_holder(&self.run_id, LEASE_TTL);
-                        if let Err(e) = self.store.renew_lease(&self.lease_name, &self.holder) {
-                            // Someone else owns the environment now: stop
-                            // acting at once rather than race them.
-                            hard_stop = true;
-                            stopping = Some((RunStatus::Interrupted, format!("lock lost: {e}")));
-                            break;
+                        let lease = self.journal.lease().clone();
+                        match bounded(self.store.renew_lease(&lease, ttl)).await {
+                            Ok(l) => self.journal.set_lease(l),
+                            Err(EngineError::Store(e @ crate::store::StoreError::Fenced { .. })) => {
+                                // Someone else owns the environment now: stop
+                                // acting at once rather than race them.
+                                return Err(JournalError::Fenced(e).into());
+                            }
+                            Err(e) => {
+                                // The store is unreachable: the next journal
+                                // write decides; start nothing new meanwhile.
+                                warn!(error = %e, "lease renewal failed");
+                                stopping = stopping.or(Some((RunStatus::Interrupted, format!("lease renewal failed: {e}"))));
+                            }
                         }
                     }
                 }
             }
         }
         if hard_stop {
-            for (_, h) in running.drain() {
+            for (_, h) in running.0.drain() {
                 h.abort();
             }
         }
@@ -618,17 +683,21 @@ impl Run {
             let why = format!("not started: the run {}", status.as_str());
             for s in self.runbook.steps.clone() {
                 if self.states.get(&s.id) == Some(&State::Pending) {
-                    self.journal.append(Event::StepSkipped {
-                        step: s.id.clone(),
-                        reason: why.clone(),
-                    })?;
+                    self.journal
+                        .append(Event::StepSkipped {
+                            step: s.id.clone(),
+                            reason: why.clone(),
+                        })
+                        .await?;
                 }
             }
         }
-        self.journal.append(Event::RunFinished {
-            status,
-            reason: reason.clone(),
-        })?;
+        self.journal
+            .append(Event::RunFinished {
+                status,
+                reason: reason.clone(),
+            })
+            .await?;
         info!(status = status.as_str(), "run finished");
         Ok(RunOutcome {
             run_id: self.run_id.clone(),
@@ -637,7 +706,7 @@ impl Run {
         })
     }
 
-    fn start_step(
+    async fn start_step(
         &mut self,
         id: &str,
         tx: mpsc::UnboundedSender<Msg>,
@@ -650,11 +719,13 @@ impl Run {
         let action = actions::lookup(&step.action);
         let resolved = self.scope.resolve_value(&step.with.to_json());
         let inputs = resolved.clone().unwrap_or(Value::Null);
-        self.journal.append(Event::StepStarted {
-            step: id.to_string(),
-            action: step.action.clone(),
-            inputs: inputs.clone(),
-        })?;
+        self.journal
+            .append(Event::StepStarted {
+                step: id.to_string(),
+                action: step.action.clone(),
+                inputs: inputs.clone(),
+            })
+            .await?;
         self.states.insert(id.to_string(), State::Running);
         let describe = action.map(|a| a.describe(&inputs)).unwrap_or_default();
         (self.ui)(UiEvent::StepStarted {
@@ -689,6 +760,23 @@ impl Run {
                         message,
                     })
                 })
+            },
+            checkpoints: {
+                let tx = tx.clone();
+                let step = id.to_string();
+                let saver: actions::CheckpointSaver = Arc::new(move |data| {
+                    let tx = tx.clone();
+                    let step = step.clone();
+                    Box::pin(async move {
+                        let (ack, rx) = oneshot::channel();
+                        tx.send(Msg::Checkpoint { step, data, ack })
+                            .map_err(|_| "the run is stopping".to_string())?;
+                        rx.await.map_err(|_| {
+                            "the run stopped before the checkpoint was journaled".to_string()
+                        })?
+                    })
+                });
+                actions::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
             },
         };
         let span = info_span!("step", step = %id, action = %step.action);
@@ -730,7 +818,7 @@ impl Run {
         ))
     }
 
-    fn finish_step(
+    async fn finish_step(
         &mut self,
         id: &str,
         result: Result<Outputs, ErrorInfo>,
@@ -752,22 +840,26 @@ impl Run {
                                 .unwrap_or("")
                                 .to_string()
                         };
-                        self.journal.append(Event::Approval {
-                            step: id.to_string(),
-                            by: get("approved_by"),
-                            at: get("approved_at"),
-                            via: get("via"),
-                        })?;
+                        self.journal
+                            .append(Event::Approval {
+                                step: id.to_string(),
+                                by: get("approved_by"),
+                                at: get("approved_at"),
+                                via: get("via"),
+                            })
+                            .await?;
                     }
                 }
-                self.journal.append(Event::StepFinished {
-                    step: id.to_string(),
-                    status: StepStatus::Succeeded,
-                    outputs: outputs.clone(),
-                    error: None,
-                    attempts,
-                    duration_ms,
-                })?;
+                self.journal
+                    .append(Event::StepFinished {
+                        step: id.to_string(),
+                        status: StepStatus::Succeeded,
+                        outputs: outputs.clone(),
+                        error: None,
+                        attempts,
+                        duration_ms,
+                    })
+                    .await?;
                 let detail = outputs
                     .get("summary")
                     .and_then(Value::as_str)
@@ -788,14 +880,16 @@ impl Run {
             }
             Err(err) => {
                 let awaiting = err.kind == "awaiting_approval";
-                self.journal.append(Event::StepFinished {
-                    step: id.to_string(),
-                    status: StepStatus::Failed,
-                    outputs: Map::new(),
-                    error: Some(err.clone()),
-                    attempts,
-                    duration_ms,
-                })?;
+                self.journal
+                    .append(Event::StepFinished {
+                        step: id.to_string(),
+                        status: StepStatus::Failed,
+                        outputs: Map::new(),
+                        error: Some(err.clone()),
+                        attempts,
+                        duration_ms,
+                    })
+                    .await?;
                 (self.ui)(UiEvent::StepFinished {
                     step: id.to_string(),
                     ok: false,
@@ -827,6 +921,22 @@ impl Run {
 enum Finish {
     Failed(String),
     AwaitingApproval(String),
+}
+
+/// How often the loop asks the store for an abort request.
+const ABORT_POLL: Duration = Duration::from_millis(200);
+
+/// In-flight step tasks; aborted if the loop exits early (a journal write
+/// failed), so no step goes on acting for a run that stopped.
+#[derive(Default)]
+struct Tasks(HashMap<String, JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for (_, h) in self.0.drain() {
+            h.abort();
+        }
+    }
 }
 
 /// Runs attempts with per-attempt timeout and backoff. Each failed attempt

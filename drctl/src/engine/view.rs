@@ -1,13 +1,13 @@
 //! A run as the journal tells it. `status`, `report` and `resume` all read
 //! this fold of verified records and nothing else, so they cannot disagree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::actions::RunOptions;
-use crate::journal::{ErrorInfo, Event, FileRef, RunStatus, StepStatus, Verified};
+use crate::journal::{ErrorInfo, Event, FileRef, Record, RunStatus, StepStatus, Verified};
 use crate::runbook::Mode;
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +26,9 @@ pub struct StepView {
     pub attempt_failures: Vec<(u32, ErrorInfo)>,
     /// How many times the step was started (more than one after a resume).
     pub starts: u32,
+    /// The latest `step_checkpoint` the step's action saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +71,9 @@ pub struct RunView {
     pub failed_at_ms: Option<u64>,
     pub rto_target_ms: Option<u64>,
     pub rpo_target_ms: Option<u64>,
+    /// Exclusive when the run may change something (journals from before
+    /// lease modes say nothing: treat them as exclusive).
+    pub lease_mode: Option<crate::store::LeaseMode>,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
     /// `None` while the journal has no closing record after the last
@@ -82,11 +88,14 @@ pub struct RunView {
     pub head: String,
     pub records: usize,
     pub torn_tail: usize,
+    /// Step id -> index in `steps`, so lookups stay O(1) on long runs.
+    #[serde(skip)]
+    index: HashMap<String, usize>,
 }
 
 impl RunView {
     pub fn step(&self, id: &str) -> Option<&StepView> {
-        self.steps.iter().find(|s| s.id == id)
+        self.index.get(id).map(|i| &self.steps[*i])
     }
 
     pub fn status_text(&self) -> &'static str {
@@ -103,10 +112,12 @@ impl RunView {
     }
 }
 
-fn step_mut<'a>(steps: &'a mut Vec<StepView>, id: &str, action: &str) -> &'a mut StepView {
-    if let Some(i) = steps.iter().position(|s| s.id == id) {
-        return &mut steps[i];
+fn step_mut<'a>(view: &'a mut RunView, id: &str, action: &str) -> &'a mut StepView {
+    if let Some(i) = view.index.get(id) {
+        return &mut view.steps[*i];
     }
+    view.index.insert(id.to_string(), view.steps.len());
+    let steps = &mut view.steps;
     steps.push(StepView {
         id: id.to_string(),
         action: action.to_string(),
@@ -121,6 +132,7 @@ fn step_mut<'a>(steps: &'a mut Vec<StepView>, id: &str, action: &str) -> &'a mut
         skip_reason: None,
         attempt_failures: Vec::new(),
         starts: 0,
+        checkpoint: None,
     });
     let last = steps.len() - 1;
     &mut steps[last]
@@ -128,55 +140,77 @@ fn step_mut<'a>(steps: &'a mut Vec<StepView>, id: &str, action: &str) -> &'a mut
 
 /// Folds verified records into a view. `verify` guarantees a start record.
 pub fn fold(v: &Verified) -> Option<RunView> {
-    let first = v.records.first()?;
-    let Event::RunStarted {
-        run_id,
-        runbook,
-        environment,
-        mode,
-        operator,
-        host,
-        pid,
-        params,
-        target_region,
-        source_region,
-        options,
-        failed_at_ms,
-        rto_target_ms,
-        rpo_target_ms,
-        ..
-    } = &first.event
-    else {
-        return None;
-    };
-    let mut view = RunView {
-        run_id: run_id.clone(),
-        runbook: runbook.clone(),
-        environment: environment.clone(),
-        mode: *mode,
-        operator: operator.clone(),
-        host: host.clone(),
-        pid: *pid,
-        params: params.clone(),
-        target_region: target_region.clone(),
-        source_region: source_region.clone(),
-        options: options.clone(),
-        failed_at_ms: *failed_at_ms,
-        rto_target_ms: *rto_target_ms,
-        rpo_target_ms: *rpo_target_ms,
-        started_ms: first.ts_ms,
-        finished_ms: None,
-        status: None,
-        reason: None,
-        steps: Vec::new(),
-        approvals: Vec::new(),
-        notes: Vec::new(),
-        resumes: Vec::new(),
-        head: v.head.clone(),
-        records: v.records.len(),
-        torn_tail: v.torn_tail,
-    };
+    let mut view = RunView::start(v.records.first()?)?;
     for rec in &v.records[1..] {
+        view.apply(rec);
+    }
+    view.head = v.head.clone();
+    view.torn_tail = v.torn_tail;
+    Some(view)
+}
+
+impl RunView {
+    /// The view after the `run_started` record alone.
+    pub fn start(first: &Record) -> Option<RunView> {
+        let Event::RunStarted {
+            run_id,
+            runbook,
+            environment,
+            mode,
+            operator,
+            host,
+            pid,
+            params,
+            target_region,
+            source_region,
+            options,
+            failed_at_ms,
+            rto_target_ms,
+            rpo_target_ms,
+            lease_mode,
+            ..
+        } = &first.event
+        else {
+            return None;
+        };
+        let view = RunView {
+            run_id: run_id.clone(),
+            runbook: runbook.clone(),
+            environment: environment.clone(),
+            mode: *mode,
+            operator: operator.clone(),
+            host: host.clone(),
+            pid: *pid,
+            params: params.clone(),
+            target_region: target_region.clone(),
+            source_region: source_region.clone(),
+            options: options.clone(),
+            failed_at_ms: *failed_at_ms,
+            rto_target_ms: *rto_target_ms,
+            rpo_target_ms: *rpo_target_ms,
+            lease_mode: *lease_mode,
+            started_ms: first.ts_ms,
+            finished_ms: None,
+            status: None,
+            reason: None,
+            steps: Vec::new(),
+            approvals: Vec::new(),
+            notes: Vec::new(),
+            resumes: Vec::new(),
+            head: first.hash.clone(),
+            records: 1,
+            torn_tail: 0,
+            index: HashMap::new(),
+        };
+        Some(view)
+    }
+
+    /// Applies one more verified record (in order): O(1) per record, so a
+    /// follower can keep a view current from the new records alone.
+    pub fn apply(&mut self, rec: &Record) {
+        let view = self;
+        view.records += 1;
+        view.head = rec.hash.clone();
         match &rec.event {
             Event::RunStarted { .. } => {}
             Event::RunResumed {
@@ -185,6 +219,7 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 decisions,
                 pid,
                 host,
+                ..
             } => {
                 view.status = None;
                 view.reason = None;
@@ -203,7 +238,7 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 action,
                 inputs,
             } => {
-                let s = step_mut(&mut view.steps, step, action);
+                let s = step_mut(view, step, action);
                 s.status = StepStatus::Running;
                 s.inputs = inputs.clone();
                 s.started_ms = Some(rec.ts_ms);
@@ -217,7 +252,7 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 error,
                 ..
             } => {
-                let s = step_mut(&mut view.steps, step, "");
+                let s = step_mut(view, step, "");
                 s.attempt_failures.push((*attempt, error.clone()));
             }
             Event::StepFinished {
@@ -228,7 +263,7 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 attempts,
                 duration_ms,
             } => {
-                let s = step_mut(&mut view.steps, step, "");
+                let s = step_mut(view, step, "");
                 s.status = *status;
                 s.outputs = outputs.clone();
                 s.error = error.clone();
@@ -236,8 +271,11 @@ pub fn fold(v: &Verified) -> Option<RunView> {
                 s.finished_ms = Some(rec.ts_ms);
                 s.duration_ms = Some(*duration_ms);
             }
+            Event::StepCheckpoint { step, data } => {
+                step_mut(view, step, "").checkpoint = Some(data.clone());
+            }
             Event::StepSkipped { step, reason } => {
-                let s = step_mut(&mut view.steps, step, "");
+                let s = step_mut(view, step, "");
                 s.status = StepStatus::Skipped;
                 s.skip_reason = Some(reason.clone());
                 s.finished_ms = Some(rec.ts_ms);
@@ -265,5 +303,4 @@ pub fn fold(v: &Verified) -> Option<RunView> {
             }
         }
     }
-    Some(view)
 }

@@ -85,33 +85,55 @@ impl ImmudbServer {
     }
 }
 
+/// A trusted state as stored: the state, when it was taken, and the
+/// document version a compare-and-set must quote.
+#[derive(Debug, Clone)]
+pub struct StoredTrust {
+    pub state: TrustedState,
+    pub at_ms: u64,
+    pub version: u64,
+}
+
 /// The trusted state for an environment's database, with when it was taken.
-pub fn load_trusted(
+pub async fn load_trusted(
     store: &dyn Store,
     env: &str,
     db: &str,
-) -> Result<Option<(TrustedState, u64)>, String> {
+) -> Result<Option<StoredTrust>, String> {
     let Some(doc) = store
         .get_doc(COLLECTION, &format!("{env}-{db}"))
+        .await
         .map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
-    let at = doc.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
-    let st: TrustedState = serde_json::from_value(doc.get("state").cloned().unwrap_or(Value::Null))
-        .map_err(|e| format!("stored trusted state is unreadable: {e}"))?;
-    Ok(Some((st, at)))
+    let at = doc.doc.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
+    let st: TrustedState =
+        serde_json::from_value(doc.doc.get("state").cloned().unwrap_or(Value::Null))
+            .map_err(|e| format!("stored trusted state is unreadable: {e}"))?;
+    Ok(Some(StoredTrust {
+        state: st,
+        at_ms: at,
+        version: doc.version,
+    }))
 }
 
-pub fn save_trusted(
+/// Advances the trusted state with compare-and-set against the version
+/// that was verified: two custodians (the CronJob and a failover) cannot
+/// silently overwrite each other's verified state.
+pub async fn save_trusted(
     store: &dyn Store,
     env: &str,
     st: &TrustedState,
     source: &str,
+    previous: Option<u64>,
 ) -> Result<(), String> {
     let doc = json!({"state": st, "at_ms": crate::journal::now_ms(), "source": source});
+    let expect = previous.map_or(crate::store::Expect::Absent, crate::store::Expect::Version);
     store
-        .put_doc(COLLECTION, &format!("{env}-{}", st.db), &doc)
+        .put_doc(COLLECTION, &format!("{env}-{}", st.db), &doc, expect)
+        .await
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
@@ -144,6 +166,10 @@ impl Action for ImmudbVerify {
     fn kind(&self) -> &'static str {
         "immudb.verify"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Reads the ledger; writes only drctl's own trusted-state document.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Prove the DR immudb extends the trusted primary state (dual proof); measure loss"
     }
@@ -171,7 +197,9 @@ impl Action for ImmudbVerify {
         let env = ctx.env()?;
         Ok(
             match load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
+                .await
                 .map_err(ActionError::failed)?
+                .map(|s| (s.state, s.at_ms))
             {
                 Some((t, at)) => Preflight::ok(format!(
                     "trusted state: {} tx {} (taken {})",
@@ -189,12 +217,14 @@ impl Action for ImmudbVerify {
     async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let p = decode_resolved(self.kind(), params, decode)?;
         let env = ctx.env()?;
-        let (trusted, at) = load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
+        let stored = load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
+            .await
             .map_err(ActionError::failed)?
             .ok_or_else(|| ActionError::Config {
                 message: format!("no trusted immudb state for `{}` in {}", p.server.database, ctx.store.describe()),
                 hint: "run `drctl immudb trust --env FILE --region PRIMARY` regularly (a CronJob) before you need it".into(),
             })?;
+        let (trusted, at, version) = (stored.state, stored.at_ms, stored.version);
         let pem = p.server.pinned_pem()?;
         let mut client = p.server.client()?;
         let (verdict, state) = client
@@ -243,7 +273,9 @@ impl Action for ImmudbVerify {
                         &env.name,
                         &new,
                         ctx.target_region.as_deref().unwrap_or("dr"),
+                        Some(version),
                     )
+                    .await
                     .map_err(ActionError::failed)?;
                 }
             }

@@ -313,22 +313,15 @@ pub async fn wait_for(
     }
 }
 
-fn checkpoint_key(ctx: &StepContext) -> String {
-    format!("{}-{}", ctx.run_id, ctx.step_id)
-}
-
 /// The state this step saved before its first write on an earlier attempt
-/// (`None` on a first attempt). A resumed step uses it instead of what it
-/// reads now, so `previous` stays the real pre-change state.
+/// (`None` on a first attempt), replayed from the journal. A resumed step
+/// uses it instead of what it reads now, so `previous` stays the real
+/// pre-change state.
 pub fn load_checkpoint(ctx: &StepContext) -> Result<Option<Value>, ActionError> {
-    ctx.store
-        .get_doc(super::CHECKPOINTS, &checkpoint_key(ctx))
-        .map_err(|e| ActionError::failed(format!("cannot read the step's checkpoint: {e}")))
+    ctx.saved()
 }
 
-/// Saves the pre-change state durably; call before the first write.
-pub fn save_checkpoint(ctx: &StepContext, v: &Value) -> Result<(), ActionError> {
-    ctx.store
-        .put_doc(super::CHECKPOINTS, &checkpoint_key(ctx), v)
-        .map_err(|e| ActionError::failed(format!("cannot save the step's checkpoint: {e}")))
+/// Journals the pre-change state; call before the first write.
+pub async fn save_checkpoint(ctx: &StepContext, v: &Value) -> Result<(), ActionError> {
+    ctx.checkpoint(v).await
 }

@@ -120,6 +120,10 @@ impl Action for KubeCheck {
     fn kind(&self) -> &'static str {
         "kube.check"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Reads rollout and pod status.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Assert a region's workloads are rolled out and their pods Ready"
     }

@@ -115,27 +115,25 @@ fn unreachable(p: &Params, region: &str, e: KubeError) -> Result<Outputs, Action
 
 /// Saves the pre-fence counts as the region's capacity, keeping an older
 /// snapshot's value where this read found 0 (already fenced before).
-fn record_capacity(
+async fn record_capacity(
     ctx: &StepContext,
     region: &str,
     previous: &BTreeMap<String, Entry>,
 ) -> Result<(), ActionError> {
     let env = ctx.env()?.name.clone();
-    let mut merged = snapshot::load(ctx.store.as_ref(), &env, region)?
-        .map(|c| c.workloads)
-        .unwrap_or_default();
-    let mut any = false;
-    for (k, e) in previous {
-        if e.replicas > 0 {
-            merged.insert(k.clone(), e.clone());
-            any = true;
+    if !previous.values().any(|e| e.replicas > 0) {
+        return Ok(());
+    }
+    snapshot::update(ctx.store.as_ref(), &env, region, |cur| {
+        let mut merged = cur.map(|c| c.workloads.clone()).unwrap_or_default();
+        for (k, e) in previous {
+            if e.replicas > 0 {
+                merged.insert(k.clone(), e.clone());
+            }
         }
-    }
-    if any {
-        let cap = snapshot::new_capacity(ctx, region, "kube.fence", merged)?;
-        snapshot::save(ctx.store.as_ref(), &cap)?;
-    }
-    Ok(())
+        snapshot::new_capacity(ctx, region, "kube.fence", merged).ok()
+    })
+    .await
 }
 
 #[async_trait]
@@ -211,8 +209,8 @@ impl Action for KubeFence {
             Some(v) => v,
             None => {
                 let previous = snapshot::entries_from(&ws, &hpas);
-                api::save_checkpoint(ctx, &json!({ "previous": previous }))?;
-                record_capacity(ctx, &region, &previous)?;
+                api::save_checkpoint(ctx, &json!({ "previous": previous })).await?;
+                record_capacity(ctx, &region, &previous).await?;
                 json!({ "previous": previous })
             }
         };

@@ -209,7 +209,7 @@ async fn plan_targets(
             hint: "set `from_region:` to the primary region".into(),
         });
     }
-    let snap = snapshot::load(ctx.store.as_ref(), &env.name, &from)?;
+    let snap = snapshot::load(ctx.store.as_ref(), &env.name, &from).await?;
     let mut notes = Vec::new();
     let mut counts: Option<(BTreeMap<String, i32>, String)> = None;
     if p.capacity_from == CapacityFrom::Auto {
@@ -433,7 +433,7 @@ impl Action for KubeScale {
                     "source": plan.source,
                     "at_least": plan.at_least,
                 });
-                api::save_checkpoint(ctx, &v)?;
+                api::save_checkpoint(ctx, &v).await?;
                 v
             }
         };

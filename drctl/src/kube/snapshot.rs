@@ -18,7 +18,7 @@ use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef}
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
 use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
-use crate::store::Store;
+use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
 
 /// One workload's capacity: its replica count and the HPA bounds it had.
@@ -54,34 +54,80 @@ fn key(env: &str, region: &str) -> String {
     format!("{env}-{region}")
 }
 
-pub fn load(store: &dyn Store, env: &str, region: &str) -> Result<Option<Capacity>, ActionError> {
+pub async fn load(
+    store: &dyn Store,
+    env: &str,
+    region: &str,
+) -> Result<Option<Capacity>, ActionError> {
+    Ok(load_versioned(store, env, region).await?.map(|(c, _)| c))
+}
+
+async fn load_versioned(
+    store: &dyn Store,
+    env: &str,
+    region: &str,
+) -> Result<Option<(Capacity, u64)>, ActionError> {
     let v = store
         .get_doc(CAPACITY, &key(env, region))
+        .await
         .map_err(|e| ActionError::failed(format!("cannot read the capacity snapshot: {e}")))?;
     match v {
         None => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
-            ActionError::failed(format!(
-                "the capacity snapshot for {env}/{region} is unreadable: {e}"
-            ))
-        }),
+        Some(v) => serde_json::from_value(v.doc)
+            .map(|c| Some((c, v.version)))
+            .map_err(|e| {
+                ActionError::failed(format!(
+                    "the capacity snapshot for {env}/{region} is unreadable: {e}"
+                ))
+            }),
     }
 }
 
-pub fn save(store: &dyn Store, c: &Capacity) -> Result<(), ActionError> {
-    let doc = serde_json::to_value(c).map_err(|e| ActionError::failed(e.to_string()))?;
-    store
-        .put_doc(CAPACITY, &key(&c.env, &c.region), &doc)
-        .map_err(|e| ActionError::failed(format!("cannot save the capacity snapshot: {e}")))?;
-    let total: i64 = c.workloads.values().map(|e| i64::from(e.replicas)).sum();
-    store
-        .append_history(
-            CAPACITY_HISTORY,
-            &json!({"env": c.env, "region": c.region, "taken_at": c.taken_at,
-                    "taken_by": c.taken_by, "run_id": c.run_id,
-                    "workloads": c.workloads.len(), "total_replicas": total}),
-        )
-        .map_err(|e| ActionError::failed(format!("cannot append to the capacity history: {e}")))
+/// Read-modify-write of a region's snapshot with compare-and-set: `f` sees
+/// the current snapshot and returns the new one (or `None` to leave it).
+/// A concurrent writer (the snapshot CronJob and a fence) makes the write
+/// retry on the fresh value instead of overwriting it.
+pub async fn update(
+    store: &dyn Store,
+    env: &str,
+    region: &str,
+    f: impl Fn(Option<&Capacity>) -> Option<Capacity>,
+) -> Result<(), ActionError> {
+    for _ in 0..5 {
+        let cur = load_versioned(store, env, region).await?;
+        let Some(c) = f(cur.as_ref().map(|(c, _)| c)) else {
+            return Ok(());
+        };
+        let doc = serde_json::to_value(&c).map_err(|e| ActionError::failed(e.to_string()))?;
+        let expect = cur.map_or(Expect::Absent, |(_, v)| Expect::Version(v));
+        match store
+            .put_doc(CAPACITY, &key(env, region), &doc, expect)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => {
+                return Err(ActionError::failed(format!(
+                    "cannot save the capacity snapshot: {e}"
+                )))
+            }
+        }
+        let total: i64 = c.workloads.values().map(|e| i64::from(e.replicas)).sum();
+        return store
+            .append_history(
+                CAPACITY_HISTORY,
+                &json!({"env": c.env, "region": c.region, "taken_at": c.taken_at,
+                        "taken_by": c.taken_by, "run_id": c.run_id,
+                        "workloads": c.workloads.len(), "total_replicas": total}),
+            )
+            .await
+            .map_err(|e| {
+                ActionError::failed(format!("cannot append to the capacity history: {e}"))
+            });
+    }
+    Err(ActionError::failed(format!(
+        "the capacity snapshot for {env}/{region} kept changing under concurrent writers"
+    )))
 }
 
 /// Current counts (and HPA bounds) of the workloads in `ws`.
@@ -203,6 +249,10 @@ impl Action for KubeSnapshot {
     fn kind(&self) -> &'static str {
         "kube.snapshot"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Reads the cluster; writes only drctl's own capacity document.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Record the replica counts (and HPA bounds) of a region's workloads in the state store"
     }
@@ -243,7 +293,12 @@ impl Action for KubeSnapshot {
         let (cluster, ws) = connect_and_resolve(&t, &region, ctx).await?;
         let entries = entries(&cluster, &ws).await?;
         let cap = new_capacity(ctx, &region, "kube.snapshot", entries)?;
-        save(ctx.store.as_ref(), &cap)?;
+        // The newest reading replaces whatever is there (compare-and-set
+        // still makes a concurrent fence's merge retry, not vanish).
+        update(ctx.store.as_ref(), &cap.env, &cap.region, |_| {
+            Some(cap.clone())
+        })
+        .await?;
         let total: i64 = cap.workloads.values().map(|e| i64::from(e.replicas)).sum();
         let mut o = Outputs::new();
         o.insert("workloads".into(), json!(cap.workloads.len()));

@@ -67,7 +67,7 @@ pub async fn control(base: &str, method: &str, route: &str) -> Result<Value, Str
 
 /// Starts the supervisor as a detached process and waits until the lab is
 /// ready (or reports why not).
-pub async fn up(dir: &Path, state_dir: &Path) -> Result<LabState, String> {
+pub async fn up(dir: &Path, state_dir: &Path, backend: StateBackend) -> Result<LabState, String> {
     if let Some(st) = running(dir) {
         return Ok(st);
     }
@@ -81,7 +81,8 @@ pub async fn up(dir: &Path, state_dir: &Path) -> Result<LabState, String> {
     cmd.arg("--state-dir")
         .arg(state_dir)
         .args(["lab", "supervise", "--dir"])
-        .arg(dir);
+        .arg(dir)
+        .args(["--state-backend", backend.as_str()]);
     cmd.stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -157,6 +158,27 @@ pub async fn down(dir: &Path) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Where the lab keeps drctl's state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// The state directory.
+    Dir,
+    /// A third PostgreSQL instance on loopback (`pg-state`).
+    Postgres,
+}
+
+impl StateBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackend::Dir => "dir",
+            StateBackend::Postgres => "postgres",
+        }
+    }
+}
+
 pub fn render(st: &LabState) -> String {
     let mut o = format!(
         "lab {} (supervisor pid {}, control {})\n",
@@ -176,6 +198,12 @@ pub fn render(st: &LabState) -> String {
         ));
     }
     o.push_str(&format!("  environment file: {}\n", st.env_file.display()));
+    o.push_str(&format!(
+        "  state store: {}\n",
+        st.state_url
+            .clone()
+            .unwrap_or_else(|| st.state_dir.display().to_string())
+    ));
     o
 }
 

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::http::{json, serve, Handler};
 use super::pg::{self, ClusterSpec, LabError, Server};
-use crate::store::{LocalStore, Store};
+use crate::store::{DirStore, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Service {
@@ -39,6 +39,10 @@ pub struct LabState {
     pub ports: HashMap<String, u16>,
     pub services: Vec<Service>,
     pub spec: ClusterSpec,
+    /// The PostgreSQL state store (`--state-backend postgres`), else the
+    /// state directory holds drctl's state.
+    #[serde(default)]
+    pub state_url: Option<String>,
 }
 
 pub const STATE_FILE: &str = "lab.json";
@@ -87,6 +91,11 @@ fn env_yaml(st: &LabState) -> String {
         format!("  nameservers: [\"127.0.0.1:{}\"]", p("dns")),
         "  records:".into(),
         "    - {name: app.lab.example., type: A, ttl: 5, values: {primary: [127.0.0.1], dr: [127.0.0.2]}}".into(),
+        "state:".into(),
+        match &st.state_url {
+            Some(u) => format!("  url: \"{u}\"\n  password: \"file:{pw}\""),
+            None => format!("  dir: \"{}\"", st.state_dir.display()),
+        },
         "lab:".into(),
         format!("  control: \"{}\"", st.control),
         format!("  dir: \"{}\"", st.dir.display()),
@@ -127,7 +136,11 @@ fn random_password() -> String {
 
 /// Brings the lab up and serves until stopped. Runs in the supervisor
 /// process (`drctl lab supervise`).
-pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError> {
+pub async fn supervise(
+    dir: PathBuf,
+    state_dir: PathBuf,
+    backend: super::StateBackend,
+) -> Result<(), LabError> {
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| LabError::Io {
         what: "create lab dir".into(),
@@ -159,6 +172,9 @@ pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError>
     for k in ["pg-primary", "pg-dr", "control", "dns", "dns-api"] {
         ports.insert(k.to_string(), pg::free_port()?);
     }
+    if backend == super::StateBackend::Postgres {
+        ports.insert("pg-state".to_string(), pg::free_port()?);
+    }
     // Both apps listen on one port, at 127.0.0.1 (primary) and 127.0.0.2
     // (dr), so an A record alone decides which region serves.
     ports.insert("app".to_string(), free_port_on_both()?);
@@ -174,6 +190,12 @@ pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError>
         ports: ports.clone(),
         services: Vec::new(),
         spec: spec.clone(),
+        state_url: ports.get("pg-state").map(|p| {
+            format!(
+                "postgresql://{}@127.0.0.1:{p}/postgres?sslmode=require",
+                spec.superuser
+            )
+        }),
     };
     save(&dir, &st);
     let lab = Arc::new(Lab {
@@ -194,7 +216,8 @@ pub async fn supervise(dir: PathBuf, state_dir: PathBuf) -> Result<(), LabError>
             source: e,
         })?;
     let control_task = tokio::spawn(serve(listener, control_handler(lab.clone())));
-    let result = bring_up(&lab, &spec, &password, &ports, &state_dir).await;
+    let state_url = lab.state.lock().await.state_url.clone();
+    let result = bring_up(&lab, &spec, &password, &ports, &state_dir, state_url).await;
     match &result {
         Ok(()) => {
             let mut st = lab.state.lock().await;
@@ -240,6 +263,7 @@ async fn bring_up(
     password: &str,
     ports: &HashMap<String, u16>,
     state_dir: &Path,
+    state_url: Option<String>,
 ) -> Result<(), LabError> {
     let logs = lab.dir.join("logs");
     let primary_data = spec.root.join("primary");
@@ -283,8 +307,29 @@ async fn bring_up(
             tokio::spawn(super::app::run(l, region.to_string(), db)),
         );
     }
-    let store: Arc<dyn Store> =
-        Arc::new(LocalStore::open(state_dir).map_err(|e| LabError::Other(e.to_string()))?);
+    let store: Arc<dyn Store> = match state_url {
+        None => Arc::new(DirStore::open(state_dir).map_err(|e| LabError::Other(e.to_string()))?),
+        Some(url) => {
+            // The witness store: a third server, in neither region.
+            let data = spec.root.join("state");
+            pg::init_primary(spec, &data, ports["pg-state"], password).await?;
+            let s = pg::start(
+                "pg-state",
+                &data,
+                ports["pg-state"],
+                &logs.join("pg-state.log"),
+            )
+            .await?;
+            lab.servers.lock().await.insert("pg-state".into(), s);
+            let mut server = crate::postgres::PgServer::from_dsn(&url)
+                .map_err(|e| LabError::Other(e.to_string()))?;
+            server.password = Some(crate::secret::SecretRef::File(spec.password_file.clone()));
+            let (store, _) = crate::store::postgres::init(&url, server)
+                .await
+                .map_err(|e| LabError::Other(format!("state store: {e}")))?;
+            Arc::new(store)
+        }
+    };
     let hb_server = pg::lab_server(ports["pg-primary"], &spec.app_user, spec);
     let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
         hb_server,
@@ -312,7 +357,14 @@ async fn bring_up(
 async fn refresh(lab: &Lab, st: &mut LabState) {
     let mut servers = lab.servers.lock().await;
     let mut services = Vec::new();
-    for (name, region) in [("pg-primary", "primary"), ("pg-dr", "dr")] {
+    for (name, region) in [
+        ("pg-primary", "primary"),
+        ("pg-dr", "dr"),
+        ("pg-state", "witness"),
+    ] {
+        if name == "pg-state" && !st.ports.contains_key(name) {
+            continue;
+        }
         let (pid, alive) = match servers.get_mut(name) {
             Some(s) => match s.child.try_wait() {
                 Ok(None) => (s.pid(), true),
@@ -320,10 +372,10 @@ async fn refresh(lab: &Lab, st: &mut LabState) {
             },
             None => (None, false),
         };
-        let role = if name == "pg-primary" {
-            "postgres (initial primary)"
-        } else {
-            "postgres (initial standby)"
+        let role = match name {
+            "pg-primary" => "postgres (initial primary)",
+            "pg-state" => "postgres (drctl state store)",
+            _ => "postgres (initial standby)",
         };
         services.push(Service {
             name: name.into(),

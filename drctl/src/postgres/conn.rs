@@ -97,7 +97,12 @@ impl PgServer {
     /// secrets come by reference, in a separate `password:` field.
     pub fn from_dsn(dsn: &str) -> Result<PgServer, String> {
         use std::str::FromStr;
-        let c = Config::from_str(dsn).map_err(|e| format!("not a valid DSN: {e}"))?;
+        // tokio-postgres knows only disable/prefer/require; libpq's
+        // `verify-full` is ours to implement (see `tls_config`), so it is
+        // read here and handed to the parser as `require`.
+        let verify_full = dsn.contains("sslmode=verify-full");
+        let parsable = dsn.replace("sslmode=verify-full", "sslmode=require");
+        let c = Config::from_str(&parsable).map_err(|e| format!("not a valid DSN: {e}"))?;
         if c.get_password().is_some() {
             return Err("the DSN contains a password".into());
         }
@@ -106,8 +111,8 @@ impl PgServer {
             _ => return Err("the DSN names no TCP host".into()),
         };
         let sslmode = match c.get_ssl_mode() {
+            _ if verify_full => SslMode::VerifyFull,
             tokio_postgres::config::SslMode::Require => SslMode::Require,
-            _ if dsn.contains("verify-full") => SslMode::VerifyFull,
             _ => SslMode::Disable,
         };
         Ok(PgServer {
@@ -364,5 +369,26 @@ pub async fn execute(
             op,
             ms: limit.as_millis() as u64,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsns_keep_their_tls_mode() {
+        let s = PgServer::from_dsn("postgresql://drctl@db.example:5433/st?sslmode=verify-full")
+            .unwrap();
+        assert_eq!(s.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            (s.host.as_str(), s.port, s.dbname.as_str()),
+            ("db.example", 5433, "st")
+        );
+        let s = PgServer::from_dsn("host=h port=1 dbname=d user=u sslmode=verify-full").unwrap();
+        assert_eq!(s.sslmode, SslMode::VerifyFull);
+        let s = PgServer::from_dsn("postgresql://u@h/d?sslmode=require").unwrap();
+        assert_eq!(s.sslmode, SslMode::Require);
+        assert!(PgServer::from_dsn("postgresql://u:pw@h/d").is_err());
     }
 }

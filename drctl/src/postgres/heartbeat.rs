@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::conn::{execute, query, PgServer};
-use crate::store::Store;
+use crate::store::{Expect, Store, StoreError};
 
 pub const TABLE_DDL: &str = "create table if not exists drctl_heartbeat (id bigint primary key, at timestamptz not null, lsn pg_lsn not null)";
 
@@ -34,13 +34,70 @@ pub struct HeartbeatStatus {
 
 pub const COLLECTION: &str = "heartbeat";
 
-/// Reads the persisted status for an environment.
-pub fn load_status(store: &dyn Store, key: &str) -> Option<HeartbeatStatus> {
-    store
+/// Reads the persisted status for an environment: `Ok(None)` when the
+/// store has none (no heartbeat ever ran against this store).
+pub async fn load_status(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<HeartbeatStatus>, StoreError> {
+    Ok(store
         .get_doc(COLLECTION, key)
-        .ok()
-        .flatten()
-        .and_then(|v| serde_json::from_value(v).ok())
+        .await?
+        .and_then(|v| serde_json::from_value(v.doc).ok()))
+}
+
+/// The writer's copy of its status document and the version it last
+/// wrote: writes are compare-and-set, so a second writer for the same
+/// environment is noticed (and logged) instead of silently overwritten.
+struct StatusDoc {
+    store: Arc<dyn Store>,
+    key: String,
+    version: Option<u64>,
+    status: HeartbeatStatus,
+}
+
+impl StatusDoc {
+    async fn load(store: Arc<dyn Store>, key: String) -> Self {
+        let cur = store.get_doc(COLLECTION, &key).await.ok().flatten();
+        let version = cur.as_ref().map(|c| c.version);
+        let status = cur
+            .and_then(|c| serde_json::from_value(c.doc).ok())
+            .unwrap_or_default();
+        StatusDoc {
+            store,
+            key,
+            version,
+            status,
+        }
+    }
+
+    async fn save(&mut self) {
+        let doc = serde_json::to_value(&self.status).unwrap_or_default();
+        let expect = self.version.map_or(Expect::Absent, Expect::Version);
+        match self
+            .store
+            .put_doc(COLLECTION, &self.key, &doc, expect)
+            .await
+        {
+            Ok(v) => self.version = Some(v),
+            Err(StoreError::Conflict { .. }) => {
+                // Another writer updated the document: keep the newer
+                // acknowledgement of the two and say so.
+                if let Ok(Some(cur)) = self.store.get_doc(COLLECTION, &self.key).await {
+                    tracing::warn!(key = %self.key, "another heartbeat writer updates this environment's status");
+                    let theirs: HeartbeatStatus =
+                        serde_json::from_value(cur.doc).unwrap_or_default();
+                    if theirs.last_acked_id > self.status.last_acked_id {
+                        self.status.last_acked_id = theirs.last_acked_id;
+                        self.status.last_acked_at_ms = theirs.last_acked_at_ms;
+                        self.status.last_acked_lsn = theirs.last_acked_lsn;
+                    }
+                    self.version = Some(cur.version);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot save heartbeat status"),
+        }
+    }
 }
 
 /// Writes heartbeats until `stop` resolves. Transient failures (the primary
@@ -55,9 +112,9 @@ pub async fn run_writer(
 ) {
     tokio::pin!(stop);
     let addr = server.addr();
-    let mut status = load_status(store.as_ref(), &key).unwrap_or_default();
-    status.server = addr.clone();
-    status.interval_ms = interval.as_millis() as u64;
+    let mut doc = StatusDoc::load(store, key).await;
+    doc.status.server = addr.clone();
+    doc.status.interval_ms = interval.as_millis() as u64;
     let mut backoff = Duration::from_millis(100);
     'outer: loop {
         let client = tokio::select! {
@@ -67,7 +124,7 @@ pub async fn run_writer(
         let client = match client {
             Ok(c) => c,
             Err(e) => {
-                record_error(&store, &key, &mut status, &e.to_string());
+                record_error(&mut doc, &e.to_string()).await;
                 tokio::select! { _ = &mut stop => break, _ = tokio::time::sleep(backoff) => {} }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -75,7 +132,7 @@ pub async fn run_writer(
         };
         let limit = Duration::from_secs(3);
         if let Err(e) = execute(&client, &addr, "create heartbeat table", TABLE_DDL, limit).await {
-            record_error(&store, &key, &mut status, &e.to_string());
+            record_error(&mut doc, &e.to_string()).await;
             tokio::select! { _ = &mut stop => break, _ = tokio::time::sleep(backoff) => {} }
             continue;
         }
@@ -92,11 +149,11 @@ pub async fn run_writer(
         {
             Ok(rows) => rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0),
             Err(e) => {
-                record_error(&store, &key, &mut status, &e.to_string());
+                record_error(&mut doc, &e.to_string()).await;
                 continue;
             }
         };
-        let mut next = max_db.max(status.last_acked_id.unwrap_or(0)) + 1;
+        let mut next = max_db.max(doc.status.last_acked_id.unwrap_or(0)) + 1;
         backoff = Duration::from_millis(100);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -120,20 +177,16 @@ pub async fn run_writer(
             {
                 Ok(rows) => {
                     if let Some(r) = rows.first() {
-                        status.last_acked_id = Some(next);
-                        status.last_acked_at_ms = Some(r.get(0));
-                        status.last_acked_lsn = Some(r.get(1));
-                        status.updated_ms = crate::journal::now_ms();
-                        let _ = store.put_doc(
-                            COLLECTION,
-                            &key,
-                            &serde_json::to_value(&status).unwrap_or_default(),
-                        );
+                        doc.status.last_acked_id = Some(next);
+                        doc.status.last_acked_at_ms = Some(r.get(0));
+                        doc.status.last_acked_lsn = Some(r.get(1));
+                        doc.status.updated_ms = crate::journal::now_ms();
+                        doc.save().await;
                     }
                     next += 1;
                 }
                 Err(e) => {
-                    record_error(&store, &key, &mut status, &e.to_string());
+                    record_error(&mut doc, &e.to_string()).await;
                     // Reconnect: the session may be gone (fenced, killed).
                     continue 'outer;
                 }
@@ -142,14 +195,10 @@ pub async fn run_writer(
     }
 }
 
-fn record_error(store: &Arc<dyn Store>, key: &str, status: &mut HeartbeatStatus, err: &str) {
-    status.errors += 1;
-    status.last_error = Some(err.to_string());
-    status.updated_ms = crate::journal::now_ms();
-    let _ = store.put_doc(
-        COLLECTION,
-        key,
-        &serde_json::to_value(&*status).unwrap_or_default(),
-    );
+async fn record_error(doc: &mut StatusDoc, err: &str) {
+    doc.status.errors += 1;
+    doc.status.last_error = Some(err.to_string());
+    doc.status.updated_ms = crate::journal::now_ms();
+    doc.save().await;
     tracing::debug!(error = err, "heartbeat write failed");
 }

@@ -85,20 +85,31 @@ struct Checkpoint {
     reference_lsn: Option<Lsn>,
     lag_bytes: Option<u64>,
     time_lag_ms: Option<i64>,
+    /// True when `time_lag_ms` is an upper bound (declared failure time
+    /// minus the newest surviving heartbeat), not a measurement.
+    #[serde(default)]
+    time_lag_is_bound: bool,
     accepted_data_loss: Option<Value>,
     forced: Option<Value>,
     at_ms: u64,
 }
 
-const CHECKPOINTS: &str = "promote-checkpoints";
-
-fn checkpoint_key(ctx: &StepContext) -> String {
-    format!("{}-{}", ctx.run_id, ctx.step_id)
-}
-
-fn heartbeat_status(ctx: &StepContext) -> Option<HeartbeatStatus> {
-    let env = ctx.env.as_ref()?;
-    load_status(ctx.store.as_ref(), &env.name)
+/// The heartbeat's acknowledgements for this environment, and where they
+/// were looked for (said in messages when they are missing).
+async fn heartbeat_status(ctx: &StepContext) -> (Option<HeartbeatStatus>, String) {
+    let Some(env) = ctx.env.as_ref() else {
+        return (None, "no environment".into());
+    };
+    let place = format!(
+        "document {}/{} in {}",
+        super::heartbeat::COLLECTION,
+        env.name,
+        ctx.store.describe()
+    );
+    match load_status(ctx.store.as_ref(), &env.name).await {
+        Ok(s) => (s, place),
+        Err(e) => (None, format!("{place} (unreadable: {e})")),
+    }
 }
 
 /// The newest WAL position known to exist on the old primary.
@@ -187,7 +198,7 @@ impl Action for PgPromote {
                 st.timeline.unwrap_or(0)
             )));
         }
-        let hb = heartbeat_status(ctx);
+        let (hb, _) = heartbeat_status(ctx).await;
         let (reference, writable) = reference_lsn(&p, hb.as_ref(), Duration::from_secs(2)).await;
         let lag = match (reference, st.receive_lsn) {
             (Some(r), Some(recv)) => format!("lag {} B", r.bytes_after(recv)),
@@ -208,13 +219,8 @@ impl Action for PgPromote {
         let addr = p.server.addr();
         let client = p.server.connect(limit).await?;
         let st: Status = ops::status(&client, &addr, limit).await?;
-        let key = checkpoint_key(ctx);
-        let saved: Option<Checkpoint> = ctx
-            .store
-            .get_doc(CHECKPOINTS, &key)
-            .map_err(|e| ActionError::failed(e.to_string()))?
-            .and_then(|v| serde_json::from_value(v).ok());
-        let hb = heartbeat_status(ctx);
+        let saved: Option<Checkpoint> = ctx.saved()?;
+        let (hb, hb_place) = heartbeat_status(ctx).await;
 
         let (cp, promotion) = if !st.is_standby() {
             // Already primary: either another actor promoted it (a no-op for
@@ -240,9 +246,22 @@ impl Action for PgPromote {
                 _ => None,
             };
             let newest = ops::newest_beat(&client, &addr, limit).await.ok().flatten();
-            let time_lag_ms = match (hb.as_ref().and_then(|h| h.last_acked_at_ms), newest) {
-                (Some(acked), Some(b)) => Some((acked - b.at_ms).max(0)),
-                _ => None,
+            // Without the heartbeat's acknowledgements, the declared failure
+            // time bounds the lag from above: nothing acknowledged after the
+            // failure can have been lost.
+            let failed_at_ms = ctx.failed_at.and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as i64)
+            });
+            let (time_lag_ms, lag_is_bound) = match (
+                hb.as_ref().and_then(|h| h.last_acked_at_ms),
+                newest,
+                failed_at_ms,
+            ) {
+                (Some(acked), Some(b), _) => (Some((acked - b.at_ms).max(0)), false),
+                (None, Some(b), Some(f)) => (Some((f - b.at_ms).max(0)), true),
+                _ => (None, false),
             };
             let mut problems = Vec::new();
             if let Some(max) = p.max_lag_bytes {
@@ -254,13 +273,20 @@ impl Action for PgPromote {
             }
             if let Some(max) = p.max_lag {
                 match time_lag_ms {
+                    Some(t) if t as u128 > max.as_millis() && lag_is_bound => problems.push(format!(
+                        "standby may be up to {} behind: no heartbeat acknowledgements in {hb_place}, so the lag is bounded by the declared failure time minus the newest heartbeat on the standby (max_lag {})",
+                        crate::duration::format_duration(Duration::from_millis(t as u64)),
+                        crate::duration::format_duration(max)
+                    )),
                     Some(t) if t as u128 > max.as_millis() => problems.push(format!(
                         "standby is {} behind the last heartbeat (max_lag {})",
                         crate::duration::format_duration(Duration::from_millis(t as u64)),
                         crate::duration::format_duration(max)
                     )),
-                    None => problems
-                        .push("standby time lag cannot be measured (no heartbeat data)".into()),
+                    None => problems.push(format!(
+                        "standby time lag cannot be measured: no heartbeat acknowledgements in {hb_place}{}",
+                        if newest.is_none() { " and no heartbeat rows on the standby" } else { " and no declared failure time" }
+                    )),
                     _ => {}
                 }
             }
@@ -285,20 +311,13 @@ impl Action for PgPromote {
                 reference_lsn: reference,
                 lag_bytes,
                 time_lag_ms,
+                time_lag_is_bound: lag_is_bound,
                 accepted_data_loss: accepted,
                 forced,
                 at_ms: crate::journal::now_ms(),
             });
-            // Durable before the side effect, like a journal record.
-            ctx.store
-                .put_doc(
-                    CHECKPOINTS,
-                    &key,
-                    &serde_json::to_value(&cp).unwrap_or_default(),
-                )
-                .map_err(|e| {
-                    ActionError::failed(format!("cannot save promotion checkpoint: {e}"))
-                })?;
+            // Journaled (durable) before the side effect.
+            ctx.checkpoint(&cp).await?;
             drop(client);
             let promo = ops::promote(&p.server, p.poll, limit).await?;
             (Some(cp), Some(promo))

@@ -131,6 +131,10 @@ impl Action for PgQuery {
     fn kind(&self) -> &'static str {
         "postgres.query"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Runs inside a READ ONLY transaction.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Run a read-only SQL check and assert on its result"
     }

@@ -81,6 +81,10 @@ impl Action for PgStatus {
     fn kind(&self) -> &'static str {
         "postgres.status"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Reads server status.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Report a server's role, timeline, LSNs, replication state and lag"
     }
