@@ -16,7 +16,6 @@ COPY --from=build /out/drctl /usr/local/bin/drctl
 COPY runbooks /etc/drctl/runbooks
 COPY checks /etc/drctl/checks
 COPY drills /etc/drctl/drills
-ENV DRCTL_STATE_DIR=/var/lib/drctl
 WORKDIR /etc/drctl
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/drctl"]
