@@ -275,3 +275,45 @@ fn servers_can_be_written_as_dsns_without_passwords() {
         "{v:?}"
     );
 }
+
+/// The heartbeat writes to one store, the failover reads another (the
+/// operator passed another --state): promote says where it looked and
+/// still bounds the lag conservatively (declared failure time minus the
+/// newest heartbeat on the standby) instead of refusing blind.
+#[test]
+fn missing_heartbeat_data_names_the_store_and_bounds_the_lag() {
+    let lab = Lab::up();
+    let env = lab.env();
+    let other = lab.w.path().join("other-state");
+    let other_s = other.display().to_string();
+    let rb = drctl_tests::repo_root().join("runbooks/failover.yaml");
+    let rb = rb.to_str().unwrap();
+    // A tolerance the bound cannot meet: refused, with the place named.
+    let o = lab.w.run(&[
+        "--state",
+        &other_s,
+        "drill",
+        rb,
+        "--env",
+        &env,
+        "--yes",
+        "--param",
+        "max_lag=100ms",
+        "--inject-lag",
+        "400ms",
+    ]);
+    assert_eq!(o.code, 5, "{o:?}");
+    let store = drctl::store::DirStore::open(&other).unwrap();
+    let run = drctl_tests::block_on(drctl::store::Store::list_runs(&store)).unwrap()[0].clone();
+    let bytes = drctl_tests::block_on(drctl::store::Store::read_journal(&store, &run)).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(
+        text.contains("no heartbeat acknowledgements in document heartbeat/lab in local directory")
+            && text.contains("other-state"),
+        "the refusal names the store and key it read: {text}"
+    );
+    assert!(
+        text.contains("bounded by the declared failure time"),
+        "{text}"
+    );
+}
