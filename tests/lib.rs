@@ -423,3 +423,62 @@ impl Drop for Lab {
         let _ = self.w.run(&["lab", "down"]);
     }
 }
+
+/// A throwaway PostgreSQL 15 server on loopback (`scripts/state-pg.sh`),
+/// stopped and removed on drop.
+pub struct TestPg {
+    /// `postgresql://postgres@127.0.0.1:PORT/postgres?sslmode=disable`
+    pub url: String,
+    dir: String,
+}
+
+impl TestPg {
+    pub fn start() -> TestPg {
+        let o = Command::new("bash")
+            .arg(repo_root().join("scripts/state-pg.sh"))
+            .arg("start")
+            .output()
+            .expect("run scripts/state-pg.sh");
+        assert!(
+            o.status.success(),
+            "state-pg.sh: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {k}='")))
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("{k} in {text}"))
+                .to_string()
+        };
+        TestPg {
+            url: get("DRCTL_TEST_PG_URL"),
+            dir: get("DRCTL_TEST_PG_DIR"),
+        }
+    }
+
+    /// The URL of another database on the same server (created here).
+    pub fn database(&self, name: &str) -> String {
+        let server = drctl::postgres::PgServer::from_dsn(&self.url).expect("dsn");
+        block_on(async {
+            let c = server
+                .connect(Duration::from_secs(10))
+                .await
+                .expect("connect");
+            c.batch_execute(&format!("create database {name}"))
+                .await
+                .expect("create database");
+        });
+        self.url.replace("/postgres?", &format!("/{name}?"))
+    }
+}
+
+impl Drop for TestPg {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/state-pg.sh"))
+            .args(["stop", &self.dir])
+            .output();
+    }
+}
