@@ -55,6 +55,17 @@ async fn open_store(
     Ok(store)
 }
 
+/// A PostgreSQL URL for a benchmark (password from DRCTL_STATE_PASSWORD).
+fn bench_pg(url: &str) -> Result<(String, drctl::postgres::PgServer), CliError> {
+    match drctl::store::StateLocation::parse(url, None).map_err(CliError::from)? {
+        drctl::store::StateLocation::Postgres { url, server } => Ok((url, server)),
+        drctl::store::StateLocation::Dir(_) => Err(CliError::new(
+            exit::USAGE,
+            format!("--pg wants a postgresql:// URL, not `{url}`"),
+        )),
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let output = cli.output;
     match &cli.command {
@@ -153,11 +164,40 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             )
             .await
         }
-        Command::Bench(cli::BenchCmd::Engine { steps, rounds, dir }) => {
+        Command::Bench(cli::BenchCmd::Engine {
+            steps,
+            rounds,
+            dir,
+            pg,
+        }) => {
             let dir = dir
                 .clone()
                 .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("bench"));
-            let (text, json) = drctl::bench::engine_bench(&dir, *steps, *rounds)
+            let pg = pg.as_deref().map(bench_pg).transpose()?;
+            let (text, json) = drctl::bench::engine_bench(&dir, *steps, *rounds, pg)
+                .await
+                .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+            cli::ui::out(&if output == OutputFormat::Json {
+                json.to_string()
+            } else {
+                text
+            });
+            Ok(exit::OK)
+        }
+        Command::Bench(cli::BenchCmd::Follow {
+            records,
+            polls,
+            dir,
+            pg,
+        }) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("bench-follow"));
+            let target = match pg.as_deref().map(bench_pg).transpose()? {
+                Some((url, server)) => drctl::store::bench::Target::Pg { url, server },
+                None => drctl::store::bench::Target::Dir(&dir),
+            };
+            let (text, json) = drctl::store::bench::follow_bench(target, *records, *polls)
                 .await
                 .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
             cli::ui::out(&if output == OutputFormat::Json {

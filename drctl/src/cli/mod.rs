@@ -257,6 +257,23 @@ pub enum BenchCmd {
         /// Where to write (the disk under test); default: a temp dir under the state dir.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Benchmark on a PostgreSQL state store instead (password from
+        /// DRCTL_STATE_PASSWORD); the baseline is a bare INSERT+COMMIT there.
+        #[arg(long, value_name = "URL")]
+        pg: Option<String>,
+    },
+    /// `status --follow` per-poll cost on a 100-record and a large journal.
+    Follow {
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        #[arg(long, default_value_t = 200)]
+        polls: usize,
+        /// Directory for the state (default: a temp dir under the state dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Benchmark on a PostgreSQL state store instead.
+        #[arg(long, value_name = "URL")]
+        pg: Option<String>,
     },
     /// immudb verification: dual proofs at large tx ids and Alh-chain recomputation, beside raw SHA-256.
     Immudb,

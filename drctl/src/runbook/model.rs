@@ -238,11 +238,23 @@ pub struct Runbook {
     pub file: Arc<SourceFile>,
     /// SHA-256 of the file's bytes: resume refuses a changed runbook.
     pub content_hash: String,
+    /// Step id -> index in `steps` (the first step with that id), so that
+    /// lookups during a run are O(1), not a scan per step.
+    pub index: std::collections::HashMap<String, usize>,
 }
 
 impl Runbook {
+    /// Builds the step index; call after `steps` is final.
+    pub fn index_steps(steps: &[Step]) -> std::collections::HashMap<String, usize> {
+        let mut m = std::collections::HashMap::with_capacity(steps.len());
+        for (i, s) in steps.iter().enumerate() {
+            m.entry(s.id.clone()).or_insert(i);
+        }
+        m
+    }
+
     pub fn step(&self, id: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.id == id)
+        self.index.get(id).map(|i| &self.steps[*i])
     }
 
     pub fn param(&self, name: &str) -> Option<&Param> {

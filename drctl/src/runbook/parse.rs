@@ -92,6 +92,7 @@ pub fn parse_runbook(
         rto,
         rpo,
         params,
+        index: Runbook::index_steps(&steps),
         steps,
         file: file.clone(),
         content_hash,
