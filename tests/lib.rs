@@ -239,6 +239,33 @@ impl Work {
         std::fs::read(self.journal_path(run)).unwrap_or_default()
     }
 
+    /// Replaces a journal's bytes behind drctl's back (tamper tests): the
+    /// file of a directory store, the rows of a PostgreSQL store.
+    pub fn rewrite_journal(&self, run: &str, bytes: &[u8]) {
+        let Some(url) = &self.pg else {
+            std::fs::write(self.journal_path(run), bytes).expect("rewrite journal");
+            return;
+        };
+        let server = drctl::postgres::PgServer::from_dsn(url).expect("dsn");
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        block_on(async {
+            let c = server
+                .connect(Duration::from_secs(10))
+                .await
+                .expect("connect");
+            for (seq, line) in text.split_terminator('\n').enumerate() {
+                let n = c
+                    .execute(
+                        "update drctl.journal set line = $3 where run_id = $1 and seq = $2",
+                        &[&run, &(seq as i64), &line],
+                    )
+                    .await
+                    .expect("rewrite journal row");
+                assert_eq!(n, 1, "row {seq} of {run}");
+            }
+        });
+    }
+
     /// Live holders of a lease.
     pub fn leases(&self, name: &str) -> Vec<drctl::store::LeaseRecord> {
         let store = self.store();

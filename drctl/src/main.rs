@@ -107,6 +107,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             args,
         } => {
             let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
+            cli::statecmd::warn_if_implicit(&cli, args.env.as_deref());
             cli::runs::cmd_run(
                 runbook,
                 region.as_deref(),
@@ -124,6 +125,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             args,
         } => {
             let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
+            cli::statecmd::warn_if_implicit(&cli, args.env.as_deref());
             let rb = cli::runs::failover_runbook(runbook.as_deref(), args.env.as_deref());
             cli::runs::cmd_run(
                 &rb,

@@ -29,6 +29,19 @@ pub fn location(cli: &Cli, env_file: Option<&Path>) -> Result<StateLocation, Cli
         .map_err(CliError::from)
 }
 
+/// Warns when a run that may change something uses the implicit `./state`:
+/// its lease only excludes runs started from the same directory.
+pub fn warn_if_implicit(cli: &Cli, env_file: Option<&Path>) {
+    let es = env_state(env_file);
+    if let Ok((_, Source::Default)) = locate::locate(cli.state.as_deref(), es.as_ref()) {
+        ui::err(
+            "note: drctl's state is ./state in the current directory (no --state, DRCTL_STATE or `state:` \
+             in the environment file); the lease only excludes runs that use this same directory. \
+             Teams share one store: set `state: {url: postgresql://…}` in the environment file.",
+        );
+    }
+}
+
 /// The `--state …` a printed follow-up command needs (empty when the
 /// default `./state` would find the same store from here).
 pub fn follow_up_arg(cli: &Cli, env_file: Option<&Path>, store: &dyn Store) -> String {

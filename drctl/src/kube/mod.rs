@@ -45,7 +45,3 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
 pub const CAPACITY: &str = "kube-capacity";
 /// Append-only history of snapshots (one summary line each).
 pub const CAPACITY_HISTORY: &str = "kube-capacity-history";
-/// Pre-change state of scale and fence steps, keyed `<run>-<step>`: saved
-/// before the first write so a resumed step journals the real previous
-/// counts (for failback), not the ones it already changed.
-pub const CHECKPOINTS: &str = "kube-checkpoints";

@@ -295,7 +295,11 @@ impl Action for PgPromote {
                 if !ctx.options.accept_data_loss {
                     return Err(ActionError::Refused {
                         message: problems.join("; "),
-                        hint: "wait for the standby to catch up, or re-run/resume with --accept-data-loss to promote anyway (journaled)".into(),
+                        hint: if hb.is_none() {
+                            format!("the heartbeat writes its acknowledgements to its own state store: run this failover against the same store (the environment's `state:` section, or the same --state), or wait for the standby to catch up, or re-run with --accept-data-loss to promote anyway (journaled); looked in {hb_place}")
+                        } else {
+                            "wait for the standby to catch up, or re-run/resume with --accept-data-loss to promote anyway (journaled)".into()
+                        },
                     });
                 }
                 accepted = Some(
