@@ -258,3 +258,42 @@ fn kube_parameters_and_sections_are_checked() {
     }
     snapshot("kube", &o.stderr);
 }
+
+/// A few hundred bytes of nested aliases ("billion laughs") are refused
+/// with a located error, quickly and without eating memory.
+#[test]
+fn an_alias_bomb_is_refused_within_100_mb() {
+    let w = Work::new();
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for pair in names.windows(2) {
+        let (p, n) = (pair[0], pair[1]);
+        text.push_str(&format!(
+            "{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+        ));
+    }
+    assert!(text.len() < 400, "a small file: {} bytes", text.len());
+    let f = w.write("bomb.yaml", &text);
+    let o = w.run(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("aliases expand to more than"), "{o:?}");
+    assert!(o.stderr.contains("bomb.yaml:"), "located: {o:?}");
+    // Peak resident memory of the children this test process waited for.
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let peak_mb = ru.ru_maxrss as f64 / 1024.0;
+    assert!(peak_mb < 100.0, "peak RSS {peak_mb:.1} MB");
+}
+
+/// A file that cannot be read is reported at the file, not at `:0:0`.
+#[test]
+fn a_missing_file_is_reported_at_the_file() {
+    let w = Work::new();
+    let o = w.run(&["validate", "no-such-runbook.yaml"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("--> no-such-runbook.yaml\n"), "{o:?}");
+    assert!(!o.stderr.contains(":0:0"), "{o:?}");
+}

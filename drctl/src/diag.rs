@@ -60,8 +60,12 @@ impl Diagnostic {
         self
     }
 
-    /// `path:line:col`, the form editors and terminals turn into links.
+    /// `path:line:col`, the form editors and terminals turn into links;
+    /// just `path` for a problem with the whole file (it has no line).
     pub fn location(&self) -> String {
+        if self.span.start.line == 0 {
+            return self.file.path.clone();
+        }
         format!(
             "{}:{}:{}",
             self.file.path, self.span.start.line, self.span.start.col

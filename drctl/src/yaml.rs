@@ -262,14 +262,35 @@ enum Frame {
     Map(Vec<(Node, Node)>, Option<Node>, Span, usize),
 }
 
+/// At most this many nodes may be produced by expanding aliases, in total.
+/// A runbook needs a handful; a "billion laughs" file (nested aliases that
+/// double at each level) needs billions, and would exhaust memory.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+/// At most this many nodes in one file (text that large is not a runbook).
+pub const MAX_NODES: usize = 5_000_000;
+
+impl Node {
+    /// Nodes in this subtree, itself included.
+    fn count(&self) -> usize {
+        1 + match &self.kind {
+            Kind::Seq(items) => items.iter().map(Node::count).sum(),
+            Kind::Map(entries) => entries.iter().map(|(k, v)| k.count() + v.count()).sum(),
+            _ => 0,
+        }
+    }
+}
+
 /// Parses one YAML document into a located tree. Syntax errors and
 /// duplicate keys go into `diags`; `None` means the text is not usable.
 pub fn parse(file: &Arc<SourceFile>, diags: &mut Diagnostics) -> Option<Node> {
     let mut parser = Parser::new_from_str(&file.text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: std::collections::HashMap<usize, Node> = Default::default();
+    // Anchored nodes with their subtree sizes (counted once, when defined).
+    let mut anchors: std::collections::HashMap<usize, (Node, usize)> = Default::default();
     let mut root: Option<Node> = None;
     let mut documents = 0;
+    let mut nodes = 0usize;
+    let mut alias_nodes = 0usize;
 
     loop {
         let (event, yspan) = match parser.next_event() {
@@ -316,7 +337,20 @@ pub fn parse(file: &Arc<SourceFile>, diags: &mut Diagnostics) -> Option<Node> {
                 None
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => {
+                Some((n, size)) => {
+                    alias_nodes = alias_nodes.saturating_add(*size);
+                    if alias_nodes > MAX_ALIAS_NODES {
+                        diags.push(
+                            Diagnostic::error(
+                                "E-YAML",
+                                file,
+                                span,
+                                format!("aliases expand to more than {MAX_ALIAS_NODES} nodes; refusing to expand further"),
+                            )
+                            .with_hint("nested aliases multiply (\"billion laughs\"); write the values out, or use fewer levels of aliases"),
+                        );
+                        return None;
+                    }
                     let mut n = n.clone();
                     n.span = span;
                     Some((n, 0))
@@ -332,6 +366,21 @@ pub fn parse(file: &Arc<SourceFile>, diags: &mut Diagnostics) -> Option<Node> {
                 }
             },
             Event::Scalar(text, style, anchor, _tag) => {
+                let is_key = matches!(stack.last(), Some(Frame::Map(_, None, _, _)));
+                if is_key && style == ScalarStyle::Plain && text == "<<" {
+                    diags.push(
+                        Diagnostic::error(
+                            "E-YAML",
+                            file,
+                            span,
+                            "merge keys (`<<`) are not supported",
+                        )
+                        .with_hint(
+                            "write the keys out (an alias of a whole value, `key: *anchor`, works)",
+                        ),
+                    );
+                    return None;
+                }
                 let kind = match style {
                     ScalarStyle::Plain => resolve_plain(&text),
                     _ => Kind::Str(text.into_owned()),
@@ -376,8 +425,19 @@ pub fn parse(file: &Arc<SourceFile>, diags: &mut Diagnostics) -> Option<Node> {
         let Some((node, anchor)) = finished else {
             continue;
         };
+        nodes += 1;
+        if nodes > MAX_NODES {
+            diags.push(Diagnostic::error(
+                "E-YAML",
+                file,
+                span,
+                format!("the file has more than {MAX_NODES} YAML nodes"),
+            ));
+            return None;
+        }
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            let size = node.count();
+            anchors.insert(anchor, (node.clone(), size));
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -447,6 +507,41 @@ mod tests {
         let mut d = Diagnostics::default();
         assert!(parse(&f, &mut d).is_none());
         assert!(d.render().contains("t.yaml:"), "{}", d.render());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly_and_located() {
+        // 9 levels of 9 aliases each: 9^9 ≈ 387 million nodes if expanded.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let f = SourceFile::new("bomb.yaml", text);
+        let mut d = Diagnostics::default();
+        let start = std::time::Instant::now();
+        assert!(parse(&f, &mut d).is_none());
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let r = d.render();
+        assert!(
+            r.contains("aliases expand to more than") && r.contains("bomb.yaml:"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn merge_keys_are_refused_with_a_reason() {
+        let f = SourceFile::new("m.yaml", "base: &b {x: 1}\nuse:\n  <<: *b\n  y: 2\n");
+        let mut d = Diagnostics::default();
+        assert!(parse(&f, &mut d).is_none());
+        assert!(d.render().contains("m.yaml:3:3"), "{}", d.render());
+        assert!(d.render().contains("merge keys"), "{}", d.render());
+        // A quoted "<<" is an ordinary key.
+        let f = SourceFile::new("q.yaml", "'<<': 1\n");
+        let mut d = Diagnostics::default();
+        assert!(parse(&f, &mut d).is_some());
     }
 
     #[test]
