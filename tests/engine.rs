@@ -496,3 +496,72 @@ fn a_journal_that_cannot_be_written_stops_the_run_before_the_next_side_effect() 
     assert_eq!(r.code, 0, "{r:?}");
     assert!(w.path().join("a-done").exists() && w.path().join("b-done").exists());
 }
+
+/// A secret printed by a child in encoded forms (JSON-escaped, base64,
+/// percent-encoded) is masked in every one of them, on the terminal (text
+/// and JSON logs), in the journal and in reports.
+#[test]
+fn encoded_forms_of_a_secret_never_leak() {
+    let w = Work::new();
+    let secret = r#"S3NT"in\el/7f3a 9c+do-not-print"#;
+    let py = "import base64,json,os,urllib.parse as u; s=os.environ['TOKEN']; \
+              print(json.dumps({'t': s})); print(base64.b64encode(s.encode()).decode()); \
+              print(base64.b64encode(('user:'+s).encode()).decode()); print(u.quote(s, safe='')); \
+              print(u.quote_plus(s))";
+    let rb = w.write(
+        "rb.yaml",
+        &format!(
+            "name: encoded\nparams:\n  token: {{default: \"env:DRCTL_TEST_SECRET\", secret: true}}\nsteps:\n  - id: print\n    action: exec\n    with:\n      argv: [python3, -c, {py:?}]\n      env: {{TOKEN: \"${{params.token}}\"}}\n      idempotent: true\n"
+        ),
+    );
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forms = [
+        serde_json::to_string(secret)
+            .unwrap()
+            .trim_matches('"')
+            .to_string(),
+        b64.encode(secret),
+        b64.encode(format!("user:{secret}")),
+        "S3NT%22in%5Cel%2F7f3a%209c%2Bdo-not-print".to_string(),
+        "S3NT%22in%5Cel%2F7f3a+9c%2Bdo-not-print".to_string(),
+        secret.to_string(),
+    ];
+    for fmt in ["text", "json"] {
+        let mut c = w.cmd(&[
+            "--log-level",
+            "debug",
+            "--log-format",
+            fmt,
+            "run",
+            rb.to_str().unwrap(),
+            "--yes",
+        ]);
+        c.env("DRCTL_TEST_SECRET", secret);
+        let o = drctl_tests::Out::from(c.output().unwrap());
+        assert_eq!(o.code, 0, "{o:?}");
+        for f in &forms {
+            assert!(
+                !o.stdout.contains(f.as_str()) && !o.stderr.contains(f.as_str()),
+                "`{f}` leaked ({fmt} logs): {o:?}"
+            );
+        }
+    }
+    for run in w.runs() {
+        let journal = String::from_utf8(w.journal_bytes(&run)).unwrap();
+        assert!(journal.contains("***"), "the output is kept, masked");
+        for f in &forms {
+            assert!(
+                !journal.contains(f.as_str()),
+                "`{f}` leaked into the journal: {journal}"
+            );
+            for fmt in ["md", "json"] {
+                let r = w.run(&["report", &run, "--format", fmt]);
+                assert!(
+                    !r.stdout.contains(f.as_str()),
+                    "`{f}` leaked into the {fmt} report"
+                );
+            }
+        }
+    }
+}

@@ -151,7 +151,7 @@ fn fence_of_an_unreachable_primary_moves_on() {
         "name: f\nsteps:\n  - id: fence\n    action: postgres.fence\n    timeout: 5s\n    with: {server: {host: 127.0.0.1, port: 1, user: drctl, password: \"env:NOPE_UNUSED\"}}\n",
     );
     let mut c = lab.w.cmd(&["run", &rb, "--yes"]);
-    c.env("NOPE_UNUSED", "x");
+    c.env("NOPE_UNUSED", "unused-password");
     let o = Out::from(c.output().unwrap());
     assert_eq!(o.code, 0, "{o:?}");
     let out = lab.outputs(&lab.last_run(), "fence");

@@ -33,7 +33,14 @@ pub enum SecretError {
     },
     #[error("secret `{reference}` is empty")]
     Empty { reference: String },
+    /// Short values cannot be masked without masking ordinary text (a
+    /// one-character "secret" would mask that character everywhere).
+    #[error("secret `{reference}` is shorter than {MIN_SECRET_LEN} characters")]
+    TooShort { reference: String },
 }
+
+/// Secrets shorter than this are refused.
+pub const MIN_SECRET_LEN: usize = 8;
 
 impl SecretRef {
     /// Parses `env:NAME` or `file:PATH`; anything else is not a reference.
@@ -70,6 +77,11 @@ impl SecretRef {
         };
         if value.is_empty() {
             return Err(SecretError::Empty {
+                reference: self.to_string(),
+            });
+        }
+        if value.chars().count() < MIN_SECRET_LEN {
+            return Err(SecretError::TooShort {
                 reference: self.to_string(),
             });
         }
@@ -111,8 +123,12 @@ impl fmt::Display for Secret {
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Adds a value to the redaction set. Longest values are masked first so a
-/// secret that contains another is masked whole.
+/// Adds a value to the redaction set, with the forms it takes when a
+/// program prints it encoded: JSON-escaped (`--log-format json`, a JSON
+/// body), percent-encoded (URLs, form bodies) and base64 (HTTP Basic
+/// credentials, Kubernetes Secrets), the latter at each of the three
+/// alignments it can have inside a longer base64 text. Longest patterns
+/// are masked first so a secret that contains another is masked whole.
 pub fn register(value: &str) {
     if value.is_empty() {
         return;
@@ -121,10 +137,62 @@ pub fn register(value: &str) {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    if !g.iter().any(|v| v == value) {
-        g.push(value.to_string());
-        g.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for form in encoded_forms(value) {
+        if form.len() >= 4 && !g.contains(&form) {
+            g.push(form);
+        }
     }
+    g.sort_by_key(|v| std::cmp::Reverse(v.len()));
+}
+
+/// The value and its encodings, as they appear inside larger text.
+fn encoded_forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let mut forms = vec![value.to_string()];
+    if let Ok(j) = serde_json::to_string(value) {
+        forms.push(j[1..j.len() - 1].to_string());
+    }
+    let pct = |upper: bool, plus: bool| {
+        let mut o = String::new();
+        for b in value.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    o.push(b as char)
+                }
+                b' ' if plus => o.push('+'),
+                _ if upper => o.push_str(&format!("%{b:02X}")),
+                _ => o.push_str(&format!("%{b:02x}")),
+            }
+        }
+        o
+    };
+    forms.extend([pct(true, false), pct(false, false), pct(true, true)]);
+    let bytes = value.as_bytes();
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+    ] {
+        // Whole: the value encoded on its own (with and without padding).
+        let whole = engine.encode(bytes);
+        forms.push(whole.trim_end_matches('=').to_string());
+        forms.push(whole);
+        // Inside a longer text: the value starts at byte offset k mod 3.
+        // Only 4-character groups made entirely of the value's bytes are
+        // fixed; the characters around them depend on the neighbours.
+        for k in 0..3usize {
+            let mut buf = vec![0u8; k];
+            buf.extend_from_slice(bytes);
+            let enc = engine.encode(&buf);
+            let first = k.div_ceil(3);
+            let last = (k + bytes.len()) / 3;
+            if last > first && (last - first) * 3 >= 6 {
+                forms.push(enc[4 * first..4 * last].to_string());
+            }
+        }
+    }
+    forms.sort();
+    forms.dedup();
+    forms
 }
 
 /// Masks every registered secret value in `text`.
@@ -206,6 +274,36 @@ mod tests {
         let mut j = serde_json::json!({"a": ["x s3cr3t-sentinel-value"]});
         redact_json(&mut j);
         assert_eq!(j["a"][0], "x ***");
+    }
+
+    #[test]
+    fn encoded_forms_are_masked_too() {
+        use base64::Engine as _;
+        let s = "p@ss w\"rd/4-Ω-sentinel";
+        register(s);
+        let json = serde_json::to_string(&serde_json::json!({"msg": format!("x {s} y")})).unwrap();
+        assert!(!redact(&json).contains("sentinel"), "{}", redact(&json));
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for prefix in ["", "u", "us", "user:"] {
+            let basic = b64.encode(format!("{prefix}{s}:tail"));
+            let line = format!("Authorization: Basic {basic}");
+            let r = redact(&line);
+            assert!(r.contains(MASK), "prefix {prefix:?}: {r}");
+            // What is left cannot be decoded back to the secret.
+            assert!(!r.contains(&basic), "{r}");
+        }
+        let url = format!("https://h/?pw={}", "p%40ss%20w%22rd%2F4-%CE%A9-sentinel");
+        assert!(!redact(&url).contains("sentinel"), "{}", redact(&url));
+        let lower = "p%40ss%20w%22rd%2f4-%ce%a9-sentinel";
+        assert!(!redact(lower).contains("sentinel"));
+        assert!(!redact("p%40ss+w%22rd%2F4-%CE%A9-sentinel").contains("sentinel"));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        std::env::set_var("DRCTL_TEST_SHORT_SECRET", "abc");
+        let r = SecretRef::Env("DRCTL_TEST_SHORT_SECRET".into()).resolve();
+        assert!(matches!(r, Err(SecretError::TooShort { .. })), "{r:?}");
     }
 
     #[test]
