@@ -1,23 +1,15 @@
 //! `drctl validate` on broken files: every problem reported at once with
 //! file:line:column and a hint, exit code 3, never a panic. The messages are
-//! snapshot-tested (tests/snapshots/*.txt); set `UPDATE_SNAPSHOTS=1` to
-//! rewrite them after an intended change, then review the diff.
+//! snapshot-tested with insta (tests/snapshots/validate__*.snap); accept an
+//! intended change with `INSTA_UPDATE=always`, then review the diff.
 
 use drctl_tests::{fixture, Work};
 
+/// Snapshot of user-facing text (insta; `cargo insta review` or
+/// `INSTA_UPDATE=always` to accept an intended change). With `CI=true` a
+/// missing or different snapshot fails instead of being written.
 fn snapshot(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("snapshots")
-        .join(format!("{name}.txt"));
-    if std::env::var("UPDATE_SNAPSHOTS").is_ok() || !path.exists() && std::env::var("CI").is_err() {
-        std::fs::write(&path, actual).expect("write snapshot");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        expected, actual,
-        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
-    );
+    insta::assert_snapshot!(name, actual);
 }
 
 /// Runs validate from the fixtures dir so paths in messages are stable.
