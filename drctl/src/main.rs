@@ -72,7 +72,11 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         Command::Validate { files, env } => cli::plan::cmd_validate(files, env.as_deref(), output),
         Command::Schema => Ok(cli::plan::cmd_schema()),
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "drctl", &mut std::io::stdout());
+            // Generated into memory, then written ignoring a closed pipe
+            // (`drctl completions bash | head` must not panic).
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "drctl", &mut buf);
+            let _ = std::io::stdout().lock().write_all(&buf);
             Ok(exit::OK)
         }
         Command::ExitCodes => {

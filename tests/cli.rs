@@ -1,0 +1,72 @@
+//! The command line's own behaviour: closed pipes, the exit-code table.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use drctl_tests::{repo_root, Work};
+
+/// `drctl completions bash | head -1`: the reader goes away early; drctl
+/// must exit cleanly instead of panicking on the broken pipe.
+#[test]
+fn a_closed_pipe_never_panics() {
+    let w = Work::new();
+    for args in [
+        &["completions", "bash"][..],
+        &["exit-codes"][..],
+        &["schema"][..],
+    ] {
+        let mut child = w
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 8];
+        out.read_exact(&mut first).unwrap();
+        drop(out);
+        let o = child.wait_with_output().unwrap();
+        assert_ne!(
+            o.status.code(),
+            Some(101),
+            "{args:?} panicked: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+            "{args:?}"
+        );
+    }
+}
+
+/// The README's exit-code table is the one `drctl exit-codes` prints.
+#[test]
+fn the_readme_exit_code_table_matches_the_binary() {
+    let w = Work::new();
+    let o = w.run(&["exit-codes"]);
+    assert_eq!(o.code, 0);
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let table: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.len() >= 4 && cells[1].parse::<i32>().is_ok())
+                .then(|| (cells[1].to_string(), cells[2].to_string()))
+        })
+        .collect();
+    let printed: Vec<(String, String)> = o
+        .stdout
+        .lines()
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            (
+                it.next().unwrap().to_string(),
+                it.next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        table, printed,
+        "README's table and `drctl exit-codes` differ"
+    );
+}
