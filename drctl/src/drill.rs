@@ -114,7 +114,7 @@ pub async fn run(
     let lease_name = engine::lock_name(spec.env.as_deref());
     let outcome = engine::start(store.clone(), spec, ui.clone())
         .await
-        .map_err(|e| crate::actions::http_check::error_chain(&e))?;
+        .map_err(|e| crate::diag::error_chain(&e))?;
     let mut truth = None;
     if let Some(c) = &lab_control {
         match crate::lab::control(c, "POST", "/truth").await {

@@ -14,7 +14,6 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::actions::RunOptions;
 use std::sync::Arc;
 
 use crate::store::{Lease, Store, StoreError};
@@ -76,6 +75,20 @@ pub struct FileRef {
     pub name: String,
     pub path: String,
     pub sha256: String,
+}
+
+/// Run-wide switches an operator set explicitly; journaled at run start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Promote even when the standby lags beyond the step's limit.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+    /// Override split-brain and similar guards.
+    #[serde(default)]
+    pub force: bool,
+    /// A human is at a terminal and can answer prompts.
+    #[serde(default, skip_serializing)]
+    pub interactive: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::runbook::Mode;
 use crate::store::Approval as ApprovalRecord;
@@ -77,7 +77,7 @@ impl Action for Approval {
             "ask for approval: {}",
             params
                 .get("message")
-                .map(super::short)
+                .map(crate::action::short)
                 .unwrap_or_else(|| "Proceed?".into())
         )
     }

@@ -21,7 +21,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{decode_resolved, lookup, Action, ActionError, Outputs, Preflight, StepContext};
+use super::lookup;
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::diag::{did_you_mean, Diagnostics};
 use crate::expr::Scope;

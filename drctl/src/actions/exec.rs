@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::{
+use crate::action::{
     decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
 };
 use crate::decode::{Ctx, MapReader};
@@ -267,7 +267,7 @@ impl Action for Exec {
         let argv: Vec<String> = params
             .get("argv")
             .and_then(Value::as_array)
-            .map(|a| a.iter().map(super::short).collect())
+            .map(|a| a.iter().map(crate::action::short).collect())
             .unwrap_or_default();
         format!("run {}", argv.join(" "))
     }

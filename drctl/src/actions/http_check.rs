@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{
+use crate::action::{
     decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
 };
 use crate::decode::{Ctx, MapReader};
@@ -158,7 +158,14 @@ impl HttpCheck {
             } else {
                 format!("{host}.")
             };
-            let ips = crate::dns::query::answers(ns, &fqdn, "A", Duration::from_secs(2)).await?;
+            let ips = crate::dnsquery::answers(ns, &fqdn, "A", Duration::from_secs(2))
+                .await
+                .map_err(|e| {
+                    ActionError::failed_hint(
+                        e.to_string(),
+                        "is the authoritative server reachable from here? check dns.nameservers",
+                    )
+                })?;
             let ip: std::net::IpAddr = ips
                 .first()
                 .and_then(|i| i.parse().ok())
@@ -184,7 +191,7 @@ impl HttpCheck {
         let started = Instant::now();
         let resp = req.send().await.map_err(|e| {
             ActionError::failed_hint(
-                format!("{} {}: {}", p.method, p.url, error_chain(&e)),
+                format!("{} {}: {}", p.method, p.url, crate::diag::error_chain(&e)),
                 "is the service up and the URL right? `drctl plan --check` probes it read-only",
             )
         })?;
@@ -260,22 +267,6 @@ fn status(ctx: &mut Ctx<'_>, n: &Node) -> Option<u16> {
     Some(v as u16)
 }
 
-/// Includes the causes (connection refused, timed out) that reqwest keeps in
-/// its source chain; the top-level message alone says only "error sending".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[async_trait]
 impl Action for HttpCheck {
     fn kind(&self) -> &'static str {
@@ -302,19 +293,25 @@ impl Action for HttpCheck {
         if params.get("expect_failure") == Some(&Value::Bool(true)) {
             return format!(
                 "confirm {} is down",
-                params.get("url").map(super::short).unwrap_or_default()
+                params
+                    .get("url")
+                    .map(crate::action::short)
+                    .unwrap_or_default()
             );
         }
         format!(
             "{} {} expect {}",
             params
                 .get("method")
-                .map(super::short)
+                .map(crate::action::short)
                 .unwrap_or_else(|| "GET".into()),
-            params.get("url").map(super::short).unwrap_or_default(),
+            params
+                .get("url")
+                .map(crate::action::short)
+                .unwrap_or_default(),
             params
                 .get("expect_status")
-                .map(super::short)
+                .map(crate::action::short)
                 .unwrap_or_else(|| "200".into())
         )
     }

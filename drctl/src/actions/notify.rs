@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{
+use crate::action::{
     decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
 };
 use crate::decode::{Ctx, MapReader};
@@ -92,7 +92,10 @@ impl Action for Notify {
     fn describe(&self, params: &Value) -> String {
         format!(
             "notify: {}",
-            params.get("message").map(super::short).unwrap_or_default()
+            params
+                .get("message")
+                .map(crate::action::short)
+                .unwrap_or_default()
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
@@ -153,11 +156,7 @@ impl Action for Notify {
             match res {
                 Ok(r) if r.status().is_success() => sent.push(t.name.clone()),
                 Ok(r) => failed.push(format!("{}: HTTP {}", t.name, r.status())),
-                Err(e) => failed.push(format!(
-                    "{}: {}",
-                    t.name,
-                    super::http_check::error_chain(&e)
-                )),
+                Err(e) => failed.push(format!("{}: {}", t.name, crate::diag::error_chain(&e))),
             }
         }
         if p.required && !failed.is_empty() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::duration::format_duration;
 use crate::yaml::Node;
@@ -88,8 +88,8 @@ impl Action for Wait {
     }
     fn describe(&self, params: &Value) -> String {
         match (params.get("duration"), params.get("until")) {
-            (Some(d), _) => format!("wait {}", super::short(d)),
-            (_, Some(u)) => format!("wait until {}", super::short(u)),
+            (Some(d), _) => format!("wait {}", crate::action::short(d)),
+            (_, Some(u)) => format!("wait until {}", crate::action::short(u)),
             _ => "wait".into(),
         }
     }

@@ -35,10 +35,9 @@ pub async fn cmd_trust(
             ),
         )
     })?;
-    let server = crate::actions::decode_resolved("immudb", comp, |c, n| {
-        ImmudbServer::decode(c, n, "immudb")
-    })
-    .map_err(|e| CliError::new(exit::INVALID_INPUT, e.to_string()))?;
+    let server =
+        crate::action::decode_resolved("immudb", comp, |c, n| ImmudbServer::decode(c, n, "immudb"))
+            .map_err(|e| CliError::new(exit::INVALID_INPUT, e.to_string()))?;
     let fail = |e: String| CliError::new(exit::VERIFY_REJECTED, e);
     let pem = server
         .pinned_pem()

@@ -186,7 +186,7 @@ pub async fn cmd_heartbeat(
             format!("region `{region}` has no postgres in {}", env.display()),
         )
     })?;
-    let server = crate::actions::decode_resolved("heartbeat", comp, |ctx, n| {
+    let server = crate::action::decode_resolved("heartbeat", comp, |ctx, n| {
         crate::postgres::PgServer::decode(ctx, n, "postgres")
     })
     .map_err(|err| CliError::new(exit::INVALID_INPUT, err.to_string()))?;

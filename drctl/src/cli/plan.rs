@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{ui, CliError, OutputFormat};
-use crate::actions::{self, RunOptions, StepContext};
+use crate::action::{self, StepContext};
+use crate::actions;
 use crate::diag::Diagnostics;
 use crate::engine::{resolve_params, scope_for};
 use crate::environment::{load_environment, Environment};
 use crate::exit;
+use crate::journal::RunOptions;
 use crate::runbook::{load_runbook, validate_runbook, ExecutionPlan, Mode, Runbook};
 use crate::store::Store;
 
@@ -315,11 +317,11 @@ pub async fn render_plan(
                             .parent()
                             .map(|p| p.to_path_buf())
                             .unwrap_or_default(),
-                        progress: actions::no_progress(),
-                        checkpoints: actions::Checkpoints::none(),
+                        progress: action::no_progress(),
+                        checkpoints: action::Checkpoints::none(),
                     };
                     let pre = if s_has_step_refs(&resolved) {
-                        Ok(actions::Preflight::ok(
+                        Ok(action::Preflight::ok(
                             "(depends on earlier steps' outputs; checked at run time)",
                         ))
                     } else {
@@ -331,7 +333,7 @@ pub async fn render_plan(
                         {
                             Ok(r) => r,
                             Err(_) => {
-                                Ok(actions::Preflight::problem("preflight timed out after 10s"))
+                                Ok(action::Preflight::problem("preflight timed out after 10s"))
                             }
                         }
                     };

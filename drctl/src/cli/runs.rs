@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::plan::{load, parse_params, render_plan, target_region, PlanArgs};
 use super::{ui, CliError, OutputFormat, RunArgs};
-use crate::actions::RunOptions;
 use crate::engine::{self, resolve_params, ResumeOptions, RunOutcome, RunSpec};
 use crate::exit;
+use crate::journal::RunOptions;
 use crate::journal::RunStatus;
 use crate::runbook::{load_runbook, Mode};
 use crate::store::{Approval, Store};

@@ -6,10 +6,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::query::answers;
 use super::switch::{decode_params, setup, Params};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::Ctx;
+use crate::dnsquery::answers;
 use crate::yaml::Node;
 
 pub struct DnsCheck;
@@ -43,7 +43,9 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<(Vec<String>, bool), Actio
     }
     for s in cfg.desired(&region) {
         for ns in &cfg.nameservers {
-            let got = answers(ns, &s.name, &s.rtype, cfg.timeout).await?;
+            let got = answers(ns, &s.name, &s.rtype, cfg.timeout)
+                .await
+                .map_err(super::DnsError::from)?;
             let good = got == s.values;
             ok &= good;
             lines.push(format!(
@@ -79,7 +81,7 @@ impl Action for DnsCheck {
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns answers point at {}",
-            crate::actions::param_text(params, "region", "(target)")
+            crate::action::param_text(params, "region", "(target)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

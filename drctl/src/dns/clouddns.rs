@@ -129,7 +129,7 @@ impl CloudDns {
                     ])
                     .send()
                     .await
-                    .map_err(|e| err(&uri, crate::actions::http_check::error_chain(&e)))?;
+                    .map_err(|e| err(&uri, crate::diag::error_chain(&e)))?;
                 let status = resp.status().as_u16();
                 let v: Value = resp.json().await.map_err(|e| err(&uri, e.to_string()))?;
                 if status != 200 {
@@ -156,7 +156,7 @@ impl CloudDns {
                     .header("Metadata-Flavor", "Google")
                     .send()
                     .await
-                    .map_err(|e| err(&url, crate::actions::http_check::error_chain(&e)))?
+                    .map_err(|e| err(&url, crate::diag::error_chain(&e)))?
                     .json()
                     .await
                     .map_err(|e| err(&url, e.to_string()))?;
@@ -185,7 +185,7 @@ impl CloudDns {
         let resp = req
             .send()
             .await
-            .map_err(|e| err(url, crate::actions::http_check::error_chain(&e)))?;
+            .map_err(|e| err(url, crate::diag::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -225,7 +225,7 @@ impl DnsProvider for CloudDns {
                     name: w.name.clone(),
                     rtype: w.rtype.clone(),
                     ttl: r["ttl"].as_u64().unwrap_or(0) as u32,
-                    values: super::normalize(
+                    values: crate::dnsquery::normalize(
                         &r["rrdatas"]
                             .as_array()
                             .cloned()

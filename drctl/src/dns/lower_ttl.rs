@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::config;
 use super::RecordSet;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 

@@ -136,7 +136,7 @@ impl DnsProvider for Rfc2136 {
     async fn current(&self, want: &[RecordSet]) -> Result<Vec<Option<RecordSet>>, DnsError> {
         let mut out = Vec::new();
         for w in want {
-            let v = super::query::answers(&self.server, &w.name, &w.rtype, self.timeout).await?;
+            let v = crate::dnsquery::answers(&self.server, &w.name, &w.rtype, self.timeout).await?;
             out.push((!v.is_empty()).then(|| RecordSet {
                 name: w.name.clone(),
                 rtype: w.rtype.clone(),

@@ -212,7 +212,7 @@ impl Route53 {
         let resp = req
             .send()
             .await
-            .map_err(|e| err(url, crate::actions::http_check::error_chain(&e)))?;
+            .map_err(|e| err(url, crate::diag::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| err(url, e.to_string()))?;
         if !(200..300).contains(&status) {
@@ -253,7 +253,7 @@ impl DnsProvider for Route53 {
                         .first()
                         .and_then(|t| t.parse().ok())
                         .unwrap_or(0),
-                    values: super::normalize(
+                    values: crate::dnsquery::normalize(
                         &tags(r, "Value")
                             .iter()
                             .map(|v| v.to_string())

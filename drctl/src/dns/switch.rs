@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::config::{self, DnsConfig};
-use super::query::answers;
 use super::RecordSet;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
+use crate::dnsquery::answers;
 use crate::yaml::Node;
 
 pub struct DnsSwitch;
@@ -142,7 +142,7 @@ impl Action for DnsSwitch {
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns records -> region {}",
-            crate::actions::param_text(params, "region", "(target)")
+            crate::action::param_text(params, "region", "(target)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

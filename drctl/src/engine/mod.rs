@@ -28,8 +28,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use crate::actions::RunOptions;
 use crate::environment::Environment;
+use crate::journal::RunOptions;
 use crate::journal::{JournalError, RunStatus};
 use crate::runbook::{Mode, Runbook};
 use crate::store::{Store, StoreError};

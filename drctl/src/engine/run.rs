@@ -12,7 +12,8 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::view::{fold, RunView};
 use super::*;
-use crate::actions::{self, ActionError, Outputs, StepContext};
+use crate::action::{self, ActionError, Outputs, StepContext};
+use crate::actions;
 use crate::journal::{self, ErrorInfo, Event, FileRef, JournalWriter, StepStatus};
 use crate::runbook::{OnFailure, Step};
 use crate::store::{HolderId, Lease, LeaseMode};
@@ -764,7 +765,7 @@ impl Run {
             checkpoints: {
                 let tx = tx.clone();
                 let step = id.to_string();
-                let saver: actions::CheckpointSaver = Arc::new(move |data| {
+                let saver: action::CheckpointSaver = Arc::new(move |data| {
                     let tx = tx.clone();
                     let step = step.clone();
                     Box::pin(async move {
@@ -776,7 +777,7 @@ impl Run {
                         })?
                     })
                 });
-                actions::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
+                action::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
             },
         };
         let span = info_span!("step", step = %id, action = %step.action);
@@ -942,7 +943,7 @@ impl Drop for Tasks {
 /// Runs attempts with per-attempt timeout and backoff. Each failed attempt
 /// is journaled (and acknowledged) before the next one acts.
 async fn run_attempts(
-    action: &'static dyn actions::Action,
+    action: &'static dyn action::Action,
     step: &Step,
     params: &Value,
     mut ctx: StepContext,

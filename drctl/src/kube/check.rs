@@ -12,7 +12,7 @@ use super::error::Op;
 use super::snapshot::{self, decode_target, Target};
 use super::workload::Workload;
 use super::KubeError;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -136,7 +136,7 @@ impl Action for KubeCheck {
     fn describe(&self, params: &Value) -> String {
         format!(
             "check rollouts and pod readiness in region {}",
-            crate::actions::param_text(params, "region", "(target)")
+            crate::action::param_text(params, "region", "(target)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

@@ -25,7 +25,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::error::{KubeError, Op};
 use super::workload::{decode_selections, Selection};
-use crate::actions::{decode_resolved, ActionError, StepContext};
+use crate::action::{decode_resolved, ActionError, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 

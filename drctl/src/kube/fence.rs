@@ -20,7 +20,7 @@ use super::config::{self, Cluster};
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
 use super::KubeError;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -161,7 +161,7 @@ impl Action for KubeFence {
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to 0 (if reachable)",
-            crate::actions::param_text(params, "region", "(active)")
+            crate::action::param_text(params, "region", "(active)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

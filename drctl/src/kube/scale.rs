@@ -20,7 +20,7 @@ use super::api::{self, Goal};
 use super::config::{self, Cluster};
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::{Kind as NodeKind, Node};
 
@@ -385,10 +385,10 @@ impl Action for KubeScale {
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to {}",
-            crate::actions::param_text(params, "region", "(target)"),
+            crate::action::param_text(params, "region", "(target)"),
             params
                 .get("replicas")
-                .map(crate::actions::short)
+                .map(crate::action::short)
                 .unwrap_or_default()
         )
     }

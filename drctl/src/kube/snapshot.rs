@@ -16,7 +16,7 @@ use super::api::{self, Hpa};
 use super::config::{self, Cluster};
 use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
@@ -271,7 +271,7 @@ impl Action for KubeSnapshot {
     fn describe(&self, params: &Value) -> String {
         format!(
             "record workload capacity of region {}",
-            crate::actions::param_text(params, "region", "(active)")
+            crate::action::param_text(params, "region", "(active)")
         )
     }
     async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {

@@ -45,12 +45,10 @@ pub async fn control(base: &str, method: &str, route: &str) -> Result<Value, Str
     } else {
         client.get(&url)
     };
-    let resp = req.send().await.map_err(|e| {
-        format!(
-            "lab control {url}: {}",
-            crate::actions::http_check::error_chain(&e)
-        )
-    })?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("lab control {url}: {}", crate::diag::error_chain(&e)))?;
     let status = resp.status();
     let v: Value = resp
         .json()

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::heartbeat::{load_status, HeartbeatStatus};
 use super::ops::{self, Lsn, Status};
 use super::{server_field, PgServer};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 

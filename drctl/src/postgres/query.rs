@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio_postgres::SimpleQueryMessage;
 
 use super::{server_field, PgServer};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -75,7 +75,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
             ActionError::failed(format!(
                 "postgres {}: {}",
                 p.server.addr(),
-                crate::actions::http_check::error_chain(&e)
+                crate::diag::error_chain(&e)
             ))
         })?;
     let mut rows = Vec::new();

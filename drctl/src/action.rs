@@ -1,0 +1,330 @@
+//! The contract between the engine and every action kind: the [`Action`]
+//! trait, the [`StepContext`] an attempt runs in, [`ActionError`] and the
+//! helpers kinds share.
+//!
+//! This module is a leaf: it imports only foundation modules (decoding,
+//! diagnostics, the environment, the store, secrets), never an action kind
+//! or the engine, so the kinds (`actions/`, `dns/`, `kube/`, `postgres/`,
+//! `immudb/`) depend on it and not on each other. Which kinds exist is
+//! decided once, at the composition root.
+//!
+//! Each kind has three faces:
+//!
+//! - `validate`: pure parameter checks for `drctl validate` (no network, no
+//!   secrets resolved);
+//! - `preflight`: read-only inspection of live systems for `drctl plan
+//!   --check`, saying what `execute` would change;
+//! - `execute`: idempotent: check the current state, act only if needed,
+//!   verify. A step interrupted mid-execution is re-executed on resume, so
+//!   an action that cannot guarantee this must say so via [`Action::idempotent`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::decode::Ctx;
+use crate::diag::Diagnostics;
+use crate::environment::Environment;
+use crate::journal::RunOptions;
+use crate::runbook::Mode;
+use crate::secret::{SecretError, SecretRef};
+use crate::store::Store;
+use crate::yaml::{Node, SourceFile, Span};
+
+pub type Outputs = Map<String, Value>;
+
+/// Everything an action may use while executing one attempt.
+#[derive(Clone)]
+pub struct StepContext {
+    pub run_id: String,
+    pub step_id: String,
+    pub mode: Mode,
+    pub env: Option<Arc<Environment>>,
+    pub target_region: Option<String>,
+    pub store: Arc<dyn Store>,
+    pub options: RunOptions,
+    pub operator: String,
+    pub attempt: u32,
+    /// When this attempt's timeout expires; actions bound internal waits by it.
+    pub deadline: Instant,
+    pub failed_at: Option<SystemTime>,
+    /// Directory of the runbook file: relative paths in steps (check sets)
+    /// resolve against it, not against wherever drctl was started.
+    pub runbook_dir: std::path::PathBuf,
+    /// Where long-running actions report progress (e.g. "7/12 ready");
+    /// the CLI prints it, drills and tests may ignore it.
+    pub progress: Progress,
+    /// The step's pre-effect checkpoint, journaled through the engine.
+    pub checkpoints: Checkpoints,
+}
+
+/// Journals a checkpoint and resolves once it is durable.
+pub type CheckpointSaver =
+    Arc<dyn Fn(Value) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A step's checkpoint: the latest value saved by this step, in this or an
+/// earlier process (the engine replays them from the journal on resume).
+#[derive(Clone)]
+pub struct Checkpoints {
+    saver: Option<CheckpointSaver>,
+    saved: Arc<std::sync::Mutex<Option<Value>>>,
+}
+
+impl Checkpoints {
+    pub fn new(saver: CheckpointSaver, saved: Option<Value>) -> Self {
+        Checkpoints {
+            saver: Some(saver),
+            saved: Arc::new(std::sync::Mutex::new(saved)),
+        }
+    }
+
+    /// For contexts that must not save anything (preflight, tests).
+    pub fn none() -> Self {
+        Checkpoints {
+            saver: None,
+            saved: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+}
+
+/// A sink for one-line progress messages of a running step.
+pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
+pub fn no_progress() -> Progress {
+    Arc::new(|_| {})
+}
+
+impl StepContext {
+    /// Reports progress to the operator (and the log).
+    pub fn progress(&self, message: impl Into<String>) {
+        let m = message.into();
+        tracing::info!(step = %self.step_id, "{m}");
+        (self.progress)(m);
+    }
+
+    /// Saves the step's pre-effect state as a hash-chained `step_checkpoint`
+    /// journal record and returns once it is durable: call it before the
+    /// effect it protects. The latest value is what [`Self::saved`] returns,
+    /// in this attempt and after any resume.
+    pub async fn checkpoint<T: serde::Serialize>(&self, value: &T) -> Result<(), ActionError> {
+        let v = serde_json::to_value(value).map_err(|e| {
+            ActionError::failed(format!("cannot encode the step's checkpoint: {e}"))
+        })?;
+        let Some(saver) = &self.checkpoints.saver else {
+            return Err(ActionError::failed(
+                "this context cannot save checkpoints (preflight)",
+            ));
+        };
+        saver(v.clone()).await.map_err(|e| {
+            ActionError::failed(format!("cannot journal the step's checkpoint: {e}"))
+        })?;
+        *self
+            .checkpoints
+            .saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(v);
+        Ok(())
+    }
+
+    /// The step's latest checkpoint, if it saved one (perhaps in a process
+    /// that died).
+    pub fn saved<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, ActionError> {
+        let g = self
+            .checkpoints
+            .saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                ActionError::failed(format!(
+                    "the step's journaled checkpoint cannot be read: {e}"
+                ))
+            }),
+        }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    pub fn env(&self) -> Result<&Environment, ActionError> {
+        self.env.as_deref().ok_or_else(|| ActionError::Config {
+            message: "this action needs an environment".into(),
+            hint: "pass --env FILE".into(),
+        })
+    }
+}
+
+/// What a preflight found: human lines such as
+/// `dns app.example.com A 10.0.0.1 -> 10.1.0.1`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Preflight {
+    pub lines: Vec<String>,
+    /// False when the step would certainly fail (e.g. target unreachable).
+    pub ok: bool,
+}
+
+impl Preflight {
+    pub fn ok(line: impl Into<String>) -> Self {
+        Preflight {
+            lines: vec![line.into()],
+            ok: true,
+        }
+    }
+
+    pub fn problem(line: impl Into<String>) -> Self {
+        Preflight {
+            lines: vec![line.into()],
+            ok: false,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ActionError {
+    #[error("invalid parameters after resolving expressions:\n{0}")]
+    InvalidParams(String),
+    #[error("{message}")]
+    Config { message: String, hint: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// A guard refused to act (split brain, too much lag). Not retried:
+    /// retrying cannot change the operator's decision.
+    #[error("refused: {message}")]
+    Refused { message: String, hint: String },
+    /// The action ran and the system did not reach the desired state.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        hint: Option<String>,
+    },
+    /// An approval step is still waiting for `drctl approve`.
+    #[error("waiting for approval of step `{step}`")]
+    AwaitingApproval { step: String },
+}
+
+impl ActionError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        ActionError::Failed {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn failed_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        ActionError::Failed {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// Whether another attempt could succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ActionError::Failed { .. })
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ActionError::Config { hint, .. } | ActionError::Refused { hint, .. } => Some(hint),
+            ActionError::Failed { hint, .. } => hint.as_deref(),
+            ActionError::Secret(_) => {
+                Some("set the variable or create the file the reference names")
+            }
+            ActionError::AwaitingApproval { .. } => {
+                Some("run `drctl approve RUN_ID STEP`, then `drctl resume RUN_ID`")
+            }
+            ActionError::InvalidParams(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Action: Send + Sync {
+    /// The name used in runbooks, e.g. `http.check`.
+    fn kind(&self) -> &'static str;
+
+    /// One line for `drctl schema` and error hints.
+    fn summary(&self) -> &'static str;
+
+    /// Output keys later steps may reference as `steps.ID.outputs.KEY`.
+    fn outputs(&self) -> &'static [&'static str];
+
+    /// Pure parameter validation (no network, no secrets resolved).
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node);
+
+    /// False when re-running after an interruption could repeat a side
+    /// effect; resume then asks the operator instead of guessing.
+    fn idempotent(&self, _params: &Value) -> bool {
+        true
+    }
+
+    /// True when the step changes nothing in the environment's systems
+    /// (it may still write drctl's own state, e.g. a capacity snapshot).
+    /// A run of read-only steps takes a shared lease, so it never locks
+    /// out a failover.
+    fn read_only(&self, _params: &Value) -> bool {
+        false
+    }
+
+    /// One line describing what the step will do, for plans.
+    fn describe(&self, params: &Value) -> String;
+
+    /// Read-only inspection of live systems.
+    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError>;
+
+    /// Check, act if needed, verify.
+    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError>;
+}
+
+/// Decodes resolved parameters with the same decoder `validate` uses, so
+/// a value that only became wrong after `${...}` resolution is reported
+/// just as precisely.
+pub fn decode_resolved<P>(
+    kind: &str,
+    params: &Value,
+    decode: impl FnOnce(&mut Ctx<'_>, &Node) -> Option<P>,
+) -> Result<P, ActionError> {
+    let file = SourceFile::new(format!("<resolved parameters of {kind}>"), "");
+    let node = Node::from_json(params, Span::default());
+    let mut diags = Diagnostics::default();
+    let out = {
+        let mut ctx = Ctx::new(&file, &mut diags);
+        decode(&mut ctx, &node)
+    };
+    match out {
+        Some(p) if !diags.has_errors() => Ok(p),
+        _ => Err(ActionError::InvalidParams(
+            diags
+                .iter()
+                .map(|d| format!("  - {}", d.message))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+    }
+}
+
+/// Resolves a secret reference written as a parameter.
+pub fn resolve_secret(r: &SecretRef) -> Result<crate::secret::Secret, ActionError> {
+    Ok(r.resolve()?)
+}
+
+/// A parameter rendered for a plan line, or `default` when it is absent.
+pub fn param_text(params: &Value, key: &str, default: &str) -> String {
+    params
+        .get(key)
+        .map(short)
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Renders a value compactly for plans, masking nothing: callers pass
+/// parameters that hold references, never resolved secrets.
+pub fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
