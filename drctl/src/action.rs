@@ -18,6 +18,7 @@
 //!   verify. A step interrupted mid-execution is re-executed on resume, so
 //!   an action that cannot guarantee this must say so via [`Action::idempotent`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,6 +60,9 @@ pub struct StepContext {
     pub progress: Progress,
     /// The step's pre-effect checkpoint, journaled through the engine.
     pub checkpoints: Checkpoints,
+    /// The kinds this run was validated against: `checks.run` looks its
+    /// checks' kinds up here.
+    pub registry: Arc<Registry>,
 }
 
 /// Journals a checkpoint and resolves once it is durable.
@@ -254,7 +258,9 @@ pub trait Action: Send + Sync {
     fn outputs(&self) -> &'static [&'static str];
 
     /// Pure parameter validation (no network, no secrets resolved).
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node);
+    /// `kinds` is the registry the runbook is validated against, for kinds
+    /// that hold other steps (`checks.run`).
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry);
 
     /// False when re-running after an interruption could repeat a side
     /// effect; resume then asks the operator instead of guessing.
@@ -278,6 +284,53 @@ pub trait Action: Send + Sync {
 
     /// Check, act if needed, verify.
     async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError>;
+}
+
+/// The action kinds a process knows. It is built once, at the composition
+/// root ([`crate::registry::standard`]), and handed to everything that
+/// resolves a kind by name: validation, plans, the engine and `checks.run`.
+/// Nothing else names every kind, so a kind module depends on this leaf
+/// and never on its siblings.
+pub struct Registry {
+    /// In registration order: `drctl schema` and error hints list kinds in
+    /// it, so the order is part of the output and must not depend on a hash.
+    kinds: Vec<Box<dyn Action>>,
+    /// Kind name to its position in `kinds`.
+    index: HashMap<&'static str, usize>,
+}
+
+/// Two kinds registered under one name: the second would silently shadow
+/// the first.
+#[derive(Debug, Error)]
+#[error("action kind `{0}` is registered twice")]
+pub struct DuplicateKind(pub &'static str);
+
+impl Registry {
+    /// A registry of `kinds`, kept in the given order.
+    pub fn new(kinds: Vec<Box<dyn Action>>) -> Result<Registry, DuplicateKind> {
+        let mut index = HashMap::with_capacity(kinds.len());
+        for (i, k) in kinds.iter().enumerate() {
+            if index.insert(k.kind(), i).is_some() {
+                return Err(DuplicateKind(k.kind()));
+            }
+        }
+        Ok(Registry { kinds, index })
+    }
+
+    /// The kind named `kind`, in constant time.
+    pub fn get(&self, kind: &str) -> Option<&dyn Action> {
+        self.index.get(kind).map(|&i| self.kinds[i].as_ref())
+    }
+
+    /// Every kind, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Action> {
+        self.kinds.iter().map(|k| k.as_ref())
+    }
+
+    /// Every kind's name, in registration order (for hints and schemas).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.iter().map(|k| k.kind()).collect()
+    }
 }
 
 /// Decodes resolved parameters with the same decoder `validate` uses, so

@@ -68,6 +68,7 @@ async fn engine_run(
 ) -> Result<Duration, String> {
     let spec = RunSpec {
         runbook: rb,
+        registry: Arc::new(crate::registry::standard()),
         env: None,
         mode: Mode::Drill,
         params: Default::default(),

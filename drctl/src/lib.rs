@@ -23,6 +23,7 @@ pub mod kube;
 pub mod lab;
 pub mod measure;
 pub mod postgres;
+pub mod registry;
 pub mod report;
 pub mod runbook;
 pub mod secret;

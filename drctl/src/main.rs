@@ -57,9 +57,13 @@ async fn open_store(
 
 async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let output = cli.output;
+    // The composition root: every command sees the same action kinds.
+    let registry = Arc::new(drctl::registry::standard());
     match &cli.command {
-        Command::Validate { files, env } => cli::plan::cmd_validate(files, env.as_deref(), output),
-        Command::Schema => Ok(cli::plan::cmd_schema()),
+        Command::Validate { files, env } => {
+            cli::plan::cmd_validate(files, env.as_deref(), output, &registry)
+        }
+        Command::Schema => Ok(cli::plan::cmd_schema(&registry)),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "drctl", &mut std::io::stdout());
             Ok(exit::OK)
@@ -87,7 +91,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 mode: (*mode).into(),
                 params,
             };
-            cli::plan::cmd_plan(args, store, output).await
+            cli::plan::cmd_plan(args, store, output, &registry).await
         }
         Command::Run {
             runbook,
@@ -104,6 +108,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 store,
                 output,
                 false,
+                &registry,
             )
             .await
         }
@@ -122,6 +127,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 store,
                 output,
                 true,
+                &registry,
             )
             .await
         }
@@ -150,6 +156,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 opts,
                 store,
                 output,
+                &registry,
             )
             .await
         }
@@ -174,8 +181,16 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             args,
         } => {
             let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
-            cli::labcmd::cmd_drill(runbook, region.as_deref(), *inject_lag, args, store, output)
-                .await
+            cli::labcmd::cmd_drill(
+                runbook,
+                region.as_deref(),
+                *inject_lag,
+                args,
+                store,
+                output,
+                &registry,
+            )
+            .await
         }
         Command::Immudb(cli::ImmudbCmd::Trust { env, region }) => {
             let store = open_store(&cli, Some(env), OpenMode::Create).await?;

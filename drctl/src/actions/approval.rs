@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::runbook::Mode;
 use crate::store::Approval as ApprovalRecord;
@@ -69,7 +71,7 @@ impl Action for Approval {
     fn outputs(&self) -> &'static [&'static str] {
         &["approved_by", "approved_at", "via", "skipped"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         Self::decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

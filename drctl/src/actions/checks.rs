@@ -21,8 +21,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::lookup;
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::diag::{did_you_mean, Diagnostics};
 use crate::expr::Scope;
@@ -66,9 +67,15 @@ pub fn resolve_path(base: &Path, file: &str) -> PathBuf {
     }
 }
 
-/// Loads and validates a check set; `vars` are the names the step passes
-/// (`None` when validating the file on its own: any `vars.NAME` is allowed).
-pub fn load(path: &Path, vars: Option<&[String]>, diags: &mut Diagnostics) -> Option<Vec<Check>> {
+/// Loads and validates a check set against the kinds in `kinds`; `vars`
+/// are the names the step passes (`None` when validating the file on its
+/// own: any `vars.NAME` is allowed).
+pub fn load(
+    path: &Path,
+    vars: Option<&[String]>,
+    kinds: &Registry,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Check>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -110,8 +117,8 @@ pub fn load(path: &Path, vars: Option<&[String]>, diags: &mut Diagnostics) -> Op
             let (Some(id), Some(action), Some(an)) = (id, action, action_node) else {
                 continue;
             };
-            match lookup(&action).filter(|a| a.kind() != "checks.run") {
-                Some(a) => a.validate(&mut ctx, &with),
+            match kinds.get(&action).filter(|a| a.kind() != "checks.run") {
+                Some(a) => a.validate(&mut ctx, &with, kinds),
                 None => ctx.error(
                     "E-UNKNOWN-ACTION",
                     an,
@@ -177,7 +184,7 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
     let path = resolve_path(&ctx.runbook_dir, &p.file);
     let names: Vec<String> = p.vars.keys().cloned().collect();
     let mut diags = Diagnostics::default();
-    let checks = load(&path, Some(&names), &mut diags);
+    let checks = load(&path, Some(&names), &ctx.registry, &mut diags);
     if diags.has_errors() {
         return Err(ActionError::InvalidParams(diags.render()));
     }
@@ -189,13 +196,20 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
         let params = scope
             .resolve_value(&c.with.to_json())
             .map_err(|e| ActionError::failed(format!("check `{}`: {e}", c.id)))?;
-        let Some(action) = lookup(&c.action) else {
+        if ctx.registry.get(&c.action).is_none() {
             continue;
-        };
+        }
         let sub = ctx.clone();
         set.spawn(async move {
             let t = Instant::now();
-            let r = action.execute(&params, &sub).await;
+            // `load` validated every kind against this registry.
+            let r = match sub.registry.get(&c.action) {
+                Some(action) => action.execute(&params, &sub).await,
+                None => Err(ActionError::failed(format!(
+                    "unknown action `{}`",
+                    c.action
+                ))),
+            };
             (c.id, r, t.elapsed())
         });
     }
@@ -226,7 +240,7 @@ impl Action for ChecksRun {
     fn outputs(&self) -> &'static [&'static str] {
         &["passed", "failed", "results", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry) {
         let Some(p) = decode(ctx, with) else { return };
         let base = Path::new(&ctx.file.path)
             .parent()
@@ -235,7 +249,7 @@ impl Action for ChecksRun {
         let path = resolve_path(&base, &p.file);
         let names: Vec<String> = p.vars.keys().cloned().collect();
         let mut d = Diagnostics::default();
-        load(&path, Some(&names), &mut d);
+        load(&path, Some(&names), kinds, &mut d);
         ctx.diags.extend(d);
     }
     fn describe(&self, params: &Value) -> String {

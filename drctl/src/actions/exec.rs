@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::action::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
+    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, Registry, StepContext,
 };
 use crate::decode::{Ctx, MapReader};
 use crate::secret::{redact, SecretRef};
@@ -257,7 +257,7 @@ impl Action for Exec {
             "duration_ms",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         Self::decode(ctx, with);
     }
     fn idempotent(&self, params: &Value) -> bool {

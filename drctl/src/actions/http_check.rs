@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::action::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
+    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, Registry, StepContext,
 };
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
@@ -286,7 +286,7 @@ impl Action for HttpCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["status", "latency_ms", "body", "value", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         Self::decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

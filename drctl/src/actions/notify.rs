@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::action::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
+    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, Registry, StepContext,
 };
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
@@ -86,7 +86,7 @@ impl Action for Notify {
     fn outputs(&self) -> &'static [&'static str] {
         &["sent", "failed"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         Self::decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

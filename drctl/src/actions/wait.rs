@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::duration::format_duration;
 use crate::yaml::Node;
@@ -83,7 +85,7 @@ impl Action for Wait {
     fn outputs(&self) -> &'static [&'static str] {
         &["waited_ms"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         Self::decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ui, CliError, LabCmd, OutputFormat, RunArgs};
+use crate::action::Registry;
 use crate::exit;
 use crate::runbook::Mode;
 use crate::store::Store;
@@ -16,6 +17,7 @@ pub async fn cmd_drill(
     args: &RunArgs,
     store: Arc<dyn Store>,
     output: OutputFormat,
+    registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
     // A drill definition names the runbook, environment and injection;
     // flags given on the command line win.
@@ -34,8 +36,16 @@ pub async fn cmd_drill(
         (file.to_path_buf(), inject_lag, args.clone())
     };
     let (runbook, args) = (runbook.as_path(), &args);
-    let prepared =
-        super::runs::prepare(runbook, region, Mode::Drill, args, store.clone(), None).await?;
+    let prepared = super::runs::prepare(
+        runbook,
+        region,
+        Mode::Drill,
+        args,
+        store.clone(),
+        None,
+        registry,
+    )
+    .await?;
     let lab = prepared
         .spec
         .env

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::switch::{decode_params, setup, Params};
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::Ctx;
 use crate::dnsquery::answers;
 use crate::yaml::Node;
@@ -75,7 +77,7 @@ impl Action for DnsCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["answers", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

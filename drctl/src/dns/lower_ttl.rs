@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::config;
 use super::RecordSet;
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -72,7 +74,7 @@ impl Action for DnsLowerTtl {
     fn outputs(&self) -> &'static [&'static str] {
         &["changed", "previous_ttls", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

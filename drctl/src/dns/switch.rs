@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use super::config::{self, DnsConfig};
 use super::RecordSet;
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::dnsquery::answers;
 use crate::yaml::Node;
@@ -136,7 +138,7 @@ impl Action for DnsSwitch {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
+use crate::action::Registry;
 use crate::environment::Environment;
 use crate::journal::RunOptions;
 use crate::journal::{JournalError, RunStatus};
@@ -101,6 +102,8 @@ impl From<StoreError> for EngineError {
 /// Everything needed to start a run.
 pub struct RunSpec {
     pub runbook: Arc<Runbook>,
+    /// The kinds the runbook was validated against; steps run these.
+    pub registry: Arc<Registry>,
     pub env: Option<Arc<Environment>>,
     pub mode: Mode,
     /// Final parameter values (defaults applied); secret params hold refs.

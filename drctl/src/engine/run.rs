@@ -12,8 +12,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::view::{fold, RunView};
 use super::*;
-use crate::action::{self, ActionError, Outputs, StepContext};
-use crate::actions;
+use crate::action::{self, ActionError, Outputs, Registry, StepContext};
 use crate::journal::{self, ErrorInfo, Event, FileRef, JournalWriter, StepStatus};
 use crate::runbook::{OnFailure, Step};
 use crate::store::{HolderId, Lease, LeaseMode};
@@ -69,6 +68,7 @@ struct Run {
     run_id: String,
     store: Arc<dyn Store>,
     runbook: Arc<Runbook>,
+    registry: Arc<Registry>,
     env: Option<Arc<Environment>>,
     mode: Mode,
     params: Map<String, Value>,
@@ -116,11 +116,12 @@ async fn bounded<T>(
 
 /// The lease a runbook needs: shared when every step is read-only (it
 /// changes nothing, so it must never lock out a failover), else exclusive.
-pub fn lease_mode(runbook: &Runbook) -> LeaseMode {
-    let all_read_only = runbook
-        .steps
-        .iter()
-        .all(|s| actions::lookup(&s.action).is_some_and(|a| a.read_only(&s.with.to_json())));
+pub fn lease_mode(runbook: &Runbook, kinds: &Registry) -> LeaseMode {
+    let all_read_only = runbook.steps.iter().all(|s| {
+        kinds
+            .get(&s.action)
+            .is_some_and(|a| a.read_only(&s.with.to_json()))
+    });
     if all_read_only {
         LeaseMode::Shared
     } else {
@@ -160,7 +161,14 @@ pub async fn start(
 ) -> Result<RunOutcome, EngineError> {
     let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
     let lease_name = lock_name(spec.env.as_deref());
-    let lease = take_lease(&store, &lease_name, lease_mode(&spec.runbook), &run_id, &ui).await?;
+    let lease = take_lease(
+        &store,
+        &lease_name,
+        lease_mode(&spec.runbook, &spec.registry),
+        &run_id,
+        &ui,
+    )
+    .await?;
     let source_region = spec.env.as_ref().map(|e| e.active_region.clone());
     let rb = &spec.runbook;
     let first = Event::RunStarted {
@@ -204,6 +212,7 @@ pub async fn start(
         run_id,
         store,
         runbook: spec.runbook,
+        registry: spec.registry,
         env: spec.env,
         mode: spec.mode,
         params: spec.params,
@@ -240,6 +249,7 @@ pub async fn load_view_pub(
 /// Continues an interrupted or failed run where the journal says it stopped.
 pub async fn resume(
     store: Arc<dyn Store>,
+    registry: Arc<Registry>,
     run_id: &str,
     runbook: Arc<Runbook>,
     env: Option<Arc<Environment>>,
@@ -249,8 +259,25 @@ pub async fn resume(
     let lease_name = lock_name(env.as_deref());
     // Lock first: a run still alive in another process holds it, and we
     // must not read a journal someone is appending to.
-    let lease = take_lease(&store, &lease_name, lease_mode(&runbook), run_id, &ui).await?;
-    let result = resume_locked(store.clone(), run_id, runbook, env, opts, ui, &lease).await;
+    let lease = take_lease(
+        &store,
+        &lease_name,
+        lease_mode(&runbook, &registry),
+        run_id,
+        &ui,
+    )
+    .await?;
+    let result = resume_locked(
+        store.clone(),
+        registry,
+        run_id,
+        runbook,
+        env,
+        opts,
+        ui,
+        &lease,
+    )
+    .await;
     if result.is_err() {
         release(&store, &lease).await;
     }
@@ -260,6 +287,7 @@ pub async fn resume(
 #[allow(clippy::too_many_arguments)]
 async fn resume_locked(
     store: Arc<dyn Store>,
+    registry: Arc<Registry>,
     run_id: &str,
     runbook: Arc<Runbook>,
     env: Option<Arc<Environment>>,
@@ -291,7 +319,9 @@ async fn resume_locked(
         .iter()
         .filter(|s| s.status == StepStatus::Running)
     {
-        let safe = actions::lookup(&s.action).is_some_and(|a| a.idempotent(&s.inputs));
+        let safe = registry
+            .get(&s.action)
+            .is_some_and(|a| a.idempotent(&s.inputs));
         if opts.mark_done.contains(&s.id) {
             decisions.insert(s.id.clone(), "marked done by operator".to_string());
         } else if opts.rerun.contains(&s.id) {
@@ -375,6 +405,7 @@ async fn resume_locked(
         run_id: run_id.to_string(),
         store,
         runbook,
+        registry,
         env,
         mode: view.mode,
         params: view.params.clone(),
@@ -717,7 +748,7 @@ impl Run {
             .step(id)
             .cloned()
             .ok_or_else(|| EngineError::Invalid(format!("unknown step {id}")))?;
-        let action = actions::lookup(&step.action);
+        let registry = self.registry.clone();
         let resolved = self.scope.resolve_value(&step.with.to_json());
         let inputs = resolved.clone().unwrap_or(Value::Null);
         self.journal
@@ -728,7 +759,10 @@ impl Run {
             })
             .await?;
         self.states.insert(id.to_string(), State::Running);
-        let describe = action.map(|a| a.describe(&inputs)).unwrap_or_default();
+        let describe = registry
+            .get(&step.action)
+            .map(|a| a.describe(&inputs))
+            .unwrap_or_default();
         (self.ui)(UiEvent::StepStarted {
             step: id.to_string(),
             action: step.action.clone(),
@@ -779,13 +813,14 @@ impl Run {
                 });
                 action::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
             },
+            registry: registry.clone(),
         };
         let span = info_span!("step", step = %id, action = %step.action);
         let id = id.to_string();
         Ok(tokio::spawn(
             async move {
                 let started = Instant::now();
-                let (result, attempts) = match (action, resolved) {
+                let (result, attempts) = match (registry.get(&step.action), resolved) {
                     (None, _) => (
                         Err(ErrorInfo {
                             message: format!("unknown action `{}`", step.action),
@@ -943,7 +978,7 @@ impl Drop for Tasks {
 /// Runs attempts with per-attempt timeout and backoff. Each failed attempt
 /// is journaled (and acknowledged) before the next one acts.
 async fn run_attempts(
-    action: &'static dyn action::Action,
+    action: &dyn action::Action,
     step: &Step,
     params: &Value,
     mut ctx: StepContext,

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{ImmudbClient, TrustedState, Verdict};
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::store::Store;
@@ -183,7 +185,7 @@ impl Action for ImmudbVerify {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

@@ -12,7 +12,9 @@ use super::error::Op;
 use super::snapshot::{self, decode_target, Target};
 use super::workload::Workload;
 use super::KubeError;
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -130,7 +132,7 @@ impl Action for KubeCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["workloads", "ready_pods", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

@@ -20,7 +20,9 @@ use super::api::{self, Goal};
 use super::config::{self, Cluster};
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::{Kind as NodeKind, Node};
 
@@ -379,7 +381,7 @@ impl Action for KubeScale {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

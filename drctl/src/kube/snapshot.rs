@@ -16,7 +16,9 @@ use super::api::{self, Hpa};
 use super::config::{self, Cluster};
 use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
@@ -265,7 +267,7 @@ impl Action for KubeSnapshot {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

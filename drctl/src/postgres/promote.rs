@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 use super::heartbeat::{load_status, HeartbeatStatus};
 use super::ops::{self, Lsn, Status};
 use super::{server_field, PgServer};
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -171,7 +173,7 @@ impl Action for PgPromote {
             "forced",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {

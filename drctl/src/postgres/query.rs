@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use tokio_postgres::SimpleQueryMessage;
 
 use super::{server_field, PgServer};
-use crate::action::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -141,7 +143,7 @@ impl Action for PgQuery {
     fn outputs(&self) -> &'static [&'static str] {
         &["row_count", "value", "rows"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
         decode(ctx, with);
     }
     fn describe(&self, params: &Value) -> String {
