@@ -11,12 +11,14 @@
 //! Each kind has three faces:
 //!
 //! - `validate`: pure parameter checks for `drctl validate` (no network, no
-//!   secrets resolved);
+//!   secrets resolved), by the kind's one decoder, which also decodes the
+//!   resolved parameters once per step start;
 //! - `preflight`: read-only inspection of live systems for `drctl plan
 //!   --check`, saying what `execute` would change;
 //! - `execute`: idempotent: check the current state, act only if needed,
 //!   verify. A step interrupted mid-execution is re-executed on resume, so
-//!   an action that cannot guarantee this must say so via [`Action::idempotent`].
+//!   an action that cannot guarantee this must say so via
+//!   [`ActionKind::idempotent`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -246,7 +248,76 @@ impl ActionError {
     }
 }
 
+/// A kind of step, written with typed parameters. Kind modules implement
+/// this; the blanket impl below turns each into an [`Action`] the registry
+/// can hold. The split keeps one decoder per kind ([`ActionKind::decode`],
+/// run by `drctl validate` on the runbook's YAML and by the engine on the
+/// resolved parameters) and decodes once per step start: retries reuse the
+/// typed value.
 #[async_trait]
+pub trait ActionKind: Clone + Send + Sync + 'static {
+    /// The step's `with:`, decoded.
+    type Params: Send + Sync + 'static;
+
+    /// The name used in runbooks, e.g. `http.check`.
+    fn kind(&self) -> &'static str;
+
+    /// One line for `drctl schema` and error hints.
+    fn summary(&self) -> &'static str;
+
+    /// Output keys later steps may reference as `steps.ID.outputs.KEY`.
+    fn outputs(&self) -> &'static [&'static str];
+
+    /// The kind's one decoder: pure (no network, no secrets resolved), and
+    /// reporting every problem it finds into `ctx`.
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params>;
+
+    /// `drctl validate`'s check of a step: the decoder, plus whatever a
+    /// kind checks beyond its own parameters (`checks.run` validates its
+    /// check file against `kinds`).
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
+        Self::decode(ctx, with);
+    }
+
+    /// False when re-running after an interruption could repeat a side
+    /// effect; resume then asks the operator instead of guessing. Takes the
+    /// journaled (resolved) parameters: resume decides before decoding.
+    fn idempotent(&self, _params: &Value) -> bool {
+        true
+    }
+
+    /// True when the step changes nothing in the environment's systems
+    /// (it may still write drctl's own state, e.g. a capacity snapshot).
+    /// A run of read-only steps takes a shared lease, so it never locks
+    /// out a failover. Takes the runbook's parameters as written: the lease
+    /// is chosen before anything is resolved.
+    fn read_only(&self, _params: &Value) -> bool {
+        false
+    }
+
+    /// One line describing what the step will do, for plans. Takes JSON
+    /// because plans show steps whose `${steps...}` references are not
+    /// resolved yet (and so would not decode).
+    fn describe(&self, params: &Value) -> String;
+
+    /// Read-only inspection of live systems. `raw` is the resolved JSON
+    /// `p` was decoded from; the default only describes the step.
+    async fn preflight(
+        &self,
+        _p: &Self::Params,
+        raw: &Value,
+        _ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        Ok(Preflight::ok(self.describe(raw)))
+    }
+
+    /// Check, act if needed, verify. Called once per attempt with the same
+    /// decoded parameters.
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError>;
+}
+
+/// A kind as the registry, validation and the engine see it: object-safe,
+/// with JSON in and a [`PreparedStep`] out.
 pub trait Action: Send + Sync {
     /// The name used in runbooks, e.g. `http.check`.
     fn kind(&self) -> &'static str;
@@ -262,28 +333,88 @@ pub trait Action: Send + Sync {
     /// that hold other steps (`checks.run`).
     fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry);
 
-    /// False when re-running after an interruption could repeat a side
-    /// effect; resume then asks the operator instead of guessing.
-    fn idempotent(&self, _params: &Value) -> bool {
-        true
-    }
+    /// See [`ActionKind::idempotent`].
+    fn idempotent(&self, params: &Value) -> bool;
 
-    /// True when the step changes nothing in the environment's systems
-    /// (it may still write drctl's own state, e.g. a capacity snapshot).
-    /// A run of read-only steps takes a shared lease, so it never locks
-    /// out a failover.
-    fn read_only(&self, _params: &Value) -> bool {
-        false
-    }
+    /// See [`ActionKind::read_only`].
+    fn read_only(&self, params: &Value) -> bool;
 
     /// One line describing what the step will do, for plans.
     fn describe(&self, params: &Value) -> String;
 
-    /// Read-only inspection of live systems.
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError>;
+    /// Decodes resolved parameters with the kind's decoder, once per step
+    /// start. A value that only became wrong after `${...}` resolution is
+    /// reported as precisely as `drctl validate` would, and fails the step
+    /// without an attempt being retried.
+    fn prepare(&self, params: &Value) -> Result<Box<dyn PreparedStep>, ActionError>;
+}
 
-    /// Check, act if needed, verify.
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError>;
+/// A step whose parameters are decoded: the engine runs
+/// [`PreparedStep::execute`] once per attempt, plans run the preflight.
+#[async_trait]
+pub trait PreparedStep: Send + Sync {
+    /// Read-only inspection of live systems.
+    async fn preflight(&self, ctx: &StepContext) -> Result<Preflight, ActionError>;
+
+    /// One attempt: check, act if needed, verify.
+    async fn execute(&self, ctx: &StepContext) -> Result<Outputs, ActionError>;
+}
+
+/// A kind with its decoded parameters (and the JSON they came from).
+struct Prepared<K: ActionKind> {
+    kind: K,
+    params: K::Params,
+    raw: Value,
+}
+
+#[async_trait]
+impl<K: ActionKind> PreparedStep for Prepared<K> {
+    async fn preflight(&self, ctx: &StepContext) -> Result<Preflight, ActionError> {
+        self.kind.preflight(&self.params, &self.raw, ctx).await
+    }
+
+    async fn execute(&self, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        self.kind.execute(&self.params, ctx).await
+    }
+}
+
+impl<K: ActionKind> Action for K {
+    fn kind(&self) -> &'static str {
+        ActionKind::kind(self)
+    }
+
+    fn summary(&self) -> &'static str {
+        ActionKind::summary(self)
+    }
+
+    fn outputs(&self) -> &'static [&'static str] {
+        ActionKind::outputs(self)
+    }
+
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry) {
+        ActionKind::validate(self, ctx, with, kinds)
+    }
+
+    fn idempotent(&self, params: &Value) -> bool {
+        ActionKind::idempotent(self, params)
+    }
+
+    fn read_only(&self, params: &Value) -> bool {
+        ActionKind::read_only(self, params)
+    }
+
+    fn describe(&self, params: &Value) -> String {
+        ActionKind::describe(self, params)
+    }
+
+    fn prepare(&self, params: &Value) -> Result<Box<dyn PreparedStep>, ActionError> {
+        let decoded = decode_resolved(ActionKind::kind(self), params, K::decode)?;
+        Ok(Box::new(Prepared {
+            kind: self.clone(),
+            params: decoded,
+            raw: params.clone(),
+        }))
+    }
 }
 
 /// The action kinds a process knows. It is built once, at the composition
@@ -333,9 +464,9 @@ impl Registry {
     }
 }
 
-/// Decodes resolved parameters with the same decoder `validate` uses, so
-/// a value that only became wrong after `${...}` resolution is reported
-/// just as precisely.
+/// Decodes resolved parameters (or an environment section) with the same
+/// decoder `validate` uses, so a value that only became wrong after
+/// `${...}` resolution is reported just as precisely.
 pub fn decode_resolved<P>(
     kind: &str,
     params: &Value,

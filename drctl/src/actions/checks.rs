@@ -21,14 +21,13 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use crate::action::{
-    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, Registry, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::diag::{did_you_mean, Diagnostics};
 use crate::expr::Scope;
 use crate::yaml::{self, Kind, Node, SourceFile};
 
+#[derive(Clone, Copy)]
 pub struct ChecksRun;
 
 pub struct Check {
@@ -37,24 +36,10 @@ pub struct Check {
     pub with: Node,
 }
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     file: String,
     vars: Map<String, Value>,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "checks.run")?;
-    let file = r.req(ctx, "file").and_then(|n| ctx.string(n, "file"));
-    let vars = match r.opt("vars") {
-        Some(v) if v.as_map().is_some() => v.to_json().as_object().cloned().unwrap_or_default(),
-        Some(v) => {
-            ctx.expected(v, "a mapping of variables", "vars");
-            Map::new()
-        }
-        None => Map::new(),
-    };
-    r.finish(ctx);
-    Some(Params { file: file?, vars })
 }
 
 /// Resolves a check file path relative to the runbook's directory.
@@ -196,19 +181,18 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
         let params = scope
             .resolve_value(&c.with.to_json())
             .map_err(|e| ActionError::failed(format!("check `{}`: {e}", c.id)))?;
-        if ctx.registry.get(&c.action).is_none() {
+        let Some(action) = ctx.registry.get(&c.action) else {
             continue;
-        }
+        };
+        // Decoded once, like a step's parameters; a check that does not
+        // decode fails on its own, the others still run.
+        let step = action.prepare(&params);
         let sub = ctx.clone();
         set.spawn(async move {
             let t = Instant::now();
-            // `load` validated every kind against this registry.
-            let r = match sub.registry.get(&c.action) {
-                Some(action) => action.execute(&params, &sub).await,
-                None => Err(ActionError::failed(format!(
-                    "unknown action `{}`",
-                    c.action
-                ))),
+            let r = match step {
+                Ok(step) => step.execute(&sub).await,
+                Err(e) => Err(e),
             };
             (c.id, r, t.elapsed())
         });
@@ -230,7 +214,9 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
 }
 
 #[async_trait]
-impl Action for ChecksRun {
+impl ActionKind for ChecksRun {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "checks.run"
     }
@@ -240,8 +226,24 @@ impl Action for ChecksRun {
     fn outputs(&self) -> &'static [&'static str] {
         &["passed", "failed", "results", "summary"]
     }
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "checks.run")?;
+        let file = r.req(ctx, "file").and_then(|n| ctx.string(n, "file"));
+        let vars = match r.opt("vars") {
+            Some(v) if v.as_map().is_some() => v.to_json().as_object().cloned().unwrap_or_default(),
+            Some(v) => {
+                ctx.expected(v, "a mapping of variables", "vars");
+                Map::new()
+            }
+            None => Map::new(),
+        };
+        r.finish(ctx);
+        Some(Params { file: file?, vars })
+    }
     fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry) {
-        let Some(p) = decode(ctx, with) else { return };
+        let Some(p) = Self::decode(ctx, with) else {
+            return;
+        };
         let base = Path::new(&ctx.file.path)
             .parent()
             .map(Path::to_path_buf)
@@ -255,9 +257,13 @@ impl Action for ChecksRun {
     fn describe(&self, params: &Value) -> String {
         format!("run checks {}", params["file"].as_str().unwrap_or(""))
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (results, ok) = run_all(&p, ctx).await?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let (results, ok) = run_all(p, ctx).await?;
         let failing: Vec<&str> = results
             .iter()
             .filter(|r| r["ok"] == false)
@@ -275,9 +281,8 @@ impl Action for ChecksRun {
             ok: true,
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (results, ok) = run_all(&p, ctx).await?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let (results, ok) = run_all(p, ctx).await?;
         let passed = results.iter().filter(|r| r["ok"] == true).count();
         if !ok {
             let fails: Vec<String> = results

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::action::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{resolve_secret, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::yaml::{Kind, Node};
 
+#[derive(Clone, Copy)]
 pub struct HttpCheck;
 
 pub struct HttpParams {
@@ -37,109 +36,6 @@ pub struct HttpParams {
 }
 
 impl HttpCheck {
-    pub fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<HttpParams> {
-        let mut r = MapReader::new(ctx, with, "http.check")?;
-        let url_node = r.req(ctx, "url");
-        let url = url_node.and_then(|n| ctx.string(n, "url"));
-        if let (Some(u), Some(n)) = (&url, url_node) {
-            if !(crate::expr::has_refs(u) || u.starts_with("http://") || u.starts_with("https://"))
-            {
-                ctx.error(
-                    "E-VALUE",
-                    n,
-                    format!("url `{u}` must start with http:// or https://"),
-                    None,
-                );
-            }
-        }
-        let method = r
-            .opt("method")
-            .and_then(|n| {
-                ctx.one_of(
-                    n,
-                    &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-                    "method",
-                )
-            })
-            .unwrap_or("GET")
-            .to_string();
-        let mut headers = BTreeMap::new();
-        if let Some(h) = r.opt("headers") {
-            match h.as_map() {
-                Some(entries) => {
-                    for (k, v) in entries {
-                        if let Some(s) = ctx.string(v, &format!("headers.{}", k.key_text())) {
-                            headers.insert(k.key_text(), s);
-                        }
-                    }
-                }
-                None => ctx.expected(h, "a mapping of header names to values", "headers"),
-            }
-        }
-        let body = r.opt("body").and_then(|n| ctx.string(n, "body"));
-        let expect_status = match r.opt("expect_status") {
-            None => vec![200],
-            Some(n) => match &n.kind {
-                Kind::Seq(items) => items.iter().filter_map(|i| status(ctx, i)).collect(),
-                _ => status(ctx, n).into_iter().collect(),
-            },
-        };
-        let body_contains = r
-            .opt("body_contains")
-            .and_then(|n| ctx.string(n, "body_contains"));
-        let ptr_node = r.opt("json_pointer");
-        let json_pointer = ptr_node.and_then(|n| ctx.string(n, "json_pointer"));
-        if let (Some(p), Some(n)) = (&json_pointer, ptr_node) {
-            if !p.is_empty() && !p.starts_with('/') {
-                ctx.error(
-                    "E-VALUE",
-                    n,
-                    format!("json_pointer `{p}` must start with `/`"),
-                    Some(format!("write `/{p}`")),
-                );
-            }
-        }
-        let equals = r.opt("equals").map(Node::to_json);
-        if equals.is_some() && json_pointer.is_none() {
-            ctx.error(
-                "E-VALUE",
-                with,
-                "http.check: `equals` needs `json_pointer`",
-                Some("e.g. json_pointer: /status".into()),
-            );
-        }
-        let attempt_timeout = r
-            .opt("attempt_timeout")
-            .and_then(|n| ctx.duration(n, "attempt_timeout"))
-            .unwrap_or(Duration::from_secs(10));
-        let tls_verify = r
-            .opt("tls_verify")
-            .and_then(|n| ctx.boolean(n, "tls_verify"))
-            .unwrap_or(true);
-        let expect_failure = r
-            .opt("expect_failure")
-            .and_then(|n| ctx.boolean(n, "expect_failure"))
-            .unwrap_or(false);
-        let resolve_via = r
-            .opt("resolve_via")
-            .and_then(|n| ctx.string(n, "resolve_via"));
-        r.finish(ctx);
-        Some(HttpParams {
-            url: url?,
-            method,
-            headers,
-            body,
-            expect_status,
-            body_contains,
-            json_pointer,
-            equals,
-            attempt_timeout,
-            tls_verify,
-            expect_failure,
-            resolve_via,
-        })
-    }
-
     /// Runs the request and assertions; shared with smoke check sets.
     pub async fn run(p: &HttpParams, deadline: Duration) -> Result<Outputs, ActionError> {
         let mut builder = reqwest::Client::builder()
@@ -268,7 +164,9 @@ fn status(ctx: &mut Ctx<'_>, n: &Node) -> Option<u16> {
 }
 
 #[async_trait]
-impl Action for HttpCheck {
+impl ActionKind for HttpCheck {
+    type Params = HttpParams;
+
     fn kind(&self) -> &'static str {
         "http.check"
     }
@@ -286,8 +184,107 @@ impl Action for HttpCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["status", "latency_ms", "body", "value", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
-        Self::decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "http.check")?;
+        let url_node = r.req(ctx, "url");
+        let url = url_node.and_then(|n| ctx.string(n, "url"));
+        if let (Some(u), Some(n)) = (&url, url_node) {
+            if !(crate::expr::has_refs(u) || u.starts_with("http://") || u.starts_with("https://"))
+            {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("url `{u}` must start with http:// or https://"),
+                    None,
+                );
+            }
+        }
+        let method = r
+            .opt("method")
+            .and_then(|n| {
+                ctx.one_of(
+                    n,
+                    &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+                    "method",
+                )
+            })
+            .unwrap_or("GET")
+            .to_string();
+        let mut headers = BTreeMap::new();
+        if let Some(h) = r.opt("headers") {
+            match h.as_map() {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        if let Some(s) = ctx.string(v, &format!("headers.{}", k.key_text())) {
+                            headers.insert(k.key_text(), s);
+                        }
+                    }
+                }
+                None => ctx.expected(h, "a mapping of header names to values", "headers"),
+            }
+        }
+        let body = r.opt("body").and_then(|n| ctx.string(n, "body"));
+        let expect_status = match r.opt("expect_status") {
+            None => vec![200],
+            Some(n) => match &n.kind {
+                Kind::Seq(items) => items.iter().filter_map(|i| status(ctx, i)).collect(),
+                _ => status(ctx, n).into_iter().collect(),
+            },
+        };
+        let body_contains = r
+            .opt("body_contains")
+            .and_then(|n| ctx.string(n, "body_contains"));
+        let ptr_node = r.opt("json_pointer");
+        let json_pointer = ptr_node.and_then(|n| ctx.string(n, "json_pointer"));
+        if let (Some(p), Some(n)) = (&json_pointer, ptr_node) {
+            if !p.is_empty() && !p.starts_with('/') {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("json_pointer `{p}` must start with `/`"),
+                    Some(format!("write `/{p}`")),
+                );
+            }
+        }
+        let equals = r.opt("equals").map(Node::to_json);
+        if equals.is_some() && json_pointer.is_none() {
+            ctx.error(
+                "E-VALUE",
+                with,
+                "http.check: `equals` needs `json_pointer`",
+                Some("e.g. json_pointer: /status".into()),
+            );
+        }
+        let attempt_timeout = r
+            .opt("attempt_timeout")
+            .and_then(|n| ctx.duration(n, "attempt_timeout"))
+            .unwrap_or(Duration::from_secs(10));
+        let tls_verify = r
+            .opt("tls_verify")
+            .and_then(|n| ctx.boolean(n, "tls_verify"))
+            .unwrap_or(true);
+        let expect_failure = r
+            .opt("expect_failure")
+            .and_then(|n| ctx.boolean(n, "expect_failure"))
+            .unwrap_or(false);
+        let resolve_via = r
+            .opt("resolve_via")
+            .and_then(|n| ctx.string(n, "resolve_via"));
+        r.finish(ctx);
+        Some(HttpParams {
+            url: url?,
+            method,
+            headers,
+            body,
+            expect_status,
+            body_contains,
+            json_pointer,
+            equals,
+            attempt_timeout,
+            tls_verify,
+            expect_failure,
+            resolve_via,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         if params.get("expect_failure") == Some(&Value::Bool(true)) {
@@ -315,15 +312,19 @@ impl Action for HttpCheck {
                 .unwrap_or_else(|| "200".into())
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         if p.method != "GET" && p.method != "HEAD" {
             return Ok(Preflight::ok(format!(
                 "{} {} (not probed: not read-only)",
                 p.method, p.url
             )));
         }
-        Ok(match Self::run(&p, ctx.remaining()).await {
+        Ok(match Self::run(p, ctx.remaining()).await {
             Ok(o) => Preflight::ok(format!(
                 "{} {} -> {} (passes now)",
                 p.method, p.url, o["status"]
@@ -336,12 +337,11 @@ impl Action for HttpCheck {
             },
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         if !p.expect_failure {
-            return Self::run(&p, ctx.remaining()).await;
+            return Self::run(p, ctx.remaining()).await;
         }
-        match Self::run(&p, ctx.remaining()).await {
+        match Self::run(p, ctx.remaining()).await {
             Ok(o) => Err(ActionError::failed_hint(
                 format!("{} {} answers {}: the service is up, so there is no outage to confirm", p.method, p.url, o["status"]),
                 "check that you are failing over the right region; a healthy primary must not be failed over",

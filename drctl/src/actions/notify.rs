@@ -8,13 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::action::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{resolve_secret, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct Notify;
 
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -29,8 +28,38 @@ pub struct NotifyParams {
     pub required: bool,
 }
 
-impl Notify {
-    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<NotifyParams> {
+fn secret_field(cfg: &Value, key: &str) -> Result<String, ActionError> {
+    let raw = cfg
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ActionError::Config {
+            message: format!("notify target has no `{key}`"),
+            hint: "see the environment file's notify section".into(),
+        })?;
+    match SecretRef::parse(raw) {
+        Some(r) => Ok(resolve_secret(&r)?.expose().to_string()),
+        None => Ok(raw.to_string()),
+    }
+}
+
+#[async_trait]
+impl ActionKind for Notify {
+    type Params = NotifyParams;
+
+    fn kind(&self) -> &'static str {
+        "notify"
+    }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Sends a message; changes no system of the environment.
+        true
+    }
+    fn summary(&self) -> &'static str {
+        "Send a message to Slack-compatible webhooks and PagerDuty"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["sent", "failed"]
+    }
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "notify")?;
         let message = r.req(ctx, "message").and_then(|n| ctx.string(n, "message"));
         let targets = r
@@ -55,40 +84,6 @@ impl Notify {
             required,
         })
     }
-}
-
-fn secret_field(cfg: &Value, key: &str) -> Result<String, ActionError> {
-    let raw = cfg
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ActionError::Config {
-            message: format!("notify target has no `{key}`"),
-            hint: "see the environment file's notify section".into(),
-        })?;
-    match SecretRef::parse(raw) {
-        Some(r) => Ok(resolve_secret(&r)?.expose().to_string()),
-        None => Ok(raw.to_string()),
-    }
-}
-
-#[async_trait]
-impl Action for Notify {
-    fn kind(&self) -> &'static str {
-        "notify"
-    }
-    fn read_only(&self, _params: &Value) -> bool {
-        // Sends a message; changes no system of the environment.
-        true
-    }
-    fn summary(&self) -> &'static str {
-        "Send a message to Slack-compatible webhooks and PagerDuty"
-    }
-    fn outputs(&self) -> &'static [&'static str] {
-        &["sent", "failed"]
-    }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
-        Self::decode(ctx, with);
-    }
     fn describe(&self, params: &Value) -> String {
         format!(
             "notify: {}",
@@ -98,15 +93,19 @@ impl Action for Notify {
                 .unwrap_or_default()
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+    async fn preflight(
+        &self,
+        _p: &Self::Params,
+        params: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         let n = ctx.env.as_ref().map_or(0, |e| e.notify.len());
         Ok(Preflight::ok(format!(
             "{} ({n} target(s) configured)",
             self.describe(params)
         )))
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let targets: Vec<_> = match &ctx.env {
             Some(env) => env
                 .notify

@@ -335,15 +335,20 @@ pub async fn render_plan(
                             "(depends on earlier steps' outputs; checked at run time)",
                         ))
                     } else {
-                        match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            action.preflight(&resolved, &ctx),
-                        )
-                        .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => {
-                                Ok(action::Preflight::problem("preflight timed out after 10s"))
+                        match action.prepare(&resolved) {
+                            Err(e) => Err(e),
+                            Ok(step) => {
+                                match tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    step.preflight(&ctx),
+                                )
+                                .await
+                                {
+                                    Ok(r) => r,
+                                    Err(_) => Ok(action::Preflight::problem(
+                                        "preflight timed out after 10s",
+                                    )),
+                                }
                             }
                         }
                     };

@@ -19,6 +19,8 @@
 //! in-flight steps (they re-run on resume) and end at once.
 
 pub mod run;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 use std::collections::BTreeMap;

@@ -12,7 +12,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::view::{fold, RunView};
 use super::*;
-use crate::action::{self, ActionError, Outputs, Registry, StepContext};
+use crate::action::{self, ActionError, Outputs, PreparedStep, Registry, StepContext};
 use crate::journal::{self, ErrorInfo, Event, FileRef, JournalWriter, StepStatus};
 use crate::runbook::{OnFailure, Step};
 use crate::store::{HolderId, Lease, LeaseMode};
@@ -748,7 +748,6 @@ impl Run {
             .step(id)
             .cloned()
             .ok_or_else(|| EngineError::Invalid(format!("unknown step {id}")))?;
-        let registry = self.registry.clone();
         let resolved = self.scope.resolve_value(&step.with.to_json());
         let inputs = resolved.clone().unwrap_or(Value::Null);
         self.journal
@@ -759,7 +758,8 @@ impl Run {
             })
             .await?;
         self.states.insert(id.to_string(), State::Running);
-        let describe = registry
+        let describe = self
+            .registry
             .get(&step.action)
             .map(|a| a.describe(&inputs))
             .unwrap_or_default();
@@ -813,34 +813,39 @@ impl Run {
                 });
                 action::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
             },
-            registry: registry.clone(),
+            registry: self.registry.clone(),
+        };
+        // Parameters are decoded once, here; every attempt reuses them. A
+        // value that does not decode fails the step as its first attempt
+        // (not retried: another attempt would decode the same value).
+        let prepared = match (self.registry.get(&step.action), resolved) {
+            (None, _) => Err((
+                ErrorInfo {
+                    message: format!("unknown action `{}`", step.action),
+                    hint: None,
+                    kind: "failed".into(),
+                },
+                0,
+            )),
+            (_, Err(e)) => Err((
+                ErrorInfo {
+                    message: format!("cannot resolve parameters: {e}"),
+                    hint: Some("check the ${...} references; `drctl validate` lists them".into()),
+                    kind: "failed".into(),
+                },
+                0,
+            )),
+            (Some(action), Ok(params)) => action.prepare(&params).map_err(|e| (err_info(&e), 1)),
         };
         let span = info_span!("step", step = %id, action = %step.action);
         let id = id.to_string();
         Ok(tokio::spawn(
             async move {
                 let started = Instant::now();
-                let (result, attempts) = match (registry.get(&step.action), resolved) {
-                    (None, _) => (
-                        Err(ErrorInfo {
-                            message: format!("unknown action `{}`", step.action),
-                            hint: None,
-                            kind: "failed".into(),
-                        }),
-                        0,
-                    ),
-                    (_, Err(e)) => (
-                        Err(ErrorInfo {
-                            message: format!("cannot resolve parameters: {e}"),
-                            hint: Some(
-                                "check the ${...} references; `drctl validate` lists them".into(),
-                            ),
-                            kind: "failed".into(),
-                        }),
-                        0,
-                    ),
-                    (Some(action), Ok(params)) => {
-                        run_attempts(action, &step, &params, ctx_base, &tx, &id).await
+                let (result, attempts) = match prepared {
+                    Err((info, attempts)) => (Err(info), attempts),
+                    Ok(prepared) => {
+                        run_attempts(prepared.as_ref(), &step, ctx_base, &tx, &id).await
                     }
                 };
                 let _ = tx.send(Msg::Done {
@@ -978,9 +983,8 @@ impl Drop for Tasks {
 /// Runs attempts with per-attempt timeout and backoff. Each failed attempt
 /// is journaled (and acknowledged) before the next one acts.
 async fn run_attempts(
-    action: &dyn action::Action,
+    prepared: &dyn PreparedStep,
     step: &Step,
-    params: &Value,
     mut ctx: StepContext,
     tx: &mpsc::UnboundedSender<Msg>,
     id: &str,
@@ -990,24 +994,23 @@ async fn run_attempts(
     loop {
         ctx.attempt = attempt;
         ctx.deadline = Instant::now() + timeout;
-        let (info, retryable) =
-            match tokio::time::timeout(timeout, action.execute(params, &ctx)).await {
-                Ok(Ok(out)) => return (Ok(out), attempt),
-                Ok(Err(e)) => (err_info(&e), e.retryable()),
-                Err(_) => (
-                    ErrorInfo {
-                        message: format!(
-                            "timed out after {}",
-                            crate::duration::format_duration(timeout)
-                        ),
-                        hint: Some(
-                            "raise the step's `timeout`, or check why the system is slow".into(),
-                        ),
-                        kind: "timeout".into(),
-                    },
-                    true,
-                ),
-            };
+        let (info, retryable) = match tokio::time::timeout(timeout, prepared.execute(&ctx)).await {
+            Ok(Ok(out)) => return (Ok(out), attempt),
+            Ok(Err(e)) => (err_info(&e), e.retryable()),
+            Err(_) => (
+                ErrorInfo {
+                    message: format!(
+                        "timed out after {}",
+                        crate::duration::format_duration(timeout)
+                    ),
+                    hint: Some(
+                        "raise the step's `timeout`, or check why the system is slow".into(),
+                    ),
+                    kind: "timeout".into(),
+                },
+                true,
+            ),
+        };
         if !retryable || attempt >= step.retry.attempts {
             return (Err(info), attempt);
         }

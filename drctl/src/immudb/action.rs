@@ -10,9 +10,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{ImmudbClient, TrustedState, Verdict};
-use crate::action::{
-    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::store::Store;
@@ -139,32 +137,19 @@ pub async fn save_trusted(
         .map_err(|e| e.to_string())
 }
 
+#[derive(Clone, Copy)]
 pub struct ImmudbVerify;
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     server: ImmudbServer,
     max_lost_txs: u64,
 }
 
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "immudb.verify")?;
-    let node = r.req(ctx, "server");
-    let server = node
-        .filter(|n| !ctx.deferred(n))
-        .and_then(|n| ImmudbServer::decode(ctx, n, "server"));
-    let max_lost_txs = r
-        .opt("max_lost_txs")
-        .and_then(|n| ctx.uint(n, "max_lost_txs"))
-        .unwrap_or(0);
-    r.finish(ctx);
-    Some(Params {
-        server: server?,
-        max_lost_txs,
-    })
-}
-
 #[async_trait]
-impl Action for ImmudbVerify {
+impl ActionKind for ImmudbVerify {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "immudb.verify"
     }
@@ -185,8 +170,21 @@ impl Action for ImmudbVerify {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "immudb.verify")?;
+        let node = r.req(ctx, "server");
+        let server = node
+            .filter(|n| !ctx.deferred(n))
+            .and_then(|n| ImmudbServer::decode(ctx, n, "server"));
+        let max_lost_txs = r
+            .opt("max_lost_txs")
+            .and_then(|n| ctx.uint(n, "max_lost_txs"))
+            .unwrap_or(0);
+        r.finish(ctx);
+        Some(Params {
+            server: server?,
+            max_lost_txs,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -194,8 +192,12 @@ impl Action for ImmudbVerify {
             params["server"]["url"].as_str().unwrap_or("?")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         let env = ctx.env()?;
         Ok(
             match load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
@@ -216,8 +218,7 @@ impl Action for ImmudbVerify {
             },
         )
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let env = ctx.env()?;
         let stored = load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
             .await

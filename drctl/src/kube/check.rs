@@ -12,28 +12,16 @@ use super::error::Op;
 use super::snapshot::{self, decode_target, Target};
 use super::workload::Workload;
 use super::KubeError;
-use crate::action::{
-    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct KubeCheck;
 
 pub struct Params {
     pub target: Target,
     pub allow_zero: bool,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "kube.check")?;
-    let target = decode_target(ctx, &mut r, "kube.check");
-    let allow_zero = r
-        .opt("allow_zero")
-        .and_then(|n| ctx.boolean(n, "allow_zero"))
-        .unwrap_or(false);
-    r.finish(ctx);
-    Some(Params { target, allow_zero })
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -118,7 +106,9 @@ async fn inspect(
 }
 
 #[async_trait]
-impl Action for KubeCheck {
+impl ActionKind for KubeCheck {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "kube.check"
     }
@@ -132,8 +122,15 @@ impl Action for KubeCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["workloads", "ready_pods", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.check")?;
+        let target = decode_target(ctx, &mut r, "kube.check");
+        let allow_zero = r
+            .opt("allow_zero")
+            .and_then(|n| ctx.boolean(n, "allow_zero"))
+            .unwrap_or(false);
+        r.finish(ctx);
+        Some(Params { target, allow_zero })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -141,9 +138,13 @@ impl Action for KubeCheck {
             crate::action::param_text(params, "region", "(target)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (region, lines, _) = inspect(&p, ctx).await?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let (region, lines, _) = inspect(p, ctx).await?;
         let ok = lines.iter().all(Result::is_ok);
         Ok(Preflight {
             lines: lines
@@ -156,9 +157,8 @@ impl Action for KubeCheck {
             ok,
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (region, lines, ready_pods) = inspect(&p, ctx).await?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let (region, lines, ready_pods) = inspect(p, ctx).await?;
         let bad: Vec<String> = lines.iter().filter_map(|l| l.clone().err()).collect();
         if !bad.is_empty() {
             return Err(ActionError::failed_hint(

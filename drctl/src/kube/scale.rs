@@ -20,12 +20,11 @@ use super::api::{self, Goal};
 use super::config::{self, Cluster};
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
-use crate::action::{
-    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::{Kind as NodeKind, Node};
 
+#[derive(Clone, Copy)]
 pub struct KubeScale;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,68 +69,6 @@ pub struct Params {
     pub max_snapshot_age: Option<Duration>,
     pub wait: bool,
     pub concurrency: usize,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "kube.scale")?;
-    let target = decode_target(ctx, &mut r, "kube.scale");
-    let replicas = r.req(ctx, "replicas").and_then(|n| {
-        if ctx.deferred(n) {
-            return None;
-        }
-        let text = match &n.kind {
-            NodeKind::Int(i) => i.to_string(),
-            NodeKind::Str(s) => s.clone(),
-            _ => {
-                ctx.expected(n, "a count, `primary` or a percentage like \"50%\"", "replicas");
-                return None;
-            }
-        };
-        match parse_replicas(&text) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                ctx.error(
-                    "E-VALUE",
-                    n,
-                    format!("kube.scale: replicas: {e}"),
-                    Some("a count (10), `primary` (match the primary region) or a percentage of it (\"50%\")".into()),
-                );
-                None
-            }
-        }
-    });
-    let from_region = r
-        .opt("from_region")
-        .and_then(|n| ctx.string(n, "from_region"));
-    let capacity_from = r
-        .opt("capacity_from")
-        .and_then(|n| {
-            ctx.one_of(
-                n,
-                &["auto", "live", "snapshot"],
-                "kube.scale: capacity_from",
-            )
-        })
-        .map(|s| match s {
-            "live" => CapacityFrom::Live,
-            "snapshot" => CapacityFrom::Snapshot,
-            _ => CapacityFrom::Auto,
-        })
-        .unwrap_or(CapacityFrom::Auto);
-    let max_snapshot_age = r
-        .opt("max_snapshot_age")
-        .and_then(|n| ctx.duration(n, "kube.scale: max_snapshot_age"));
-    let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.scale");
-    r.finish(ctx);
-    Some(Params {
-        target,
-        replicas,
-        from_region,
-        capacity_from,
-        max_snapshot_age,
-        wait,
-        concurrency,
-    })
 }
 
 /// What the DR workloads should run, and where that number came from.
@@ -363,7 +300,9 @@ async fn apply_one(
 }
 
 #[async_trait]
-impl Action for KubeScale {
+impl ActionKind for KubeScale {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "kube.scale"
     }
@@ -381,8 +320,66 @@ impl Action for KubeScale {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.scale")?;
+        let target = decode_target(ctx, &mut r, "kube.scale");
+        let replicas = r.req(ctx, "replicas").and_then(|n| {
+            if ctx.deferred(n) {
+                return None;
+            }
+            let text = match &n.kind {
+                NodeKind::Int(i) => i.to_string(),
+                NodeKind::Str(s) => s.clone(),
+                _ => {
+                    ctx.expected(n, "a count, `primary` or a percentage like \"50%\"", "replicas");
+                    return None;
+                }
+            };
+            match parse_replicas(&text) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    ctx.error(
+                        "E-VALUE",
+                        n,
+                        format!("kube.scale: replicas: {e}"),
+                        Some("a count (10), `primary` (match the primary region) or a percentage of it (\"50%\")".into()),
+                    );
+                    None
+                }
+            }
+        });
+        let from_region = r
+            .opt("from_region")
+            .and_then(|n| ctx.string(n, "from_region"));
+        let capacity_from = r
+            .opt("capacity_from")
+            .and_then(|n| {
+                ctx.one_of(
+                    n,
+                    &["auto", "live", "snapshot"],
+                    "kube.scale: capacity_from",
+                )
+            })
+            .map(|s| match s {
+                "live" => CapacityFrom::Live,
+                "snapshot" => CapacityFrom::Snapshot,
+                _ => CapacityFrom::Auto,
+            })
+            .unwrap_or(CapacityFrom::Auto);
+        let max_snapshot_age = r
+            .opt("max_snapshot_age")
+            .and_then(|n| ctx.duration(n, "kube.scale: max_snapshot_age"));
+        let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.scale");
+        r.finish(ctx);
+        Some(Params {
+            target,
+            replicas,
+            from_region,
+            capacity_from,
+            max_snapshot_age,
+            wait,
+            concurrency,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -394,12 +391,16 @@ impl Action for KubeScale {
                 .unwrap_or_default()
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&p, ctx)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let region = region_of(p, ctx)?;
         let (cluster, ws) = snapshot::connect_and_resolve(&p.target, &region, ctx).await?;
         let hpas = api::hpas_for(&cluster, &ws).await?;
-        let plan = plan_targets(&p, &region, &ws, ctx).await?;
+        let plan = plan_targets(p, &region, &ws, ctx).await?;
         let mut lines = vec![format!("kube {region}: capacity from {}", plan.source)];
         for w in &ws {
             let t = plan.targets[&w.r.key()];
@@ -418,9 +419,8 @@ impl Action for KubeScale {
         }
         Ok(Preflight { lines, ok: true })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&p, ctx)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let region = region_of(p, ctx)?;
         let (cluster, ws) = snapshot::connect_and_resolve(&p.target, &region, ctx).await?;
         let hpas = api::hpas_for(&cluster, &ws).await?;
         // Decide once: a resumed step keeps the first attempt's previous
@@ -428,7 +428,7 @@ impl Action for KubeScale {
         let saved = match api::load_checkpoint(ctx)? {
             Some(v) => v,
             None => {
-                let plan = plan_targets(&p, &region, &ws, ctx).await?;
+                let plan = plan_targets(p, &region, &ws, ctx).await?;
                 let v = json!({
                     "previous": snapshot::entries_from(&ws, &hpas),
                     "targets": plan.targets,

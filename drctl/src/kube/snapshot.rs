@@ -16,9 +16,7 @@ use super::api::{self, Hpa};
 use super::config::{self, Cluster};
 use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
-use crate::action::{
-    decode_resolved, Action, ActionError, Outputs, Preflight, Registry, StepContext,
-};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
@@ -228,14 +226,8 @@ pub fn decode_pacing(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, kind: &str) -> (b
     (wait, concurrency)
 }
 
+#[derive(Clone, Copy)]
 pub struct KubeSnapshot;
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Target> {
-    let mut r = MapReader::new(ctx, with, "kube.snapshot")?;
-    let t = decode_target(ctx, &mut r, "kube.snapshot");
-    r.finish(ctx);
-    Some(t)
-}
 
 fn region_of(t: &Target, ctx: &StepContext) -> Result<String, ActionError> {
     Ok(t.region.clone().unwrap_or_else(|| {
@@ -247,7 +239,9 @@ fn region_of(t: &Target, ctx: &StepContext) -> Result<String, ActionError> {
 }
 
 #[async_trait]
-impl Action for KubeSnapshot {
+impl ActionKind for KubeSnapshot {
+    type Params = Target;
+
     fn kind(&self) -> &'static str {
         "kube.snapshot"
     }
@@ -267,8 +261,11 @@ impl Action for KubeSnapshot {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, _kinds: &Registry) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.snapshot")?;
+        let t = decode_target(ctx, &mut r, "kube.snapshot");
+        r.finish(ctx);
+        Some(t)
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -276,10 +273,14 @@ impl Action for KubeSnapshot {
             crate::action::param_text(params, "region", "(active)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let t = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&t, ctx)?;
-        let (_, ws) = connect_and_resolve(&t, &region, ctx).await?;
+    async fn preflight(
+        &self,
+        t: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let region = region_of(t, ctx)?;
+        let (_, ws) = connect_and_resolve(t, &region, ctx).await?;
         Ok(Preflight {
             lines: ws
                 .iter()
@@ -288,11 +289,10 @@ impl Action for KubeSnapshot {
             ok: true,
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let t = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&t, ctx)?;
+    async fn execute(&self, t: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let region = region_of(t, ctx)?;
         let started = Instant::now();
-        let (cluster, ws) = connect_and_resolve(&t, &region, ctx).await?;
+        let (cluster, ws) = connect_and_resolve(t, &region, ctx).await?;
         let entries = entries(&cluster, &ws).await?;
         let cap = new_capacity(ctx, &region, "kube.snapshot", entries)?;
         // The newest reading replaces whatever is there (compare-and-set
