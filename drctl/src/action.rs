@@ -68,8 +68,23 @@ pub struct StepContext {
 }
 
 /// Journals a checkpoint and resolves once it is durable.
-pub type CheckpointSaver =
-    Arc<dyn Fn(Value) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type CheckpointSaver = Arc<
+    dyn Fn(Value) -> futures::future::BoxFuture<'static, Result<(), CheckpointError>> + Send + Sync,
+>;
+
+/// Why a checkpoint was not journaled. Either way the step must not go
+/// on to the effect the checkpoint protects; the engine reports the
+/// journal's own error for the run.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// The run's event loop is gone (it is stopping).
+    #[error("the run is stopping")]
+    RunStopping,
+    /// The loop received the checkpoint but did not confirm it durable
+    /// (the journal write failed, or the run stopped first).
+    #[error("the run stopped before the checkpoint was journaled")]
+    NotJournaled,
+}
 
 /// A step's checkpoint: the latest value saved by this step, in this or an
 /// earlier process (the engine replays them from the journal on resume).

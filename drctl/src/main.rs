@@ -166,7 +166,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("bench"));
             let (text, json) = drctl::bench::engine_bench(&dir, *steps, *rounds)
                 .await
-                .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+                .map_err(CliError::from)?;
             cli::ui::out(&if output == OutputFormat::Json {
                 json.to_string()
             } else {

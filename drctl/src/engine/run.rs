@@ -42,7 +42,8 @@ enum Msg {
     Checkpoint {
         step: String,
         data: Value,
-        ack: oneshot::Sender<Result<(), String>>,
+        /// Sent once the record is durable; dropped when it cannot be.
+        ack: oneshot::Sender<()>,
     },
 }
 
@@ -411,10 +412,12 @@ impl Run {
                         match self.journal.append(Event::StepCheckpoint { step: step.clone(), data: data.clone() }).await {
                             Ok(_) => {
                                 self.checkpoints.insert(step, data);
-                                let _ = ack.send(Ok(()));
+                                let _ = ack.send(());
                             }
                             Err(e) => {
-                                let _ = ack.send(Err(e.to_string()));
+                                // Dropping the ack tells the action; the run
+                                // stops with the journal's error.
+                                drop(ack);
                                 return Err(e.into());
                             }
                         }

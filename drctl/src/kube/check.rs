@@ -58,11 +58,27 @@ async fn pods(cluster: &Cluster, w: &Workload) -> Result<(usize, Vec<String>), K
     Ok((ready, not))
 }
 
-/// One line per workload; `Err` lines are problems.
+/// What `kube.check` found for one workload: a line for the operator, and
+/// whether the workload is ready (a problem line otherwise).
+enum Finding {
+    Ready(String),
+    NotReady(String),
+}
+
+impl Finding {
+    fn problem(&self) -> Option<&str> {
+        match self {
+            Finding::Ready(_) => None,
+            Finding::NotReady(s) => Some(s),
+        }
+    }
+}
+
+/// One finding per workload.
 async fn inspect(
     p: &Params,
     ctx: &StepContext,
-) -> Result<(String, Vec<Result<String, String>>, usize), ActionError> {
+) -> Result<(String, Vec<Finding>, usize), ActionError> {
     let region = p
         .target
         .region
@@ -87,19 +103,19 @@ async fn inspect(
             && ready >= w.spec_replicas.max(0) as usize
             && (w.spec_replicas > 0 || p.allow_zero);
         lines.push(if ok {
-            Ok(line)
+            Finding::Ready(line)
         } else if w.spec_replicas == 0 && !p.allow_zero {
-            Err(format!(
+            Finding::NotReady(format!(
                 "{}: scaled to 0 (set allow_zero: true if that is expected)",
                 w.r
             ))
         } else if !not.is_empty() {
-            Err(format!(
+            Finding::NotReady(format!(
                 "{line}; not Ready: {}",
                 not.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
             ))
         } else {
-            Err(format!("{line}; rollout incomplete"))
+            Finding::NotReady(format!("{line}; rollout incomplete"))
         });
     }
     Ok((region, lines, ready_pods))
@@ -145,13 +161,13 @@ impl ActionKind for KubeCheck {
         ctx: &StepContext,
     ) -> Result<Preflight, ActionError> {
         let (region, lines, _) = inspect(p, ctx).await?;
-        let ok = lines.iter().all(Result::is_ok);
+        let ok = lines.iter().all(|l| l.problem().is_none());
         Ok(Preflight {
             lines: lines
                 .into_iter()
                 .map(|l| match l {
-                    Ok(s) => format!("kube {region} {s}"),
-                    Err(s) => format!("kube {region} NOT READY {s}"),
+                    Finding::Ready(s) => format!("kube {region} {s}"),
+                    Finding::NotReady(s) => format!("kube {region} NOT READY {s}"),
                 })
                 .collect(),
             ok,
@@ -159,7 +175,7 @@ impl ActionKind for KubeCheck {
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let (region, lines, ready_pods) = inspect(p, ctx).await?;
-        let bad: Vec<String> = lines.iter().filter_map(|l| l.clone().err()).collect();
+        let bad: Vec<&str> = lines.iter().filter_map(Finding::problem).collect();
         if !bad.is_empty() {
             return Err(ActionError::failed_hint(
                 format!(

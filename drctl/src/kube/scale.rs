@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use thiserror::Error;
 
 use super::api::{self, Goal};
 use super::config::{self, Cluster};
@@ -36,7 +37,16 @@ pub enum Replicas {
     },
 }
 
-pub fn parse_replicas(s: &str) -> Result<Replicas, String> {
+/// A `replicas:` value that is none of the three forms.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplicasError {
+    #[error("`{0}` is not a percentage between 1% and 1000%")]
+    Percentage(String),
+    #[error("`{0}` is not a replica count")]
+    Count(String),
+}
+
+pub fn parse_replicas(s: &str) -> Result<Replicas, ReplicasError> {
     let s = s.trim();
     if s == "primary" {
         return Ok(Replicas::Primary { percent: 100 });
@@ -44,12 +54,12 @@ pub fn parse_replicas(s: &str) -> Result<Replicas, String> {
     if let Some(p) = s.strip_suffix('%') {
         return match p.trim().parse::<u32>() {
             Ok(n) if (1..=1000).contains(&n) => Ok(Replicas::Primary { percent: n }),
-            _ => Err(format!("`{s}` is not a percentage between 1% and 1000%")),
+            _ => Err(ReplicasError::Percentage(s.to_string())),
         };
     }
     match s.parse::<i32>() {
         Ok(n) if n >= 0 => Ok(Replicas::Count(n)),
-        _ => Err(format!("`{s}` is not a replica count")),
+        _ => Err(ReplicasError::Count(s.to_string())),
     }
 }
 
@@ -90,13 +100,11 @@ async fn live_counts(
     from: &str,
     ws: &[Workload],
     concurrency: usize,
-) -> Result<BTreeMap<String, i32>, String> {
-    let cfg = config::for_region(ctx, from).map_err(|e| e.to_string())?;
+) -> Result<BTreeMap<String, i32>, ActionError> {
+    let cfg = config::for_region(ctx, from)?;
     // Bounded: the primary region may be the one that is gone.
     let deadline = ctx.deadline.min(Instant::now() + cfg.timeout);
-    let cluster = Cluster::connect(&cfg, from, deadline)
-        .await
-        .map_err(|e| e.to_string())?;
+    let cluster = Cluster::connect(&cfg, from, deadline).await?;
     let refs: Vec<WorkloadRef> = ws.iter().map(|w| w.r.clone()).collect();
     let got = api::concurrently(refs, concurrency, |r| {
         let c = cluster.clone();
@@ -110,7 +118,7 @@ async fn live_counts(
                 out.insert(k, w.spec_replicas);
             }
             Err(super::KubeError::NotFound { .. }) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(out)

@@ -11,7 +11,7 @@ pub mod status;
 
 use crate::action::ActionError;
 use crate::decode::{Ctx, MapReader};
-pub use conn::{PgError, PgServer};
+pub use conn::{DsnError, PgError, PgServer};
 
 impl From<PgError> for ActionError {
     fn from(e: PgError) -> Self {

@@ -3,6 +3,7 @@
 //! journaled end.
 
 use super::*;
+use crate::action::CheckpointError;
 
 impl Run {
     pub(super) async fn start_step(
@@ -72,10 +73,8 @@ impl Run {
                     Box::pin(async move {
                         let (ack, rx) = oneshot::channel();
                         tx.send(Msg::Checkpoint { step, data, ack })
-                            .map_err(|_| "the run is stopping".to_string())?;
-                        rx.await.map_err(|_| {
-                            "the run stopped before the checkpoint was journaled".to_string()
-                        })?
+                            .map_err(|_| CheckpointError::RunStopping)?;
+                        rx.await.map_err(|_| CheckpointError::NotJournaled)
                     })
                 });
                 action::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
