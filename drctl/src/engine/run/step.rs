@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::action::CheckpointError;
+use crate::journal::FailureKind;
 
 impl Run {
     pub(super) async fn start_step(
@@ -89,7 +90,7 @@ impl Run {
                 ErrorInfo {
                     message: format!("unknown action `{}`", step.action),
                     hint: None,
-                    kind: "failed".into(),
+                    kind: FailureKind::Failed,
                 },
                 0,
             )),
@@ -97,7 +98,7 @@ impl Run {
                 ErrorInfo {
                     message: format!("cannot resolve parameters: {e}"),
                     hint: Some("check the ${...} references; `drctl validate` lists them".into()),
-                    kind: "failed".into(),
+                    kind: FailureKind::Failed,
                 },
                 0,
             )),
@@ -186,7 +187,7 @@ impl Run {
                 Ok(None)
             }
             Err(err) => {
-                let awaiting = err.kind == "awaiting_approval";
+                let awaiting = err.kind == FailureKind::AwaitingApproval;
                 self.journal
                     .append(Event::StepFinished {
                         step: id.to_string(),
@@ -227,14 +228,14 @@ impl Run {
 
 fn err_info(e: &ActionError) -> ErrorInfo {
     let kind = match e {
-        ActionError::Refused { .. } => "refused",
-        ActionError::AwaitingApproval { .. } => "awaiting_approval",
-        _ => "failed",
+        ActionError::Refused { .. } => FailureKind::Refused,
+        ActionError::AwaitingApproval { .. } => FailureKind::AwaitingApproval,
+        _ => FailureKind::Failed,
     };
     ErrorInfo {
         message: e.to_string(),
         hint: e.hint().map(str::to_string),
-        kind: kind.to_string(),
+        kind,
     }
 }
 
@@ -264,7 +265,7 @@ async fn run_attempts(
                     hint: Some(
                         "raise the step's `timeout`, or check why the system is slow".into(),
                     ),
-                    kind: "timeout".into(),
+                    kind: FailureKind::Timeout,
                 },
                 true,
             ),
