@@ -32,7 +32,7 @@ use crate::decode::Ctx;
 use crate::diag::Diagnostics;
 use crate::environment::Environment;
 use crate::journal::RunOptions;
-use crate::runbook::Mode;
+use crate::runbook::model::Mode;
 use crate::secret::{SecretError, SecretRef};
 use crate::store::Store;
 use crate::yaml::{Node, SourceFile, Span};

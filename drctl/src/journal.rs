@@ -145,7 +145,7 @@ pub enum Event {
         runbook: FileRef,
         #[serde(default)]
         environment: Option<FileRef>,
-        mode: crate::runbook::Mode,
+        mode: crate::runbook::model::Mode,
         operator: String,
         host: String,
         pid: u32,
@@ -622,7 +622,7 @@ mod tests {
                     sha256: "00".into(),
                 },
                 environment: None,
-                mode: crate::runbook::Mode::Drill,
+                mode: crate::runbook::model::Mode::Drill,
                 operator: "op".into(),
                 host: "h".into(),
                 pid: 1,

@@ -64,18 +64,3 @@ pub enum DnsError {
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
 }
-
-impl From<DnsError> for crate::action::ActionError {
-    fn from(e: DnsError) -> Self {
-        let hint = match &e {
-            DnsError::Rejected { .. } => {
-                "the provider applied nothing (the change is atomic); fix the record and resume"
-            }
-            DnsError::Query(_) => {
-                "is the authoritative server reachable from here? check dns.nameservers"
-            }
-            _ => "check the dns section of the environment file and the provider's availability",
-        };
-        crate::action::ActionError::failed_hint(e.to_string(), hint)
-    }
-}

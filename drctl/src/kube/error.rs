@@ -4,7 +4,6 @@
 
 use thiserror::Error;
 
-use crate::action::ActionError;
 use crate::diag::error_chain;
 
 /// What a request was about, so an error can say it precisely.
@@ -165,18 +164,6 @@ impl KubeError {
                 "see the API server's message above".into()
             }
             KubeError::Config { hint, .. } => hint.clone(),
-        }
-    }
-}
-
-impl From<KubeError> for ActionError {
-    fn from(e: KubeError) -> Self {
-        match e {
-            KubeError::Config { message, hint } => ActionError::Config { message, hint },
-            other => ActionError::Failed {
-                hint: Some(other.hint()),
-                message: other.to_string(),
-            },
         }
     }
 }

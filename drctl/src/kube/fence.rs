@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::api::{self, Goal};
-use super::config::{self, Cluster};
+use super::config::Cluster;
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
 use super::KubeError;
@@ -50,7 +50,7 @@ async fn reach(
     deadline: Instant,
     ctx: &StepContext,
 ) -> Result<Result<(Cluster, Vec<Workload>), KubeError>, ActionError> {
-    let cfg = config::for_region(ctx, region)?;
+    let cfg = snapshot::for_region(ctx, region)?;
     let sels = match &p.target.workloads {
         Some(s) => s.clone(),
         None => cfg.workloads.clone(),

@@ -49,3 +49,21 @@ pub const CAPACITY_HISTORY: &str = "kube-capacity-history";
 /// before the first write so a resumed step journals the real previous
 /// counts (for failback), not the ones it already changed.
 pub const CHECKPOINTS: &str = "kube-checkpoints";
+
+/// How a Kubernetes failure reaches the engine: configuration problems
+/// keep their hint, everything else is a retryable failure with the
+/// error's own hint. (Here, not in `error.rs`, so the config decoders the
+/// environment uses stay free of the action contract.)
+impl From<KubeError> for crate::action::ActionError {
+    fn from(e: KubeError) -> Self {
+        match e {
+            KubeError::Config { message, hint } => {
+                crate::action::ActionError::Config { message, hint }
+            }
+            other => crate::action::ActionError::Failed {
+                hint: Some(other.hint()),
+                message: other.to_string(),
+            },
+        }
+    }
+}

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::api::{self, Goal};
-use super::config::{self, Cluster};
+use super::config::Cluster;
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
 use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
@@ -101,7 +101,7 @@ async fn live_counts(
     ws: &[Workload],
     concurrency: usize,
 ) -> Result<BTreeMap<String, i32>, ActionError> {
-    let cfg = config::for_region(ctx, from)?;
+    let cfg = snapshot::for_region(ctx, from)?;
     // Bounded: the primary region may be the one that is gone.
     let deadline = ctx.deadline.min(Instant::now() + cfg.timeout);
     let cluster = Cluster::connect(&cfg, from, deadline).await?;

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::{self, Hpa};
-use super::config::{self, Cluster};
+use super::config::{self, Cluster, ClusterConfig};
 use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
-use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
@@ -186,6 +186,26 @@ pub fn decode_target(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, kind: &str) -> Ta
     Target { region, workloads }
 }
 
+/// The region an action acts on and that region's `kube:` section.
+pub fn for_region(ctx: &StepContext, region: &str) -> Result<ClusterConfig, ActionError> {
+    let env = ctx.env()?;
+    if env.region(region).is_none() {
+        return Err(ActionError::Config {
+            message: format!("region `{region}` is not in environment `{}`", env.name),
+            hint: format!("regions: {}", env.region_names().join(", ")),
+        });
+    }
+    let node = env
+        .component(region, "kube")
+        .ok_or_else(|| ActionError::Config {
+            message: format!("region `{region}` has no kube section"),
+            hint: "add `kube:` (kubeconfig or in_cluster, workloads) to the region, or give the step `skip_unless: [target.kube]`".into(),
+        })?;
+    decode_resolved("kube", node, |c, n| {
+        config::decode(c, n, &format!("regions.{region}.kube"))
+    })
+}
+
 /// Connects to the region and resolves the workloads (the step's, else the
 /// region's `kube.workloads`).
 pub async fn connect_and_resolve(
@@ -193,7 +213,7 @@ pub async fn connect_and_resolve(
     region: &str,
     ctx: &StepContext,
 ) -> Result<(Cluster, Vec<Workload>), ActionError> {
-    let cfg = config::for_region(ctx, region)?;
+    let cfg = for_region(ctx, region)?;
     let sels = match &t.workloads {
         Some(s) => s.clone(),
         None if !cfg.workloads.is_empty() => cfg.workloads.clone(),
