@@ -3,10 +3,12 @@
 //! helpers kinds share.
 //!
 //! This module is a leaf: it imports only foundation modules (decoding,
-//! diagnostics, the environment, the store, secrets), never an action kind
-//! or the engine, so the kinds (`actions/`, `dns/`, `kube/`, `postgres/`,
-//! `immudb/`) depend on it and not on each other. Which kinds exist is
-//! decided once, at the composition root.
+//! diagnostics, the environment, the store, the journal's and the runbook
+//! model's types, secrets), never an action kind, the engine or the CLI,
+//! and nothing it imports leads back here. The kinds (`actions/`, `dns/`,
+//! `kube/`, `postgres/`, `immudb/`) depend on it and not on each other;
+//! which kinds exist is decided once, at the composition root
+//! ([`crate::registry`]).
 //!
 //! Each kind has three faces:
 //!
