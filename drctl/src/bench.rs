@@ -11,9 +11,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::engine::{self, RunSpec};
+use thiserror::Error;
+
+use crate::diag::Diagnostics;
+use crate::engine::{self, EngineError, RunSpec};
 use crate::runbook::Mode;
-use crate::store::{DirStore, Store};
+use crate::store::{DirStore, Store, StoreError};
+
+/// Why a benchmark could not produce figures.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{}", .0.render())]
+    Runbook(Diagnostics),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("bench run ended {0}")]
+    RunEnded(&'static str),
+}
 
 /// Median of a sample, in microseconds.
 fn median_us(mut v: Vec<f64>) -> f64 {
@@ -44,7 +62,7 @@ fn noop_runbook(
     dir: &Path,
     steps: usize,
     chained: bool,
-) -> Result<Arc<crate::runbook::Runbook>, String> {
+) -> Result<Arc<crate::runbook::Runbook>, BenchError> {
     let mut y = String::from("name: bench\nsteps:\n");
     for i in 0..steps {
         let _ = write!(
@@ -56,8 +74,8 @@ fn noop_runbook(
         }
     }
     let p = dir.join(format!("bench-{steps}-{chained}.yaml"));
-    std::fs::write(&p, y).map_err(|e| e.to_string())?;
-    let (rb, _) = crate::runbook::load_runbook(&p).map_err(|d| d.render())?;
+    std::fs::write(&p, y)?;
+    let (rb, _) = crate::runbook::load_runbook(&p).map_err(BenchError::Runbook)?;
     Ok(Arc::new(rb))
 }
 
@@ -65,9 +83,10 @@ async fn engine_run(
     store: Arc<dyn Store>,
     rb: Arc<crate::runbook::Runbook>,
     parallelism: usize,
-) -> Result<Duration, String> {
+) -> Result<Duration, BenchError> {
     let spec = RunSpec {
         runbook: rb,
+        registry: Arc::new(crate::registry::standard()),
         env: None,
         mode: Mode::Drill,
         params: Default::default(),
@@ -79,11 +98,9 @@ async fn engine_run(
         run_id: None,
     };
     let start = Instant::now();
-    let out = engine::start(store, spec, engine::silent_ui())
-        .await
-        .map_err(|e| e.to_string())?;
+    let out = engine::start(store, spec, engine::silent_ui()).await?;
     if out.status != crate::journal::RunStatus::Succeeded {
-        return Err(format!("bench run ended {}", out.status.as_str()));
+        return Err(BenchError::RunEnded(out.status.as_str()));
     }
     Ok(start.elapsed())
 }
@@ -97,16 +114,11 @@ pub async fn engine_bench(
     steps: usize,
     rounds: usize,
     pg: Option<(String, crate::postgres::PgServer)>,
-) -> Result<(String, Value), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+) -> Result<(String, Value), BenchError> {
+    std::fs::create_dir_all(dir)?;
     let store: Arc<dyn Store> = match &pg {
-        None => Arc::new(DirStore::open(dir.join("state")).map_err(|e| e.to_string())?),
-        Some((url, server)) => Arc::new(
-            crate::store::postgres::init(url, server.clone())
-                .await
-                .map_err(|e| e.to_string())?
-                .0,
-        ),
+        None => Arc::new(DirStore::open(dir.join("state"))?),
+        Some((url, server)) => Arc::new(crate::store::postgres::init(url, server.clone()).await?.0),
     };
     let mut fsync = Vec::new();
     let mut chained = Vec::new();
@@ -116,10 +128,8 @@ pub async fn engine_bench(
     // Interleave rounds so drift in disk speed hits both sides alike.
     for _ in 0..rounds {
         fsync.push(match &pg {
-            None => bare_fsync(dir, steps).map_err(|e| e.to_string())?,
-            Some((_, server)) => crate::store::bench::bare_insert_commit(server, steps)
-                .await
-                .map_err(|e| e.to_string())?,
+            None => bare_fsync(dir, steps)?,
+            Some((_, server)) => crate::store::bench::bare_insert_commit(server, steps).await?,
         });
         chained.push(
             engine_run(store.clone(), rb_chain.clone(), 1)

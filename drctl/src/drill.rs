@@ -14,12 +14,32 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::engine::{self, RunOutcome, RunSpec};
-use crate::journal::{self, Event, JournalWriter};
+use thiserror::Error;
+
+use crate::engine::{self, EngineError, RunOutcome, RunSpec};
+use crate::journal::{self, Event, JournalError, JournalWriter};
+use crate::lab::LabError;
 use crate::measure::{self, Measurements};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub const HISTORY: &str = "drills";
+
+/// Why a drill could not run or be recorded. The run's own outcome
+/// (failed, interrupted) is not an error: it is in [`DrillResult`].
+#[derive(Debug, Error)]
+pub enum DrillError {
+    /// Injecting the failure or measuring the truth through the lab.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("lab did not report the failure time")]
+    NoFailureTime,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Injection {
@@ -28,15 +48,13 @@ pub struct Injection {
 }
 
 /// Breaks the lab's primary; returns the failure time (ms).
-pub async fn inject_lab(control: &str, inj: &Injection) -> Result<u64, String> {
+pub async fn inject_lab(control: &str, inj: &Injection) -> Result<u64, DrillError> {
     if let Some(lag) = inj.lag {
         crate::lab::control(control, "POST", "/lag/primary").await?;
         tokio::time::sleep(lag).await;
     }
     let v = crate::lab::control(control, "POST", "/break/primary").await?;
-    v["failed_at_ms"]
-        .as_u64()
-        .ok_or_else(|| "lab did not report the failure time".to_string())
+    v["failed_at_ms"].as_u64().ok_or(DrillError::NoFailureTime)
 }
 
 /// Appends a note to a finished run's journal (the truth arrives after the
@@ -48,7 +66,7 @@ pub async fn append_note(
     run_id: &str,
     message: &str,
     data: Value,
-) -> Result<(), String> {
+) -> Result<(), DrillError> {
     let holder = crate::store::HolderId::this_process(run_id);
     let grant = store
         .acquire_lease(
@@ -57,14 +75,10 @@ pub async fn append_note(
             &holder,
             engine::lease_ttl(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let res = async {
-        let bytes = store
-            .read_journal(run_id)
-            .await
-            .map_err(|e| e.to_string())?;
-        let v = journal::verify(&bytes).map_err(|e| e.to_string())?;
+        let bytes = store.read_journal(run_id).await?;
+        let v = journal::verify(&bytes)?;
         let mut w = JournalWriter::resume(
             store.clone(),
             run_id,
@@ -77,12 +91,12 @@ pub async fn append_note(
             message: message.to_string(),
             data,
         })
-        .await
-        .map_err(|e| e.to_string())
+        .await?;
+        Ok::<_, DrillError>(())
     }
     .await;
     let _ = store.release_lease(&grant.lease).await;
-    res.map(|_| ())
+    res
 }
 
 pub struct DrillResult {
@@ -100,7 +114,7 @@ pub async fn run(
     lab_control: Option<String>,
     inj: Injection,
     ui: engine::Ui,
-) -> Result<DrillResult, String> {
+) -> Result<DrillResult, DrillError> {
     let failed_at = match &lab_control {
         Some(c) => {
             ui(engine::UiEvent::Message(
@@ -112,9 +126,7 @@ pub async fn run(
     };
     spec.failed_at_ms = Some(failed_at);
     let lease_name = engine::lock_name(spec.env.as_deref());
-    let outcome = engine::start(store.clone(), spec, ui.clone())
-        .await
-        .map_err(|e| crate::actions::http_check::error_chain(&e))?;
+    let outcome = engine::start(store.clone(), spec, ui.clone()).await?;
     let mut truth = None;
     if let Some(c) = &lab_control {
         match crate::lab::control(c, "POST", "/truth").await {
@@ -130,13 +142,12 @@ pub async fn run(
                 truth = Some(v);
             }
             Err(e) => ui(engine::UiEvent::Message(format!(
-                "could not measure the RPO truth: {e}"
+                "could not measure the RPO truth: {}",
+                crate::diag::error_chain(&e)
             ))),
         }
     }
-    let (view, _) = engine::run::load_view_pub(store.as_ref(), &outcome.run_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (view, _) = engine::run::load_view_pub(store.as_ref(), &outcome.run_id).await?;
     let m = measure::from_view(&view);
     let rto_met = m.as_ref().and_then(|m| Some(m.rto_ms? <= m.rto_target_ms?));
     let rpo_met = m
@@ -145,8 +156,7 @@ pub async fn run(
     let report = crate::report::markdown(&view);
     let report_path = store
         .put_artifact(&outcome.run_id, "report.md", report.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let record = json!({
         "run_id": outcome.run_id,
         "runbook": view.runbook.name,
@@ -163,10 +173,7 @@ pub async fn run(
         "rpo_met": rpo_met,
         "journal_head": view.head,
     });
-    store
-        .append_history(HISTORY, &record)
-        .await
-        .map_err(|e| e.to_string())?;
+    store.append_history(HISTORY, &record).await?;
     Ok(DrillResult {
         outcome,
         measurements: m,

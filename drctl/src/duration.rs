@@ -5,10 +5,36 @@
 
 use std::time::Duration;
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+use thiserror::Error;
+
+/// Why a duration did not parse; shown after the offending text, e.g.
+/// "invalid duration `30`: `30` has no unit (ms, s, m, h, d)".
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DurationError {
+    #[error("empty")]
+    Empty,
+    #[error("expected a number at `{0}`")]
+    ExpectedNumber(String),
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    #[error("`{0}` has no unit (ms, s, m, h, d)")]
+    NoUnit(String),
+    #[error("unknown unit `{0}` (ms, s, m, h, d)")]
+    UnknownUnit(String),
+    /// One part (`99999999999999h`) does not fit a duration.
+    #[error("`{0}` is too large")]
+    PartTooLarge(String),
+    /// The parts together overflow.
+    #[error("too large")]
+    TooLarge,
+    #[error("longer than a year; that is surely a typo")]
+    OverAYear,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty".into());
+        return Err(DurationError::Empty);
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -17,12 +43,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("expected a number at `{rest}`"));
+            return Err(DurationError::ExpectedNumber(rest.to_string()));
         }
         let (num, after) = rest.split_at(digits);
         let value: f64 = num
             .parse()
-            .map_err(|_| format!("`{num}` is not a number"))?;
+            .map_err(|_| DurationError::NotANumber(num.to_string()))?;
         let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
@@ -33,17 +59,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => value * 60.0,
             "h" => value * 3600.0,
             "d" => value * 86400.0,
-            "" => return Err(format!("`{num}` has no unit (ms, s, m, h, d)")),
-            other => return Err(format!("unknown unit `{other}` (ms, s, m, h, d)")),
+            "" => return Err(DurationError::NoUnit(num.to_string())),
+            other => return Err(DurationError::UnknownUnit(other.to_string())),
         };
         // try_ variant: a typo like `99999999999999h` must be an error, not a panic.
-        let part =
-            Duration::try_from_secs_f64(secs).map_err(|_| format!("`{num}{unit}` is too large"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| "too large".to_string())?;
+        let part = Duration::try_from_secs_f64(secs)
+            .map_err(|_| DurationError::PartTooLarge(format!("{num}{unit}")))?;
+        total = total.checked_add(part).ok_or(DurationError::TooLarge)?;
         if total > Duration::from_secs(366 * 86400) {
-            return Err("longer than a year; that is surely a typo".into());
+            return Err(DurationError::OverAYear);
         }
         rest = next;
     }
@@ -83,7 +107,10 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("30").is_err());
+        assert_eq!(
+            parse_duration("30").map_err(|e| e.to_string()),
+            Err("`30` has no unit (ms, s, m, h, d)".to_string())
+        );
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("s").is_err());
     }

@@ -14,7 +14,6 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::actions::RunOptions;
 use std::sync::Arc;
 
 use crate::store::{Lease, Store, StoreError};
@@ -78,13 +77,62 @@ pub struct FileRef {
     pub sha256: String,
 }
 
+/// Run-wide switches an operator set explicitly; journaled at run start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Promote even when the standby lags beyond the step's limit.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+    /// Override split-brain and similar guards.
+    #[serde(default)]
+    pub force: bool,
+    /// A human is at a terminal and can answer prompts.
+    #[serde(default, skip_serializing)]
+    pub interactive: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorInfo {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-    /// `failed`, `timeout`, `refused`, `awaiting_approval`, `interrupted`.
-    pub kind: String,
+    pub kind: FailureKind,
+}
+
+/// How a step or attempt failed. Journaled as a snake_case string
+/// (`"failed"`, `"timeout"`, ...), the same bytes the journal held when
+/// this was a free-form string, so older journals verify and fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The action ran and the system did not reach the desired state.
+    Failed,
+    /// The attempt ran out of its `timeout`.
+    Timeout,
+    /// A guard refused to act (split brain, too much lag): not retried.
+    Refused,
+    /// An approval step is waiting for `drctl approve`: the run parks.
+    AwaitingApproval,
+    /// The step was cut off by the run stopping.
+    Interrupted,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Failed => "failed",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Refused => "refused",
+            FailureKind::AwaitingApproval => "awaiting_approval",
+            FailureKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,7 +145,7 @@ pub enum Event {
         runbook: FileRef,
         #[serde(default)]
         environment: Option<FileRef>,
-        mode: crate::runbook::Mode,
+        mode: crate::runbook::model::Mode,
         operator: String,
         host: String,
         pid: u32,
@@ -574,7 +622,7 @@ mod tests {
                     sha256: "00".into(),
                 },
                 environment: None,
-                mode: crate::runbook::Mode::Drill,
+                mode: crate::runbook::model::Mode::Drill,
                 operator: "op".into(),
                 host: "h".into(),
                 pid: 1,
@@ -640,5 +688,33 @@ mod tests {
         let v = verify(&b).unwrap();
         assert_eq!(v.records.len(), 3);
         assert!(v.torn_tail > 0);
+    }
+
+    /// The enum writes the strings the journal always held, and a line
+    /// written when `kind` was a plain string reads back as the enum.
+    #[test]
+    fn failure_kinds_keep_their_journal_spelling() {
+        let all = [
+            (FailureKind::Failed, "failed"),
+            (FailureKind::Timeout, "timeout"),
+            (FailureKind::Refused, "refused"),
+            (FailureKind::AwaitingApproval, "awaiting_approval"),
+            (FailureKind::Interrupted, "interrupted"),
+        ];
+        for (kind, text) in all {
+            let info = ErrorInfo {
+                message: "m".into(),
+                hint: None,
+                kind,
+            };
+            assert_eq!(
+                serde_json::to_string(&info).unwrap(),
+                format!(r#"{{"message":"m","kind":"{text}"}}"#)
+            );
+            let old: ErrorInfo =
+                serde_json::from_str(&format!(r#"{{"kind":"{text}","message":"m"}}"#)).unwrap();
+            assert_eq!(old.kind, kind);
+            assert_eq!(kind.to_string(), text);
+        }
     }
 }

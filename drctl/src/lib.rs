@@ -3,12 +3,14 @@
 //! See ARCHITECTURE.md at the repository root for the components, the data
 //! flow and a glossary.
 
+pub mod action;
 pub mod actions;
 pub mod bench;
 pub mod cli;
 pub mod decode;
 pub mod diag;
 pub mod dns;
+pub mod dnsquery;
 pub mod drill;
 pub mod duration;
 pub mod engine;
@@ -21,6 +23,7 @@ pub mod kube;
 pub mod lab;
 pub mod measure;
 pub mod postgres;
+pub mod registry;
 pub mod report;
 pub mod runbook;
 pub mod secret;

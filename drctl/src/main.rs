@@ -68,9 +68,13 @@ fn bench_pg(url: &str) -> Result<(String, drctl::postgres::PgServer), CliError> 
 
 async fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let output = cli.output;
+    // The composition root: every command sees the same action kinds.
+    let registry = Arc::new(drctl::registry::standard());
     match &cli.command {
-        Command::Validate { files, env } => cli::plan::cmd_validate(files, env.as_deref(), output),
-        Command::Schema => Ok(cli::plan::cmd_schema()),
+        Command::Validate { files, env } => {
+            cli::plan::cmd_validate(files, env.as_deref(), output, &registry)
+        }
+        Command::Schema => Ok(cli::plan::cmd_schema(&registry)),
         Command::Completions { shell } => {
             // Generated into memory, then written ignoring a closed pipe
             // (`drctl completions bash | head` must not panic).
@@ -102,7 +106,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 mode: (*mode).into(),
                 params,
             };
-            cli::plan::cmd_plan(args, store, output).await
+            cli::plan::cmd_plan(args, store, output, &registry).await
         }
         Command::Run {
             runbook,
@@ -120,6 +124,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 store,
                 output,
                 false,
+                &registry,
             )
             .await
         }
@@ -139,6 +144,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 store,
                 output,
                 true,
+                &registry,
             )
             .await
         }
@@ -167,6 +173,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 opts,
                 store,
                 output,
+                &registry,
             )
             .await
         }
@@ -205,7 +212,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             };
             let (text, json) = drctl::store::bench::follow_bench(target, *records, *polls)
                 .await
-                .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+                .map_err(CliError::from)?;
             cli::ui::out(&if output == OutputFormat::Json {
                 json.to_string()
             } else {
@@ -220,8 +227,16 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             args,
         } => {
             let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
-            cli::labcmd::cmd_drill(runbook, region.as_deref(), *inject_lag, args, store, output)
-                .await
+            cli::labcmd::cmd_drill(
+                runbook,
+                region.as_deref(),
+                *inject_lag,
+                args,
+                store,
+                output,
+                &registry,
+            )
+            .await
         }
         Command::Immudb(cli::ImmudbCmd::Trust { env, region }) => {
             let store = open_store(&cli, Some(env), OpenMode::Create).await?;

@@ -13,12 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::runbook::Mode;
 use crate::store::Approval as ApprovalRecord;
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct Approval;
 
 pub struct ApprovalParams {
@@ -26,8 +27,33 @@ pub struct ApprovalParams {
     pub skip_in_drill: bool,
 }
 
-impl Approval {
-    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<ApprovalParams> {
+fn outputs(rec: &ApprovalRecord, skipped: bool) -> Outputs {
+    let mut o = Outputs::new();
+    o.insert("approved_by".into(), json!(rec.by));
+    o.insert("approved_at".into(), json!(rec.at));
+    o.insert("via".into(), json!(rec.via));
+    o.insert("skipped".into(), json!(skipped));
+    o
+}
+
+#[async_trait]
+impl ActionKind for Approval {
+    type Params = ApprovalParams;
+
+    fn kind(&self) -> &'static str {
+        "approval"
+    }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Waits for a human; changes nothing.
+        true
+    }
+    fn summary(&self) -> &'static str {
+        "Wait for a human to approve (drctl approve, or a TTY confirmation)"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["approved_by", "approved_at", "via", "skipped"]
+    }
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "approval")?;
         let message = r
             .opt("message")
@@ -43,53 +69,16 @@ impl Approval {
             skip_in_drill,
         })
     }
-}
-
-fn outputs(rec: &ApprovalRecord, skipped: bool) -> Outputs {
-    let mut o = Outputs::new();
-    o.insert("approved_by".into(), json!(rec.by));
-    o.insert("approved_at".into(), json!(rec.at));
-    o.insert("via".into(), json!(rec.via));
-    o.insert("skipped".into(), json!(skipped));
-    o
-}
-
-#[async_trait]
-impl Action for Approval {
-    fn kind(&self) -> &'static str {
-        "approval"
-    }
-    fn read_only(&self, _params: &Value) -> bool {
-        // Waits for a human; changes nothing.
-        true
-    }
-    fn summary(&self) -> &'static str {
-        "Wait for a human to approve (drctl approve, or a TTY confirmation)"
-    }
-    fn outputs(&self) -> &'static [&'static str] {
-        &["approved_by", "approved_at", "via", "skipped"]
-    }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        Self::decode(ctx, with);
-    }
     fn describe(&self, params: &Value) -> String {
         format!(
             "ask for approval: {}",
             params
                 .get("message")
-                .map(super::short)
+                .map(crate::action::short)
                 .unwrap_or_else(|| "Proceed?".into())
         )
     }
-    async fn preflight(
-        &self,
-        params: &Value,
-        _ctx: &StepContext,
-    ) -> Result<Preflight, ActionError> {
-        Ok(Preflight::ok(self.describe(params)))
-    }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         if ctx.mode == Mode::Drill && p.skip_in_drill {
             let rec = ApprovalRecord::now("drill-mode", "skipped-in-drill");
             return Ok(outputs(&rec, true));

@@ -21,12 +21,13 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{decode_resolved, lookup, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, Registry, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::diag::{did_you_mean, Diagnostics};
 use crate::expr::Scope;
 use crate::yaml::{self, Kind, Node, SourceFile};
 
+#[derive(Clone, Copy)]
 pub struct ChecksRun;
 
 pub struct Check {
@@ -35,24 +36,10 @@ pub struct Check {
     pub with: Node,
 }
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     file: String,
     vars: Map<String, Value>,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "checks.run")?;
-    let file = r.req(ctx, "file").and_then(|n| ctx.string(n, "file"));
-    let vars = match r.opt("vars") {
-        Some(v) if v.as_map().is_some() => v.to_json().as_object().cloned().unwrap_or_default(),
-        Some(v) => {
-            ctx.expected(v, "a mapping of variables", "vars");
-            Map::new()
-        }
-        None => Map::new(),
-    };
-    r.finish(ctx);
-    Some(Params { file: file?, vars })
 }
 
 /// Resolves a check file path relative to the runbook's directory.
@@ -65,9 +52,15 @@ pub fn resolve_path(base: &Path, file: &str) -> PathBuf {
     }
 }
 
-/// Loads and validates a check set; `vars` are the names the step passes
-/// (`None` when validating the file on its own: any `vars.NAME` is allowed).
-pub fn load(path: &Path, vars: Option<&[String]>, diags: &mut Diagnostics) -> Option<Vec<Check>> {
+/// Loads and validates a check set against the kinds in `kinds`; `vars`
+/// are the names the step passes (`None` when validating the file on its
+/// own: any `vars.NAME` is allowed).
+pub fn load(
+    path: &Path,
+    vars: Option<&[String]>,
+    kinds: &Registry,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Check>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -109,8 +102,8 @@ pub fn load(path: &Path, vars: Option<&[String]>, diags: &mut Diagnostics) -> Op
             let (Some(id), Some(action), Some(an)) = (id, action, action_node) else {
                 continue;
             };
-            match lookup(&action).filter(|a| a.kind() != "checks.run") {
-                Some(a) => a.validate(&mut ctx, &with),
+            match kinds.get(&action).filter(|a| a.kind() != "checks.run") {
+                Some(a) => a.validate(&mut ctx, &with, kinds),
                 None => ctx.error(
                     "E-UNKNOWN-ACTION",
                     an,
@@ -176,7 +169,7 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
     let path = resolve_path(&ctx.runbook_dir, &p.file);
     let names: Vec<String> = p.vars.keys().cloned().collect();
     let mut diags = Diagnostics::default();
-    let checks = load(&path, Some(&names), &mut diags);
+    let checks = load(&path, Some(&names), &ctx.registry, &mut diags);
     if diags.has_errors() {
         return Err(ActionError::InvalidParams(diags.render()));
     }
@@ -188,13 +181,19 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
         let params = scope
             .resolve_value(&c.with.to_json())
             .map_err(|e| ActionError::failed(format!("check `{}`: {e}", c.id)))?;
-        let Some(action) = lookup(&c.action) else {
+        let Some(action) = ctx.registry.get(&c.action) else {
             continue;
         };
+        // Decoded once, like a step's parameters; a check that does not
+        // decode fails on its own, the others still run.
+        let step = action.prepare(&params);
         let sub = ctx.clone();
         set.spawn(async move {
             let t = Instant::now();
-            let r = action.execute(&params, &sub).await;
+            let r = match step {
+                Ok(step) => step.execute(&sub).await,
+                Err(e) => Err(e),
+            };
             (c.id, r, t.elapsed())
         });
     }
@@ -215,7 +214,9 @@ async fn run_all(p: &Params, ctx: &StepContext) -> Result<(Vec<Value>, bool), Ac
 }
 
 #[async_trait]
-impl Action for ChecksRun {
+impl ActionKind for ChecksRun {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "checks.run"
     }
@@ -225,8 +226,24 @@ impl Action for ChecksRun {
     fn outputs(&self) -> &'static [&'static str] {
         &["passed", "failed", "results", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        let Some(p) = decode(ctx, with) else { return };
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "checks.run")?;
+        let file = r.req(ctx, "file").and_then(|n| ctx.string(n, "file"));
+        let vars = match r.opt("vars") {
+            Some(v) if v.as_map().is_some() => v.to_json().as_object().cloned().unwrap_or_default(),
+            Some(v) => {
+                ctx.expected(v, "a mapping of variables", "vars");
+                Map::new()
+            }
+            None => Map::new(),
+        };
+        r.finish(ctx);
+        Some(Params { file: file?, vars })
+    }
+    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry) {
+        let Some(p) = Self::decode(ctx, with) else {
+            return;
+        };
         let base = Path::new(&ctx.file.path)
             .parent()
             .map(Path::to_path_buf)
@@ -234,15 +251,19 @@ impl Action for ChecksRun {
         let path = resolve_path(&base, &p.file);
         let names: Vec<String> = p.vars.keys().cloned().collect();
         let mut d = Diagnostics::default();
-        load(&path, Some(&names), &mut d);
+        load(&path, Some(&names), kinds, &mut d);
         ctx.diags.extend(d);
     }
     fn describe(&self, params: &Value) -> String {
         format!("run checks {}", params["file"].as_str().unwrap_or(""))
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (results, ok) = run_all(&p, ctx).await?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let (results, ok) = run_all(p, ctx).await?;
         let failing: Vec<&str> = results
             .iter()
             .filter(|r| r["ok"] == false)
@@ -260,9 +281,8 @@ impl Action for ChecksRun {
             ok: true,
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (results, ok) = run_all(&p, ctx).await?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let (results, ok) = run_all(p, ctx).await?;
         let passed = results.iter().filter(|r| r["ok"] == true).count();
         if !ok {
             let fails: Vec<String> = results

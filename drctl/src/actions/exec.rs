@@ -16,13 +16,12 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
-};
+use crate::action::{resolve_secret, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::{redact, SecretRef};
 use crate::yaml::{Kind, Node};
 
+#[derive(Clone, Copy)]
 pub struct Exec;
 
 /// Output kept per stream in the journal; the rest is summarised.
@@ -50,71 +49,6 @@ fn argv(ctx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
         return None;
     }
     Some(items.into_iter().map(|(s, _)| s).collect())
-}
-
-impl Exec {
-    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<ExecParams> {
-        let mut r = MapReader::new(ctx, with, "exec")?;
-        let argv_node = r.req(ctx, "argv");
-        if let Some(Kind::Str(s)) = argv_node.map(|n| &n.kind) {
-            let n = argv_node?;
-            ctx.error(
-                "E-TYPE",
-                n,
-                "exec: argv must be a list (drctl runs no shell)",
-                Some(format!(
-                    "write argv: [{}]",
-                    s.split_whitespace().collect::<Vec<_>>().join(", ")
-                )),
-            );
-            return None;
-        }
-        let argv_v = argv_node.and_then(|n| argv(ctx, n, "argv"));
-        let mut env = BTreeMap::new();
-        if let Some(e) = r.opt("env") {
-            match e.as_map() {
-                Some(entries) => {
-                    for (k, v) in entries {
-                        if let Some(s) = ctx.string(v, &format!("env.{}", k.key_text())) {
-                            env.insert(k.key_text(), s);
-                        }
-                    }
-                }
-                None => ctx.expected(e, "a mapping of variable names to values", "env"),
-            }
-        }
-        let dir = r.opt("dir").and_then(|n| ctx.string(n, "dir"));
-        let unless = r.opt("unless").and_then(|n| argv(ctx, n, "unless"));
-        let verify = r.opt("verify").and_then(|n| argv(ctx, n, "verify"));
-        let idempotent = r
-            .opt("idempotent")
-            .and_then(|n| ctx.boolean(n, "idempotent"))
-            .unwrap_or(false);
-        let expect_exit = match r.opt("expect_exit") {
-            None => vec![0],
-            Some(n) => match &n.kind {
-                Kind::Seq(items) => items
-                    .iter()
-                    .filter_map(|i| ctx.uint(i, "expect_exit"))
-                    .map(|v| v as i32)
-                    .collect(),
-                _ => ctx
-                    .uint(n, "expect_exit")
-                    .map(|v| vec![v as i32])
-                    .unwrap_or_default(),
-            },
-        };
-        r.finish(ctx);
-        Some(ExecParams {
-            argv: argv_v?,
-            env,
-            dir,
-            unless,
-            verify,
-            idempotent,
-            expect_exit,
-        })
-    }
 }
 
 pub struct CommandResult {
@@ -241,7 +175,9 @@ fn keep(bytes: &[u8]) -> String {
 }
 
 #[async_trait]
-impl Action for Exec {
+impl ActionKind for Exec {
+    type Params = ExecParams;
+
     fn kind(&self) -> &'static str {
         "exec"
     }
@@ -257,8 +193,67 @@ impl Action for Exec {
             "duration_ms",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        Self::decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "exec")?;
+        let argv_node = r.req(ctx, "argv");
+        if let Some(Kind::Str(s)) = argv_node.map(|n| &n.kind) {
+            let n = argv_node?;
+            ctx.error(
+                "E-TYPE",
+                n,
+                "exec: argv must be a list (drctl runs no shell)",
+                Some(format!(
+                    "write argv: [{}]",
+                    s.split_whitespace().collect::<Vec<_>>().join(", ")
+                )),
+            );
+            return None;
+        }
+        let argv_v = argv_node.and_then(|n| argv(ctx, n, "argv"));
+        let mut env = BTreeMap::new();
+        if let Some(e) = r.opt("env") {
+            match e.as_map() {
+                Some(entries) => {
+                    for (k, v) in entries {
+                        if let Some(s) = ctx.string(v, &format!("env.{}", k.key_text())) {
+                            env.insert(k.key_text(), s);
+                        }
+                    }
+                }
+                None => ctx.expected(e, "a mapping of variable names to values", "env"),
+            }
+        }
+        let dir = r.opt("dir").and_then(|n| ctx.string(n, "dir"));
+        let unless = r.opt("unless").and_then(|n| argv(ctx, n, "unless"));
+        let verify = r.opt("verify").and_then(|n| argv(ctx, n, "verify"));
+        let idempotent = r
+            .opt("idempotent")
+            .and_then(|n| ctx.boolean(n, "idempotent"))
+            .unwrap_or(false);
+        let expect_exit = match r.opt("expect_exit") {
+            None => vec![0],
+            Some(n) => match &n.kind {
+                Kind::Seq(items) => items
+                    .iter()
+                    .filter_map(|i| ctx.uint(i, "expect_exit"))
+                    .map(|v| v as i32)
+                    .collect(),
+                _ => ctx
+                    .uint(n, "expect_exit")
+                    .map(|v| vec![v as i32])
+                    .unwrap_or_default(),
+            },
+        };
+        r.finish(ctx);
+        Some(ExecParams {
+            argv: argv_v?,
+            env,
+            dir,
+            unless,
+            verify,
+            idempotent,
+            expect_exit,
+        })
     }
     fn idempotent(&self, params: &Value) -> bool {
         params.get("unless").is_some() || params.get("idempotent") == Some(&Value::Bool(true))
@@ -267,12 +262,16 @@ impl Action for Exec {
         let argv: Vec<String> = params
             .get("argv")
             .and_then(Value::as_array)
-            .map(|a| a.iter().map(super::short).collect())
+            .map(|a| a.iter().map(crate::action::short).collect())
             .unwrap_or_default();
         format!("run {}", argv.join(" "))
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        params: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         if let Some(unless) = &p.unless {
             let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
             if r.code == Some(0) {
@@ -285,8 +284,7 @@ impl Action for Exec {
         }
         Ok(Preflight::ok(self.describe(params)))
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let mut out = Outputs::new();
         if let Some(unless) = &p.unless {
             let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
-};
+use crate::action::{resolve_secret, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::yaml::{Kind, Node};
 
+#[derive(Clone, Copy)]
 pub struct HttpCheck;
 
 pub struct HttpParams {
@@ -37,7 +36,155 @@ pub struct HttpParams {
 }
 
 impl HttpCheck {
-    pub fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<HttpParams> {
+    /// Runs the request and assertions; shared with smoke check sets.
+    pub async fn run(p: &HttpParams, deadline: Duration) -> Result<Outputs, ActionError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(
+                p.attempt_timeout
+                    .min(deadline.max(Duration::from_millis(1))),
+            )
+            .danger_accept_invalid_certs(!p.tls_verify);
+        if let Some(ns) = &p.resolve_via {
+            let url = reqwest::Url::parse(&p.url)
+                .map_err(|e| ActionError::failed(format!("url {}: {e}", p.url)))?;
+            let host = url.host_str().unwrap_or("").to_string();
+            let port = url.port_or_known_default().unwrap_or(80);
+            let fqdn = if host.ends_with('.') {
+                host.clone()
+            } else {
+                format!("{host}.")
+            };
+            let ips = crate::dnsquery::answers(ns, &fqdn, "A", Duration::from_secs(2))
+                .await
+                .map_err(|e| {
+                    ActionError::failed_hint(
+                        e.to_string(),
+                        "is the authoritative server reachable from here? check dns.nameservers",
+                    )
+                })?;
+            let ip: std::net::IpAddr = ips
+                .first()
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| ActionError::failed(format!("{ns} has no A record for {host}")))?;
+            builder = builder.resolve(&host, std::net::SocketAddr::new(ip, port));
+        }
+        let client = builder
+            .build()
+            .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
+        let method = reqwest::Method::from_bytes(p.method.as_bytes())
+            .map_err(|_| ActionError::failed(format!("bad method {}", p.method)))?;
+        let mut req = client.request(method, &p.url);
+        for (k, v) in &p.headers {
+            let value = match SecretRef::parse(v) {
+                Some(r) => resolve_secret(&r)?.expose().to_string(),
+                None => v.clone(),
+            };
+            req = req.header(k, value);
+        }
+        if let Some(b) = &p.body {
+            req = req.body(b.clone());
+        }
+        let started = Instant::now();
+        let resp = req.send().await.map_err(|e| {
+            ActionError::failed_hint(
+                format!("{} {}: {}", p.method, p.url, crate::diag::error_chain(&e)),
+                "is the service up and the URL right? `drctl plan --check` probes it read-only",
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ActionError::failed(format!("{}: reading body: {e}", p.url)))?;
+        let elapsed = started.elapsed();
+        let snippet: String = text.chars().take(512).collect();
+        if !p.expect_status.contains(&status) {
+            return Err(ActionError::failed(format!(
+                "{} {} returned {status}, expected {:?}; body: {snippet}",
+                p.method, p.url, p.expect_status
+            )));
+        }
+        if let Some(needle) = &p.body_contains {
+            if !text.contains(needle.as_str()) {
+                return Err(ActionError::failed(format!(
+                    "{}: body does not contain `{needle}`; body: {snippet}",
+                    p.url
+                )));
+            }
+        }
+        let mut out = Outputs::new();
+        if let Some(ptr) = &p.json_pointer {
+            let doc: Value = serde_json::from_str(&text).map_err(|e| {
+                ActionError::failed(format!("{}: body is not JSON ({e}): {snippet}", p.url))
+            })?;
+            let got = doc.pointer(ptr).cloned().ok_or_else(|| {
+                ActionError::failed(format!("{}: JSON has nothing at `{ptr}`: {snippet}", p.url))
+            })?;
+            if let Some(want) = &p.equals {
+                if !json_equal(&got, want) {
+                    return Err(ActionError::failed(format!(
+                        "{}: `{ptr}` is {got}, expected {want}",
+                        p.url
+                    )));
+                }
+            }
+            out.insert("value".into(), got);
+        }
+        out.insert("status".into(), json!(status));
+        out.insert("latency_ms".into(), json!(elapsed.as_secs_f64() * 1000.0));
+        out.insert("body".into(), json!(snippet));
+        Ok(out)
+    }
+}
+
+/// Numbers compare by value and a string equals a number with the same text,
+/// since YAML authors write `equals: 1` and `equals: "1"` interchangeably.
+fn json_equal(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {
+            a.parse::<f64>().ok() == b.as_f64()
+        }
+        _ => got == want,
+    }
+}
+
+fn status(ctx: &mut Ctx<'_>, n: &Node) -> Option<u16> {
+    let v = ctx.uint(n, "expect_status")?;
+    if !(100..=599).contains(&v) {
+        ctx.error(
+            "E-VALUE",
+            n,
+            format!("HTTP status {v} is out of range 100-599"),
+            None,
+        );
+        return None;
+    }
+    Some(v as u16)
+}
+
+#[async_trait]
+impl ActionKind for HttpCheck {
+    type Params = HttpParams;
+
+    fn kind(&self) -> &'static str {
+        "http.check"
+    }
+    fn read_only(&self, params: &Value) -> bool {
+        // GET and HEAD are safe methods (RFC 9110); any other may change
+        // something on the server.
+        params
+            .get("method")
+            .and_then(Value::as_str)
+            .is_none_or(|m| m.eq_ignore_ascii_case("GET") || m.eq_ignore_ascii_case("HEAD"))
+    }
+    fn summary(&self) -> &'static str {
+        "HTTP request with assertions on status, body and a JSON pointer"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["status", "latency_ms", "body", "value", "summary"]
+    }
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "http.check")?;
         let url_node = r.req(ctx, "url");
         let url = url_node.and_then(|n| ctx.string(n, "url"));
@@ -139,194 +286,45 @@ impl HttpCheck {
             resolve_via,
         })
     }
-
-    /// Runs the request and assertions; shared with smoke check sets.
-    pub async fn run(p: &HttpParams, deadline: Duration) -> Result<Outputs, ActionError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(
-                p.attempt_timeout
-                    .min(deadline.max(Duration::from_millis(1))),
-            )
-            .danger_accept_invalid_certs(!p.tls_verify);
-        if let Some(ns) = &p.resolve_via {
-            let url = reqwest::Url::parse(&p.url)
-                .map_err(|e| ActionError::failed(format!("url {}: {e}", p.url)))?;
-            let host = url.host_str().unwrap_or("").to_string();
-            let port = url.port_or_known_default().unwrap_or(80);
-            let fqdn = if host.ends_with('.') {
-                host.clone()
-            } else {
-                format!("{host}.")
-            };
-            let ips = crate::dns::query::answers(ns, &fqdn, "A", Duration::from_secs(2)).await?;
-            let ip: std::net::IpAddr = ips
-                .first()
-                .and_then(|i| i.parse().ok())
-                .ok_or_else(|| ActionError::failed(format!("{ns} has no A record for {host}")))?;
-            builder = builder.resolve(&host, std::net::SocketAddr::new(ip, port));
-        }
-        let client = builder
-            .build()
-            .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
-        let method = reqwest::Method::from_bytes(p.method.as_bytes())
-            .map_err(|_| ActionError::failed(format!("bad method {}", p.method)))?;
-        let mut req = client.request(method, &p.url);
-        for (k, v) in &p.headers {
-            let value = match SecretRef::parse(v) {
-                Some(r) => resolve_secret(&r)?.expose().to_string(),
-                None => v.clone(),
-            };
-            req = req.header(k, value);
-        }
-        if let Some(b) = &p.body {
-            req = req.body(b.clone());
-        }
-        let started = Instant::now();
-        let resp = req.send().await.map_err(|e| {
-            ActionError::failed_hint(
-                format!("{} {}: {}", p.method, p.url, error_chain(&e)),
-                "is the service up and the URL right? `drctl plan --check` probes it read-only",
-            )
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ActionError::failed(format!("{}: reading body: {e}", p.url)))?;
-        let elapsed = started.elapsed();
-        let snippet: String = text.chars().take(512).collect();
-        if !p.expect_status.contains(&status) {
-            return Err(ActionError::failed(format!(
-                "{} {} returned {status}, expected {:?}; body: {snippet}",
-                p.method, p.url, p.expect_status
-            )));
-        }
-        if let Some(needle) = &p.body_contains {
-            if !text.contains(needle.as_str()) {
-                return Err(ActionError::failed(format!(
-                    "{}: body does not contain `{needle}`; body: {snippet}",
-                    p.url
-                )));
-            }
-        }
-        let mut out = Outputs::new();
-        if let Some(ptr) = &p.json_pointer {
-            let doc: Value = serde_json::from_str(&text).map_err(|e| {
-                ActionError::failed(format!("{}: body is not JSON ({e}): {snippet}", p.url))
-            })?;
-            let got = doc.pointer(ptr).cloned().ok_or_else(|| {
-                ActionError::failed(format!("{}: JSON has nothing at `{ptr}`: {snippet}", p.url))
-            })?;
-            if let Some(want) = &p.equals {
-                if !json_equal(&got, want) {
-                    return Err(ActionError::failed(format!(
-                        "{}: `{ptr}` is {got}, expected {want}",
-                        p.url
-                    )));
-                }
-            }
-            out.insert("value".into(), got);
-        }
-        out.insert("status".into(), json!(status));
-        out.insert("latency_ms".into(), json!(elapsed.as_secs_f64() * 1000.0));
-        out.insert("body".into(), json!(snippet));
-        Ok(out)
-    }
-}
-
-/// Numbers compare by value and a string equals a number with the same text,
-/// since YAML authors write `equals: 1` and `equals: "1"` interchangeably.
-fn json_equal(got: &Value, want: &Value) -> bool {
-    match (got, want) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {
-            a.parse::<f64>().ok() == b.as_f64()
-        }
-        _ => got == want,
-    }
-}
-
-fn status(ctx: &mut Ctx<'_>, n: &Node) -> Option<u16> {
-    let v = ctx.uint(n, "expect_status")?;
-    if !(100..=599).contains(&v) {
-        ctx.error(
-            "E-VALUE",
-            n,
-            format!("HTTP status {v} is out of range 100-599"),
-            None,
-        );
-        return None;
-    }
-    Some(v as u16)
-}
-
-/// Includes the causes (connection refused, timed out) that reqwest keeps in
-/// its source chain; the top-level message alone says only "error sending".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-#[async_trait]
-impl Action for HttpCheck {
-    fn kind(&self) -> &'static str {
-        "http.check"
-    }
-    fn read_only(&self, params: &Value) -> bool {
-        // GET and HEAD are safe methods (RFC 9110); any other may change
-        // something on the server.
-        params
-            .get("method")
-            .and_then(Value::as_str)
-            .is_none_or(|m| m.eq_ignore_ascii_case("GET") || m.eq_ignore_ascii_case("HEAD"))
-    }
-    fn summary(&self) -> &'static str {
-        "HTTP request with assertions on status, body and a JSON pointer"
-    }
-    fn outputs(&self) -> &'static [&'static str] {
-        &["status", "latency_ms", "body", "value", "summary"]
-    }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        Self::decode(ctx, with);
-    }
     fn describe(&self, params: &Value) -> String {
         if params.get("expect_failure") == Some(&Value::Bool(true)) {
             return format!(
                 "confirm {} is down",
-                params.get("url").map(super::short).unwrap_or_default()
+                params
+                    .get("url")
+                    .map(crate::action::short)
+                    .unwrap_or_default()
             );
         }
         format!(
             "{} {} expect {}",
             params
                 .get("method")
-                .map(super::short)
+                .map(crate::action::short)
                 .unwrap_or_else(|| "GET".into()),
-            params.get("url").map(super::short).unwrap_or_default(),
+            params
+                .get("url")
+                .map(crate::action::short)
+                .unwrap_or_default(),
             params
                 .get("expect_status")
-                .map(super::short)
+                .map(crate::action::short)
                 .unwrap_or_else(|| "200".into())
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         if p.method != "GET" && p.method != "HEAD" {
             return Ok(Preflight::ok(format!(
                 "{} {} (not probed: not read-only)",
                 p.method, p.url
             )));
         }
-        Ok(match Self::run(&p, ctx.remaining()).await {
+        Ok(match Self::run(p, ctx.remaining()).await {
             Ok(o) => Preflight::ok(format!(
                 "{} {} -> {} (passes now)",
                 p.method, p.url, o["status"]
@@ -339,12 +337,11 @@ impl Action for HttpCheck {
             },
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         if !p.expect_failure {
-            return Self::run(&p, ctx.remaining()).await;
+            return Self::run(p, ctx.remaining()).await;
         }
-        match Self::run(&p, ctx.remaining()).await {
+        match Self::run(p, ctx.remaining()).await {
             Ok(o) => Err(ActionError::failed_hint(
                 format!("{} {} answers {}: the service is up, so there is no outage to confirm", p.method, p.url, o["status"]),
                 "check that you are failing over the right region; a healthy primary must not be failed over",

@@ -8,13 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{
-    decode_resolved, resolve_secret, Action, ActionError, Outputs, Preflight, StepContext,
-};
+use crate::action::{resolve_secret, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::secret::SecretRef;
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct Notify;
 
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -29,8 +28,38 @@ pub struct NotifyParams {
     pub required: bool,
 }
 
-impl Notify {
-    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<NotifyParams> {
+fn secret_field(cfg: &Value, key: &str) -> Result<String, ActionError> {
+    let raw = cfg
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ActionError::Config {
+            message: format!("notify target has no `{key}`"),
+            hint: "see the environment file's notify section".into(),
+        })?;
+    match SecretRef::parse(raw) {
+        Some(r) => Ok(resolve_secret(&r)?.expose().to_string()),
+        None => Ok(raw.to_string()),
+    }
+}
+
+#[async_trait]
+impl ActionKind for Notify {
+    type Params = NotifyParams;
+
+    fn kind(&self) -> &'static str {
+        "notify"
+    }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Sends a message; changes no system of the environment.
+        true
+    }
+    fn summary(&self) -> &'static str {
+        "Send a message to Slack-compatible webhooks and PagerDuty"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["sent", "failed"]
+    }
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "notify")?;
         let message = r.req(ctx, "message").and_then(|n| ctx.string(n, "message"));
         let targets = r
@@ -55,55 +84,28 @@ impl Notify {
             required,
         })
     }
-}
-
-fn secret_field(cfg: &Value, key: &str) -> Result<String, ActionError> {
-    let raw = cfg
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ActionError::Config {
-            message: format!("notify target has no `{key}`"),
-            hint: "see the environment file's notify section".into(),
-        })?;
-    match SecretRef::parse(raw) {
-        Some(r) => Ok(resolve_secret(&r)?.expose().to_string()),
-        None => Ok(raw.to_string()),
-    }
-}
-
-#[async_trait]
-impl Action for Notify {
-    fn kind(&self) -> &'static str {
-        "notify"
-    }
-    fn read_only(&self, _params: &Value) -> bool {
-        // Sends a message; changes no system of the environment.
-        true
-    }
-    fn summary(&self) -> &'static str {
-        "Send a message to Slack-compatible webhooks and PagerDuty"
-    }
-    fn outputs(&self) -> &'static [&'static str] {
-        &["sent", "failed"]
-    }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        Self::decode(ctx, with);
-    }
     fn describe(&self, params: &Value) -> String {
         format!(
             "notify: {}",
-            params.get("message").map(super::short).unwrap_or_default()
+            params
+                .get("message")
+                .map(crate::action::short)
+                .unwrap_or_default()
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
+    async fn preflight(
+        &self,
+        _p: &Self::Params,
+        params: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         let n = ctx.env.as_ref().map_or(0, |e| e.notify.len());
         Ok(Preflight::ok(format!(
             "{} ({n} target(s) configured)",
             self.describe(params)
         )))
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let targets: Vec<_> = match &ctx.env {
             Some(env) => env
                 .notify
@@ -153,11 +155,7 @@ impl Action for Notify {
             match res {
                 Ok(r) if r.status().is_success() => sent.push(t.name.clone()),
                 Ok(r) => failed.push(format!("{}: HTTP {}", t.name, r.status())),
-                Err(e) => failed.push(format!(
-                    "{}: {}",
-                    t.name,
-                    super::http_check::error_chain(&e)
-                )),
+                Err(e) => failed.push(format!("{}: {}", t.name, crate::diag::error_chain(&e))),
             }
         }
         if p.required && !failed.is_empty() {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::duration::format_duration;
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct Wait;
 
 pub struct WaitParams {
@@ -22,8 +23,24 @@ pub struct WaitParams {
     pub interval: Duration,
 }
 
-impl Wait {
-    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<WaitParams> {
+#[async_trait]
+impl ActionKind for Wait {
+    type Params = WaitParams;
+
+    fn kind(&self) -> &'static str {
+        "wait"
+    }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Sleeps.
+        true
+    }
+    fn summary(&self) -> &'static str {
+        "Sleep for a duration, or until a condition holds"
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        &["waited_ms"]
+    }
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "wait")?;
         let duration = r.opt("duration").and_then(|n| ctx.duration(n, "duration"));
         let until_node = r.opt("until");
@@ -66,42 +83,14 @@ impl Wait {
             interval,
         })
     }
-}
-
-#[async_trait]
-impl Action for Wait {
-    fn kind(&self) -> &'static str {
-        "wait"
-    }
-    fn read_only(&self, _params: &Value) -> bool {
-        // Sleeps.
-        true
-    }
-    fn summary(&self) -> &'static str {
-        "Sleep for a duration, or until a condition holds"
-    }
-    fn outputs(&self) -> &'static [&'static str] {
-        &["waited_ms"]
-    }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        Self::decode(ctx, with);
-    }
     fn describe(&self, params: &Value) -> String {
         match (params.get("duration"), params.get("until")) {
-            (Some(d), _) => format!("wait {}", super::short(d)),
-            (_, Some(u)) => format!("wait until {}", super::short(u)),
+            (Some(d), _) => format!("wait {}", crate::action::short(d)),
+            (_, Some(u)) => format!("wait until {}", crate::action::short(u)),
             _ => "wait".into(),
         }
     }
-    async fn preflight(
-        &self,
-        params: &Value,
-        _ctx: &StepContext,
-    ) -> Result<Preflight, ActionError> {
-        Ok(Preflight::ok(self.describe(params)))
-    }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, Self::decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let start = std::time::Instant::now();
         if let Some(d) = p.duration {
             // tokio's timer has 1 ms granularity: even a zero sleep waits

@@ -3,10 +3,13 @@
 
 use std::fmt::Write as _;
 
-use crate::diag::Diagnostics;
+use crate::bench::BenchError;
+use crate::diag::{error_chain, Diagnostics};
+use crate::drill::DrillError;
 use crate::engine::EngineError;
 use crate::exit;
 use crate::journal::JournalError;
+use crate::lab::LabError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -164,5 +167,31 @@ impl From<EngineError> for CliError {
             e @ EngineError::MissingParam(_) => CliError::from_error(exit::INVALID_INPUT, &e).hint("pass --param NAME=VALUE"),
             e @ EngineError::Invalid(_) => CliError::from_error(exit::INVALID_INPUT, &e),
         }
+    }
+}
+
+/// The lab is a local tool: anything that goes wrong with it is
+/// unexpected for the caller (exit 1), with the causes spelled out.
+impl From<LabError> for CliError {
+    fn from(e: LabError) -> Self {
+        CliError::from_error(exit::INTERNAL, &e)
+    }
+}
+
+/// A drill that could not run or be recorded (its run failing is an
+/// outcome, not this error). Exit 1, as before drill errors were typed;
+/// the whole chain stays on the one line scripts already match.
+impl From<DrillError> for CliError {
+    fn from(e: DrillError) -> Self {
+        CliError::new(exit::INTERNAL, format!("drill failed: {}", error_chain(&e)))
+    }
+}
+
+impl From<BenchError> for CliError {
+    fn from(e: BenchError) -> Self {
+        CliError::new(
+            exit::INTERNAL,
+            format!("benchmark failed: {}", error_chain(&e)),
+        )
     }
 }

@@ -35,10 +35,9 @@ pub async fn cmd_trust(
             ),
         )
     })?;
-    let server = crate::actions::decode_resolved("immudb", comp, |c, n| {
-        ImmudbServer::decode(c, n, "immudb")
-    })
-    .map_err(|e| CliError::new(exit::INVALID_INPUT, e.to_string()))?;
+    let server =
+        crate::action::decode_resolved("immudb", comp, |c, n| ImmudbServer::decode(c, n, "immudb"))
+            .map_err(|e| CliError::new(exit::INVALID_INPUT, e.to_string()))?;
     let fail = |e: String| CliError::new(exit::VERIFY_REJECTED, e);
     let pem = server
         .pinned_pem()
@@ -46,7 +45,7 @@ pub async fn cmd_trust(
     let mut client = server.client().map_err(|e| fail(e.to_string()))?;
     let previous = load_trusted(store.as_ref(), &env.name, &server.database)
         .await
-        .map_err(fail)?
+        .map_err(|e| CliError::from_error(exit::VERIFY_REJECTED, &e))?
         .map(|s| (s.state, s.version));
     let (new, how) = match &previous {
         None => {
@@ -85,7 +84,7 @@ pub async fn cmd_trust(
         previous.as_ref().map(|(_, v)| *v),
     )
     .await
-    .map_err(|e| CliError::new(exit::INTERNAL, e))?;
+    .map_err(|e| CliError::from_error(exit::INTERNAL, &e))?;
     let line = format!(
         "trusted {} tx {} ({how}); stored in {}",
         new.db,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ui, CliError, LabCmd, OutputFormat, RunArgs};
+use crate::action::Registry;
 use crate::exit;
 use crate::runbook::Mode;
 use crate::store::Store;
@@ -16,6 +17,7 @@ pub async fn cmd_drill(
     args: &RunArgs,
     store: Arc<dyn Store>,
     output: OutputFormat,
+    registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
     // A drill definition names the runbook, environment and injection;
     // flags given on the command line win.
@@ -34,8 +36,16 @@ pub async fn cmd_drill(
         (file.to_path_buf(), inject_lag, args.clone())
     };
     let (runbook, args) = (runbook.as_path(), &args);
-    let prepared =
-        super::runs::prepare(runbook, region, Mode::Drill, args, store.clone(), None).await?;
+    let prepared = super::runs::prepare(
+        runbook,
+        region,
+        Mode::Drill,
+        args,
+        store.clone(),
+        None,
+        registry,
+    )
+    .await?;
     let lab = prepared
         .spec
         .env
@@ -66,7 +76,7 @@ pub async fn cmd_drill(
         ui::human_ui(output == OutputFormat::Json),
     )
     .await
-    .map_err(|e| CliError::new(exit::INTERNAL, format!("drill failed: {e}")))?;
+    .map_err(CliError::from)?;
     if output == OutputFormat::Json {
         ui::out(&serde_json::json!({
             "run_id": r.outcome.run_id, "status": r.outcome.status.as_str(), "measurements": r.measurements,
@@ -96,12 +106,11 @@ pub async fn cmd_lab(
     state_dir: &Path,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
-    let fail = |e: String| CliError::new(exit::INTERNAL, e);
     match cmd {
         LabCmd::Up { dir, state_backend } => {
             let dir = lab_dir(dir, state_dir);
             let st = crate::lab::up(&dir, state_dir, *state_backend).await.map_err(|e| {
-                fail(e).hint("are the lab packages installed? (bash scripts/install-deps.sh: postgresql-15, pdns-server, pdns-backend-sqlite3, sqlite3)")
+                CliError::from(e).hint("are the lab packages installed? (bash scripts/install-deps.sh: postgresql-15, pdns-server, pdns-backend-sqlite3, sqlite3)")
             })?;
             if output == OutputFormat::Json {
                 ui::out(&serde_json::to_string_pretty(&st).unwrap_or_default());
@@ -139,7 +148,7 @@ pub async fn cmd_lab(
         }
         LabCmd::Down { dir } => {
             let dir = lab_dir(dir, state_dir);
-            let stopped = crate::lab::down(&dir).await.map_err(fail)?;
+            let stopped = crate::lab::down(&dir).await;
             ui::out(if stopped {
                 "lab stopped; its servers and data are gone"
             } else {
@@ -152,9 +161,7 @@ pub async fn cmd_lab(
             let st = crate::lab::running(&dir).ok_or_else(|| {
                 CliError::new(exit::NOT_FOUND, "no running lab").hint("`drctl lab up`")
             })?;
-            let v = crate::lab::control(&st.control, "POST", "/break/primary")
-                .await
-                .map_err(fail)?;
+            let v = crate::lab::control(&st.control, "POST", "/break/primary").await?;
             ui::out(&format!(
                 "primary region broken (kill -9) at {}",
                 crate::journal::format_ms(v["failed_at_ms"].as_u64().unwrap_or(0))
@@ -163,8 +170,7 @@ pub async fn cmd_lab(
         }
         LabCmd::Supervise { dir, state_backend } => {
             crate::lab::supervisor::supervise(dir.clone(), state_dir.to_path_buf(), *state_backend)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+                .await?;
             Ok(exit::OK)
         }
     }
@@ -186,7 +192,7 @@ pub async fn cmd_heartbeat(
             format!("region `{region}` has no postgres in {}", env.display()),
         )
     })?;
-    let server = crate::actions::decode_resolved("heartbeat", comp, |ctx, n| {
+    let server = crate::action::decode_resolved("heartbeat", comp, |ctx, n| {
         crate::postgres::PgServer::decode(ctx, n, "postgres")
     })
     .map_err(|err| CliError::new(exit::INVALID_INPUT, err.to_string()))?;

@@ -342,7 +342,8 @@ pub enum LabCmd {
     },
 }
 
-fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
+/// clap value parser: clap prints the typed error after the flag.
+fn parse_dur(s: &str) -> Result<std::time::Duration, crate::duration::DurationError> {
     crate::duration::parse_duration(s)
 }
 

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{ui, CliError, OutputFormat};
-use crate::actions::{self, RunOptions, StepContext};
+use crate::action::{self, Registry, StepContext};
 use crate::diag::Diagnostics;
 use crate::engine::{resolve_params, scope_for};
 use crate::environment::{load_environment, Environment};
 use crate::exit;
+use crate::journal::RunOptions;
 use crate::runbook::{load_runbook, validate_runbook, ExecutionPlan, Mode, Runbook};
 use crate::store::Store;
 
@@ -34,14 +35,22 @@ fn load_env_into(path: Option<&Path>, all: &mut Diagnostics) -> Option<Environme
 
 pub struct Loaded {
     pub runbook: Arc<Runbook>,
+    /// The kinds the runbook was validated against; plans and runs use
+    /// the same ones.
+    pub registry: Arc<Registry>,
     pub env: Option<Arc<Environment>>,
     pub plan: ExecutionPlan,
     pub warnings: Diagnostics,
 }
 
-/// Loads a runbook (and environment) and validates them together. Any
-/// error stops here, before anything runs: nothing half-applies.
-pub fn load(runbook: &Path, env: Option<&Path>) -> Result<Loaded, CliError> {
+/// Loads a runbook (and environment) and validates them together against
+/// `registry`. Any error stops here, before anything runs: nothing
+/// half-applies.
+pub fn load(
+    runbook: &Path,
+    env: Option<&Path>,
+    registry: &Arc<Registry>,
+) -> Result<Loaded, CliError> {
     let mut all = Diagnostics::default();
     let env = load_env_into(env, &mut all);
     let rb = match load_runbook(runbook) {
@@ -56,7 +65,7 @@ pub fn load(runbook: &Path, env: Option<&Path>) -> Result<Loaded, CliError> {
     };
     let mut plan = None;
     if let Some(rb) = &rb {
-        let (d, p) = validate_runbook(rb, env.as_ref());
+        let (d, p) = validate_runbook(rb, env.as_ref(), registry);
         all.extend(d);
         plan = p;
     }
@@ -66,6 +75,7 @@ pub fn load(runbook: &Path, env: Option<&Path>) -> Result<Loaded, CliError> {
     match (rb, plan) {
         (Some(rb), Some(plan)) => Ok(Loaded {
             runbook: Arc::new(rb),
+            registry: registry.clone(),
             env: env.map(Arc::new),
             plan,
             warnings: all,
@@ -111,6 +121,7 @@ pub fn cmd_validate(
     files: &[std::path::PathBuf],
     env: Option<&Path>,
     output: OutputFormat,
+    registry: &Registry,
 ) -> Result<i32, CliError> {
     let mut all = Diagnostics::default();
     let env_loaded = load_env_into(env, &mut all);
@@ -137,14 +148,14 @@ pub fn cmd_validate(
                             def.environment.as_deref().filter(|p| p.exists()),
                             &mut all,
                         );
-                        all.extend(validate_runbook(&rb, env.as_ref()).0);
+                        all.extend(validate_runbook(&rb, env.as_ref(), registry).0);
                     }
                     Err(d) => all.extend(d),
                 },
                 Err(d) => all.extend(d),
             }
         } else if kind == "check set" {
-            crate::actions::checks::load(f, None, &mut all);
+            crate::actions::checks::load(f, None, registry, &mut all);
         } else if kind == "environment" {
             match load_environment(f) {
                 Ok((_, d)) | Err(d) => all.extend(d),
@@ -153,7 +164,7 @@ pub fn cmd_validate(
             match load_runbook(f) {
                 Ok((rb, d)) => {
                     all.extend(d);
-                    let (d2, _) = validate_runbook(&rb, env_loaded.as_ref());
+                    let (d2, _) = validate_runbook(&rb, env_loaded.as_ref(), registry);
                     all.extend(d2);
                 }
                 Err(d) => all.extend(d),
@@ -265,7 +276,7 @@ pub async fn render_plan(
         for id in wave {
             let Some(step) = rb.step(id) else { continue };
             let resolved = resolve_for_plan(&scope, &step.with.to_json());
-            let action = actions::lookup(&step.action);
+            let action = loaded.registry.get(&step.action);
             let skipped = if !step.when.applies(a.mode) {
                 Some(format!("when {}", step.when.as_str()))
             } else if loaded.env.is_some() {
@@ -315,23 +326,29 @@ pub async fn render_plan(
                             .parent()
                             .map(|p| p.to_path_buf())
                             .unwrap_or_default(),
-                        progress: actions::no_progress(),
-                        checkpoints: actions::Checkpoints::none(),
+                        progress: action::no_progress(),
+                        checkpoints: action::Checkpoints::none(),
+                        registry: loaded.registry.clone(),
                     };
                     let pre = if s_has_step_refs(&resolved) {
-                        Ok(actions::Preflight::ok(
+                        Ok(action::Preflight::ok(
                             "(depends on earlier steps' outputs; checked at run time)",
                         ))
                     } else {
-                        match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            action.preflight(&resolved, &ctx),
-                        )
-                        .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => {
-                                Ok(actions::Preflight::problem("preflight timed out after 10s"))
+                        match action.prepare(&resolved) {
+                            Err(e) => Err(e),
+                            Ok(step) => {
+                                match tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    step.preflight(&ctx),
+                                )
+                                .await
+                                {
+                                    Ok(r) => r,
+                                    Err(_) => Ok(action::Preflight::problem(
+                                        "preflight timed out after 10s",
+                                    )),
+                                }
                             }
                         }
                     };
@@ -379,8 +396,9 @@ pub async fn cmd_plan(
     a: PlanArgs<'_>,
     store: Arc<dyn Store>,
     output: OutputFormat,
+    registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
-    let loaded = load(a.runbook, a.env)?;
+    let loaded = load(a.runbook, a.env, registry)?;
     let (text, ok) = render_plan(&a, &loaded, store, output).await?;
     ui::out(&text);
     if a.check && !ok {
@@ -392,11 +410,11 @@ pub async fn cmd_plan(
     Ok(exit::OK)
 }
 
-pub fn cmd_schema() -> i32 {
+pub fn cmd_schema(registry: &Registry) -> i32 {
     let mut schema = serde_json::to_value(schemars::schema_for!(crate::runbook::RunbookDoc))
         .unwrap_or(Value::Null);
     // Editors complete action kinds from this list.
-    let kinds: Vec<&str> = actions::all().iter().map(|a| a.kind()).collect();
+    let kinds = registry.kinds();
     if let Some(p) = schema.pointer_mut("/$defs/StepDoc/properties/action") {
         p["enum"] = json!(kinds);
     }

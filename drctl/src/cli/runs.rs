@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use super::plan::{load, parse_params, render_plan, target_region, PlanArgs};
 use super::{ui, CliError, OutputFormat, RunArgs};
-use crate::actions::RunOptions;
+use crate::action::Registry;
 use crate::engine::{self, resolve_params, ResumeOptions, RunOutcome, RunSpec};
 use crate::exit;
+use crate::journal::RunOptions;
 use crate::journal::RunStatus;
 use crate::runbook::{load_runbook, Mode};
 use crate::store::{Approval, Store};
@@ -65,7 +66,7 @@ pub struct Prepared {
     pub plan_text: String,
 }
 
-/// Loads, validates and plans a run; nothing acts yet.
+/// Loads, validates (against `registry`) and plans a run; nothing acts yet.
 pub async fn prepare(
     runbook: &Path,
     region: Option<&str>,
@@ -73,8 +74,9 @@ pub async fn prepare(
     args: &RunArgs,
     store: Arc<dyn Store>,
     failed_at_ms: Option<u64>,
+    registry: &Arc<Registry>,
 ) -> Result<Prepared, CliError> {
-    let loaded = load(runbook, args.env.as_deref())?;
+    let loaded = load(runbook, args.env.as_deref(), registry)?;
     if loaded.env.is_none() && references_environment(&loaded.runbook) {
         return Err(CliError::new(
             exit::INVALID_INPUT,
@@ -100,6 +102,7 @@ pub async fn prepare(
     };
     let spec = RunSpec {
         runbook: loaded.runbook,
+        registry: loaded.registry,
         env: loaded.env,
         mode,
         params,
@@ -128,6 +131,7 @@ fn references_environment(rb: &crate::runbook::Runbook) -> bool {
 
 /// `failover` declares the failure time as "now" unless `--failed-at` says
 /// otherwise; a plain `run` has none unless given (no RTO is claimed).
+#[allow(clippy::too_many_arguments)]
 pub async fn cmd_run(
     runbook: &Path,
     region: Option<&str>,
@@ -136,9 +140,19 @@ pub async fn cmd_run(
     store: Arc<dyn Store>,
     output: OutputFormat,
     is_failover: bool,
+    registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
     let failed_at = is_failover.then(crate::journal::now_ms);
-    let prepared = prepare(runbook, region, mode, args, store.clone(), failed_at).await?;
+    let prepared = prepare(
+        runbook,
+        region,
+        mode,
+        args,
+        store.clone(),
+        failed_at,
+        registry,
+    )
+    .await?;
     if output == OutputFormat::Human {
         ui::err(&prepared.plan_text);
     }
@@ -182,6 +196,7 @@ pub async fn cmd_resume(
     opts: ResumeOptions,
     store: Arc<dyn Store>,
     output: OutputFormat,
+    registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id).await?;
     let (view, _) = engine::run::load_view_pub(store.as_ref(), &run_id).await?;
@@ -199,13 +214,14 @@ pub async fn cmd_resume(
         .map(Path::to_path_buf)
         .or_else(|| view.environment.as_ref().map(|e| PathBuf::from(&e.path)));
     // Validate the current files fully; a resume must not half-apply either.
-    let loaded = match load(&rb_path, env_path.as_deref()) {
+    let loaded = match load(&rb_path, env_path.as_deref(), registry) {
         Ok(l) => l,
         Err(e) if e.code == exit::INVALID_INPUT && load_runbook(&rb_path).is_ok() => return Err(e),
         Err(e) => return Err(e),
     };
     let outcome = engine::resume(
         store.clone(),
+        loaded.registry,
         &run_id,
         loaded.runbook,
         loaded.env,

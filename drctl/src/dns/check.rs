@@ -6,17 +6,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::query::answers;
 use super::switch::{decode_params, setup, Params};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::Ctx;
+use crate::dnsquery::answers;
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct DnsCheck;
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    decode_params(ctx, with, "dns.check")
-}
 
 async fn run(p: &Params, ctx: &StepContext) -> Result<(Vec<String>, bool), ActionError> {
     let (cfg, region) = setup(p, ctx)?;
@@ -43,7 +40,9 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<(Vec<String>, bool), Actio
     }
     for s in cfg.desired(&region) {
         for ns in &cfg.nameservers {
-            let got = answers(ns, &s.name, &s.rtype, cfg.timeout).await?;
+            let got = answers(ns, &s.name, &s.rtype, cfg.timeout)
+                .await
+                .map_err(super::DnsError::from)?;
             let good = got == s.values;
             ok &= good;
             lines.push(format!(
@@ -59,7 +58,9 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<(Vec<String>, bool), Actio
 }
 
 #[async_trait]
-impl Action for DnsCheck {
+impl ActionKind for DnsCheck {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "dns.check"
     }
@@ -73,24 +74,27 @@ impl Action for DnsCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["answers", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        decode_params(ctx, with, "dns.check")
     }
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns answers point at {}",
-            crate::actions::param_text(params, "region", "(target)")
+            crate::action::param_text(params, "region", "(target)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (lines, _) = run(&p, ctx).await?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let (lines, _) = run(p, ctx).await?;
         Ok(Preflight { lines, ok: true })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let t = Instant::now();
-        let (lines, ok) = run(&p, ctx).await?;
+        let (lines, ok) = run(p, ctx).await?;
         if !ok {
             return Err(ActionError::failed(format!(
                 "DNS does not point at the region yet: {}",

@@ -38,20 +38,34 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A service-account key that cannot sign a token request.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("service-account key is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("service-account key has no {0}")]
+    Missing(&'static str),
+    #[error("private_key PEM")]
+    Pem(#[source] base64::DecodeError),
+    #[error("private_key is not a PKCS#8 RSA key")]
+    NotRsa(#[source] ring::error::KeyRejected),
+    #[error("RSA signing failed")]
+    Sign,
+}
+
 /// Signs a JWT assertion for a service-account key (JSON text).
 pub fn service_account_jwt(
     key_json: &str,
     token_uri_override: Option<&str>,
     now: u64,
-) -> Result<(String, String), String> {
-    let key: Value = serde_json::from_str(key_json)
-        .map_err(|e| format!("service-account key is not JSON: {e}"))?;
+) -> Result<(String, String), KeyError> {
+    let key: Value = serde_json::from_str(key_json).map_err(KeyError::NotJson)?;
     let email = key["client_email"]
         .as_str()
-        .ok_or("service-account key has no client_email")?;
+        .ok_or(KeyError::Missing("client_email"))?;
     let pem = key["private_key"]
         .as_str()
-        .ok_or("service-account key has no private_key")?;
+        .ok_or(KeyError::Missing("private_key"))?;
     let token_uri = token_uri_override
         .or(key["token_uri"].as_str())
         .unwrap_or("https://oauth2.googleapis.com/token")
@@ -59,9 +73,8 @@ pub fn service_account_jwt(
     let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(der_b64.trim())
-        .map_err(|e| format!("private_key PEM: {e}"))?;
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der)
-        .map_err(|e| format!("private_key is not a PKCS#8 RSA key: {e}"))?;
+        .map_err(KeyError::Pem)?;
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(KeyError::NotRsa)?;
     let header = b64(br#"{"alg":"RS256","typ":"JWT"}"#);
     let claims = b64(
         json!({"iss": email, "scope": SCOPE, "aud": token_uri, "iat": now, "exp": now + 3600})
@@ -76,7 +89,7 @@ pub fn service_account_jwt(
         input.as_bytes(),
         &mut sig,
     )
-    .map_err(|_| "RSA signing failed".to_string())?;
+    .map_err(|_| KeyError::Sign)?;
     Ok((format!("{input}.{}", b64(&sig)), token_uri))
 }
 
@@ -119,7 +132,7 @@ impl CloudDns {
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 let (jwt, uri) = service_account_jwt(key.expose(), self.token_uri.as_deref(), now)
-                    .map_err(|e| err("service-account key", e))?;
+                    .map_err(|e| err("service-account key", crate::diag::error_chain(&e)))?;
                 let resp = self
                     .client
                     .post(&uri)
@@ -129,7 +142,7 @@ impl CloudDns {
                     ])
                     .send()
                     .await
-                    .map_err(|e| err(&uri, crate::actions::http_check::error_chain(&e)))?;
+                    .map_err(|e| err(&uri, crate::diag::error_chain(&e)))?;
                 let status = resp.status().as_u16();
                 let v: Value = resp.json().await.map_err(|e| err(&uri, e.to_string()))?;
                 if status != 200 {
@@ -156,7 +169,7 @@ impl CloudDns {
                     .header("Metadata-Flavor", "Google")
                     .send()
                     .await
-                    .map_err(|e| err(&url, crate::actions::http_check::error_chain(&e)))?
+                    .map_err(|e| err(&url, crate::diag::error_chain(&e)))?
                     .json()
                     .await
                     .map_err(|e| err(&url, e.to_string()))?;
@@ -185,7 +198,7 @@ impl CloudDns {
         let resp = req
             .send()
             .await
-            .map_err(|e| err(url, crate::actions::http_check::error_chain(&e)))?;
+            .map_err(|e| err(url, crate::diag::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -225,7 +238,7 @@ impl DnsProvider for CloudDns {
                     name: w.name.clone(),
                     rtype: w.rtype.clone(),
                     ttl: r["ttl"].as_u64().unwrap_or(0) as u32,
-                    values: super::normalize(
+                    values: crate::dnsquery::normalize(
                         &r["rrdatas"]
                             .as_array()
                             .cloned()

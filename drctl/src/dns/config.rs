@@ -82,7 +82,7 @@ impl DnsConfig {
                     name: r.name.clone(),
                     rtype: r.rtype.clone(),
                     ttl: r.ttl,
-                    values: super::normalize(v),
+                    values: crate::dnsquery::normalize(v),
                 })
             })
             .collect()

@@ -10,28 +10,12 @@ use serde_json::{json, Value};
 
 use super::config;
 use super::RecordSet;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct DnsLowerTtl;
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<u32> {
-    let mut r = MapReader::new(ctx, with, "dns.lower_ttl")?;
-    let ttl = r.req(ctx, "ttl").and_then(|n| ctx.uint(n, "ttl"));
-    if let (Some(t), Some(n)) = (ttl, with.get("ttl")) {
-        if t == 0 || t > 86400 {
-            ctx.error(
-                "E-VALUE",
-                n,
-                format!("ttl {t} is out of range 1-86400 seconds"),
-                None,
-            );
-        }
-    }
-    r.finish(ctx);
-    ttl.map(|t| t as u32)
-}
 
 fn cfg(ctx: &StepContext) -> Result<config::DnsConfig, ActionError> {
     let env = ctx.env()?;
@@ -62,7 +46,9 @@ async fn current(
 }
 
 #[async_trait]
-impl Action for DnsLowerTtl {
+impl ActionKind for DnsLowerTtl {
+    type Params = u32;
+
     fn kind(&self) -> &'static str {
         "dns.lower_ttl"
     }
@@ -72,14 +58,32 @@ impl Action for DnsLowerTtl {
     fn outputs(&self) -> &'static [&'static str] {
         &["changed", "previous_ttls", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "dns.lower_ttl")?;
+        let ttl = r.req(ctx, "ttl").and_then(|n| ctx.uint(n, "ttl"));
+        if let (Some(t), Some(n)) = (ttl, with.get("ttl")) {
+            if t == 0 || t > 86400 {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("ttl {t} is out of range 1-86400 seconds"),
+                    None,
+                );
+            }
+        }
+        r.finish(ctx);
+        ttl.map(|t| t as u32)
     }
     fn describe(&self, params: &Value) -> String {
         format!("lower dns TTLs to {}s", params["ttl"])
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let ttl = decode_resolved(self.kind(), params, decode)?;
+    async fn preflight(
+        &self,
+        ttl: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let ttl = *ttl;
         let c = cfg(ctx)?;
         let lines = current(&c, ctx.remaining())
             .await?
@@ -95,8 +99,8 @@ impl Action for DnsLowerTtl {
             .collect();
         Ok(Preflight { lines, ok: true })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let ttl = decode_resolved(self.kind(), params, decode)?;
+    async fn execute(&self, ttl: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let ttl = *ttl;
         let c = cfg(ctx)?;
         let now = current(&c, ctx.remaining()).await?;
         let previous: serde_json::Map<String, Value> = now

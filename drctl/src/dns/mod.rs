@@ -23,7 +23,6 @@ pub mod config;
 pub mod lower_ttl;
 pub mod powerdns;
 pub mod provider;
-pub mod query;
 pub mod rfc2136;
 pub mod route53;
 pub mod switch;
@@ -60,38 +59,8 @@ pub enum DnsError {
         status: u16,
         body: String,
     },
-    #[error("DNS query to {server} for {name} {rtype}: {reason}")]
-    Query {
-        server: String,
-        name: String,
-        rtype: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Query(#[from] crate::dnsquery::QueryError),
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
-}
-
-impl From<DnsError> for crate::actions::ActionError {
-    fn from(e: DnsError) -> Self {
-        let hint = match &e {
-            DnsError::Rejected { .. } => {
-                "the provider applied nothing (the change is atomic); fix the record and resume"
-            }
-            DnsError::Query { .. } => {
-                "is the authoritative server reachable from here? check dns.nameservers"
-            }
-            _ => "check the dns section of the environment file and the provider's availability",
-        };
-        crate::actions::ActionError::failed_hint(e.to_string(), hint)
-    }
-}
-
-pub fn normalize(values: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = values
-        .iter()
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
 }

@@ -57,7 +57,7 @@ impl PowerDns {
         DnsError::Api {
             provider: "powerdns",
             url: url.to_string(),
-            reason: crate::actions::http_check::error_chain(&e),
+            reason: crate::diag::error_chain(&e),
         }
     }
 }
@@ -103,7 +103,7 @@ impl DnsProvider for PowerDns {
                             name: w.name.clone(),
                             rtype: w.rtype.clone(),
                             ttl: r["ttl"].as_u64().unwrap_or(0) as u32,
-                            values: super::normalize(&values),
+                            values: crate::dnsquery::normalize(&values),
                         }
                     })
             })

@@ -47,3 +47,21 @@ pub fn http_client(timeout: Duration, provider: &'static str) -> Result<reqwest:
             reason: e.to_string(),
         })
 }
+
+/// How a DNS failure reaches the engine, with what to do about it. (Here,
+/// not in `mod.rs`, so the config decoder the environment uses stays free
+/// of the action contract.)
+impl From<DnsError> for crate::action::ActionError {
+    fn from(e: DnsError) -> Self {
+        let hint = match &e {
+            DnsError::Rejected { .. } => {
+                "the provider applied nothing (the change is atomic); fix the record and resume"
+            }
+            DnsError::Query(_) => {
+                "is the authoritative server reachable from here? check dns.nameservers"
+            }
+            _ => "check the dns section of the environment file and the provider's availability",
+        };
+        crate::action::ActionError::failed_hint(e.to_string(), hint)
+    }
+}

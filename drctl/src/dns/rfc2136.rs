@@ -26,6 +26,15 @@ pub struct Rfc2136 {
     timeout: Duration,
 }
 
+/// A record value that is not valid data for its type.
+#[derive(Debug, thiserror::Error)]
+enum RdataError {
+    #[error(transparent)]
+    Address(#[from] std::net::AddrParseError),
+    #[error(transparent)]
+    Name(#[from] hickory_proto::ProtoError),
+}
+
 fn err(server: &str, reason: impl Into<String>) -> DnsError {
     DnsError::Api {
         provider: "rfc2136",
@@ -80,21 +89,11 @@ impl Rfc2136 {
         }
     }
 
-    fn rdata(t: &str, v: &str) -> Result<RData, String> {
+    fn rdata(t: &str, v: &str) -> Result<RData, RdataError> {
         Ok(match t {
-            "A" => RData::A(
-                v.parse::<std::net::Ipv4Addr>()
-                    .map_err(|e| e.to_string())?
-                    .into(),
-            ),
-            "AAAA" => RData::AAAA(
-                v.parse::<std::net::Ipv6Addr>()
-                    .map_err(|e| e.to_string())?
-                    .into(),
-            ),
-            _ => RData::CNAME(hickory_proto::rr::rdata::CNAME(
-                Name::from_ascii(v).map_err(|e| e.to_string())?,
-            )),
+            "A" => RData::A(v.parse::<std::net::Ipv4Addr>()?.into()),
+            "AAAA" => RData::AAAA(v.parse::<std::net::Ipv6Addr>()?.into()),
+            _ => RData::CNAME(hickory_proto::rr::rdata::CNAME(Name::from_ascii(v)?)),
         })
     }
 
@@ -136,7 +135,7 @@ impl DnsProvider for Rfc2136 {
     async fn current(&self, want: &[RecordSet]) -> Result<Vec<Option<RecordSet>>, DnsError> {
         let mut out = Vec::new();
         for w in want {
-            let v = super::query::answers(&self.server, &w.name, &w.rtype, self.timeout).await?;
+            let v = crate::dnsquery::answers(&self.server, &w.name, &w.rtype, self.timeout).await?;
             out.push((!v.is_empty()).then(|| RecordSet {
                 name: w.name.clone(),
                 rtype: w.rtype.clone(),

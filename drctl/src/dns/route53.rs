@@ -117,6 +117,15 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Why a request could not be signed (never a network problem).
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Params(#[from] v4::signing_params::BuildError),
+    #[error(transparent)]
+    Request(#[from] aws_sigv4::http_request::SigningError),
+}
+
 /// SigV4 headers for one request (also used by the test-suite vector test).
 /// The arguments are exactly SigV4's inputs, so they stay flat.
 #[allow(clippy::too_many_arguments)]
@@ -129,7 +138,7 @@ pub fn sign_headers(
     region: &str,
     service: &str,
     time: SystemTime,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, SignError> {
     let identity = creds.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -137,17 +146,15 @@ pub fn sign_headers(
         .name(service)
         .time(time)
         .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| e.to_string())?
+        .build()?
         .into();
     let req = SignableRequest::new(
         method,
         url,
         headers.iter().copied(),
         SignableBody::Bytes(body),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _sig) = sign(req, &params).map_err(|e| e.to_string())?.into_parts();
+    )?;
+    let (instructions, _sig) = sign(req, &params)?.into_parts();
     Ok(instructions
         .headers()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -212,7 +219,7 @@ impl Route53 {
         let resp = req
             .send()
             .await
-            .map_err(|e| err(url, crate::actions::http_check::error_chain(&e)))?;
+            .map_err(|e| err(url, crate::diag::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| err(url, e.to_string()))?;
         if !(200..300).contains(&status) {
@@ -253,7 +260,7 @@ impl DnsProvider for Route53 {
                         .first()
                         .and_then(|t| t.parse().ok())
                         .unwrap_or(0),
-                    values: super::normalize(
+                    values: crate::dnsquery::normalize(
                         &tags(r, "Value")
                             .iter()
                             .map(|v| v.to_string())

@@ -13,12 +13,13 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::config::{self, DnsConfig};
-use super::query::answers;
 use super::RecordSet;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
+use crate::dnsquery::answers;
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct DnsSwitch;
 
 pub struct Params {
@@ -30,10 +31,6 @@ pub fn decode_params(ctx: &mut Ctx<'_>, with: &Node, kind: &str) -> Option<Param
     let region = r.opt("region").and_then(|n| ctx.string(n, "region"));
     r.finish(ctx);
     Some(Params { region })
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    decode_params(ctx, with, "dns.switch")
 }
 
 /// The environment's DNS config and the region to point at.
@@ -118,7 +115,9 @@ fn show(v: &Option<RecordSet>) -> String {
 }
 
 #[async_trait]
-impl Action for DnsSwitch {
+impl ActionKind for DnsSwitch {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "dns.switch"
     }
@@ -136,18 +135,22 @@ impl Action for DnsSwitch {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        decode_params(ctx, with, "dns.switch")
     }
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns records -> region {}",
-            crate::actions::param_text(params, "region", "(target)")
+            crate::action::param_text(params, "region", "(target)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (cfg, region) = setup(&p, ctx)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let (cfg, region) = setup(p, ctx)?;
         let want = cfg.desired(&region);
         let cur = super::provider::build(&cfg, ctx.remaining())?
             .current(&want)
@@ -176,9 +179,8 @@ impl Action for DnsSwitch {
             .collect();
         Ok(Preflight { lines, ok: true })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (cfg, region) = setup(&p, ctx)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let (cfg, region) = setup(p, ctx)?;
         let want = cfg.desired(&region);
         let pdns = super::provider::build(&cfg, ctx.remaining().min(Duration::from_secs(10)))?;
         let cur = pdns.current(&want).await?;

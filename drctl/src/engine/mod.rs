@@ -19,6 +19,8 @@
 //! in-flight steps (they re-run on resume) and end at once.
 
 pub mod run;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -28,8 +30,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use crate::actions::RunOptions;
+use crate::action::Registry;
 use crate::environment::Environment;
+use crate::journal::RunOptions;
 use crate::journal::{JournalError, RunStatus};
 use crate::runbook::{Mode, Runbook};
 use crate::store::{Store, StoreError};
@@ -101,6 +104,8 @@ impl From<StoreError> for EngineError {
 /// Everything needed to start a run.
 pub struct RunSpec {
     pub runbook: Arc<Runbook>,
+    /// The kinds the runbook was validated against; steps run these.
+    pub registry: Arc<Registry>,
     pub env: Option<Arc<Environment>>,
     pub mode: Mode,
     /// Final parameter values (defaults applied); secret params hold refs.

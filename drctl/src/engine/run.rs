@@ -1,4 +1,11 @@
-//! Starting, resuming and driving one run.
+//! Starting and driving one run: the lease, the first journal record, and
+//! the event loop. Resuming ([`resume`]) and a step's lifecycle
+//! ([`step`]) live in the child modules.
+
+mod resume;
+mod step;
+
+pub use resume::{resume, ResumeOptions};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,23 +19,10 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::view::{fold, RunView};
 use super::*;
-use crate::actions::{self, ActionError, Outputs, StepContext};
+use crate::action::{self, ActionError, Outputs, PreparedStep, Registry, StepContext};
 use crate::journal::{self, ErrorInfo, Event, FileRef, JournalWriter, StepStatus};
 use crate::runbook::{OnFailure, Step};
 use crate::store::{HolderId, Lease, LeaseMode};
-
-/// Operator decisions when resuming.
-#[derive(Debug, Clone, Default)]
-pub struct ResumeOptions {
-    pub allow_runbook_change: bool,
-    /// Interrupted steps to execute again although not known idempotent.
-    pub rerun: Vec<String>,
-    /// Interrupted steps the operator verified as done.
-    pub mark_done: Vec<String>,
-    pub operator: String,
-    pub parallelism: usize,
-    pub interactive: bool,
-}
 
 enum Msg {
     AttemptFailed {
@@ -48,7 +42,8 @@ enum Msg {
     Checkpoint {
         step: String,
         data: Value,
-        ack: oneshot::Sender<Result<(), String>>,
+        /// Sent once the record is durable; dropped when it cannot be.
+        ack: oneshot::Sender<()>,
     },
 }
 
@@ -68,6 +63,7 @@ struct Run {
     run_id: String,
     store: Arc<dyn Store>,
     runbook: Arc<Runbook>,
+    registry: Arc<Registry>,
     env: Option<Arc<Environment>>,
     mode: Mode,
     params: Map<String, Value>,
@@ -115,11 +111,12 @@ async fn bounded<T>(
 
 /// The lease a runbook needs: shared when every step is read-only (it
 /// changes nothing, so it must never lock out a failover), else exclusive.
-pub fn lease_mode(runbook: &Runbook) -> LeaseMode {
-    let all_read_only = runbook
-        .steps
-        .iter()
-        .all(|s| actions::lookup(&s.action).is_some_and(|a| a.read_only(&s.with.to_json())));
+pub fn lease_mode(runbook: &Runbook, kinds: &Registry) -> LeaseMode {
+    let all_read_only = runbook.steps.iter().all(|s| {
+        kinds
+            .get(&s.action)
+            .is_some_and(|a| a.read_only(&s.with.to_json()))
+    });
     if all_read_only {
         LeaseMode::Shared
     } else {
@@ -159,7 +156,14 @@ pub async fn start(
 ) -> Result<RunOutcome, EngineError> {
     let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
     let lease_name = lock_name(spec.env.as_deref());
-    let lease = take_lease(&store, &lease_name, lease_mode(&spec.runbook), &run_id, &ui).await?;
+    let lease = take_lease(
+        &store,
+        &lease_name,
+        lease_mode(&spec.runbook, &spec.registry),
+        &run_id,
+        &ui,
+    )
+    .await?;
     let source_region = spec.env.as_ref().map(|e| e.active_region.clone());
     let rb = &spec.runbook;
     let first = Event::RunStarted {
@@ -203,6 +207,7 @@ pub async fn start(
         run_id,
         store,
         runbook: spec.runbook,
+        registry: spec.registry,
         env: spec.env,
         mode: spec.mode,
         params: spec.params,
@@ -234,186 +239,6 @@ pub async fn load_view_pub(
     let verified = journal::verify(&bytes)?;
     let view = fold(&verified).ok_or(JournalError::NoStart)?;
     Ok((view, verified))
-}
-
-/// Continues an interrupted or failed run where the journal says it stopped.
-pub async fn resume(
-    store: Arc<dyn Store>,
-    run_id: &str,
-    runbook: Arc<Runbook>,
-    env: Option<Arc<Environment>>,
-    opts: ResumeOptions,
-    ui: Ui,
-) -> Result<RunOutcome, EngineError> {
-    let lease_name = lock_name(env.as_deref());
-    // Lock first: a run still alive in another process holds it, and we
-    // must not read a journal someone is appending to.
-    let lease = take_lease(&store, &lease_name, lease_mode(&runbook), run_id, &ui).await?;
-    let result = resume_locked(store.clone(), run_id, runbook, env, opts, ui, &lease).await;
-    if result.is_err() {
-        release(&store, &lease).await;
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn resume_locked(
-    store: Arc<dyn Store>,
-    run_id: &str,
-    runbook: Arc<Runbook>,
-    env: Option<Arc<Environment>>,
-    opts: ResumeOptions,
-    ui: Ui,
-    lease: &Lease,
-) -> Result<RunOutcome, EngineError> {
-    let (view, verified) = load_view_pub(store.as_ref(), run_id).await?;
-    if let Some(st @ (RunStatus::Succeeded | RunStatus::Aborted)) = view.status {
-        return Err(EngineError::NotResumable {
-            run_id: run_id.to_string(),
-            status: st.as_str().to_string(),
-        });
-    }
-    let changed = view.runbook.sha256 != runbook.content_hash;
-    if changed && !opts.allow_runbook_change {
-        return Err(EngineError::RunbookChanged {
-            run_id: run_id.to_string(),
-            path: runbook.file.path.clone(),
-            journal: view.runbook.sha256.chars().take(12).collect(),
-            now: runbook.content_hash.chars().take(12).collect(),
-        });
-    }
-    // Decide what to do with steps that were running when we stopped.
-    let mut decisions = BTreeMap::new();
-    let mut undecided = Vec::new();
-    for s in view
-        .steps
-        .iter()
-        .filter(|s| s.status == StepStatus::Running)
-    {
-        let safe = actions::lookup(&s.action).is_some_and(|a| a.idempotent(&s.inputs));
-        if opts.mark_done.contains(&s.id) {
-            decisions.insert(s.id.clone(), "marked done by operator".to_string());
-        } else if opts.rerun.contains(&s.id) {
-            decisions.insert(s.id.clone(), "re-run by operator decision".to_string());
-        } else if safe {
-            decisions.insert(s.id.clone(), "re-run (idempotent)".to_string());
-        } else {
-            undecided.push(s.id.clone());
-        }
-    }
-    if !undecided.is_empty() {
-        return Err(EngineError::NeedsDecision { steps: undecided });
-    }
-    // A torn final line was never acknowledged as durable: dropping it
-    // loses nothing the run relied on. It is cut off before anything is
-    // appended (appending after it would turn it into a corrupt record),
-    // and the repair is journaled.
-    let repaired = if verified.torn_tail > 0 {
-        bounded(store.repair_torn_tail(run_id, lease, verified.complete_len as u64)).await?
-    } else {
-        0
-    };
-    let mut journal = JournalWriter::resume(
-        store.clone(),
-        run_id,
-        lease.clone(),
-        verified.records.len() as u64,
-        verified.head.clone(),
-    );
-    journal
-        .append(Event::RunResumed {
-            operator: opts.operator.clone(),
-            host: journal::hostname(),
-            pid: std::process::id(),
-            runbook_changed: changed,
-            decisions: decisions.clone(),
-            repaired_tail_bytes: repaired,
-        })
-        .await?;
-    ui(UiEvent::RunStarted {
-        run_id: run_id.to_string(),
-        journal: store.journal_location(run_id),
-    });
-    let mut states = HashMap::new();
-    let mut outputs = BTreeMap::new();
-    for step in &runbook.steps {
-        let st = match view.step(&step.id) {
-            Some(v) => match v.status {
-                StepStatus::Succeeded => {
-                    outputs.insert(step.id.clone(), v.outputs.clone());
-                    State::Succeeded
-                }
-                StepStatus::Skipped
-                    if v.skip_reason.as_deref().is_some_and(|r| {
-                        r.starts_with("when:") || r.starts_with("skip_unless:")
-                    }) =>
-                {
-                    State::SkippedByMode
-                }
-                StepStatus::Running if opts.mark_done.contains(&step.id) => {
-                    journal
-                        .append(Event::StepFinished {
-                            step: step.id.clone(),
-                            status: StepStatus::Succeeded,
-                            outputs: Map::new(),
-                            error: None,
-                            attempts: 0,
-                            duration_ms: 0,
-                        })
-                        .await?;
-                    outputs.insert(step.id.clone(), Map::new());
-                    State::Succeeded
-                }
-                _ => State::Pending,
-            },
-            None => State::Pending,
-        };
-        states.insert(step.id.clone(), st);
-    }
-    let run = Run {
-        run_id: run_id.to_string(),
-        store,
-        runbook,
-        env,
-        mode: view.mode,
-        params: view.params.clone(),
-        target_region: view.target_region.clone(),
-        source_region: view.source_region.clone(),
-        operator: opts.operator.clone(),
-        options: RunOptions {
-            interactive: opts.interactive,
-            ..view.options.clone()
-        },
-        failed_at_ms: view.failed_at_ms,
-        parallelism: opts.parallelism.max(1),
-        journal,
-        states,
-        outputs,
-        scope: Default::default(),
-        dirty: Default::default(),
-        dependents: Default::default(),
-        ready_queue: Default::default(),
-        checkpoints: view
-            .steps
-            .iter()
-            .filter_map(|s| s.checkpoint.clone().map(|c| (s.id.clone(), c)))
-            .collect(),
-        ui,
-    };
-    run.drive().await
-}
-
-fn err_info(e: &ActionError) -> ErrorInfo {
-    let kind = match e {
-        ActionError::Refused { .. } => "refused",
-        ActionError::AwaitingApproval { .. } => "awaiting_approval",
-        _ => "failed",
-    };
-    ErrorInfo {
-        message: e.to_string(),
-        hint: e.hint().map(str::to_string),
-        kind: kind.to_string(),
-    }
 }
 
 impl Run {
@@ -587,10 +412,12 @@ impl Run {
                         match self.journal.append(Event::StepCheckpoint { step: step.clone(), data: data.clone() }).await {
                             Ok(_) => {
                                 self.checkpoints.insert(step, data);
-                                let _ = ack.send(Ok(()));
+                                let _ = ack.send(());
                             }
                             Err(e) => {
-                                let _ = ack.send(Err(e.to_string()));
+                                // Dropping the ack tells the action; the run
+                                // stops with the journal's error.
+                                drop(ack);
                                 return Err(e.into());
                             }
                         }
@@ -705,219 +532,9 @@ impl Run {
             reason,
         })
     }
-
-    async fn start_step(
-        &mut self,
-        id: &str,
-        tx: mpsc::UnboundedSender<Msg>,
-    ) -> Result<JoinHandle<()>, EngineError> {
-        let step = self
-            .runbook
-            .step(id)
-            .cloned()
-            .ok_or_else(|| EngineError::Invalid(format!("unknown step {id}")))?;
-        let action = actions::lookup(&step.action);
-        let resolved = self.scope.resolve_value(&step.with.to_json());
-        let inputs = resolved.clone().unwrap_or(Value::Null);
-        self.journal
-            .append(Event::StepStarted {
-                step: id.to_string(),
-                action: step.action.clone(),
-                inputs: inputs.clone(),
-            })
-            .await?;
-        self.states.insert(id.to_string(), State::Running);
-        let describe = action.map(|a| a.describe(&inputs)).unwrap_or_default();
-        (self.ui)(UiEvent::StepStarted {
-            step: id.to_string(),
-            action: step.action.clone(),
-            describe,
-        });
-        let ctx_base = StepContext {
-            run_id: self.run_id.clone(),
-            step_id: id.to_string(),
-            mode: self.mode,
-            env: self.env.clone(),
-            target_region: self.target_region.clone(),
-            store: self.store.clone(),
-            options: self.options.clone(),
-            operator: self.operator.clone(),
-            attempt: 1,
-            deadline: Instant::now(),
-            runbook_dir: std::path::Path::new(&self.runbook.file.path)
-                .parent()
-                .map(|p| p.to_path_buf())
-                .unwrap_or_default(),
-            failed_at: self
-                .failed_at_ms
-                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
-            progress: {
-                let ui = self.ui.clone();
-                let step = id.to_string();
-                Arc::new(move |message| {
-                    ui(UiEvent::StepProgress {
-                        step: step.clone(),
-                        message,
-                    })
-                })
-            },
-            checkpoints: {
-                let tx = tx.clone();
-                let step = id.to_string();
-                let saver: actions::CheckpointSaver = Arc::new(move |data| {
-                    let tx = tx.clone();
-                    let step = step.clone();
-                    Box::pin(async move {
-                        let (ack, rx) = oneshot::channel();
-                        tx.send(Msg::Checkpoint { step, data, ack })
-                            .map_err(|_| "the run is stopping".to_string())?;
-                        rx.await.map_err(|_| {
-                            "the run stopped before the checkpoint was journaled".to_string()
-                        })?
-                    })
-                });
-                actions::Checkpoints::new(saver, self.checkpoints.get(id).cloned())
-            },
-        };
-        let span = info_span!("step", step = %id, action = %step.action);
-        let id = id.to_string();
-        Ok(tokio::spawn(
-            async move {
-                let started = Instant::now();
-                let (result, attempts) = match (action, resolved) {
-                    (None, _) => (
-                        Err(ErrorInfo {
-                            message: format!("unknown action `{}`", step.action),
-                            hint: None,
-                            kind: "failed".into(),
-                        }),
-                        0,
-                    ),
-                    (_, Err(e)) => (
-                        Err(ErrorInfo {
-                            message: format!("cannot resolve parameters: {e}"),
-                            hint: Some(
-                                "check the ${...} references; `drctl validate` lists them".into(),
-                            ),
-                            kind: "failed".into(),
-                        }),
-                        0,
-                    ),
-                    (Some(action), Ok(params)) => {
-                        run_attempts(action, &step, &params, ctx_base, &tx, &id).await
-                    }
-                };
-                let _ = tx.send(Msg::Done {
-                    step: id,
-                    result,
-                    attempts,
-                    duration: started.elapsed(),
-                });
-            }
-            .instrument(span),
-        ))
-    }
-
-    async fn finish_step(
-        &mut self,
-        id: &str,
-        result: Result<Outputs, ErrorInfo>,
-        attempts: u32,
-        duration: Duration,
-    ) -> Result<Option<Finish>, EngineError> {
-        let duration_ms = duration.as_millis() as u64;
-        match result {
-            Ok(outputs) => {
-                if let Some(step) = self.runbook.step(id) {
-                    // A gate skipped in a drill is not an approval by anyone.
-                    if step.action == "approval"
-                        && outputs.get("skipped") != Some(&Value::Bool(true))
-                    {
-                        let get = |k: &str| {
-                            outputs
-                                .get(k)
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        self.journal
-                            .append(Event::Approval {
-                                step: id.to_string(),
-                                by: get("approved_by"),
-                                at: get("approved_at"),
-                                via: get("via"),
-                            })
-                            .await?;
-                    }
-                }
-                self.journal
-                    .append(Event::StepFinished {
-                        step: id.to_string(),
-                        status: StepStatus::Succeeded,
-                        outputs: outputs.clone(),
-                        error: None,
-                        attempts,
-                        duration_ms,
-                    })
-                    .await?;
-                let detail = outputs
-                    .get("summary")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                (self.ui)(UiEvent::StepFinished {
-                    step: id.to_string(),
-                    ok: true,
-                    duration,
-                    detail,
-                });
-                if let Some(Value::Object(steps)) = self.scope.root.get_mut("steps") {
-                    steps.insert(id.to_string(), json!({ "outputs": outputs }));
-                }
-                self.outputs.insert(id.to_string(), outputs);
-                self.set_terminal(id, State::Succeeded);
-                Ok(None)
-            }
-            Err(err) => {
-                let awaiting = err.kind == "awaiting_approval";
-                self.journal
-                    .append(Event::StepFinished {
-                        step: id.to_string(),
-                        status: StepStatus::Failed,
-                        outputs: Map::new(),
-                        error: Some(err.clone()),
-                        attempts,
-                        duration_ms,
-                    })
-                    .await?;
-                (self.ui)(UiEvent::StepFinished {
-                    step: id.to_string(),
-                    ok: false,
-                    duration,
-                    detail: err.message.clone(),
-                });
-                self.set_terminal(id, State::Failed);
-                if awaiting {
-                    return Ok(Some(Finish::AwaitingApproval(err.message)));
-                }
-                let abort = self
-                    .runbook
-                    .step(id)
-                    .is_none_or(|s| s.on_failure == OnFailure::Abort);
-                // The hint travels with the reason: at 3 a.m. the next
-                // action matters more than the error's wording.
-                let hint = err
-                    .hint
-                    .as_ref()
-                    .map(|h| format!("\n  hint: {h}"))
-                    .unwrap_or_default();
-                Ok(abort
-                    .then(|| Finish::Failed(format!("step `{id}` failed: {}{hint}", err.message))))
-            }
-        }
-    }
 }
 
+/// Why a finished step stops the run.
 enum Finish {
     Failed(String),
     AwaitingApproval(String),
@@ -936,65 +553,6 @@ impl Drop for Tasks {
         for (_, h) in self.0.drain() {
             h.abort();
         }
-    }
-}
-
-/// Runs attempts with per-attempt timeout and backoff. Each failed attempt
-/// is journaled (and acknowledged) before the next one acts.
-async fn run_attempts(
-    action: &'static dyn actions::Action,
-    step: &Step,
-    params: &Value,
-    mut ctx: StepContext,
-    tx: &mpsc::UnboundedSender<Msg>,
-    id: &str,
-) -> (Result<Outputs, ErrorInfo>, u32) {
-    let timeout = Run::step_timeout(step);
-    let mut attempt = 1;
-    loop {
-        ctx.attempt = attempt;
-        ctx.deadline = Instant::now() + timeout;
-        let (info, retryable) =
-            match tokio::time::timeout(timeout, action.execute(params, &ctx)).await {
-                Ok(Ok(out)) => return (Ok(out), attempt),
-                Ok(Err(e)) => (err_info(&e), e.retryable()),
-                Err(_) => (
-                    ErrorInfo {
-                        message: format!(
-                            "timed out after {}",
-                            crate::duration::format_duration(timeout)
-                        ),
-                        hint: Some(
-                            "raise the step's `timeout`, or check why the system is slow".into(),
-                        ),
-                        kind: "timeout".into(),
-                    },
-                    true,
-                ),
-            };
-        if !retryable || attempt >= step.retry.attempts {
-            return (Err(info), attempt);
-        }
-        let delay = step.retry.backoff(attempt + 1);
-        let (ack_tx, ack_rx) = oneshot::channel();
-        if tx
-            .send(Msg::AttemptFailed {
-                step: id.to_string(),
-                attempt,
-                error: info.clone(),
-                delay,
-                ack: ack_tx,
-            })
-            .is_err()
-        {
-            return (Err(info), attempt);
-        }
-        match ack_rx.await {
-            Ok(true) => {}
-            _ => return (Err(info), attempt),
-        }
-        tokio::time::sleep(delay).await;
-        attempt += 1;
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::actions::RunOptions;
+use crate::journal::RunOptions;
 use crate::journal::{ErrorInfo, Event, FileRef, Record, RunStatus, StepStatus, Verified};
 use crate::runbook::Mode;
 

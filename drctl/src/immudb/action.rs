@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use thiserror::Error;
 
 use super::{ImmudbClient, TrustedState, Verdict};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
+use crate::diag::error_chain;
 use crate::secret::SecretRef;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::yaml::Node;
 
 pub const COLLECTION: &str = "immudb-trusted";
@@ -85,6 +87,15 @@ impl ImmudbServer {
     }
 }
 
+/// The trusted state could not be read or saved.
+#[derive(Debug, Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored trusted state is unreadable")]
+    Unreadable(#[source] serde_json::Error),
+}
+
 /// A trusted state as stored: the state, when it was taken, and the
 /// document version a compare-and-set must quote.
 #[derive(Debug, Clone)]
@@ -99,18 +110,14 @@ pub async fn load_trusted(
     store: &dyn Store,
     env: &str,
     db: &str,
-) -> Result<Option<StoredTrust>, String> {
-    let Some(doc) = store
-        .get_doc(COLLECTION, &format!("{env}-{db}"))
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+) -> Result<Option<StoredTrust>, TrustError> {
+    let Some(doc) = store.get_doc(COLLECTION, &format!("{env}-{db}")).await? else {
         return Ok(None);
     };
     let at = doc.doc.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
     let st: TrustedState =
         serde_json::from_value(doc.doc.get("state").cloned().unwrap_or(Value::Null))
-            .map_err(|e| format!("stored trusted state is unreadable: {e}"))?;
+            .map_err(TrustError::Unreadable)?;
     Ok(Some(StoredTrust {
         state: st,
         at_ms: at,
@@ -127,42 +134,29 @@ pub async fn save_trusted(
     st: &TrustedState,
     source: &str,
     previous: Option<u64>,
-) -> Result<(), String> {
+) -> Result<(), TrustError> {
     let doc = json!({"state": st, "at_ms": crate::journal::now_ms(), "source": source});
     let expect = previous.map_or(crate::store::Expect::Absent, crate::store::Expect::Version);
     store
         .put_doc(COLLECTION, &format!("{env}-{}", st.db), &doc, expect)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(TrustError::from)
 }
 
+#[derive(Clone, Copy)]
 pub struct ImmudbVerify;
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     server: ImmudbServer,
     max_lost_txs: u64,
 }
 
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "immudb.verify")?;
-    let node = r.req(ctx, "server");
-    let server = node
-        .filter(|n| !ctx.deferred(n))
-        .and_then(|n| ImmudbServer::decode(ctx, n, "server"));
-    let max_lost_txs = r
-        .opt("max_lost_txs")
-        .and_then(|n| ctx.uint(n, "max_lost_txs"))
-        .unwrap_or(0);
-    r.finish(ctx);
-    Some(Params {
-        server: server?,
-        max_lost_txs,
-    })
-}
-
 #[async_trait]
-impl Action for ImmudbVerify {
+impl ActionKind for ImmudbVerify {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "immudb.verify"
     }
@@ -183,8 +177,21 @@ impl Action for ImmudbVerify {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "immudb.verify")?;
+        let node = r.req(ctx, "server");
+        let server = node
+            .filter(|n| !ctx.deferred(n))
+            .and_then(|n| ImmudbServer::decode(ctx, n, "server"));
+        let max_lost_txs = r
+            .opt("max_lost_txs")
+            .and_then(|n| ctx.uint(n, "max_lost_txs"))
+            .unwrap_or(0);
+        r.finish(ctx);
+        Some(Params {
+            server: server?,
+            max_lost_txs,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -192,13 +199,17 @@ impl Action for ImmudbVerify {
             params["server"]["url"].as_str().unwrap_or("?")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         let env = ctx.env()?;
         Ok(
             match load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
                 .await
-                .map_err(ActionError::failed)?
+                .map_err(|e| ActionError::failed(error_chain(&e)))?
                 .map(|s| (s.state, s.at_ms))
             {
                 Some((t, at)) => Preflight::ok(format!(
@@ -214,12 +225,11 @@ impl Action for ImmudbVerify {
             },
         )
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let env = ctx.env()?;
         let stored = load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
             .await
-            .map_err(ActionError::failed)?
+            .map_err(|e| ActionError::failed(error_chain(&e)))?
             .ok_or_else(|| ActionError::Config {
                 message: format!("no trusted immudb state for `{}` in {}", p.server.database, ctx.store.describe()),
                 hint: "run `drctl immudb trust --env FILE --region PRIMARY` regularly (a CronJob) before you need it".into(),
@@ -276,7 +286,7 @@ impl Action for ImmudbVerify {
                         Some(version),
                     )
                     .await
-                    .map_err(ActionError::failed)?;
+                    .map_err(|e| ActionError::failed(error_chain(&e)))?;
                 }
             }
         }

@@ -78,13 +78,21 @@ pub mod codec {
         }
     }
 
-    pub(crate) fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
+    /// A field that is base64 in none of the alphabets immudb's gateway
+    /// has been seen to use; the length helps spot a truncated value.
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid base64 ({len} chars)")]
+    pub struct InvalidBase64 {
+        pub len: usize,
+    }
+
+    pub(crate) fn decode_b64(s: &str) -> Result<Vec<u8>, InvalidBase64> {
         for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
             if let Ok(v) = engine.decode(s) {
                 return Ok(v);
             }
         }
-        Err(format!("invalid base64 ({} chars)", s.len()))
+        Err(InvalidBase64 { len: s.len() })
     }
 
     pub mod b64 {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::config::Cluster;
 use super::error::{KubeError, Op};
 use super::workload::{self, Kind, Workload, WorkloadRef};
-use crate::actions::{ActionError, StepContext};
+use crate::action::{ActionError, StepContext};
 
 /// Fresh reads after a 409 before giving up: a controller that rewrites the
 /// object this often is fighting us, and a human should look.

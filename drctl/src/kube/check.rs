@@ -12,26 +12,16 @@ use super::error::Op;
 use super::snapshot::{self, decode_target, Target};
 use super::workload::Workload;
 use super::KubeError;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct KubeCheck;
 
 pub struct Params {
     pub target: Target,
     pub allow_zero: bool,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "kube.check")?;
-    let target = decode_target(ctx, &mut r, "kube.check");
-    let allow_zero = r
-        .opt("allow_zero")
-        .and_then(|n| ctx.boolean(n, "allow_zero"))
-        .unwrap_or(false);
-    r.finish(ctx);
-    Some(Params { target, allow_zero })
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -68,11 +58,27 @@ async fn pods(cluster: &Cluster, w: &Workload) -> Result<(usize, Vec<String>), K
     Ok((ready, not))
 }
 
-/// One line per workload; `Err` lines are problems.
+/// What `kube.check` found for one workload: a line for the operator, and
+/// whether the workload is ready (a problem line otherwise).
+enum Finding {
+    Ready(String),
+    NotReady(String),
+}
+
+impl Finding {
+    fn problem(&self) -> Option<&str> {
+        match self {
+            Finding::Ready(_) => None,
+            Finding::NotReady(s) => Some(s),
+        }
+    }
+}
+
+/// One finding per workload.
 async fn inspect(
     p: &Params,
     ctx: &StepContext,
-) -> Result<(String, Vec<Result<String, String>>, usize), ActionError> {
+) -> Result<(String, Vec<Finding>, usize), ActionError> {
     let region = p
         .target
         .region
@@ -97,26 +103,28 @@ async fn inspect(
             && ready >= w.spec_replicas.max(0) as usize
             && (w.spec_replicas > 0 || p.allow_zero);
         lines.push(if ok {
-            Ok(line)
+            Finding::Ready(line)
         } else if w.spec_replicas == 0 && !p.allow_zero {
-            Err(format!(
+            Finding::NotReady(format!(
                 "{}: scaled to 0 (set allow_zero: true if that is expected)",
                 w.r
             ))
         } else if !not.is_empty() {
-            Err(format!(
+            Finding::NotReady(format!(
                 "{line}; not Ready: {}",
                 not.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
             ))
         } else {
-            Err(format!("{line}; rollout incomplete"))
+            Finding::NotReady(format!("{line}; rollout incomplete"))
         });
     }
     Ok((region, lines, ready_pods))
 }
 
 #[async_trait]
-impl Action for KubeCheck {
+impl ActionKind for KubeCheck {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "kube.check"
     }
@@ -130,34 +138,44 @@ impl Action for KubeCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["workloads", "ready_pods", "summary"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.check")?;
+        let target = decode_target(ctx, &mut r, "kube.check");
+        let allow_zero = r
+            .opt("allow_zero")
+            .and_then(|n| ctx.boolean(n, "allow_zero"))
+            .unwrap_or(false);
+        r.finish(ctx);
+        Some(Params { target, allow_zero })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
             "check rollouts and pod readiness in region {}",
-            crate::actions::param_text(params, "region", "(target)")
+            crate::action::param_text(params, "region", "(target)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (region, lines, _) = inspect(&p, ctx).await?;
-        let ok = lines.iter().all(Result::is_ok);
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let (region, lines, _) = inspect(p, ctx).await?;
+        let ok = lines.iter().all(|l| l.problem().is_none());
         Ok(Preflight {
             lines: lines
                 .into_iter()
                 .map(|l| match l {
-                    Ok(s) => format!("kube {region} {s}"),
-                    Err(s) => format!("kube {region} NOT READY {s}"),
+                    Finding::Ready(s) => format!("kube {region} {s}"),
+                    Finding::NotReady(s) => format!("kube {region} NOT READY {s}"),
                 })
                 .collect(),
             ok,
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let (region, lines, ready_pods) = inspect(&p, ctx).await?;
-        let bad: Vec<String> = lines.iter().filter_map(|l| l.clone().err()).collect();
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let (region, lines, ready_pods) = inspect(p, ctx).await?;
+        let bad: Vec<&str> = lines.iter().filter_map(Finding::problem).collect();
         if !bad.is_empty() {
             return Err(ActionError::failed_hint(
                 format!(

@@ -25,7 +25,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::error::{KubeError, Op};
 use super::workload::{decode_selections, Selection};
-use crate::actions::{decode_resolved, ActionError, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -78,26 +77,6 @@ pub fn decode(ctx: &mut Ctx<'_>, node: &Node, what: &str) -> Option<ClusterConfi
         in_cluster,
         timeout,
         workloads,
-    })
-}
-
-/// The region an action acts on and that region's `kube:` section.
-pub fn for_region(ctx: &StepContext, region: &str) -> Result<ClusterConfig, ActionError> {
-    let env = ctx.env()?;
-    if env.region(region).is_none() {
-        return Err(ActionError::Config {
-            message: format!("region `{region}` is not in environment `{}`", env.name),
-            hint: format!("regions: {}", env.region_names().join(", ")),
-        });
-    }
-    let node = env
-        .component(region, "kube")
-        .ok_or_else(|| ActionError::Config {
-            message: format!("region `{region}` has no kube section"),
-            hint: "add `kube:` (kubeconfig or in_cluster, workloads) to the region, or give the step `skip_unless: [target.kube]`".into(),
-        })?;
-    decode_resolved("kube", node, |c, n| {
-        decode(c, n, &format!("regions.{region}.kube"))
     })
 }
 

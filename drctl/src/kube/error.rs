@@ -4,7 +4,7 @@
 
 use thiserror::Error;
 
-use crate::actions::ActionError;
+use crate::diag::error_chain;
 
 /// What a request was about, so an error can say it precisely.
 #[derive(Debug, Clone)]
@@ -164,33 +164,6 @@ impl KubeError {
                 "see the API server's message above".into()
             }
             KubeError::Config { hint, .. } => hint.clone(),
-        }
-    }
-}
-
-/// The error and its sources on one line (kube-rs nests transport errors).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-impl From<KubeError> for ActionError {
-    fn from(e: KubeError) -> Self {
-        match e {
-            KubeError::Config { message, hint } => ActionError::Config { message, hint },
-            other => ActionError::Failed {
-                hint: Some(other.hint()),
-                message: other.to_string(),
-            },
         }
     }
 }

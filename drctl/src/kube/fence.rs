@@ -16,14 +16,15 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::api::{self, Goal};
-use super::config::{self, Cluster};
+use super::config::Cluster;
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
 use super::KubeError;
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct KubeFence;
 
 pub struct Params {
@@ -32,28 +33,6 @@ pub struct Params {
     pub required: bool,
     pub wait: bool,
     pub concurrency: usize,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "kube.fence")?;
-    let target = decode_target(ctx, &mut r, "kube.fence");
-    let within = r
-        .opt("within")
-        .and_then(|n| ctx.duration(n, "kube.fence: within"))
-        .unwrap_or(Duration::from_secs(30));
-    let required = r
-        .opt("required")
-        .and_then(|n| ctx.boolean(n, "kube.fence: required"))
-        .unwrap_or(false);
-    let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.fence");
-    r.finish(ctx);
-    Some(Params {
-        target,
-        within,
-        required,
-        wait,
-        concurrency,
-    })
 }
 
 fn region_of(p: &Params, ctx: &StepContext) -> Result<String, ActionError> {
@@ -71,7 +50,7 @@ async fn reach(
     deadline: Instant,
     ctx: &StepContext,
 ) -> Result<Result<(Cluster, Vec<Workload>), KubeError>, ActionError> {
-    let cfg = config::for_region(ctx, region)?;
+    let cfg = snapshot::for_region(ctx, region)?;
     let sels = match &p.target.workloads {
         Some(s) => s.clone(),
         None => cfg.workloads.clone(),
@@ -137,7 +116,9 @@ async fn record_capacity(
 }
 
 #[async_trait]
-impl Action for KubeFence {
+impl ActionKind for KubeFence {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "kube.fence"
     }
@@ -155,20 +136,42 @@ impl Action for KubeFence {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.fence")?;
+        let target = decode_target(ctx, &mut r, "kube.fence");
+        let within = r
+            .opt("within")
+            .and_then(|n| ctx.duration(n, "kube.fence: within"))
+            .unwrap_or(Duration::from_secs(30));
+        let required = r
+            .opt("required")
+            .and_then(|n| ctx.boolean(n, "kube.fence: required"))
+            .unwrap_or(false);
+        let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.fence");
+        r.finish(ctx);
+        Some(Params {
+            target,
+            within,
+            required,
+            wait,
+            concurrency,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to 0 (if reachable)",
-            crate::actions::param_text(params, "region", "(active)")
+            crate::action::param_text(params, "region", "(active)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&p, ctx)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let region = region_of(p, ctx)?;
         let deadline = ctx.deadline.min(Instant::now() + p.within);
-        match reach(&p, &region, deadline, ctx).await? {
+        match reach(p, &region, deadline, ctx).await? {
             Ok((_, ws)) => Ok(Preflight {
                 lines: ws
                     .iter()
@@ -191,18 +194,17 @@ impl Action for KubeFence {
             Err(e) => Err(e.into()),
         }
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&p, ctx)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let region = region_of(p, ctx)?;
         let deadline = ctx.deadline.min(Instant::now() + p.within);
-        let (cluster, ws) = match reach(&p, &region, deadline, ctx).await? {
+        let (cluster, ws) = match reach(p, &region, deadline, ctx).await? {
             Ok(x) => x,
-            Err(e) if e.is_unreachable() => return unreachable(&p, &region, e),
+            Err(e) if e.is_unreachable() => return unreachable(p, &region, e),
             Err(e) => return Err(e.into()),
         };
         let hpas = match api::hpas_for(&cluster, &ws).await {
             Ok(h) => h,
-            Err(e) if e.is_unreachable() => return unreachable(&p, &region, e),
+            Err(e) if e.is_unreachable() => return unreachable(p, &region, e),
             Err(e) => return Err(e.into()),
         };
         let saved = match api::load_checkpoint(ctx)? {

@@ -45,3 +45,20 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
 pub const CAPACITY: &str = "kube-capacity";
 /// Append-only history of snapshots (one summary line each).
 pub const CAPACITY_HISTORY: &str = "kube-capacity-history";
+/// How a Kubernetes failure reaches the engine: configuration problems
+/// keep their hint, everything else is a retryable failure with the
+/// error's own hint. (Here, not in `error.rs`, so the config decoders the
+/// environment uses stay free of the action contract.)
+impl From<KubeError> for crate::action::ActionError {
+    fn from(e: KubeError) -> Self {
+        match e {
+            KubeError::Config { message, hint } => {
+                crate::action::ActionError::Config { message, hint }
+            }
+            other => crate::action::ActionError::Failed {
+                hint: Some(other.hint()),
+                message: other.to_string(),
+            },
+        }
+    }
+}

@@ -15,15 +15,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use thiserror::Error;
 
 use super::api::{self, Goal};
-use super::config::{self, Cluster};
+use super::config::Cluster;
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::{Kind as NodeKind, Node};
 
+#[derive(Clone, Copy)]
 pub struct KubeScale;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,7 +37,16 @@ pub enum Replicas {
     },
 }
 
-pub fn parse_replicas(s: &str) -> Result<Replicas, String> {
+/// A `replicas:` value that is none of the three forms.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplicasError {
+    #[error("`{0}` is not a percentage between 1% and 1000%")]
+    Percentage(String),
+    #[error("`{0}` is not a replica count")]
+    Count(String),
+}
+
+pub fn parse_replicas(s: &str) -> Result<Replicas, ReplicasError> {
     let s = s.trim();
     if s == "primary" {
         return Ok(Replicas::Primary { percent: 100 });
@@ -43,12 +54,12 @@ pub fn parse_replicas(s: &str) -> Result<Replicas, String> {
     if let Some(p) = s.strip_suffix('%') {
         return match p.trim().parse::<u32>() {
             Ok(n) if (1..=1000).contains(&n) => Ok(Replicas::Primary { percent: n }),
-            _ => Err(format!("`{s}` is not a percentage between 1% and 1000%")),
+            _ => Err(ReplicasError::Percentage(s.to_string())),
         };
     }
     match s.parse::<i32>() {
         Ok(n) if n >= 0 => Ok(Replicas::Count(n)),
-        _ => Err(format!("`{s}` is not a replica count")),
+        _ => Err(ReplicasError::Count(s.to_string())),
     }
 }
 
@@ -70,68 +81,6 @@ pub struct Params {
     pub concurrency: usize,
 }
 
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "kube.scale")?;
-    let target = decode_target(ctx, &mut r, "kube.scale");
-    let replicas = r.req(ctx, "replicas").and_then(|n| {
-        if ctx.deferred(n) {
-            return None;
-        }
-        let text = match &n.kind {
-            NodeKind::Int(i) => i.to_string(),
-            NodeKind::Str(s) => s.clone(),
-            _ => {
-                ctx.expected(n, "a count, `primary` or a percentage like \"50%\"", "replicas");
-                return None;
-            }
-        };
-        match parse_replicas(&text) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                ctx.error(
-                    "E-VALUE",
-                    n,
-                    format!("kube.scale: replicas: {e}"),
-                    Some("a count (10), `primary` (match the primary region) or a percentage of it (\"50%\")".into()),
-                );
-                None
-            }
-        }
-    });
-    let from_region = r
-        .opt("from_region")
-        .and_then(|n| ctx.string(n, "from_region"));
-    let capacity_from = r
-        .opt("capacity_from")
-        .and_then(|n| {
-            ctx.one_of(
-                n,
-                &["auto", "live", "snapshot"],
-                "kube.scale: capacity_from",
-            )
-        })
-        .map(|s| match s {
-            "live" => CapacityFrom::Live,
-            "snapshot" => CapacityFrom::Snapshot,
-            _ => CapacityFrom::Auto,
-        })
-        .unwrap_or(CapacityFrom::Auto);
-    let max_snapshot_age = r
-        .opt("max_snapshot_age")
-        .and_then(|n| ctx.duration(n, "kube.scale: max_snapshot_age"));
-    let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.scale");
-    r.finish(ctx);
-    Some(Params {
-        target,
-        replicas,
-        from_region,
-        capacity_from,
-        max_snapshot_age,
-        wait,
-        concurrency,
-    })
-}
-
 /// What the DR workloads should run, and where that number came from.
 struct Plan {
     targets: BTreeMap<String, i32>,
@@ -151,13 +100,11 @@ async fn live_counts(
     from: &str,
     ws: &[Workload],
     concurrency: usize,
-) -> Result<BTreeMap<String, i32>, String> {
-    let cfg = config::for_region(ctx, from).map_err(|e| e.to_string())?;
+) -> Result<BTreeMap<String, i32>, ActionError> {
+    let cfg = snapshot::for_region(ctx, from)?;
     // Bounded: the primary region may be the one that is gone.
     let deadline = ctx.deadline.min(Instant::now() + cfg.timeout);
-    let cluster = Cluster::connect(&cfg, from, deadline)
-        .await
-        .map_err(|e| e.to_string())?;
+    let cluster = Cluster::connect(&cfg, from, deadline).await?;
     let refs: Vec<WorkloadRef> = ws.iter().map(|w| w.r.clone()).collect();
     let got = api::concurrently(refs, concurrency, |r| {
         let c = cluster.clone();
@@ -171,7 +118,7 @@ async fn live_counts(
                 out.insert(k, w.spec_replicas);
             }
             Err(super::KubeError::NotFound { .. }) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(out)
@@ -361,7 +308,9 @@ async fn apply_one(
 }
 
 #[async_trait]
-impl Action for KubeScale {
+impl ActionKind for KubeScale {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "kube.scale"
     }
@@ -379,25 +328,87 @@ impl Action for KubeScale {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.scale")?;
+        let target = decode_target(ctx, &mut r, "kube.scale");
+        let replicas = r.req(ctx, "replicas").and_then(|n| {
+            if ctx.deferred(n) {
+                return None;
+            }
+            let text = match &n.kind {
+                NodeKind::Int(i) => i.to_string(),
+                NodeKind::Str(s) => s.clone(),
+                _ => {
+                    ctx.expected(n, "a count, `primary` or a percentage like \"50%\"", "replicas");
+                    return None;
+                }
+            };
+            match parse_replicas(&text) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    ctx.error(
+                        "E-VALUE",
+                        n,
+                        format!("kube.scale: replicas: {e}"),
+                        Some("a count (10), `primary` (match the primary region) or a percentage of it (\"50%\")".into()),
+                    );
+                    None
+                }
+            }
+        });
+        let from_region = r
+            .opt("from_region")
+            .and_then(|n| ctx.string(n, "from_region"));
+        let capacity_from = r
+            .opt("capacity_from")
+            .and_then(|n| {
+                ctx.one_of(
+                    n,
+                    &["auto", "live", "snapshot"],
+                    "kube.scale: capacity_from",
+                )
+            })
+            .map(|s| match s {
+                "live" => CapacityFrom::Live,
+                "snapshot" => CapacityFrom::Snapshot,
+                _ => CapacityFrom::Auto,
+            })
+            .unwrap_or(CapacityFrom::Auto);
+        let max_snapshot_age = r
+            .opt("max_snapshot_age")
+            .and_then(|n| ctx.duration(n, "kube.scale: max_snapshot_age"));
+        let (wait, concurrency) = snapshot::decode_pacing(ctx, &mut r, "kube.scale");
+        r.finish(ctx);
+        Some(Params {
+            target,
+            replicas,
+            from_region,
+            capacity_from,
+            max_snapshot_age,
+            wait,
+            concurrency,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to {}",
-            crate::actions::param_text(params, "region", "(target)"),
+            crate::action::param_text(params, "region", "(target)"),
             params
                 .get("replicas")
-                .map(crate::actions::short)
+                .map(crate::action::short)
                 .unwrap_or_default()
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&p, ctx)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let region = region_of(p, ctx)?;
         let (cluster, ws) = snapshot::connect_and_resolve(&p.target, &region, ctx).await?;
         let hpas = api::hpas_for(&cluster, &ws).await?;
-        let plan = plan_targets(&p, &region, &ws, ctx).await?;
+        let plan = plan_targets(p, &region, &ws, ctx).await?;
         let mut lines = vec![format!("kube {region}: capacity from {}", plan.source)];
         for w in &ws {
             let t = plan.targets[&w.r.key()];
@@ -416,9 +427,8 @@ impl Action for KubeScale {
         }
         Ok(Preflight { lines, ok: true })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&p, ctx)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let region = region_of(p, ctx)?;
         let (cluster, ws) = snapshot::connect_and_resolve(&p.target, &region, ctx).await?;
         let hpas = api::hpas_for(&cluster, &ws).await?;
         // Decide once: a resumed step keeps the first attempt's previous
@@ -426,7 +436,7 @@ impl Action for KubeScale {
         let saved = match api::load_checkpoint(ctx)? {
             Some(v) => v,
             None => {
-                let plan = plan_targets(&p, &region, &ws, ctx).await?;
+                let plan = plan_targets(p, &region, &ws, ctx).await?;
                 let v = json!({
                     "previous": snapshot::entries_from(&ws, &hpas),
                     "targets": plan.targets,

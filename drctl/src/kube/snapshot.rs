@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::{self, Hpa};
-use super::config::{self, Cluster};
+use super::config::{self, Cluster, ClusterConfig};
 use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
@@ -186,6 +186,26 @@ pub fn decode_target(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, kind: &str) -> Ta
     Target { region, workloads }
 }
 
+/// The region an action acts on and that region's `kube:` section.
+pub fn for_region(ctx: &StepContext, region: &str) -> Result<ClusterConfig, ActionError> {
+    let env = ctx.env()?;
+    if env.region(region).is_none() {
+        return Err(ActionError::Config {
+            message: format!("region `{region}` is not in environment `{}`", env.name),
+            hint: format!("regions: {}", env.region_names().join(", ")),
+        });
+    }
+    let node = env
+        .component(region, "kube")
+        .ok_or_else(|| ActionError::Config {
+            message: format!("region `{region}` has no kube section"),
+            hint: "add `kube:` (kubeconfig or in_cluster, workloads) to the region, or give the step `skip_unless: [target.kube]`".into(),
+        })?;
+    decode_resolved("kube", node, |c, n| {
+        config::decode(c, n, &format!("regions.{region}.kube"))
+    })
+}
+
 /// Connects to the region and resolves the workloads (the step's, else the
 /// region's `kube.workloads`).
 pub async fn connect_and_resolve(
@@ -193,7 +213,7 @@ pub async fn connect_and_resolve(
     region: &str,
     ctx: &StepContext,
 ) -> Result<(Cluster, Vec<Workload>), ActionError> {
-    let cfg = config::for_region(ctx, region)?;
+    let cfg = for_region(ctx, region)?;
     let sels = match &t.workloads {
         Some(s) => s.clone(),
         None if !cfg.workloads.is_empty() => cfg.workloads.clone(),
@@ -226,14 +246,8 @@ pub fn decode_pacing(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, kind: &str) -> (b
     (wait, concurrency)
 }
 
+#[derive(Clone, Copy)]
 pub struct KubeSnapshot;
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Target> {
-    let mut r = MapReader::new(ctx, with, "kube.snapshot")?;
-    let t = decode_target(ctx, &mut r, "kube.snapshot");
-    r.finish(ctx);
-    Some(t)
-}
 
 fn region_of(t: &Target, ctx: &StepContext) -> Result<String, ActionError> {
     Ok(t.region.clone().unwrap_or_else(|| {
@@ -245,7 +259,9 @@ fn region_of(t: &Target, ctx: &StepContext) -> Result<String, ActionError> {
 }
 
 #[async_trait]
-impl Action for KubeSnapshot {
+impl ActionKind for KubeSnapshot {
+    type Params = Target;
+
     fn kind(&self) -> &'static str {
         "kube.snapshot"
     }
@@ -265,19 +281,26 @@ impl Action for KubeSnapshot {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "kube.snapshot")?;
+        let t = decode_target(ctx, &mut r, "kube.snapshot");
+        r.finish(ctx);
+        Some(t)
     }
     fn describe(&self, params: &Value) -> String {
         format!(
             "record workload capacity of region {}",
-            crate::actions::param_text(params, "region", "(active)")
+            crate::action::param_text(params, "region", "(active)")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let t = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&t, ctx)?;
-        let (_, ws) = connect_and_resolve(&t, &region, ctx).await?;
+    async fn preflight(
+        &self,
+        t: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        let region = region_of(t, ctx)?;
+        let (_, ws) = connect_and_resolve(t, &region, ctx).await?;
         Ok(Preflight {
             lines: ws
                 .iter()
@@ -286,11 +309,10 @@ impl Action for KubeSnapshot {
             ok: true,
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let t = decode_resolved(self.kind(), params, decode)?;
-        let region = region_of(&t, ctx)?;
+    async fn execute(&self, t: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        let region = region_of(t, ctx)?;
         let started = Instant::now();
-        let (cluster, ws) = connect_and_resolve(&t, &region, ctx).await?;
+        let (cluster, ws) = connect_and_resolve(t, &region, ctx).await?;
         let entries = entries(&cluster, &ws).await?;
         let cap = new_capacity(ctx, &region, "kube.snapshot", entries)?;
         // The newest reading replaces whatever is there (compare-and-set

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use pg::LabError;
 use supervisor::{LabState, STATE_FILE};
 
 pub fn read_state(dir: &Path) -> Option<LabState> {
@@ -34,49 +35,49 @@ pub fn running(dir: &Path) -> Option<LabState> {
 }
 
 /// Calls a control route of a running lab.
-pub async fn control(base: &str, method: &str, route: &str) -> Result<Value, String> {
+pub async fn control(base: &str, method: &str, route: &str) -> Result<Value, LabError> {
+    let url = format!("{}{route}", base.trim_end_matches('/'));
+    let failed = |source| LabError::Control {
+        url: url.clone(),
+        source,
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| e.to_string())?;
-    let url = format!("{}{route}", base.trim_end_matches('/'));
+        .map_err(failed)?;
     let req = if method == "POST" {
         client.post(&url)
     } else {
         client.get(&url)
     };
-    let resp = req.send().await.map_err(|e| {
-        format!(
-            "lab control {url}: {}",
-            crate::actions::http_check::error_chain(&e)
-        )
-    })?;
+    let resp = req.send().await.map_err(failed)?;
     let status = resp.status();
-    let v: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("lab control {url}: {e}"))?;
+    let v: Value = resp.json().await.map_err(failed)?;
     if !status.is_success() {
-        return Err(format!(
-            "lab control {url}: {}",
-            v["error"].as_str().unwrap_or("failed")
-        ));
+        return Err(LabError::Refused {
+            url,
+            message: v["error"].as_str().unwrap_or("failed").to_string(),
+        });
     }
     Ok(v)
 }
 
 /// Starts the supervisor as a detached process and waits until the lab is
 /// ready (or reports why not).
-pub async fn up(dir: &Path, state_dir: &Path, backend: StateBackend) -> Result<LabState, String> {
+pub async fn up(dir: &Path, state_dir: &Path, backend: StateBackend) -> Result<LabState, LabError> {
     if let Some(st) = running(dir) {
         return Ok(st);
     }
-    std::fs::create_dir_all(dir.join("logs"))
-        .map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let io = |what: String| move |source| LabError::Io { what, source };
+    std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))?;
     let _ = std::fs::remove_file(dir.join(STATE_FILE));
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("logs/supervisor.log")).map_err(|e| e.to_string())?;
-    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(io("find the drctl executable".into()))?;
+    let log_path = dir.join("logs/supervisor.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(io(format!("create {}", log_path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(io(format!("open {}", log_path.display())))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--state-dir")
         .arg(state_dir)
@@ -95,49 +96,49 @@ pub async fn up(dir: &Path, state_dir: &Path, backend: StateBackend) -> Result<L
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("start lab supervisor: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut child = cmd.spawn().map_err(io("start lab supervisor".into()))?;
+    let waited = Duration::from_secs(120);
+    let deadline = Instant::now() + waited;
     loop {
         if let Some(st) = read_state(dir) {
             if st.status == "ready" {
                 return Ok(st);
             }
             if st.status.starts_with("error") {
-                return Err(format!(
-                    "{} (log: {})",
-                    st.status,
-                    dir.join("logs").display()
-                ));
+                return Err(LabError::NotReady {
+                    status: st.status,
+                    log: dir.join("logs"),
+                });
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(dir.join("logs/supervisor.log")).unwrap_or_default();
-            return Err(format!(
-                "lab supervisor exited ({status}): {}",
-                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-            ));
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(LabError::SupervisorExited {
+                status,
+                tail: log.lines().rev().take(5).collect::<Vec<_>>().join(" | "),
+            });
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "lab not ready after 120s; see {}",
-                dir.join("logs").display()
-            ));
+            return Err(LabError::NotReadyInTime {
+                waited,
+                logs: dir.join("logs"),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Stops exactly what `up` started: asks the supervisor, then makes sure.
-pub async fn down(dir: &Path) -> Result<bool, String> {
+/// Returns whether a lab was running; stopping itself cannot fail (what
+/// does not stop in time is killed).
+pub async fn down(dir: &Path) -> bool {
     let Some(st) = read_state(dir) else {
-        return Ok(false);
+        return false;
     };
     if !pid_alive(st.supervisor_pid) {
         let _ = std::fs::remove_dir_all(&st.data_root);
         let _ = std::fs::remove_dir_all(format!("{}-pdns", st.data_root.display()));
-        return Ok(false);
+        return false;
     }
     let _ = control(&st.control, "POST", "/stop").await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -155,7 +156,7 @@ pub async fn down(dir: &Path) -> Result<bool, String> {
         }
         let _ = std::fs::remove_dir_all(&st.data_root);
     }
-    Ok(true)
+    true
 }
 
 /// Where the lab keeps drctl's state.

@@ -31,6 +31,25 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    /// The running lab's control endpoint did not answer.
+    #[error("lab control {url}")]
+    Control {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The control endpoint answered with an error of its own.
+    #[error("lab control {url}: {message}")]
+    Refused { url: String, message: String },
+    #[error("{status} (log: {})", log.display())]
+    NotReady { status: String, log: PathBuf },
+    #[error("lab supervisor exited ({status}): {tail}")]
+    SupervisorExited {
+        status: std::process::ExitStatus,
+        tail: String,
+    },
+    #[error("lab not ready after {}s; see {}", .waited.as_secs(), .logs.display())]
+    NotReadyInTime { waited: Duration, logs: PathBuf },
     #[error("{0}")]
     Other(String),
 }

@@ -322,7 +322,7 @@ async fn bring_up(
             .await?;
             lab.servers.lock().await.insert("pg-state".into(), s);
             let mut server = crate::postgres::PgServer::from_dsn(&url)
-                .map_err(|e| LabError::Other(e.to_string()))?;
+                .map_err(|e| LabError::Other(crate::diag::error_chain(&e)))?;
             server.password = Some(crate::secret::SecretRef::File(spec.password_file.clone()));
             let (store, _) = crate::store::postgres::init(&url, server)
                 .await

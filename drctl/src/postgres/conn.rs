@@ -61,6 +61,21 @@ impl PgError {
     }
 }
 
+/// Why a DSN cannot name a server.
+#[derive(Debug, Error)]
+pub enum DsnError {
+    #[error("not a valid DSN")]
+    Invalid {
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Secrets come by reference, never inside a connection string.
+    #[error("the DSN contains a password")]
+    Password,
+    #[error("the DSN names no TCP host")]
+    NoTcpHost,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
@@ -95,20 +110,20 @@ impl PgServer {
     /// Parses a DSN (`postgresql://user@host:5432/db?sslmode=require` or
     /// `host=... port=... dbname=...`). A password inside the DSN is refused:
     /// secrets come by reference, in a separate `password:` field.
-    pub fn from_dsn(dsn: &str) -> Result<PgServer, String> {
+    pub fn from_dsn(dsn: &str) -> Result<PgServer, DsnError> {
         use std::str::FromStr;
         // tokio-postgres knows only disable/prefer/require; libpq's
         // `verify-full` is ours to implement (see `tls_config`), so it is
         // read here and handed to the parser as `require`.
         let verify_full = dsn.contains("sslmode=verify-full");
         let parsable = dsn.replace("sslmode=verify-full", "sslmode=require");
-        let c = Config::from_str(&parsable).map_err(|e| format!("not a valid DSN: {e}"))?;
+        let c = Config::from_str(&parsable).map_err(|source| DsnError::Invalid { source })?;
         if c.get_password().is_some() {
-            return Err("the DSN contains a password".into());
+            return Err(DsnError::Password);
         }
         let host = match c.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => return Err("the DSN names no TCP host".into()),
+            _ => return Err(DsnError::NoTcpHost),
         };
         let sslmode = match c.get_ssl_mode() {
             _ if verify_full => SslMode::VerifyFull,
@@ -137,9 +152,9 @@ impl PgServer {
                 Ok(s) => Some(s),
                 Err(e) => {
                     ctx.error(
-                        if e.contains("password") { "E-SECRET-LITERAL" } else { "E-VALUE" },
+                        if matches!(e, DsnError::Password) { "E-SECRET-LITERAL" } else { "E-VALUE" },
                         node,
-                        format!("{what}: {e}"),
+                        format!("{what}: {}", crate::diag::error_chain(&e)),
                         Some("write the server as a mapping with `dsn:` (no password) and `password: env:NAME`".into()),
                     );
                     None

@@ -8,21 +8,17 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{ops, server_field, PgServer};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct PgFence;
 
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<PgServer> {
-    let mut r = MapReader::new(ctx, with, "postgres.fence")?;
-    let server = server_field(ctx, &mut r, "server", true);
-    r.finish(ctx);
-    server
-}
-
 #[async_trait]
-impl Action for PgFence {
+impl ActionKind for PgFence {
+    type Params = PgServer;
+
     fn kind(&self) -> &'static str {
         "postgres.fence"
     }
@@ -38,8 +34,11 @@ impl Action for PgFence {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "postgres.fence")?;
+        let server = server_field(ctx, &mut r, "server", true);
+        r.finish(ctx);
+        server
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -47,9 +46,13 @@ impl Action for PgFence {
             super::addr_of(params, "server")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let s = decode_resolved(self.kind(), params, decode)?;
-        Ok(match ops::status_of(&s, ctx.remaining()).await {
+    async fn preflight(
+        &self,
+        s: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        Ok(match ops::status_of(s, ctx.remaining()).await {
             Ok(st) if st.is_standby() => Preflight::ok(format!(
                 "postgres {} is a standby: nothing to fence",
                 s.addr()
@@ -68,12 +71,11 @@ impl Action for PgFence {
             Err(e) => Preflight::problem(format!("postgres {}: {e}", s.addr())),
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let s = decode_resolved(self.kind(), params, decode)?;
+    async fn execute(&self, s: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         // Leave headroom inside the step timeout so an unreachable primary
         // is recorded instead of timing the step out.
         let limit = ctx.remaining().mul_f64(0.8);
-        let f = ops::fence(&s, limit).await?;
+        let f = ops::fence(s, limit).await?;
         let summary = match (f.reachable, f.already_fenced) {
             (false, _) => format!("{} unreachable: recorded, not fenced", s.addr()),
             (true, true) => format!(

@@ -9,9 +9,9 @@ pub mod promote;
 pub mod query;
 pub mod status;
 
-use crate::actions::ActionError;
+use crate::action::ActionError;
 use crate::decode::{Ctx, MapReader};
-pub use conn::{PgError, PgServer};
+pub use conn::{DsnError, PgError, PgServer};
 
 impl From<PgError> for ActionError {
     fn from(e: PgError) -> Self {
@@ -20,7 +20,7 @@ impl From<PgError> for ActionError {
         } else {
             "check the server's log; the step is retried per its retry policy"
         };
-        ActionError::failed_hint(crate::actions::http_check::error_chain(&e), hint)
+        ActionError::failed_hint(crate::diag::error_chain(&e), hint)
     }
 }
 
@@ -49,6 +49,6 @@ pub fn addr_of(params: &serde_json::Value, key: &str) -> String {
     match (s.get("host").and_then(|h| h.as_str()), s.get("port")) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => format!("{h}:5432"),
-        _ => crate::actions::short(s),
+        _ => crate::action::short(s),
     }
 }

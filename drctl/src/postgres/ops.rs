@@ -113,7 +113,7 @@ pub async fn fence(server: &PgServer, limit: Duration) -> Result<FenceOutcome, P
                 already_fenced: false,
                 final_lsn: None,
                 terminated_backends: 0,
-                unreachable_reason: Some(crate::actions::http_check::error_chain(&e)),
+                unreachable_reason: Some(crate::diag::error_chain(&e)),
             })
         }
         Err(e) => return Err(e),

@@ -20,59 +20,21 @@ use serde_json::{json, Value};
 use super::heartbeat::{load_status, HeartbeatStatus};
 use super::ops::{self, Lsn, Status};
 use super::{server_field, PgServer};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct PgPromote;
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     server: PgServer,
     old_primary: Option<PgServer>,
     old_primary_lsn: Option<Lsn>,
     max_lag_bytes: Option<u64>,
     max_lag: Option<Duration>,
     poll: Duration,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "postgres.promote")?;
-    let server = server_field(ctx, &mut r, "server", true);
-    let old_primary = server_field(ctx, &mut r, "old_primary", false);
-    let lsn_node = r.opt("old_primary_lsn");
-    let old_primary_lsn = lsn_node.and_then(|n| {
-        if ctx.deferred(n) {
-            return None;
-        }
-        let s = ctx.string(n, "old_primary_lsn")?;
-        let l = Lsn::parse(&s);
-        if l.is_none() {
-            ctx.error(
-                "E-VALUE",
-                n,
-                format!("old_primary_lsn `{s}` is not an LSN"),
-                Some("e.g. 0/3000148, or ${steps.fence.outputs.final_lsn}".into()),
-            );
-        }
-        l
-    });
-    let max_lag_bytes = r
-        .opt("max_lag_bytes")
-        .and_then(|n| ctx.uint(n, "max_lag_bytes"));
-    let max_lag = r.opt("max_lag").and_then(|n| ctx.duration(n, "max_lag"));
-    let poll = r
-        .opt("poll_interval")
-        .and_then(|n| ctx.duration(n, "poll_interval"))
-        .unwrap_or(Duration::from_millis(5));
-    r.finish(ctx);
-    Some(Params {
-        server: server?,
-        old_primary,
-        old_primary_lsn,
-        max_lag_bytes,
-        max_lag,
-        poll,
-    })
 }
 
 /// Saved before acting, so a resumed step reports what was true before the
@@ -148,7 +110,9 @@ fn lsn_s(l: Option<Lsn>) -> Value {
 }
 
 #[async_trait]
-impl Action for PgPromote {
+impl ActionKind for PgPromote {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "postgres.promote"
     }
@@ -171,8 +135,44 @@ impl Action for PgPromote {
             "forced",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "postgres.promote")?;
+        let server = server_field(ctx, &mut r, "server", true);
+        let old_primary = server_field(ctx, &mut r, "old_primary", false);
+        let lsn_node = r.opt("old_primary_lsn");
+        let old_primary_lsn = lsn_node.and_then(|n| {
+            if ctx.deferred(n) {
+                return None;
+            }
+            let s = ctx.string(n, "old_primary_lsn")?;
+            let l = Lsn::parse(&s);
+            if l.is_none() {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    format!("old_primary_lsn `{s}` is not an LSN"),
+                    Some("e.g. 0/3000148, or ${steps.fence.outputs.final_lsn}".into()),
+                );
+            }
+            l
+        });
+        let max_lag_bytes = r
+            .opt("max_lag_bytes")
+            .and_then(|n| ctx.uint(n, "max_lag_bytes"));
+        let max_lag = r.opt("max_lag").and_then(|n| ctx.duration(n, "max_lag"));
+        let poll = r
+            .opt("poll_interval")
+            .and_then(|n| ctx.duration(n, "poll_interval"))
+            .unwrap_or(Duration::from_millis(5));
+        r.finish(ctx);
+        Some(Params {
+            server: server?,
+            old_primary,
+            old_primary_lsn,
+            max_lag_bytes,
+            max_lag,
+            poll,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -180,8 +180,12 @@ impl Action for PgPromote {
             super::addr_of(params, "server")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
         let st = match ops::status_of(&p.server, ctx.remaining()).await {
             Ok(s) => s,
             Err(e) => {
@@ -199,7 +203,7 @@ impl Action for PgPromote {
             )));
         }
         let (hb, _) = heartbeat_status(ctx).await;
-        let (reference, writable) = reference_lsn(&p, hb.as_ref(), Duration::from_secs(2)).await;
+        let (reference, writable) = reference_lsn(p, hb.as_ref(), Duration::from_secs(2)).await;
         let lag = match (reference, st.receive_lsn) {
             (Some(r), Some(recv)) => format!("lag {} B", r.bytes_after(recv)),
             _ => "lag unknown".into(),
@@ -213,8 +217,7 @@ impl Action for PgPromote {
         }
         Ok(pre)
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let limit = ctx.remaining();
         let addr = p.server.addr();
         let client = p.server.connect(limit).await?;
@@ -228,7 +231,7 @@ impl Action for PgPromote {
             (saved.clone(), None)
         } else {
             let (reference, writable) =
-                reference_lsn(&p, hb.as_ref(), limit.min(Duration::from_secs(2))).await;
+                reference_lsn(p, hb.as_ref(), limit.min(Duration::from_secs(2))).await;
             let mut forced = None;
             if writable == Some(true) {
                 if !ctx.options.force {

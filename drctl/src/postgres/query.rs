@@ -7,48 +7,20 @@ use serde_json::{json, Value};
 use tokio_postgres::SimpleQueryMessage;
 
 use super::{server_field, PgServer};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct PgQuery;
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     server: PgServer,
     sql: String,
     expect_rows: Option<u64>,
     min_rows: Option<u64>,
     equals: Option<Value>,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "postgres.query")?;
-    let server = server_field(ctx, &mut r, "server", true);
-    let sql_node = r.req(ctx, "sql");
-    let sql = sql_node.and_then(|n| ctx.string(n, "sql"));
-    if let (Some(s), Some(n)) = (&sql, sql_node) {
-        if s.contains(';') && s.trim_end().trim_end_matches(';').contains(';') {
-            ctx.error(
-                "E-VALUE",
-                n,
-                "postgres.query takes one statement",
-                Some("split it into several steps".into()),
-            );
-        }
-    }
-    let expect_rows = r
-        .opt("expect_rows")
-        .and_then(|n| ctx.uint(n, "expect_rows"));
-    let min_rows = r.opt("min_rows").and_then(|n| ctx.uint(n, "min_rows"));
-    let equals = r.opt("equals").map(Node::to_json);
-    r.finish(ctx);
-    Some(Params {
-        server: server?,
-        sql: sql?,
-        expect_rows,
-        min_rows,
-        equals,
-    })
 }
 
 fn same(got: &str, want: &Value) -> bool {
@@ -75,7 +47,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
             ActionError::failed(format!(
                 "postgres {}: {}",
                 p.server.addr(),
-                crate::actions::http_check::error_chain(&e)
+                crate::diag::error_chain(&e)
             ))
         })?;
     let mut rows = Vec::new();
@@ -127,7 +99,9 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
 }
 
 #[async_trait]
-impl Action for PgQuery {
+impl ActionKind for PgQuery {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "postgres.query"
     }
@@ -141,8 +115,34 @@ impl Action for PgQuery {
     fn outputs(&self) -> &'static [&'static str] {
         &["row_count", "value", "rows"]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "postgres.query")?;
+        let server = server_field(ctx, &mut r, "server", true);
+        let sql_node = r.req(ctx, "sql");
+        let sql = sql_node.and_then(|n| ctx.string(n, "sql"));
+        if let (Some(s), Some(n)) = (&sql, sql_node) {
+            if s.contains(';') && s.trim_end().trim_end_matches(';').contains(';') {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    "postgres.query takes one statement",
+                    Some("split it into several steps".into()),
+                );
+            }
+        }
+        let expect_rows = r
+            .opt("expect_rows")
+            .and_then(|n| ctx.uint(n, "expect_rows"));
+        let min_rows = r.opt("min_rows").and_then(|n| ctx.uint(n, "min_rows"));
+        let equals = r.opt("equals").map(Node::to_json);
+        r.finish(ctx);
+        Some(Params {
+            server: server?,
+            sql: sql?,
+            expect_rows,
+            min_rows,
+            equals,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!(
@@ -151,9 +151,13 @@ impl Action for PgQuery {
             params["sql"].as_str().unwrap_or("")
         )
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        Ok(match run(&p, ctx).await {
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        Ok(match run(p, ctx).await {
             Ok(o) => Preflight::ok(format!("query passes now ({} rows)", o["row_count"])),
             Err(e) => Preflight {
                 lines: vec![format!("query fails now: {e}")],
@@ -161,8 +165,7 @@ impl Action for PgQuery {
             },
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        run(&p, ctx).await
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        run(p, ctx).await
     }
 }

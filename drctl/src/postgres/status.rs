@@ -8,26 +8,17 @@ use serde_json::{json, Value};
 
 use super::ops;
 use super::{server_field, PgServer};
-use crate::actions::{decode_resolved, Action, ActionError, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
+#[derive(Clone, Copy)]
 pub struct PgStatus;
 
-struct Params {
+/// The step's `with:`, decoded.
+pub struct Params {
     server: PgServer,
     primary: Option<PgServer>,
-}
-
-fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Params> {
-    let mut r = MapReader::new(ctx, with, "postgres.status")?;
-    let server = server_field(ctx, &mut r, "server", true);
-    let primary = server_field(ctx, &mut r, "primary", false);
-    r.finish(ctx);
-    Some(Params {
-        server: server?,
-        primary,
-    })
 }
 
 async fn measure(p: &Params, limit: Duration) -> Result<Outputs, ActionError> {
@@ -77,7 +68,9 @@ async fn measure(p: &Params, limit: Duration) -> Result<Outputs, ActionError> {
 }
 
 #[async_trait]
-impl Action for PgStatus {
+impl ActionKind for PgStatus {
+    type Params = Params;
+
     fn kind(&self) -> &'static str {
         "postgres.status"
     }
@@ -102,15 +95,26 @@ impl Action for PgStatus {
             "summary",
         ]
     }
-    fn validate(&self, ctx: &mut Ctx<'_>, with: &Node) {
-        decode(ctx, with);
+    fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
+        let mut r = MapReader::new(ctx, with, "postgres.status")?;
+        let server = server_field(ctx, &mut r, "server", true);
+        let primary = server_field(ctx, &mut r, "primary", false);
+        r.finish(ctx);
+        Some(Params {
+            server: server?,
+            primary,
+        })
     }
     fn describe(&self, params: &Value) -> String {
         format!("status of postgres {}", super::addr_of(params, "server"))
     }
-    async fn preflight(&self, params: &Value, ctx: &StepContext) -> Result<Preflight, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        Ok(match measure(&p, ctx.remaining()).await {
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        ctx: &StepContext,
+    ) -> Result<Preflight, ActionError> {
+        Ok(match measure(p, ctx.remaining()).await {
             Ok(o) => Preflight::ok(format!(
                 "postgres {} is {}",
                 p.server.addr(),
@@ -119,8 +123,7 @@ impl Action for PgStatus {
             Err(e) => Preflight::problem(format!("postgres {}: {e}", p.server.addr())),
         })
     }
-    async fn execute(&self, params: &Value, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let p = decode_resolved(self.kind(), params, decode)?;
-        measure(&p, ctx.remaining()).await
+    async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+        measure(p, ctx.remaining()).await
     }
 }

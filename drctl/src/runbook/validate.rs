@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::model::{Runbook, Step};
-use crate::actions;
+use crate::action::Registry;
 use crate::decode::Ctx;
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
 use crate::environment::Environment;
@@ -21,9 +21,11 @@ pub struct ExecutionPlan {
     pub waves: Vec<Vec<String>>,
 }
 
+/// Validates `rb` (with `env`, when given) against the kinds in `kinds`.
 pub fn validate_runbook(
     rb: &Runbook,
     env: Option<&Environment>,
+    kinds: &Registry,
 ) -> (Diagnostics, Option<ExecutionPlan>) {
     let mut diags = Diagnostics::default();
     let file = rb.file.clone();
@@ -97,17 +99,17 @@ pub fn validate_runbook(
 
     // Actions.
     for s in &rb.steps {
-        match actions::lookup(&s.action) {
+        match kinds.get(&s.action) {
             Some(a) => {
                 if s.with.as_map().is_some() {
-                    a.validate(&mut ctx, &s.with);
+                    a.validate(&mut ctx, &s.with, kinds);
                 }
             }
             None => {
-                let kinds: Vec<&str> = actions::all().iter().map(|a| a.kind()).collect();
-                let hint = match did_you_mean(&s.action, kinds.iter().copied()) {
+                let names = kinds.kinds();
+                let hint = match did_you_mean(&s.action, names.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("known actions: {}", kinds.join(", ")),
+                    None => format!("known actions: {}", names.join(", ")),
                 };
                 ctx.diags.push(
                     Diagnostic::error(
@@ -126,7 +128,7 @@ pub fn validate_runbook(
     let ancestors = ancestors(rb);
     for s in &rb.steps {
         let anc = ancestors.get(s.id.as_str()).cloned().unwrap_or_default();
-        check_refs(&mut ctx, rb, env, s, &anc, &s.with);
+        check_refs(&mut ctx, rb, env, kinds, s, &anc, &s.with);
     }
 
     let plan = if cycle.is_none() {
@@ -141,6 +143,7 @@ fn check_refs(
     ctx: &mut Ctx<'_>,
     rb: &Runbook,
     env: Option<&Environment>,
+    kinds: &Registry,
     step: &Step,
     anc: &BTreeSet<String>,
     node: &Node,
@@ -155,7 +158,7 @@ fn check_refs(
             ),
             Ok(refs) => {
                 for (path, offset) in refs {
-                    if let Err((msg, hint)) = check_ref(rb, env, step, anc, &path) {
+                    if let Err((msg, hint)) = check_ref(rb, env, kinds, step, anc, &path) {
                         let at = node_at_offset(ctx, node, s, offset);
                         ctx.error("E-REF", &at, msg, hint);
                     }
@@ -164,10 +167,10 @@ fn check_refs(
         },
         Kind::Seq(items) => items
             .iter()
-            .for_each(|i| check_refs(ctx, rb, env, step, anc, i)),
+            .for_each(|i| check_refs(ctx, rb, env, kinds, step, anc, i)),
         Kind::Map(entries) => entries
             .iter()
-            .for_each(|(_, v)| check_refs(ctx, rb, env, step, anc, v)),
+            .for_each(|(_, v)| check_refs(ctx, rb, env, kinds, step, anc, v)),
         _ => {}
     }
 }
@@ -199,6 +202,7 @@ fn node_at_offset(ctx: &Ctx<'_>, node: &Node, text: &str, offset: usize) -> Node
 fn check_ref(
     rb: &Runbook,
     env: Option<&Environment>,
+    kinds: &Registry,
     step: &Step,
     anc: &BTreeSet<String>,
     path: &[String],
@@ -252,7 +256,7 @@ fn check_ref(
                     )),
                 ));
             }
-            if let Some(a) = actions::lookup(&target.action) {
+            if let Some(a) = kinds.get(&target.action) {
                 let key = path[3].as_str();
                 if !a.outputs().contains(&key) {
                     let hint = match did_you_mean(key, a.outputs().iter().copied()) {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{DirStore, Store, StoreError};
-use crate::postgres::PgServer;
+use crate::postgres::conn::PgServer;
 use crate::secret::SecretRef;
 
 /// The environment variable holding the state database password.
@@ -44,8 +44,9 @@ impl StateLocation {
     /// as a directory.
     pub fn parse(s: &str, password: Option<SecretRef>) -> Result<Self, StoreError> {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            let mut server =
-                PgServer::from_dsn(s).map_err(|e| StoreError::BadLocation(format!("{s}: {e}")))?;
+            let mut server = PgServer::from_dsn(s).map_err(|e| {
+                StoreError::BadLocation(format!("{s}: {}", crate::diag::error_chain(&e)))
+            })?;
             server.password = password.or_else(|| {
                 std::env::var_os(PASSWORD_VAR).map(|_| SecretRef::Env(PASSWORD_VAR.into()))
             });

@@ -33,7 +33,7 @@ use super::{
     Approval, Expect, Health, HolderId, JournalChunk, Lease, LeaseGrant, LeaseMode, LeaseRecord,
     RunSummary, Store, StoreError, Versioned, SCHEMA_VERSION,
 };
-use crate::postgres::{PgError, PgServer};
+use crate::postgres::conn::{PgError, PgServer};
 
 mod schema;
 use schema::*;

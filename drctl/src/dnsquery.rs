@@ -1,15 +1,29 @@
 //! Asking an authoritative server directly (UDP, TCP on truncation), with
 //! hickory-proto doing the wire format. Verification must not go through a
 //! caching resolver: a cache would answer the old values for a TTL.
+//!
+//! A foundation module: `dns.switch`/`dns.check` verify with it and
+//! `http.check` resolves through it (`resolve_via`), so it must not live
+//! inside the `dns` kinds.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::DnsError;
+/// A query that got no usable answer; `reason` is the transport or
+/// protocol failure as the operator needs to read it.
+#[derive(Debug, Error)]
+#[error("DNS query to {server} for {name} {rtype}: {reason}")]
+pub struct QueryError {
+    pub server: String,
+    pub name: String,
+    pub rtype: String,
+    pub reason: String,
+}
 
 fn rtype(t: &str) -> RecordType {
     match t {
@@ -25,8 +39,8 @@ pub async fn answers(
     name: &str,
     rt: &str,
     limit: Duration,
-) -> Result<Vec<String>, DnsError> {
-    let err = |reason: String| DnsError::Query {
+) -> Result<Vec<String>, QueryError> {
+    let err = |reason: String| QueryError {
         server: server.to_string(),
         name: name.to_string(),
         rtype: rt.to_string(),
@@ -98,5 +112,17 @@ pub async fn answers(
         .filter(|r| r.record_type() == want)
         .map(|r| r.data().to_string())
         .collect();
-    Ok(super::normalize(&vals))
+    Ok(normalize(&vals))
+}
+
+/// Values as compared everywhere: trimmed, lowercase, sorted, deduplicated,
+/// so sets compare regardless of the order or case a server returns.
+pub fn normalize(values: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = values
+        .iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }

@@ -1,0 +1,207 @@
+//! Resuming a run: the journal decides what already happened, the
+//! registry decides which interrupted steps are safe to repeat, and the
+//! operator decides the rest.
+
+use super::*;
+
+/// Operator decisions when resuming.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    pub allow_runbook_change: bool,
+    /// Interrupted steps to execute again although not known idempotent.
+    pub rerun: Vec<String>,
+    /// Interrupted steps the operator verified as done.
+    pub mark_done: Vec<String>,
+    pub operator: String,
+    pub parallelism: usize,
+    pub interactive: bool,
+}
+
+/// Continues an interrupted or failed run where the journal says it stopped.
+pub async fn resume(
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    run_id: &str,
+    runbook: Arc<Runbook>,
+    env: Option<Arc<Environment>>,
+    opts: ResumeOptions,
+    ui: Ui,
+) -> Result<RunOutcome, EngineError> {
+    let lease_name = lock_name(env.as_deref());
+    // Lock first: a run still alive in another process holds it, and we
+    // must not read a journal someone is appending to.
+    let lease = take_lease(
+        &store,
+        &lease_name,
+        lease_mode(&runbook, &registry),
+        run_id,
+        &ui,
+    )
+    .await?;
+    let result = resume_locked(
+        store.clone(),
+        registry,
+        run_id,
+        runbook,
+        env,
+        opts,
+        ui,
+        &lease,
+    )
+    .await;
+    if result.is_err() {
+        release(&store, &lease).await;
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resume_locked(
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    run_id: &str,
+    runbook: Arc<Runbook>,
+    env: Option<Arc<Environment>>,
+    opts: ResumeOptions,
+    ui: Ui,
+    lease: &Lease,
+) -> Result<RunOutcome, EngineError> {
+    let (view, verified) = load_view_pub(store.as_ref(), run_id).await?;
+    if let Some(st @ (RunStatus::Succeeded | RunStatus::Aborted)) = view.status {
+        return Err(EngineError::NotResumable {
+            run_id: run_id.to_string(),
+            status: st.as_str().to_string(),
+        });
+    }
+    let changed = view.runbook.sha256 != runbook.content_hash;
+    if changed && !opts.allow_runbook_change {
+        return Err(EngineError::RunbookChanged {
+            run_id: run_id.to_string(),
+            path: runbook.file.path.clone(),
+            journal: view.runbook.sha256.chars().take(12).collect(),
+            now: runbook.content_hash.chars().take(12).collect(),
+        });
+    }
+    // Decide what to do with steps that were running when we stopped.
+    let mut decisions = BTreeMap::new();
+    let mut undecided = Vec::new();
+    for s in view
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Running)
+    {
+        let safe = registry
+            .get(&s.action)
+            .is_some_and(|a| a.idempotent(&s.inputs));
+        if opts.mark_done.contains(&s.id) {
+            decisions.insert(s.id.clone(), "marked done by operator".to_string());
+        } else if opts.rerun.contains(&s.id) {
+            decisions.insert(s.id.clone(), "re-run by operator decision".to_string());
+        } else if safe {
+            decisions.insert(s.id.clone(), "re-run (idempotent)".to_string());
+        } else {
+            undecided.push(s.id.clone());
+        }
+    }
+    if !undecided.is_empty() {
+        return Err(EngineError::NeedsDecision { steps: undecided });
+    }
+    // A torn final line was never acknowledged as durable: dropping it
+    // loses nothing the run relied on. It is cut off before anything is
+    // appended (appending after it would turn it into a corrupt record),
+    // and the repair is journaled.
+    let repaired = if verified.torn_tail > 0 {
+        bounded(store.repair_torn_tail(run_id, lease, verified.complete_len as u64)).await?
+    } else {
+        0
+    };
+    let mut journal = JournalWriter::resume(
+        store.clone(),
+        run_id,
+        lease.clone(),
+        verified.records.len() as u64,
+        verified.head.clone(),
+    );
+    journal
+        .append(Event::RunResumed {
+            operator: opts.operator.clone(),
+            host: journal::hostname(),
+            pid: std::process::id(),
+            runbook_changed: changed,
+            decisions: decisions.clone(),
+            repaired_tail_bytes: repaired,
+        })
+        .await?;
+    ui(UiEvent::RunStarted {
+        run_id: run_id.to_string(),
+        journal: store.journal_location(run_id),
+    });
+    let mut states = HashMap::new();
+    let mut outputs = BTreeMap::new();
+    for step in &runbook.steps {
+        let st = match view.step(&step.id) {
+            Some(v) => match v.status {
+                StepStatus::Succeeded => {
+                    outputs.insert(step.id.clone(), v.outputs.clone());
+                    State::Succeeded
+                }
+                StepStatus::Skipped
+                    if v.skip_reason.as_deref().is_some_and(|r| {
+                        r.starts_with("when:") || r.starts_with("skip_unless:")
+                    }) =>
+                {
+                    State::SkippedByMode
+                }
+                StepStatus::Running if opts.mark_done.contains(&step.id) => {
+                    journal
+                        .append(Event::StepFinished {
+                            step: step.id.clone(),
+                            status: StepStatus::Succeeded,
+                            outputs: Map::new(),
+                            error: None,
+                            attempts: 0,
+                            duration_ms: 0,
+                        })
+                        .await?;
+                    outputs.insert(step.id.clone(), Map::new());
+                    State::Succeeded
+                }
+                _ => State::Pending,
+            },
+            None => State::Pending,
+        };
+        states.insert(step.id.clone(), st);
+    }
+    let run = Run {
+        run_id: run_id.to_string(),
+        store,
+        runbook,
+        registry,
+        env,
+        mode: view.mode,
+        params: view.params.clone(),
+        target_region: view.target_region.clone(),
+        source_region: view.source_region.clone(),
+        operator: opts.operator.clone(),
+        options: RunOptions {
+            interactive: opts.interactive,
+            ..view.options.clone()
+        },
+        failed_at_ms: view.failed_at_ms,
+        parallelism: opts.parallelism.max(1),
+        journal,
+        states,
+        outputs,
+        scope: Default::default(),
+        dirty: Default::default(),
+        dependents: Default::default(),
+        ready_queue: Default::default(),
+        checkpoints: view
+            .steps
+            .iter()
+            .filter_map(|s| s.checkpoint.clone().map(|c| (s.id.clone(), c)))
+            .collect(),
+        ui,
+    };
+    run.drive().await
+}

@@ -1,0 +1,66 @@
+//! The composition root of action kinds: the one module that names every
+//! kind drctl knows. `main` builds [`standard`] once and passes it down to
+//! validation, plans, the engine and `checks.run`; kind modules never see
+//! each other, only the [`Action`](crate::action::Action) contract.
+//!
+//! Adding a kind means writing its module and adding one line here.
+
+use crate::action::{Action, Registry};
+
+/// Every built-in kind, in the order `drctl schema` and error hints list
+/// them (generic kinds first, then by domain).
+pub fn standard() -> Registry {
+    let kinds: Vec<Box<dyn Action>> = vec![
+        Box::new(crate::actions::wait::Wait),
+        Box::new(crate::actions::approval::Approval),
+        Box::new(crate::actions::http_check::HttpCheck),
+        Box::new(crate::actions::exec::Exec),
+        Box::new(crate::actions::notify::Notify),
+        Box::new(crate::actions::checks::ChecksRun),
+        Box::new(crate::dns::switch::DnsSwitch),
+        Box::new(crate::dns::check::DnsCheck),
+        Box::new(crate::dns::lower_ttl::DnsLowerTtl),
+        Box::new(crate::immudb::action::ImmudbVerify),
+        Box::new(crate::kube::snapshot::KubeSnapshot),
+        Box::new(crate::kube::fence::KubeFence),
+        Box::new(crate::kube::scale::KubeScale),
+        Box::new(crate::kube::check::KubeCheck),
+        Box::new(crate::postgres::status::PgStatus),
+        Box::new(crate::postgres::fence::PgFence),
+        Box::new(crate::postgres::promote::PgPromote),
+        Box::new(crate::postgres::query::PgQuery),
+    ];
+    // Invariant: the names above are distinct literals; the test below
+    // proves it, so this cannot fail at run time.
+    Registry::new(kinds).expect("built-in action kinds have distinct names")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_kinds_are_distinct_and_ordered() {
+        let r = standard();
+        let kinds = r.kinds();
+        assert_eq!(kinds.len(), 18);
+        assert_eq!(kinds[0], "wait");
+        assert_eq!(kinds[17], "postgres.query");
+        for k in &kinds {
+            assert_eq!(r.get(k).map(|a| a.kind()), Some(*k));
+        }
+        assert!(r.get("nope").is_none());
+    }
+
+    #[test]
+    fn a_duplicate_kind_is_refused() {
+        let kinds: Vec<Box<dyn Action>> = vec![
+            Box::new(crate::actions::wait::Wait),
+            Box::new(crate::actions::wait::Wait),
+        ];
+        assert_eq!(
+            Registry::new(kinds).err().map(|e| e.to_string()),
+            Some("action kind `wait` is registered twice".to_string())
+        );
+    }
+}
