@@ -97,24 +97,7 @@ fn fresh_pg_store() -> String {
     let base = std::env::var("DRCTL_TEST_PG_URL").unwrap_or_else(|_| {
         panic!("DRCTL_TEST_STORE=postgres needs DRCTL_TEST_PG_URL (scripts/test.sh starts a server and sets both)")
     });
-    let name = format!("drctl_t_{:016x}", rand_u64());
-    let server = drctl::postgres::PgServer::from_dsn(&base).expect("DRCTL_TEST_PG_URL is a DSN");
-    block_on(async {
-        let c = server
-            .connect(Duration::from_secs(10))
-            .await
-            .expect("connect to the test PostgreSQL server");
-        c.batch_execute(&format!("create database {name}"))
-            .await
-            .expect("create test database");
-    });
-    let (head, query) = base.split_once('?').unwrap_or((&base, ""));
-    let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
-    let url = if query.is_empty() {
-        format!("{root}/{name}")
-    } else {
-        format!("{root}/{name}?{query}")
-    };
+    let url = create_database(&base, &format!("drctl_t_{:016x}", rand_u64()));
     let o = Command::new(drctl_bin())
         .args(["state", "init", "--state", &url])
         .output()
@@ -125,6 +108,28 @@ fn fresh_pg_store() -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     url
+}
+
+/// Creates database `name` on the server of `base` (a URL) and returns the
+/// URL of the new database.
+fn create_database(base: &str, name: &str) -> String {
+    let server = drctl::postgres::PgServer::from_dsn(base).expect("a PostgreSQL URL");
+    block_on(async {
+        let c = server
+            .connect(Duration::from_secs(10))
+            .await
+            .expect("connect to the test PostgreSQL server");
+        c.batch_execute(&format!("create database {name}"))
+            .await
+            .expect("create test database");
+    });
+    let (head, query) = base.split_once('?').unwrap_or((base, ""));
+    let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
+    if query.is_empty() {
+        format!("{root}/{name}")
+    } else {
+        format!("{root}/{name}?{query}")
+    }
 }
 
 fn rand_u64() -> u64 {
@@ -487,17 +492,7 @@ impl TestPg {
 
     /// The URL of another database on the same server (created here).
     pub fn database(&self, name: &str) -> String {
-        let server = drctl::postgres::PgServer::from_dsn(&self.url).expect("dsn");
-        block_on(async {
-            let c = server
-                .connect(Duration::from_secs(10))
-                .await
-                .expect("connect");
-            c.batch_execute(&format!("create database {name}"))
-                .await
-                .expect("create database");
-        });
-        self.url.replace("/postgres?", &format!("/{name}?"))
+        create_database(&self.url, name)
     }
 }
 

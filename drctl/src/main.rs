@@ -48,10 +48,17 @@ async fn open_store(
     cli: &Cli,
     env_file: Option<&std::path::Path>,
     mode: OpenMode,
+    writes: bool,
 ) -> Result<Arc<dyn Store>, CliError> {
-    let loc = cli::statecmd::location(cli, env_file)?;
+    let (loc, source) = cli::statecmd::resolve(cli, env_file)?;
     let store = locate::open(&loc, mode).await.map_err(CliError::from)?;
-    cli::ui::set_state_arg(cli::statecmd::follow_up_arg(cli, env_file, store.as_ref()));
+    cli::ui::set_state_arg(cli::statecmd::follow_up_arg(&loc, source, store.as_ref()));
+    // Commands that write an environment's state (runs, the heartbeat,
+    // trusted states) say when that state is only as wide as the current
+    // directory: another directory would not see it, nor its lease.
+    if writes {
+        cli::statecmd::warn_if_implicit(source);
+    }
     Ok(store)
 }
 
@@ -97,7 +104,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             mode,
             params,
         } => {
-            let store = open_store(&cli, env.as_deref(), OpenMode::Create).await?;
+            let store = open_store(&cli, env.as_deref(), OpenMode::Create, false).await?;
             let args = cli::plan::PlanArgs {
                 runbook,
                 env: env.as_deref(),
@@ -114,8 +121,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             args,
         } => {
-            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
-            cli::statecmd::warn_if_implicit(&cli, args.env.as_deref());
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             cli::runs::cmd_run(
                 runbook,
                 region.as_deref(),
@@ -133,8 +139,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             runbook,
             args,
         } => {
-            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
-            cli::statecmd::warn_if_implicit(&cli, args.env.as_deref());
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             let rb = cli::runs::failover_runbook(runbook.as_deref(), args.env.as_deref());
             cli::runs::cmd_run(
                 &rb,
@@ -157,7 +162,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             mark_done,
             parallelism,
         } => {
-            let store = open_store(&cli, env.as_deref(), OpenMode::Existing).await?;
+            let store = open_store(&cli, env.as_deref(), OpenMode::Existing, false).await?;
             let opts = ResumeOptions {
                 allow_runbook_change: *allow_runbook_change,
                 rerun: rerun.clone(),
@@ -226,7 +231,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             args,
         } => {
-            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create).await?;
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             cli::labcmd::cmd_drill(
                 runbook,
                 region.as_deref(),
@@ -239,7 +244,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
         }
         Command::Immudb(cli::ImmudbCmd::Trust { env, region }) => {
-            let store = open_store(&cli, Some(env), OpenMode::Create).await?;
+            let store = open_store(&cli, Some(env), OpenMode::Create, true).await?;
             cli::immudbcmd::cmd_trust(env, region, store, output).await
         }
         Command::Immudb(cli::ImmudbCmd::VerifyProof {
@@ -263,7 +268,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             interval,
         } => {
-            let store = open_store(&cli, Some(env), OpenMode::Create).await?;
+            let store = open_store(&cli, Some(env), OpenMode::Create, true).await?;
             cli::labcmd::cmd_heartbeat(env, region, *interval, store).await
         }
         Command::Bench(cli::BenchCmd::Immudb) => {
@@ -286,23 +291,23 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(exit::OK)
         }
         Command::Approve { run_id, step, by } => {
-            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            let store = open_store(&cli, None, OpenMode::Existing, false).await?;
             cli::runs::cmd_approve(run_id, step, by.clone(), store.as_ref()).await
         }
         Command::Abort { run_id } => {
-            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            let store = open_store(&cli, None, OpenMode::Existing, false).await?;
             cli::runs::cmd_abort(run_id, store.as_ref()).await
         }
         Command::Runs => {
-            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            let store = open_store(&cli, None, OpenMode::Existing, false).await?;
             cli::inspect::cmd_runs(store.as_ref(), output).await
         }
         Command::Status { run_id, follow } => {
-            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            let store = open_store(&cli, None, OpenMode::Existing, false).await?;
             cli::inspect::cmd_status(store.as_ref(), run_id, *follow, output).await
         }
         Command::Report { run_id, format } => {
-            let store = open_store(&cli, None, OpenMode::Existing).await?;
+            let store = open_store(&cli, None, OpenMode::Existing, false).await?;
             cli::inspect::cmd_report(store.as_ref(), run_id, *format).await
         }
     }

@@ -23,17 +23,20 @@ fn env_state(env_file: Option<&Path>) -> Option<locate::EnvState> {
 
 /// The state location for a command, in the documented order.
 pub fn location(cli: &Cli, env_file: Option<&Path>) -> Result<StateLocation, CliError> {
+    resolve(cli, env_file).map(|(l, _)| l)
+}
+
+/// The state location and where it came from (the environment file, if
+/// any, is read once here).
+pub fn resolve(cli: &Cli, env_file: Option<&Path>) -> Result<(StateLocation, Source), CliError> {
     let es = env_state(env_file);
-    locate::locate(cli.state.as_deref(), es.as_ref())
-        .map(|(l, _)| l)
-        .map_err(CliError::from)
+    locate::locate(cli.state.as_deref(), es.as_ref()).map_err(CliError::from)
 }
 
 /// Warns when a run that may change something uses the implicit `./state`:
 /// its lease only excludes runs started from the same directory.
-pub fn warn_if_implicit(cli: &Cli, env_file: Option<&Path>) {
-    let es = env_state(env_file);
-    if let Ok((_, Source::Default)) = locate::locate(cli.state.as_deref(), es.as_ref()) {
+pub fn warn_if_implicit(source: Source) {
+    if source == Source::Default {
         ui::err(
             "note: drctl's state is ./state in the current directory (no --state, DRCTL_STATE or `state:` \
              in the environment file); the lease only excludes runs that use this same directory. \
@@ -44,15 +47,14 @@ pub fn warn_if_implicit(cli: &Cli, env_file: Option<&Path>) {
 
 /// The `--state …` a printed follow-up command needs (empty when the
 /// default `./state` would find the same store from here).
-pub fn follow_up_arg(cli: &Cli, env_file: Option<&Path>, store: &dyn Store) -> String {
-    let es = env_state(env_file);
-    match locate::locate(cli.state.as_deref(), es.as_ref()) {
-        Ok((_, Source::Default)) | Err(_) => String::new(),
-        Ok((StateLocation::Dir(p), _)) => {
-            let abs = std::fs::canonicalize(&p).unwrap_or(p);
+pub fn follow_up_arg(loc: &StateLocation, source: Source, store: &dyn Store) -> String {
+    match (loc, source) {
+        (_, Source::Default) => String::new(),
+        (StateLocation::Dir(p), _) => {
+            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
             format!("--state {}", shell_word(&abs.display().to_string()))
         }
-        Ok(_) => format!("--state {}", shell_word(&store.location())),
+        _ => format!("--state {}", shell_word(&store.location())),
     }
 }
 

@@ -25,18 +25,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// A direct connection to the benchmark's server (beside the store's own).
+async fn connect(server: &PgServer) -> Result<tokio_postgres::Client, StoreError> {
+    server
+        .connect(Duration::from_secs(10))
+        .await
+        .map_err(|e| StoreError::Connect {
+            url: server.addr(),
+            reason: e.to_string(),
+        })
+}
+
 /// A bare `INSERT` of a journal-sized line, committed (autocommit), `n`
 /// times on one connection: what one durable record costs on this server.
 pub async fn bare_insert_commit(server: &PgServer, n: usize) -> Result<f64, StoreError> {
     let db = |op: &'static str| move |source| StoreError::Database { op, source };
-    let client =
-        server
-            .connect(Duration::from_secs(10))
-            .await
-            .map_err(|e| StoreError::Connect {
-                url: server.addr(),
-                reason: e.to_string(),
-            })?;
+    let client = connect(server).await?;
     client
         .batch_execute(
             "create temporary table bench_bare (id bigint primary key, line text not null)",
@@ -117,12 +121,7 @@ pub enum Target<'a> {
 
 /// Writes a synthetic journal straight into the store's files or tables
 /// (a fixture: the write path is measured elsewhere).
-async fn seed(
-    target: &Target<'_>,
-    store: &dyn Store,
-    run_id: &str,
-    lines: &[Vec<u8>],
-) -> Result<(), StoreError> {
+async fn seed(target: &Target<'_>, run_id: &str, lines: &[Vec<u8>]) -> Result<(), StoreError> {
     match target {
         Target::Dir(root) => {
             let dir = root.join("runs").join(run_id);
@@ -139,16 +138,8 @@ async fn seed(
             super::write_atomic(&dir.join("journal.jsonl"), &bytes)
         }
         Target::Pg { server, .. } => {
-            let _ = store;
             let db = |op: &'static str| move |source| StoreError::Database { op, source };
-            let client =
-                server
-                    .connect(Duration::from_secs(10))
-                    .await
-                    .map_err(|e| StoreError::Connect {
-                        url: server.addr(),
-                        reason: e.to_string(),
-                    })?;
+            let client = connect(server).await?;
             let text: Vec<String> = lines
                 .iter()
                 .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -187,7 +178,7 @@ async fn follow_cost(
 ) -> Result<(f64, f64), StoreError> {
     let run_id = format!("bench-follow-{records}-{:08x}", fastrand::u32(..));
     let (lines, head) = synthetic_journal(&run_id, records)?;
-    seed(target, store.as_ref(), &run_id, &lines).await?;
+    seed(target, &run_id, &lines).await?;
     let lease = store
         .acquire_lease(
             &format!("bench-{run_id}"),

@@ -48,6 +48,9 @@ struct OpenJournal {
     file: File,
     records: u64,
     len: u64,
+    /// The file ended in an incomplete line when it was read: appending
+    /// would turn the torn bytes into a corrupt record.
+    torn: bool,
 }
 
 /// `locks/NAME.lease.json`.
@@ -166,17 +169,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fsync_dir(dir)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
+/// A file's bytes, or `None` when it does not exist.
+fn read_opt(path: &Path, op: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(op, path)(e)),
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StoreError> {
+    read_opt(path, "read")?
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
                 path: path.display().to_string(),
                 reason: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("read", path)(e)),
-    }
+            })
+        })
+        .transpose()
 }
 
 fn now_ms() -> u64 {
@@ -327,7 +337,16 @@ impl Inner {
                 .map_err(io("read journal", &path))?;
             let records = bytes.iter().filter(|b| **b == b'\n').count() as u64;
             let len = bytes.len() as u64;
-            open.insert(run_id.to_string(), OpenJournal { file, records, len });
+            let torn = bytes.last().is_some_and(|b| *b != b'\n');
+            open.insert(
+                run_id.to_string(),
+                OpenJournal {
+                    file,
+                    records,
+                    len,
+                    torn,
+                },
+            );
         }
         open.get_mut(run_id)
             .ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))
@@ -338,16 +357,10 @@ impl Inner {
         self.check_lease(lease)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.journal_path(run_id);
+        // Known from when the handle was (re)read: every append of ours
+        // ends in a newline, so the last byte needs no read per record.
         let j = self.journal_handle(&mut open, run_id)?;
-        let complete = j.len == 0 || {
-            let mut last = [0u8; 1];
-            j.file
-                .seek(SeekFrom::Start(j.len - 1))
-                .and_then(|_| j.file.read_exact(&mut last))
-                .map_err(io("read journal", &path))?;
-            last[0] == b'\n'
-        };
-        if !complete {
+        if j.torn {
             return Err(StoreError::Corrupt {
                 path: path.display().to_string(),
                 reason: "the journal ends in a torn record; resume repairs it".into(),
@@ -416,6 +429,7 @@ impl Inner {
                 file,
                 records: 1,
                 len: buf.len() as u64,
+                torn: false,
             },
         );
         Ok(())
@@ -606,11 +620,10 @@ impl Inner {
 
     fn read_history(&self, collection: &str) -> Result<Vec<Value>, StoreError> {
         let path = self.history_path(collection);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io("read history", &path)(e)),
+        let Some(bytes) = read_opt(&path, "read history")? else {
+            return Ok(Vec::new());
         };
+        let text = String::from_utf8_lossy(&bytes);
         // A torn last line (crash mid-append) was never acknowledged.
         let complete = text.rfind('\n').map_or("", |p| &text[..p]);
         complete
@@ -696,14 +709,8 @@ impl Store for DirStore {
     async fn read_journal(&self, run_id: &str) -> Result<Vec<u8>, StoreError> {
         let r = run_id.to_string();
         self.blocking(move |i| {
-            let path = i.journal_path(&r);
-            match fs::read(&path) {
-                Ok(b) => Ok(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(StoreError::RunNotFound(r.clone()))
-                }
-                Err(e) => Err(io("read journal", &path)(e)),
-            }
+            read_opt(&i.journal_path(&r), "read journal")?
+                .ok_or_else(|| StoreError::RunNotFound(r.clone()))
         })
         .await
     }
@@ -793,12 +800,10 @@ impl Store for DirStore {
     async fn abort_requested(&self, run_id: &str) -> Result<Option<String>, StoreError> {
         let r = run_id.to_string();
         self.blocking(move |i| {
-            let path = i.run_dir(&r).join("abort");
-            match fs::read_to_string(&path) {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io("read abort request", &path)(e)),
-            }
+            Ok(
+                read_opt(&i.run_dir(&r).join("abort"), "read abort request")?
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            )
         })
         .await
     }
@@ -854,15 +859,8 @@ impl Store for DirStore {
 
     async fn get_artifact(&self, run_id: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (r, n) = (run_id.to_string(), name.to_string());
-        self.blocking(move |i| {
-            let path = i.run_dir(&r).join(safe_name(&n));
-            match fs::read(&path) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io("read artifact", &path)(e)),
-            }
-        })
-        .await
+        self.blocking(move |i| read_opt(&i.run_dir(&r).join(safe_name(&n)), "read artifact"))
+            .await
     }
 
     async fn get_doc(&self, collection: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
