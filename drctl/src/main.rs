@@ -337,9 +337,17 @@ fn main() {
             std::process::exit(exit::INTERNAL);
         }
     };
-    let code = match rt.block_on(dispatch(cli)) {
-        Ok(code) => code,
+    // The command runs as a task on a worker, not on this thread: the tasks
+    // it spawns (steps, database connections) then wake on the worker that
+    // woke them instead of bouncing every message across threads.
+    let joined = rt.block_on(async { tokio::spawn(dispatch(cli)).await });
+    let code = match joined {
+        Ok(Ok(code)) => code,
         Err(e) => {
+            eprintln!("error: internal: the command's task ended abnormally: {e}");
+            exit::INTERNAL
+        }
+        Ok(Err(e)) => {
             if output == OutputFormat::Json {
                 cli::ui::out(&e.to_json().to_string());
             } else {

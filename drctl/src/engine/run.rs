@@ -282,12 +282,10 @@ impl Run {
                     .map(|r| format!("skip_unless: the environment has no `{r}`"))
             };
             if let Some(reason) = skip {
-                self.journal
-                    .append(Event::StepSkipped {
-                        step: s.id.clone(),
-                        reason: reason.clone(),
-                    })
-                    .await?;
+                self.journal.stage(Event::StepSkipped {
+                    step: s.id.clone(),
+                    reason: reason.clone(),
+                })?;
                 (self.ui)(UiEvent::StepSkipped {
                     step: s.id.clone(),
                     reason,
@@ -314,12 +312,10 @@ impl Run {
             }
             if let Some(dep) = blocked_by {
                 let reason = format!("needs `{dep}`, which did not succeed");
-                self.journal
-                    .append(Event::StepSkipped {
-                        step: s.id.clone(),
-                        reason: reason.clone(),
-                    })
-                    .await?;
+                self.journal.stage(Event::StepSkipped {
+                    step: s.id.clone(),
+                    reason: reason.clone(),
+                })?;
                 (self.ui)(UiEvent::StepSkipped {
                     step: s.id.clone(),
                     reason,
@@ -361,7 +357,19 @@ impl Run {
     async fn drive(mut self) -> Result<RunOutcome, EngineError> {
         self.prepare();
         let span = info_span!("run", run_id = %self.run_id, runbook = %self.runbook.name, mode = self.mode.as_str());
-        let result = self.event_loop().instrument(span).await;
+        let mut result = self.event_loop().instrument(span).await;
+        if result.is_ok() {
+            // Nothing stays staged past the run's end.
+            result = match self.journal.flush().await {
+                Ok(()) => result,
+                Err(e) => Err(e.into()),
+            };
+        } else {
+            // Keep what was concluded before the error, if the store still
+            // takes writes (a fenced or failed store refuses; nothing lost
+            // that resume would not redo).
+            let _ = self.journal.flush().await;
+        }
         let lease = self.journal.lease().clone();
         release(&self.store, &lease).await;
         result
@@ -400,6 +408,10 @@ impl Run {
             if running.0.is_empty() {
                 break;
             }
+            // Conclusions staged since the last write (finished or skipped
+            // steps) become durable before the loop waits on anything; a
+            // step started above already carried them in its write.
+            self.journal.flush().await?;
             tokio::select! {
                 Some(msg) = rx.recv() => match msg {
                     Msg::AttemptFailed { step, attempt, error, delay, ack } => {
@@ -510,12 +522,10 @@ impl Run {
             let why = format!("not started: the run {}", status.as_str());
             for s in self.runbook.steps.clone() {
                 if self.states.get(&s.id) == Some(&State::Pending) {
-                    self.journal
-                        .append(Event::StepSkipped {
-                            step: s.id.clone(),
-                            reason: why.clone(),
-                        })
-                        .await?;
+                    self.journal.stage(Event::StepSkipped {
+                        step: s.id.clone(),
+                        reason: why.clone(),
+                    })?;
                 }
             }
         }

@@ -38,28 +38,69 @@ async fn connect(server: &PgServer) -> Result<tokio_postgres::Client, StoreError
 
 /// A bare `INSERT` of a journal-sized line, committed (autocommit), `n`
 /// times on one connection: what one durable record costs on this server.
+/// The table is an ordinary (WAL-logged) one: a temporary or unlogged
+/// table commits without flushing WAL and would make the floor a round
+/// trip that persists nothing.
 pub async fn bare_insert_commit(server: &PgServer, n: usize) -> Result<f64, StoreError> {
     let db = |op: &'static str| move |source| StoreError::Database { op, source };
     let client = connect(server).await?;
+    let table = format!("drctl_bench_bare_{:08x}", fastrand::u32(..));
     client
-        .batch_execute(
-            "create temporary table bench_bare (id bigint primary key, line text not null)",
-        )
+        .batch_execute(&format!(
+            "create table public.{table} (id bigint primary key, line text not null)"
+        ))
         .await
         .map_err(db("create bench table"))?;
     let stmt = client
-        .prepare("insert into bench_bare (id, line) values ($1, $2)")
+        .prepare(&format!(
+            "insert into public.{table} (id, line) values ($1, $2)"
+        ))
         .await
         .map_err(db("prepare bench insert"))?;
     let line = "x".repeat(300);
     let start = Instant::now();
+    let mut res = Ok(());
     for i in 0..n {
-        client
-            .execute(&stmt, &[&(i as i64), &line])
-            .await
-            .map_err(db("bench insert"))?;
+        if let Err(e) = client.execute(&stmt, &[&(i as i64), &line]).await {
+            res = Err(db("bench insert")(e));
+            break;
+        }
     }
-    Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+    let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    client
+        .batch_execute(&format!("drop table public.{table}"))
+        .await
+        .map_err(db("drop bench table"))?;
+    res.map(|()| per)
+}
+
+/// `n` group commits of two journal-sized records straight through the
+/// store (no engine): what a step's durable writes cost by themselves,
+/// so the engine's own share of a step is the difference.
+pub async fn store_appends(store: &Arc<dyn Store>, n: usize) -> Result<f64, StoreError> {
+    let run_id = format!("bench-append-{:08x}", fastrand::u32(..));
+    let lease = store
+        .acquire_lease(
+            &format!("bench-{run_id}"),
+            LeaseMode::Exclusive,
+            &HolderId::this_process(&run_id),
+            Duration::from_secs(300),
+        )
+        .await?
+        .lease;
+    let line = vec![b'x'; 300];
+    store.create_journal(&run_id, &lease, &line).await?;
+    let start = Instant::now();
+    for i in 0..n {
+        let seq = 1 + 2 * i as u64;
+        store
+            .append_records(&run_id, &lease, seq, &[&line, &line])
+            .await?;
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let _ = store.release_lease(&lease).await;
+    let _ = store.delete_run(&run_id).await;
+    Ok(per)
 }
 
 /// A valid, hash-chained journal of `n` records (a start record and

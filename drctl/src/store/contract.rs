@@ -21,6 +21,7 @@ use crate::secret::SecretRef;
 pub async fn run_all(store: &dyn Store) {
     basics(store).await;
     conditional_append(store).await;
+    group_commit(store).await;
     concurrent_appends(store).await;
     read_from_cursor(store).await;
     fencing(store).await;
@@ -45,6 +46,56 @@ fn unique(what: &str) -> String {
             .replace([':', '.'], ""),
         fastrand::u32(..)
     )
+}
+
+/// A batch of records is appended under one set of conditions: all of it
+/// or none of it, in order, and the next batch follows its last record.
+async fn group_commit(store: &dyn Store) {
+    let run = unique("group");
+    let name = unique("group-lease");
+    let lease = exclusive(store, &name, &run, Duration::from_secs(60)).await;
+    store
+        .create_journal(&run, &lease, b"{\"r\":0}")
+        .await
+        .expect("create journal");
+    let batch: [&[u8]; 3] = [b"{\"r\":1}", b"{\"r\":2}", b"{\"r\":3}"];
+    store
+        .append_records(&run, &lease, 1, &batch)
+        .await
+        .expect("append a batch of 3");
+    // A batch that expects the wrong length writes none of its records.
+    for seq in [1, 3, 5] {
+        assert!(
+            matches!(
+                store
+                    .append_records(&run, &lease, seq, &[b"{\"bad\":1}", b"{\"bad\":2}"])
+                    .await,
+                Err(StoreError::SeqConflict { expected, found: 4, .. }) if expected == seq
+            ),
+            "batch at seq {seq} of 4 records"
+        );
+    }
+    store
+        .append_records(&run, &lease, 4, &[b"{\"r\":4}"])
+        .await
+        .expect("append after the batch");
+    let text = String::from_utf8(store.read_journal(&run).await.expect("read")).expect("utf8");
+    let want: String = (0..5).map(|i| format!("{{\"r\":{i}}}\n")).collect();
+    assert_eq!(text, want);
+    // A fenced writer's batch writes nothing either.
+    store.release_lease(&lease).await.expect("release");
+    let taker = exclusive(store, &name, &unique("group-b"), Duration::from_secs(60)).await;
+    assert!(matches!(
+        store
+            .append_records(&run, &lease, 5, &[b"{\"late\":1}", b"{\"late\":2}"])
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        store.read_journal(&run).await.expect("read").len(),
+        want.len()
+    );
+    store.release_lease(&taker).await.expect("release");
 }
 
 async fn exclusive(store: &dyn Store, name: &str, run_id: &str, ttl: Duration) -> Lease {

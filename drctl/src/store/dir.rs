@@ -352,7 +352,13 @@ impl Inner {
             .ok_or_else(|| StoreError::RunNotFound(run_id.to_string()))
     }
 
-    fn append(&self, run_id: &str, lease: &Lease, seq: u64, line: &[u8]) -> Result<(), StoreError> {
+    fn append(
+        &self,
+        run_id: &str,
+        lease: &Lease,
+        seq: u64,
+        lines: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
         let _lock = Flock::take(&self.lock_path(&lease.name), false)?;
         self.check_lease(lease)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -373,10 +379,12 @@ impl Inner {
                 found: j.records,
             });
         }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
-        // One write(2) per record with O_APPEND: never interleaved, and a
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in lines {
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+        }
+        // One write(2) per batch with O_APPEND: never interleaved, and a
         // torn tail after a crash is detectable.
         let res = j
             .file
@@ -385,7 +393,7 @@ impl Inner {
             .and_then(|_| j.file.sync_data().map_err(io("fsync journal", &path)));
         match res {
             Ok(()) => {
-                j.records += 1;
+                j.records += lines.len() as u64;
                 j.len += buf.len() as u64;
                 Ok(())
             }
@@ -685,14 +693,15 @@ impl Store for DirStore {
         self.blocking(move |i| i.create(&r, &l, &b)).await
     }
 
-    async fn append_journal(
+    async fn append_records(
         &self,
         run_id: &str,
         lease: &Lease,
         seq: u64,
-        line: &[u8],
+        lines: &[&[u8]],
     ) -> Result<(), StoreError> {
-        let (r, l, b) = (run_id.to_string(), lease.clone(), line.to_vec());
+        let (r, l) = (run_id.to_string(), lease.clone());
+        let b: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
         self.blocking(move |i| i.append(&r, &l, seq, &b)).await
     }
 

@@ -317,6 +317,26 @@ pub trait Store: Send + Sync {
         lease: &Lease,
         seq: u64,
         line: &[u8],
+    ) -> Result<(), StoreError> {
+        self.append_records(run_id, lease, seq, &[line]).await
+    }
+    /// Appends records `seq`, `seq + 1`, … (lines without newline) under
+    /// the same conditions as [`Store::append_journal`], with one durable
+    /// write: a group commit, so a step's `step_finished` and the next
+    /// step's `step_started` cost one fsync or one commit, not two.
+    ///
+    /// # Guarantees
+    /// All or nothing for the conditions (seq, lease). On PostgreSQL the
+    /// records commit together. In a directory a crash mid-write can leave
+    /// a prefix of them plus a torn line, which the torn-tail repair cuts
+    /// back to the last complete record; nothing after the batch was acted
+    /// on, since the caller acts only once the call returns.
+    async fn append_records(
+        &self,
+        run_id: &str,
+        lease: &Lease,
+        seq: u64,
+        lines: &[&[u8]],
     ) -> Result<(), StoreError>;
     /// Drops an incomplete final record (a write torn by a crash) so that
     /// the journal holds only complete records; returns the bytes removed.

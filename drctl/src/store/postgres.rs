@@ -591,21 +591,24 @@ impl Store for PgStore {
         Err(self.journal_refused(OP, run_id, lease, None).await)
     }
 
-    async fn append_journal(
+    async fn append_records(
         &self,
         run_id: &str,
         lease: &Lease,
         seq: u64,
-        line: &[u8],
+        lines: &[&[u8]],
     ) -> Result<(), StoreError> {
         const OP: &str = "append to journal";
-        let line = self.record(run_id, line)?;
+        let text = lines
+            .iter()
+            .map(|l| self.record(run_id, l))
+            .collect::<Result<Vec<&str>, _>>()?;
         let (key, seq64) = (Key::of(lease), i64_of(seq));
         let r = self
-            .execute(OP, APPEND, &key.with(&[&run_id, &seq64, &line]))
+            .execute(OP, APPEND, &key.with(&[&run_id, &seq64, &text]))
             .await;
         match r {
-            Ok(1) => Ok(()),
+            Ok(n) if n == text.len() as u64 => Ok(()),
             Ok(_) => Err(self.journal_refused(OP, run_id, lease, Some(seq)).await),
             // Impossible while next_seq counts the records; reported the same.
             Err(e) if has_code(&e, &SqlState::UNIQUE_VIOLATION) => {

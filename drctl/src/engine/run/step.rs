@@ -148,26 +148,22 @@ impl Run {
                                 .unwrap_or("")
                                 .to_string()
                         };
-                        self.journal
-                            .append(Event::Approval {
-                                step: id.to_string(),
-                                by: get("approved_by"),
-                                at: get("approved_at"),
-                                via: get("via"),
-                            })
-                            .await?;
+                        self.journal.stage(Event::Approval {
+                            step: id.to_string(),
+                            by: get("approved_by"),
+                            at: get("approved_at"),
+                            via: get("via"),
+                        })?;
                     }
                 }
-                self.journal
-                    .append(Event::StepFinished {
-                        step: id.to_string(),
-                        status: StepStatus::Succeeded,
-                        outputs: outputs.clone(),
-                        error: None,
-                        attempts,
-                        duration_ms,
-                    })
-                    .await?;
+                self.journal.stage(Event::StepFinished {
+                    step: id.to_string(),
+                    status: StepStatus::Succeeded,
+                    outputs: outputs.clone(),
+                    error: None,
+                    attempts,
+                    duration_ms,
+                })?;
                 let detail = outputs
                     .get("summary")
                     .and_then(Value::as_str)
@@ -188,16 +184,14 @@ impl Run {
             }
             Err(err) => {
                 let awaiting = err.kind == FailureKind::AwaitingApproval;
-                self.journal
-                    .append(Event::StepFinished {
-                        step: id.to_string(),
-                        status: StepStatus::Failed,
-                        outputs: Map::new(),
-                        error: Some(err.clone()),
-                        attempts,
-                        duration_ms,
-                    })
-                    .await?;
+                self.journal.stage(Event::StepFinished {
+                    step: id.to_string(),
+                    status: StepStatus::Failed,
+                    outputs: Map::new(),
+                    error: Some(err.clone()),
+                    attempts,
+                    duration_ms,
+                })?;
                 (self.ui)(UiEvent::StepFinished {
                     step: id.to_string(),
                     ok: false,

@@ -262,10 +262,13 @@ pub(super) const APPEND: &str = concat!(
     "with l as (",
     is_mine!(),
     " for key share), \
-     r as (update drctl.runs set next_seq = next_seq + 1, last_write = now() \
+     r as (update drctl.runs set next_seq = next_seq + cardinality($7::text[]), \
+           last_write = now() \
            where run_id = $5::text and next_seq = $6::bigint and exists (select 1 from l) \
            returning run_id) \
-     insert into drctl.journal (run_id, seq, line) select $5::text, $6::bigint, $7::text from r"
+     insert into drctl.journal (run_id, seq, line) \
+     select $5::text, $6::bigint + t.o - 1, t.line \
+     from r, unnest($7::text[]) with ordinality as t(line, o)"
 );
 pub(super) const CREATE: &str = concat!(
     "with l as (",
