@@ -1,7 +1,6 @@
 //! PostgreSQL: connections, operations, the heartbeat (RPO probe) and the
 //! `postgres.*` actions (status, fence, promote, query).
 
-pub mod conn;
 pub mod fence;
 pub mod heartbeat;
 pub mod ops;
@@ -11,7 +10,10 @@ pub mod status;
 
 use crate::action::ActionError;
 use crate::decode::{Ctx, MapReader};
-pub use conn::{DsnError, PgError, PgServer};
+/// Connections live in [`crate::pgconn`] (a foundation module the state
+/// store uses too); re-exported here for the `postgres.*` actions.
+pub use crate::pgconn as conn;
+pub use crate::pgconn::{DsnError, PgError, PgServer};
 
 impl From<PgError> for ActionError {
     fn from(e: PgError) -> Self {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::{DirStore, HolderId, LeaseMode, Store, StoreError};
 use crate::engine::view::RunView;
 use crate::journal::{self, Event, Verifier};
-use crate::postgres::PgServer;
+use crate::pgconn::PgServer;
 
 /// Median of a sample.
 fn median(mut v: Vec<f64>) -> f64 {

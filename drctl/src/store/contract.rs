@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::{Approval, Expect, HolderId, Lease, LeaseMode, Store, StoreError, SCHEMA_VERSION};
 use crate::lab::pg as lab;
-use crate::postgres::conn::SslMode;
-use crate::postgres::PgServer;
+use crate::pgconn::PgServer;
+use crate::pgconn::SslMode;
 use crate::secret::SecretRef;
 
 /// Runs every check in order.

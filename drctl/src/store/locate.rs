@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{DirStore, Store, StoreError};
-use crate::postgres::conn::PgServer;
+use crate::pgconn::PgServer;
 use crate::secret::SecretRef;
 
 /// The environment variable holding the state database password.

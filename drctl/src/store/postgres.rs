@@ -33,7 +33,7 @@ use super::{
     Approval, Expect, Health, HolderId, JournalChunk, Lease, LeaseGrant, LeaseMode, LeaseRecord,
     RunSummary, Store, StoreError, Versioned, SCHEMA_VERSION,
 };
-use crate::postgres::conn::{PgError, PgServer};
+use crate::pgconn::{PgError, PgServer};
 
 mod schema;
 use schema::*;
