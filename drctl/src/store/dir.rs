@@ -275,13 +275,29 @@ impl Inner {
         }
     }
 
-    /// The lease file; a file in an older format reads as free (its holder
-    /// held a flock that died with it).
-    fn read_leases(&self, name: &str) -> LeaseFile {
-        read_json::<LeaseFile>(&self.lease_path(name))
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+    /// The lease file. A file in the older format (a JSON object without
+    /// `holders`) reads as free: its holder held a flock that died with it.
+    /// Anything else unreadable is an error, never "free": reading a
+    /// damaged file as free would let a second mutating run start beside
+    /// a live one.
+    fn read_leases(&self, name: &str) -> Result<LeaseFile, StoreError> {
+        let path = self.lease_path(name);
+        let Some(bytes) = read_opt(&path, "read lease")? else {
+            return Ok(LeaseFile::default());
+        };
+        match serde_json::from_slice::<LeaseFile>(&bytes) {
+            Ok(f) => Ok(f),
+            Err(e) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(m)) if !m.contains_key("holders") => Ok(LeaseFile::default()),
+                _ => Err(StoreError::Corrupt {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "the lease file is damaged ({e}); check that no drctl run of this \
+                         environment is active, then remove the file"
+                    ),
+                }),
+            },
+        }
     }
 
     fn write_leases(&self, name: &str, f: &LeaseFile) -> Result<(), StoreError> {
@@ -294,7 +310,7 @@ impl Inner {
     /// Fails unless `lease` is a live entry of its lease file. Call with
     /// the name's flock held.
     fn check_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let f = self.read_leases(&lease.name);
+        let f = self.read_leases(&lease.name)?;
         let mine = f
             .holders
             .iter()
@@ -494,7 +510,7 @@ impl Inner {
         ttl: Duration,
     ) -> Result<LeaseGrant, StoreError> {
         let _lock = Flock::take(&self.lock_path(name), true)?;
-        let mut f = self.read_leases(name);
+        let mut f = self.read_leases(name)?;
         let now = now_ms();
         let mut took_over = None;
         f.holders.retain(|h| {
@@ -537,7 +553,7 @@ impl Inner {
     fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError> {
         let _lock = Flock::take(&self.lock_path(&lease.name), true)?;
         self.check_lease(lease)?;
-        let mut f = self.read_leases(&lease.name);
+        let mut f = self.read_leases(&lease.name)?;
         let expires = now_ms() + ttl.as_millis() as u64;
         for h in &mut f.holders {
             if h.holder.instance == lease.holder.instance && h.epoch == lease.epoch {
@@ -553,7 +569,7 @@ impl Inner {
 
     fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let _lock = Flock::take(&self.lock_path(&lease.name), true)?;
-        let mut f = self.read_leases(&lease.name);
+        let mut f = self.read_leases(&lease.name)?;
         let before = f.holders.len();
         f.holders
             .retain(|h| !(h.holder.instance == lease.holder.instance && h.epoch == lease.epoch));
@@ -842,7 +858,7 @@ impl Store for DirStore {
         let n = name.to_string();
         self.blocking(move |i| {
             let now = now_ms();
-            Ok(i.read_leases(&n)
+            Ok(i.read_leases(&n)?
                 .holders
                 .into_iter()
                 .filter(|h| h.expires_at_ms > now)
@@ -947,5 +963,39 @@ mod tests {
             assert_eq!(bytes, [&good[..], &line[..], b"\n"].concat(), "torn at {k}");
             std::fs::write(&path, &good).unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_lease_file_is_an_error_not_a_free_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let holder = HolderId::this_process("r");
+        let acquire = || {
+            store.acquire_lease(
+                "env",
+                LeaseMode::Exclusive,
+                &holder,
+                Duration::from_secs(60),
+            )
+        };
+        let path = dir.path().join("locks/env.lease.json");
+        for damaged in [
+            &b"{\"epoch\": 3, \"holders\": [{\"run_id\": "[..],
+            b"\x00\x01",
+            b"[]",
+        ] {
+            std::fs::write(&path, damaged).unwrap();
+            match acquire().await {
+                Err(StoreError::Corrupt { path: p, reason }) => {
+                    assert!(p.ends_with("env.lease.json"), "{p}");
+                    assert!(reason.contains("no drctl run"), "{reason}");
+                }
+                other => panic!("damaged lease file {damaged:?}: {other:?}"),
+            }
+        }
+        // The older format (no `holders`: a flock was the lease) is free.
+        std::fs::write(&path, br#"{"run_id": "old", "pid": 1}"#).unwrap();
+        let grant = acquire().await.unwrap();
+        assert!(grant.lease.epoch >= 1);
     }
 }
