@@ -29,4 +29,5 @@ pub mod report;
 pub mod runbook;
 pub mod secret;
 pub mod store;
+pub mod topology;
 pub mod yaml;

@@ -95,6 +95,8 @@ pub enum Command {
     },
     /// Fail over to a region with the environment's failover runbook.
     Failover {
+        /// Region to move service to; must not be the environment's
+        /// `active_region`, and its servers must not be the active region's
         #[arg(long)]
         region: String,
         /// Runbook to use (default: the environment's `failover_runbook`, else runbooks/failover.yaml).

@@ -230,6 +230,31 @@ pub struct PlanArgs<'a> {
     pub params: &'a [String],
 }
 
+/// A runbook that acts on `${target.…}` or `${source.…}` moves service
+/// between regions: its target must be another region than the active
+/// one, with other servers (see [`crate::topology`]). Checked before any
+/// plan is shown, so nothing is ever confirmed for a wrong direction.
+async fn check_topology(loaded: &Loaded, target: Option<&str>) -> Result<(), CliError> {
+    let (Some(env), Some(target)) = (loaded.env.as_deref(), target) else {
+        return Ok(());
+    };
+    let directional = loaded.runbook.steps.iter().any(|s| {
+        let t = s.with.to_json().to_string();
+        t.contains("${target.") || t.contains("${source.")
+    });
+    if !directional {
+        return Ok(());
+    }
+    let refuse = |e: crate::topology::TopologyError| {
+        let hint = e.hint();
+        CliError::new(exit::INVALID_INPUT, e.to_string()).hint(hint)
+    };
+    crate::topology::check_direction(env, target).map_err(refuse)?;
+    crate::topology::check_identity(env, &env.active_region, target)
+        .await
+        .map_err(refuse)
+}
+
 /// Renders the plan; with `check`, runs every preflight. Returns the text
 /// and whether all preflights passed.
 pub async fn render_plan(
@@ -240,6 +265,7 @@ pub async fn render_plan(
 ) -> Result<(String, bool), CliError> {
     let params = resolve_params(&loaded.runbook, &parse_params(a.params)?)?;
     let target = target_region(loaded.env.as_deref(), a.region)?;
+    check_topology(loaded, target.as_deref()).await?;
     let run = json!({"id": "(plan)", "mode": a.mode.as_str(), "target_region": target, "source_region": loaded.env.as_ref().map(|e| e.active_region.clone()), "operator": super::operator()});
     let scope = scope_for(
         &params,
