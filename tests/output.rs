@@ -13,6 +13,9 @@ fn settings(w: &Work) -> insta::Settings {
     s.add_filter(r"\d{8}T\d{9}Z-[0-9a-f]{6}", "[RUN_ID]");
     s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[TIME]");
     s.add_filter(r"\b[0-9a-f]{16,64}\b", "[HASH]");
+    // A duration in a padded column, then any other: the padding after a
+    // duration varies with its width.
+    s.add_filter(r"\b\d+(\.\d+)?(ms|µs|s|m)\b {2,}", "[DUR]  ");
     s.add_filter(r"\b\d+(\.\d+)?(ms|µs|s|m)\b", "[DUR]");
     s.add_filter(r"127\.0\.0\.\d+:\d+", "[ADDR]");
     s.add_filter(r"pid \d+", "pid [PID]");
