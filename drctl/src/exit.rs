@@ -24,7 +24,7 @@ pub const WAITING_APPROVAL: i32 = 8;
 pub const JOURNAL_CORRUPT: i32 = 9;
 /// The journal could not be written; the run stopped before its next side effect.
 pub const JOURNAL_WRITE: i32 = 10;
-/// Resume refused: the runbook changed since the run started.
+/// Resume refused: the runbook or environment file changed since the run started.
 pub const RUNBOOK_CHANGED: i32 = 11;
 /// A drill finished but missed its RTO or RPO target.
 pub const TARGET_MISSED: i32 = 12;
@@ -96,7 +96,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (
         RUNBOOK_CHANGED,
         "runbook-changed",
-        "resume refused: runbook changed (--allow-runbook-change)",
+        "resume refused: the runbook or environment file changed (`--allow-runbook-change`, `--allow-env-change`)",
     ),
     (
         TARGET_MISSED,

@@ -180,6 +180,10 @@ pub enum Event {
         /// truncated before this record was appended.
         #[serde(default, skip_serializing_if = "is_zero")]
         repaired_tail_bytes: u64,
+        /// Content hash of a changed environment file the operator
+        /// accepted (`--allow-env-change`): the run is bound to it from here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment_sha256: Option<String>,
     },
     StepStarted {
         step: String,

@@ -158,6 +158,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             runbook,
             env,
             allow_runbook_change,
+            allow_env_change,
             rerun,
             mark_done,
             parallelism,
@@ -165,6 +166,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let store = open_store(&cli, env.as_deref(), OpenMode::Existing, false).await?;
             let opts = ResumeOptions {
                 allow_runbook_change: *allow_runbook_change,
+                allow_env_change: *allow_env_change,
                 rerun: rerun.clone(),
                 mark_done: mark_done.clone(),
                 operator: cli::operator(),

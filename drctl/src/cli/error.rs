@@ -155,6 +155,10 @@ impl From<EngineError> for CliError {
                 .hint("check the state store (`drctl state check`), then `drctl resume RUN_ID`"),
             e @ EngineError::RunbookChanged { .. } => CliError::from_error(exit::RUNBOOK_CHANGED, &e)
                 .hint("review the change; resume with --allow-runbook-change to accept it (journaled)"),
+            e @ EngineError::EnvironmentMismatch { .. } => CliError::from_error(exit::INVALID_INPUT, &e)
+                .hint("a run resumes only against the environment it started with: pass that file with --env"),
+            e @ EngineError::EnvironmentChanged { .. } => CliError::from_error(exit::RUNBOOK_CHANGED, &e)
+                .hint("review the change (`drctl resume` shows it on a terminal); resume with --allow-env-change to accept it (journaled)"),
             EngineError::NeedsDecision { steps } => CliError::new(
                 exit::NEEDS_DECISION,
                 format!("[DRCTL-R002] step(s) {} were interrupted mid-execution and may not be safe to repeat", steps.join(", ")),

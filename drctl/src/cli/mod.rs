@@ -117,6 +117,10 @@ pub enum Command {
         /// Resume even though the runbook file changed since the run started.
         #[arg(long)]
         allow_runbook_change: bool,
+        /// Resume even though the environment file changed since the run
+        /// started (same name and regions; the change is shown and journaled).
+        #[arg(long)]
+        allow_env_change: bool,
         /// Re-execute this interrupted step although it may not be idempotent.
         #[arg(long, value_name = "STEP")]
         rerun: Vec<String>,

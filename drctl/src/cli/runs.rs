@@ -219,6 +219,23 @@ pub async fn cmd_resume(
         Err(e) if e.code == exit::INVALID_INPUT && load_runbook(&rb_path).is_ok() => return Err(e),
         Err(e) => return Err(e),
     };
+    let mut opts = opts;
+    if !opts.allow_env_change {
+        if let Some(diff) =
+            environment_diff(store.as_ref(), &run_id, &view, loaded.env.as_deref()).await
+        {
+            ui::err(&diff);
+            // On a terminal the operator decides here; otherwise the engine
+            // refuses with the documented code and the flag to pass.
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                ui::confirm(
+                    "The environment file changed since this run started (diff above). Resume against it?",
+                    false,
+                )?;
+                opts.allow_env_change = true;
+            }
+        }
+    }
     let outcome = engine::resume(
         store.clone(),
         loaded.registry,
@@ -281,4 +298,38 @@ pub async fn cmd_abort(run_id: &str, store: &dyn Store) -> Result<i32, CliError>
         "abort requested for run {run_id}: it stops after its in-flight steps"
     ));
     Ok(exit::OK)
+}
+
+/// A unified diff of the run's environment file (as saved at run start)
+/// against the one given now, when both have the same name and differ.
+async fn environment_diff(
+    store: &dyn Store,
+    run_id: &str,
+    view: &crate::engine::view::RunView,
+    env: Option<&crate::environment::Environment>,
+) -> Option<String> {
+    let (started, now) = (view.environment.as_ref()?, env?);
+    if started.name != now.name || started.sha256 == now.content_hash {
+        return None;
+    }
+    let before = store
+        .get_artifact(run_id, engine::run::ENV_ARTIFACT)
+        .await
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let Some(before) = before else {
+        return Some(format!(
+            "environment {} changed since run {run_id} started (the run predates saved environments: no diff to show)",
+            now.file.path
+        ));
+    };
+    let diff = similar::TextDiff::from_lines(&before, &now.file.text);
+    Some(format!(
+        "environment {} changed since run {run_id} started:\n{}",
+        now.file.path,
+        diff.unified_diff()
+            .context_radius(2)
+            .header("at run start", "now")
+    ))
 }

@@ -78,6 +78,15 @@ pub enum EngineError {
         journal: String,
         now: String,
     },
+    #[error("[DRCTL-R003] run {run_id} cannot resume against this environment: {reason}")]
+    EnvironmentMismatch { run_id: String, reason: String },
+    #[error("[DRCTL-R004] environment {path} changed since run {run_id} started (journal {journal}, now {now})")]
+    EnvironmentChanged {
+        run_id: String,
+        path: String,
+        journal: String,
+        now: String,
+    },
     #[error("[DRCTL-R002] steps {steps:?} were interrupted mid-execution and are not known to be safe to repeat")]
     NeedsDecision { steps: Vec<String> },
     #[error(

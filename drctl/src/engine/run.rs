@@ -5,7 +5,7 @@
 mod resume;
 mod step;
 
-pub use resume::{resume, ResumeOptions};
+pub use resume::{resume, ResumeOptions, ENV_ARTIFACT};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -194,6 +194,17 @@ pub async fn start(
             return Err(e.into());
         }
     };
+    // The environment as it was, so a resume against a changed file can
+    // show what changed (the journal holds only its hash). Before step 1.
+    if let Some(env) = &spec.env {
+        let saved =
+            bounded(store.put_artifact(&run_id, resume::ENV_ARTIFACT, env.file.text.as_bytes()))
+                .await;
+        if let Err(e) = saved {
+            release(&store, &lease).await;
+            return Err(e);
+        }
+    }
     ui(UiEvent::RunStarted {
         run_id: run_id.clone(),
         journal: store.journal_location(&run_id),

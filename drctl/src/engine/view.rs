@@ -219,8 +219,13 @@ impl RunView {
                 decisions,
                 pid,
                 host,
+                environment_sha256,
                 ..
             } => {
+                if let (Some(env), Some(h)) = (view.environment.as_mut(), environment_sha256) {
+                    // The operator accepted a changed environment file.
+                    env.sha256 = h.clone();
+                }
                 view.status = None;
                 view.reason = None;
                 view.finished_ms = None;

@@ -4,10 +4,16 @@
 
 use super::*;
 
+/// The run's environment file as it was at run start (a run artifact).
+pub const ENV_ARTIFACT: &str = "environment.yaml";
+
 /// Operator decisions when resuming.
 #[derive(Debug, Clone, Default)]
 pub struct ResumeOptions {
     pub allow_runbook_change: bool,
+    /// Accept a changed environment file (same name, same regions); the
+    /// new content hash is journaled.
+    pub allow_env_change: bool,
     /// Interrupted steps to execute again although not known idempotent.
     pub rerun: Vec<String>,
     /// Interrupted steps the operator verified as done.
@@ -82,6 +88,7 @@ async fn resume_locked(
             now: runbook.content_hash.chars().take(12).collect(),
         });
     }
+    let env_changed = check_binding(run_id, &view, env.as_deref(), opts.allow_env_change)?;
     // Decide what to do with steps that were running when we stopped.
     let mut decisions = BTreeMap::new();
     let mut undecided = Vec::new();
@@ -130,6 +137,7 @@ async fn resume_locked(
             runbook_changed: changed,
             decisions: decisions.clone(),
             repaired_tail_bytes: repaired,
+            environment_sha256: env_changed,
         })
         .await?;
     ui(UiEvent::RunStarted {
@@ -204,4 +212,67 @@ async fn resume_locked(
         ui,
     };
     run.drive().await
+}
+
+/// A run is bound to the environment it started with: another environment
+/// (name), or one without the run's regions, is refused; the same one with
+/// changed content needs `allow_env_change`. Returns the new content hash
+/// when a change is accepted, for the `run_resumed` record.
+pub fn check_binding(
+    run_id: &str,
+    view: &RunView,
+    env: Option<&Environment>,
+    allow_env_change: bool,
+) -> Result<Option<String>, EngineError> {
+    let mismatch = |reason: String| EngineError::EnvironmentMismatch {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    let (started, now) = match (&view.environment, env) {
+        (None, None) => return Ok(None),
+        (None, Some(e)) => {
+            return Err(mismatch(format!(
+                "the run started without an environment; `{}` was given",
+                e.name
+            )))
+        }
+        (Some(j), None) => {
+            return Err(mismatch(format!(
+                "the run started with environment `{}` ({}); none was given",
+                j.name, j.path
+            )))
+        }
+        (Some(j), Some(e)) => (j, e),
+    };
+    if started.name != now.name {
+        return Err(mismatch(format!(
+            "the run started with environment `{}` ({}), not `{}` ({})",
+            started.name, started.path, now.name, now.file.path
+        )));
+    }
+    for (role, region) in [
+        ("source", &view.source_region),
+        ("target", &view.target_region),
+    ] {
+        if let Some(r) = region {
+            if now.region(r).is_none() {
+                return Err(mismatch(format!(
+                    "its {role} region `{r}` is not in {}",
+                    now.file.path
+                )));
+            }
+        }
+    }
+    if started.sha256 == now.content_hash {
+        return Ok(None);
+    }
+    if !allow_env_change {
+        return Err(EngineError::EnvironmentChanged {
+            run_id: run_id.to_string(),
+            path: now.file.path.clone(),
+            journal: started.sha256.chars().take(12).collect(),
+            now: now.content_hash.chars().take(12).collect(),
+        });
+    }
+    Ok(Some(now.content_hash.clone()))
 }
