@@ -339,3 +339,131 @@ fn approve_and_abort_of_a_finished_run_are_refused_writing_nothing() {
     assert!(block_on(store.abort_requested(&run)).unwrap().is_none());
     assert_eq!(w.read("w"), "before\nfence\n");
 }
+
+/// Runs drctl on a pseudo-terminal (stdin and stderr are a TTY, so the
+/// ticker and the approval prompt are live), answering `yes` to the
+/// plan's confirmation, then waiting `linger` seconds at the approval
+/// prompt before answering `answer` (none: never). Prints JSON: the exit
+/// code, what the terminal showed while the prompt waited, and the rest.
+const PTY: &str = r#"
+import json, os, pty, select, sys, time
+linger, answer, argv = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+buf, marks = b"", {}
+def pump(until, stop=None):
+    global buf
+    while time.time() < until:
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            buf += chunk
+        if stop is not None and stop in buf[marks.get("from", 0):]:
+            return True
+    return None
+pump(time.time() + 20, b"Type 'yes' to proceed: ")
+os.write(fd, b"yes\n")
+marks["from"] = len(buf)
+shown = pump(time.time() + 20, b"Type 'yes' to approve here: ")
+at_prompt = len(buf)
+if shown:
+    pump(time.time() + linger)
+waited = buf[at_prompt:]
+if shown and answer != "none":
+    os.write(fd, answer.encode() + b"\n")
+pump(time.time() + 20)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "prompt": bool(shown),
+                  "waited": waited.decode("utf-8", "replace"), "all": buf.decode("utf-8", "replace")}))
+"#;
+
+fn on_pty(w: &Work, linger: f64, answer: &str, args: &[&str]) -> Value {
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PTY)
+        .arg(linger.to_string())
+        .arg(answer)
+        .arg(drctl_tests::drctl_bin())
+        .args(args)
+        .current_dir(w.path())
+        .env_remove("DRCTL_STATE_DIR")
+        .env("DRCTL_STATE", w.state_arg())
+        .env("DRCTL_OPERATOR", "test-operator")
+        .output()
+        .expect("python3 (pty)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("pty helper JSON")
+}
+
+/// At a TTY the prompt stays readable while it waits: the progress ticker
+/// (which starts after 2 s) never rewrites its line. Typing `yes` approves.
+/// Under `distinct_approver` the starter's terminal is not offered it.
+#[test]
+fn the_tty_approval_prompt_is_not_overwritten_by_the_ticker() {
+    let w = Work::new();
+    let rb = gated(&w, "", "1h");
+    let t = on_pty(&w, 3.5, "yes", &["run", &rb]);
+    assert_eq!(t["prompt"], true, "{t}");
+    assert_eq!(t["code"], 0, "{t}");
+    let waited = t["waited"].as_str().unwrap();
+    assert!(
+        !waited.contains("waiting:") && !waited.contains("\x1b[2K"),
+        "the ticker wrote over the prompt: {waited:?}"
+    );
+    let run = w.runs()[0].clone();
+    let approval = w
+        .journal(&run)
+        .into_iter()
+        .find(|x| x["type"] == "approval")
+        .expect("an approval record");
+    assert_eq!(
+        (approval["by"].as_str(), approval["via"].as_str()),
+        (Some("test-operator"), Some("tty"))
+    );
+    assert_eq!(w.read("w"), "before\nfence\n");
+
+    let w = Work::new();
+    let rb = gated(&w, ", distinct_approver: true", "1s");
+    let t = on_pty(&w, 0.0, "none", &["run", &rb]);
+    assert_eq!(t["prompt"], false, "{t}");
+    assert_eq!(t["code"], 8, "{t}");
+    assert!(
+        t["all"]
+            .as_str()
+            .unwrap()
+            .contains("test-operator started this run, so this terminal cannot approve it"),
+        "{t}"
+    );
+}
+
+/// An abort asked of a live run that parked before its loop saw it is
+/// honoured by the next resume, before any step.
+#[test]
+fn resume_honours_an_abort_the_run_did_not_see() {
+    let w = Work::new();
+    let rb = gated(&w, "", "1s");
+    assert_eq!(w.run(&["run", &rb, "--yes"]).code, 8);
+    let run = w.runs()[0].clone();
+    block_on(w.store().request_abort(&run, "carol")).unwrap();
+    assert_eq!(w.run(&["approve", &run, "gate", "--as", "alice"]).code, 0);
+    let r = w.run(&["resume", &run]);
+    assert_eq!(r.code, 20, "{r:?}");
+    let j = w.journal(&run);
+    assert_eq!(last(&j)["status"], "aborted");
+    assert!(
+        last(&j)["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("aborted by carol"),
+        "{}",
+        last(&j)
+    );
+    assert_eq!(w.run(&["status", &run]).code, 0);
+    assert_eq!(w.read("w"), "before\n", "no step ran");
+}

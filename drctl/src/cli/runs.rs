@@ -37,7 +37,7 @@ pub fn outcome_code(o: &RunOutcome) -> i32 {
 
 pub fn print_outcome(o: &RunOutcome, store: &dyn Store, output: OutputFormat) {
     if output == OutputFormat::Json {
-        ui::out(&serde_json::json!({"run_id": o.run_id, "status": o.status.as_str(), "reason": o.reason, "journal": store.journal_location(&o.run_id)}).to_string());
+        ui::out(&serde_json::json!({"run_id": o.run_id, "status": o.status.as_str(), "reason": o.reason, "pending_approvals": o.pending_approvals, "journal": store.journal_location(&o.run_id)}).to_string());
         return;
     }
     let mut s = format!("\nrun {} {}", o.run_id, o.status.as_str());

@@ -14,9 +14,12 @@
 //! | running  | drctl killed                  | running   | (nothing: resume re-executes) |
 //!
 //! The loop `select!`s over step completions, signals and a tick (abort
-//! requests, lease renewal). First Ctrl-C: start nothing new, let in-flight
-//! steps finish and be journaled, end `interrupted`. Second Ctrl-C: cancel
-//! in-flight steps (they re-run on resume) and end at once.
+//! requests, lease renewal). First Ctrl-C or SIGTERM: start nothing new,
+//! let in-flight steps finish and be journaled, cut pending approvals short
+//! (nothing to finish in a wait for a human), end `interrupted`. Second
+//! signal of either kind: cancel in-flight steps (they re-run on resume)
+//! and end at once. An abort stops the same way and ends `aborted`; a run
+//! with no live process is aborted by [`run::abort`], under its lease.
 
 pub mod run;
 #[cfg(test)]

@@ -72,8 +72,8 @@ pub async fn abort(
         }
         let name = lock_name_of(view.environment.as_ref().map(|e| e.name.as_str()));
         let mode = view.lease_mode.unwrap_or(LeaseMode::Exclusive);
-        let live = match live_holder(&store, &name, run_id).await? {
-            Some(h) => Some(h),
+        let holder = match live_holder(&store, &name, run_id).await? {
+            Some(h) => h,
             None => {
                 match bounded(store.acquire_lease(
                     &name,
@@ -91,13 +91,12 @@ pub async fn abort(
                     }
                     // Resumed or started meanwhile: it is live after all.
                     Err(EngineError::LockHeld { holder, .. }) if holder.holder.run_id == run_id => {
-                        Some(*holder)
+                        *holder
                     }
                     Err(e) => return Err(e),
                 }
             }
         };
-        let Some(holder) = live else { continue };
         if !requested {
             bounded(store.request_abort(run_id, by)).await?;
             requested = true;
