@@ -51,7 +51,10 @@ pub struct StepContext {
     pub target_region: Option<String>,
     pub store: Arc<dyn Store>,
     pub options: RunOptions,
+    /// Who is driving this process (the resumer, on a resume).
     pub operator: String,
+    /// Who started the run (`run_started.operator`).
+    pub started_by: String,
     pub attempt: u32,
     /// When this attempt's timeout expires; actions bound internal waits by it.
     pub deadline: Instant,
@@ -296,6 +299,12 @@ pub trait ActionKind: Clone + Send + Sync + 'static {
         Self::decode(ctx, with);
     }
 
+    /// The JSON Schema of the step's `with:` for `drctl schema`, when the
+    /// kind publishes one (editors then complete and check its fields).
+    fn with_schema(&self) -> Option<Value> {
+        None
+    }
+
     /// False when re-running after an interruption could repeat a side
     /// effect; resume then asks the operator instead of guessing. Takes the
     /// journaled (resolved) parameters: resume decides before decoding.
@@ -352,6 +361,9 @@ pub trait Action: Send + Sync {
 
     /// See [`ActionKind::idempotent`].
     fn idempotent(&self, params: &Value) -> bool;
+
+    /// See [`ActionKind::with_schema`].
+    fn with_schema(&self) -> Option<Value>;
 
     /// See [`ActionKind::read_only`].
     fn read_only(&self, params: &Value) -> bool;
@@ -414,6 +426,10 @@ impl<K: ActionKind> Action for K {
 
     fn idempotent(&self, params: &Value) -> bool {
         ActionKind::idempotent(self, params)
+    }
+
+    fn with_schema(&self) -> Option<Value> {
+        ActionKind::with_schema(self)
     }
 
     fn read_only(&self, params: &Value) -> bool {

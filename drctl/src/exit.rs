@@ -34,7 +34,8 @@ pub const VERIFY_REJECTED: i32 = 13;
 pub const VERIFY_BEHIND: i32 = 14;
 /// Resume needs an operator decision about an interrupted step.
 pub const NEEDS_DECISION: i32 = 15;
-/// The operator declined the confirmation prompt (or no TTY and no --yes).
+/// The operator declined the confirmation prompt (or no TTY and no --yes),
+/// or an approval was refused (`distinct_approver`: not by the run's starter).
 pub const NOT_CONFIRMED: i32 = 16;
 /// The run or file asked for does not exist.
 pub const NOT_FOUND: i32 = 17;
@@ -44,6 +45,9 @@ pub const LEASE_LOST: i32 = 18;
 /// The state store (directory or database) cannot be reached or is not
 /// initialised; nothing was done.
 pub const STATE_UNAVAILABLE: i32 = 19;
+/// The run already ended (succeeded or aborted): `resume`, `approve` and
+/// `abort` of it did nothing. A failed run has not ended: it resumes.
+pub const RUN_ENDED: i32 = 20;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -121,7 +125,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (
         NOT_CONFIRMED,
         "not-confirmed",
-        "confirmation declined or impossible (use --yes)",
+        "confirmation declined or impossible (use --yes), or approval refused",
     ),
     (NOT_FOUND, "not-found", "run or file not found"),
     (
@@ -133,5 +137,10 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         STATE_UNAVAILABLE,
         "state-unavailable",
         "state store unreachable or not initialised; nothing done",
+    ),
+    (
+        RUN_ENDED,
+        "run-ended",
+        "the run already ended (succeeded or aborted); nothing done",
     ),
 ];

@@ -298,7 +298,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Abort { run_id } => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
-            cli::runs::cmd_abort(run_id, store.as_ref()).await
+            cli::runs::cmd_abort(run_id, store).await
         }
         Command::Runs => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;

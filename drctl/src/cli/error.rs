@@ -167,7 +167,10 @@ impl From<EngineError> for CliError {
                 "check the system by hand, then `--mark-done {0}` if it took effect or `--rerun {0}` to execute it again",
                 steps[0]
             )),
-            e @ EngineError::NotResumable { .. } => CliError::from_error(exit::INVALID_INPUT, &e),
+            EngineError::RunEnded { ref run_id, .. } => {
+                let hint = format!("what happened: {} report {run_id}", super::ui::drctl());
+                CliError::from_error(exit::RUN_ENDED, &e).hint(hint)
+            }
             e @ EngineError::MissingParam(_) => CliError::from_error(exit::INVALID_INPUT, &e).hint("pass --param NAME=VALUE"),
             e @ EngineError::Invalid(_) => CliError::from_error(exit::INVALID_INPUT, &e),
         }

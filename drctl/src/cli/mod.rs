@@ -138,7 +138,7 @@ pub enum Command {
         #[arg(long = "as")]
         by: Option<String>,
     },
-    /// Ask a running run to stop after its in-flight steps.
+    /// End a run for good: at once when no process drives it, else after its in-flight steps.
     Abort { run_id: String },
     /// List runs.
     Runs,

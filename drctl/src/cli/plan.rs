@@ -345,6 +345,7 @@ pub async fn render_plan(
                         store: store.clone(),
                         options: RunOptions::default(),
                         operator: super::operator(),
+                        started_by: super::operator(),
                         attempt: 1,
                         deadline: Instant::now() + Duration::from_secs(10),
                         failed_at: None,
@@ -443,6 +444,23 @@ pub fn cmd_schema(registry: &Registry) -> i32 {
     let kinds = registry.kinds();
     if let Some(p) = schema.pointer_mut("/$defs/StepDoc/properties/action") {
         p["enum"] = json!(kinds);
+    }
+    // A kind that publishes its `with:` schema gets it for its steps.
+    let per_kind: Vec<Value> = registry
+        .iter()
+        .filter_map(|k| {
+            k.with_schema().map(|w| {
+                json!({
+                    "if": {"properties": {"action": {"const": k.kind()}}, "required": ["action"]},
+                    "then": {"properties": {"with": w}}
+                })
+            })
+        })
+        .collect();
+    if let Some(step) = schema.pointer_mut("/$defs/StepDoc") {
+        if !per_kind.is_empty() {
+            step["allOf"] = json!(per_kind);
+        }
     }
     ui::out(&serde_json::to_string_pretty(&schema).unwrap_or_default());
     exit::OK

@@ -37,7 +37,7 @@ pub fn outcome_code(o: &RunOutcome) -> i32 {
 
 pub fn print_outcome(o: &RunOutcome, store: &dyn Store, output: OutputFormat) {
     if output == OutputFormat::Json {
-        ui::out(&serde_json::json!({"run_id": o.run_id, "status": o.status.as_str(), "reason": o.reason, "journal": store.journal_location(&o.run_id)}).to_string());
+        ui::out(&serde_json::json!({"run_id": o.run_id, "status": o.status.as_str(), "reason": o.reason, "pending_approvals": o.pending_approvals, "journal": store.journal_location(&o.run_id)}).to_string());
         return;
     }
     let mut s = format!("\nrun {} {}", o.run_id, o.status.as_str());
@@ -52,6 +52,10 @@ pub fn print_outcome(o: &RunOutcome, store: &dyn Store, output: OutputFormat) {
         RunStatus::Failed => {
             format!("fix the cause, then: {d} resume {id}   (report: {d} report {id})")
         }
+        RunStatus::Interrupted if !o.pending_approvals.is_empty() => format!(
+            "approve with: {d} approve {id} {}, then continue with: {d} resume {id}",
+            o.pending_approvals[0]
+        ),
         RunStatus::Interrupted => format!("continue with: {d} resume {id}"),
         RunStatus::WaitingApproval => {
             format!("approve with: {d} approve {id} STEP, then {d} resume {id}")
@@ -200,13 +204,9 @@ pub async fn cmd_resume(
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id).await?;
     let (view, _) = engine::run::load_view_pub(store.as_ref(), &run_id).await?;
-    if view.status == Some(RunStatus::Succeeded) {
-        // Resuming is idempotent: a finished run has nothing left to do.
-        ui::err(&format!(
-            "run {run_id} already succeeded; nothing to resume"
-        ));
-        return Ok(exit::OK);
-    }
+    // Refused before the runbook is even loaded; the engine checks again
+    // under the lease.
+    refuse_ended(&view)?;
     let rb_path = runbook
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(&view.runbook.path));
@@ -250,6 +250,22 @@ pub async fn cmd_resume(
     Ok(outcome_code(&outcome))
 }
 
+/// A run that ended for good (succeeded or aborted) takes no command that
+/// would append to it or to its approvals: exit 20, nothing written.
+fn refuse_ended(view: &engine::view::RunView) -> Result<(), CliError> {
+    match view.status {
+        Some(status @ (RunStatus::Succeeded | RunStatus::Aborted)) => {
+            Err(engine::EngineError::RunEnded {
+                run_id: view.run_id.clone(),
+                status,
+                reason: view.reason.clone(),
+            }
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub async fn cmd_approve(
     run_id: &str,
     step: &str,
@@ -258,8 +274,8 @@ pub async fn cmd_approve(
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store, run_id).await?;
     let (view, _) = engine::run::load_view_pub(store, &run_id).await?;
-    let known = view.step(step).is_some_and(|s| s.action == "approval");
-    if !known {
+    refuse_ended(&view)?;
+    let Some(started) = view.step(step).filter(|s| s.action == "approval") else {
         let approvals: Vec<&str> = view
             .steps
             .iter()
@@ -275,8 +291,42 @@ pub async fn cmd_approve(
         } else {
             format!("approval steps: {}", approvals.join(", "))
         }));
+    };
+    let distinct = started.inputs.get("distinct_approver") == Some(&serde_json::Value::Bool(true));
+    // Approving twice changes nothing: say who did, write nothing. (An
+    // approval by the starter under `distinct_approver` never counted.)
+    let earlier = match view.approvals.iter().rev().find(|a| a.step == step) {
+        Some(a) => Some(Approval {
+            by: a.by.clone(),
+            at: a.at.clone(),
+            via: a.via.clone(),
+        }),
+        None => store.get_approval(&run_id, step).await?,
     }
-    let who = by.unwrap_or_else(super::operator);
+    .filter(|a| !(distinct && a.by == view.operator));
+    if let Some(a) = earlier {
+        ui::out(&format!(
+            "`{step}` of run {run_id} is already approved by {} ({}, {}); nothing done",
+            a.by, a.via, a.at
+        ));
+        return Ok(exit::OK);
+    }
+    let me = super::operator();
+    let who = by.unwrap_or_else(|| me.clone());
+    if distinct && (who == view.operator || me == view.operator) {
+        return Err(CliError::new(
+            exit::NOT_CONFIRMED,
+            format!(
+                "approval refused: step `{step}` has `distinct_approver: true` and {} started run {run_id}; \
+                 someone else must approve it",
+                view.operator
+            ),
+        )
+        .hint(format!(
+            "ask another operator to run: {} approve {run_id} {step}",
+            ui::drctl()
+        )));
+    }
     store
         .put_approval(&run_id, step, &Approval::now(&who, "drctl approve"))
         .await?;
@@ -291,12 +341,31 @@ pub async fn cmd_approve(
     Ok(exit::OK)
 }
 
-pub async fn cmd_abort(run_id: &str, store: &dyn Store) -> Result<i32, CliError> {
-    let run_id = super::inspect::resolve_run_id(store, run_id).await?;
-    store.request_abort(&run_id, &super::operator()).await?;
-    ui::out(&format!(
-        "abort requested for run {run_id}: it stops after its in-flight steps"
-    ));
+/// Ends a parked run at once (journaled under the lease), or stops a live
+/// one; refuses a run that already ended.
+pub async fn cmd_abort(run_id: &str, store: Arc<dyn Store>) -> Result<i32, CliError> {
+    let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id).await?;
+    let outcome = engine::abort(
+        store.clone(),
+        &run_id,
+        &super::operator(),
+        ui::human_ui(false),
+    )
+    .await?;
+    let d = ui::drctl();
+    match outcome {
+        engine::AbortOutcome::Ended { reason, .. } => ui::out(&format!(
+            "run {run_id} ended: {reason} (no process was driving it)\n  report: {d} report {run_id}"
+        )),
+        engine::AbortOutcome::Stopped { reason } => ui::out(&format!(
+            "run {run_id} aborted ({reason}): its process stopped\n  report: {d} report {run_id}"
+        )),
+        engine::AbortOutcome::Requested { holder } => ui::out(&format!(
+            "abort requested for run {run_id}: its process (pid {} on {}) stops after its in-flight steps\n  \
+             watch it: {d} status {run_id} --follow",
+            holder.holder.pid, holder.holder.host
+        )),
+    }
     Ok(exit::OK)
 }
 

@@ -29,6 +29,41 @@ pub fn err(text: &str) {
     }
 }
 
+/// The prompt a step shows on the terminal (an approval's "Type 'yes'"),
+/// if any. While one is shown the ticker keeps quiet and progress lines
+/// print above it and show it again, so it stays readable.
+static PROMPT: Mutex<Option<String>> = Mutex::new(None);
+
+fn prompt_slot() -> std::sync::MutexGuard<'static, Option<String>> {
+    PROMPT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The prompt is shown while this lives; dropping it ends the prompt line.
+pub struct PromptGuard(());
+
+impl Drop for PromptGuard {
+    fn drop(&mut self) {
+        let mut slot = prompt_slot();
+        if slot.take().is_some() {
+            let _ = std::io::stderr().write_all(b"\n");
+        }
+    }
+}
+
+/// Shows `text` (no newline: the answer is typed after it) as the
+/// terminal's current prompt, replacing a ticker line.
+pub fn show_prompt(text: &str) -> PromptGuard {
+    let mut slot = prompt_slot();
+    let mut e = std::io::stderr().lock();
+    if e.is_terminal() {
+        let _ = e.write_all(b"\r\x1b[2K");
+    }
+    let _ = e.write_all(redact(text).as_bytes());
+    let _ = e.flush();
+    *slot = Some(text.to_string());
+    PromptGuard(())
+}
+
 struct Progress {
     running: BTreeMap<String, Instant>,
     line_shown: bool,
@@ -57,7 +92,9 @@ pub fn human_ui(quiet: bool) -> Ui {
                 .filter(|(_, t)| t.elapsed() > Duration::from_secs(2))
                 .map(|(s, t)| format!("{s} {}s", t.elapsed().as_secs()))
                 .collect();
-            if waits.is_empty() {
+            // A prompt owns the line: ticking would overwrite it.
+            let prompt = prompt_slot();
+            if waits.is_empty() || prompt.is_some() {
                 continue;
             }
             let mut e = std::io::stderr().lock();
@@ -113,7 +150,17 @@ pub fn human_ui(quiet: bool) -> Ui {
             UiEvent::StepProgress { step, message } => format!("  … {step:<22} {message}"),
             UiEvent::Message(m) => format!("  ! {m}"),
         };
-        err(&line);
+        let prompt = prompt_slot();
+        match prompt.as_deref() {
+            // Above the prompt, which is shown again after the line.
+            Some(p) => {
+                err(&format!("\n{line}"));
+                let mut e = std::io::stderr().lock();
+                let _ = e.write_all(redact(p).as_bytes());
+                let _ = e.flush();
+            }
+            None => err(&line),
+        }
     })
 }
 

@@ -14,9 +14,12 @@
 //! | running  | drctl killed                  | running   | (nothing: resume re-executes) |
 //!
 //! The loop `select!`s over step completions, signals and a tick (abort
-//! requests, lease renewal). First Ctrl-C: start nothing new, let in-flight
-//! steps finish and be journaled, end `interrupted`. Second Ctrl-C: cancel
-//! in-flight steps (they re-run on resume) and end at once.
+//! requests, lease renewal). First Ctrl-C or SIGTERM: start nothing new,
+//! let in-flight steps finish and be journaled, cut pending approvals short
+//! (nothing to finish in a wait for a human), end `interrupted`. Second
+//! signal of either kind: cancel in-flight steps (they re-run on resume)
+//! and end at once. An abort stops the same way and ends `aborted`; a run
+//! with no live process is aborted by [`run::abort`], under its lease.
 
 pub mod run;
 #[cfg(test)]
@@ -37,7 +40,7 @@ use crate::journal::{JournalError, RunStatus};
 use crate::runbook::{Mode, Runbook};
 use crate::store::{Store, StoreError};
 
-pub use run::{resume, start, ResumeOptions};
+pub use run::{abort, resume, start, AbortOutcome, ResumeOptions};
 
 /// Default bound for one attempt of a step without `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -93,8 +96,14 @@ pub enum EngineError {
         "the state store did not answer within {0:?}; the run stopped before its next side effect"
     )]
     StoreTimeout(Duration),
-    #[error("run {run_id} already ended {status}; nothing to resume")]
-    NotResumable { run_id: String, status: String },
+    /// The run ended for good (succeeded or aborted): nothing may append
+    /// to its journal any more.
+    #[error("run {run_id} already ended: {}{}; nothing done", status.as_str(), reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    RunEnded {
+        run_id: String,
+        status: RunStatus,
+        reason: Option<String>,
+    },
     #[error("runbook needs parameter `{0}`")]
     MissingParam(String),
     #[error("{0}")]
@@ -133,6 +142,9 @@ pub struct RunOutcome {
     pub run_id: String,
     pub status: RunStatus,
     pub reason: Option<String>,
+    /// Approval steps that were still waiting when the run stopped (a
+    /// signal or an abort cut the wait short): approve them, then resume.
+    pub pending_approvals: Vec<String>,
 }
 
 /// Progress for humans; the journal is written regardless.
@@ -188,7 +200,12 @@ pub fn new_run_id() -> String {
 
 /// The lock name: one active run per environment.
 pub fn lock_name(env: Option<&Environment>) -> String {
-    env.map_or_else(|| "default".to_string(), |e| format!("env-{}", e.name))
+    lock_name_of(env.map(|e| e.name.as_str()))
+}
+
+/// The lock name of an environment by its name (as a journal records it).
+pub fn lock_name_of(env_name: Option<&str>) -> String {
+    env_name.map_or_else(|| "default".to_string(), |n| format!("env-{n}"))
 }
 
 /// Applies defaults and `--param` overrides; reports unknown or missing ones.

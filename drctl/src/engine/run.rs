@@ -2,9 +2,11 @@
 //! the event loop. Resuming ([`resume`]) and a step's lifecycle
 //! ([`step`]) live in the child modules.
 
+mod abort;
 mod resume;
 mod step;
 
+pub use abort::{abort, AbortOutcome, ABORT_WAIT};
 pub use resume::{resume, ResumeOptions, ENV_ARTIFACT};
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +72,9 @@ struct Run {
     target_region: Option<String>,
     source_region: Option<String>,
     operator: String,
+    /// Who started the run (`run_started.operator`), whoever resumed it:
+    /// `distinct_approver` gates refuse this operator's approval.
+    started_by: String,
     options: RunOptions,
     failed_at_ms: Option<u64>,
     parallelism: usize,
@@ -87,6 +92,9 @@ struct Run {
     ready_queue: std::collections::VecDeque<String>,
     /// Latest checkpoint per step, replayed from the journal on resume.
     checkpoints: HashMap<String, Value>,
+    /// When each running step started in this process (for the duration
+    /// of a step the run cuts short).
+    started_at: HashMap<String, Instant>,
     ui: Ui,
 }
 
@@ -224,6 +232,7 @@ pub async fn start(
         params: spec.params,
         target_region: spec.target_region,
         source_region,
+        started_by: spec.operator.clone(),
         operator: spec.operator,
         options: spec.options,
         failed_at_ms: spec.failed_at_ms,
@@ -236,6 +245,7 @@ pub async fn start(
         dependents: Default::default(),
         ready_queue: Default::default(),
         checkpoints: HashMap::new(),
+        started_at: HashMap::new(),
         ui,
     };
     run.drive().await
@@ -396,6 +406,7 @@ impl Run {
         let mut sigterm = signal(SignalKind::terminate())
             .map_err(|e| EngineError::Invalid(format!("signal handler: {e}")))?;
         let mut interrupts = 0;
+        let mut pending_approvals: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let ttl = lease_ttl();
         let mut last_renew = Instant::now();
@@ -415,6 +426,10 @@ impl Run {
                     let handle = self.start_step(&id, tx.clone()).await?;
                     running.0.insert(id, handle);
                 }
+            }
+            if stopping.is_some() {
+                // Nobody waits an hour for a human once the run stops.
+                self.cancel_approvals(&mut running, &mut pending_approvals)?;
             }
             if running.0.is_empty() {
                 break;
@@ -446,7 +461,11 @@ impl Run {
                         }
                     }
                     Msg::Done { step, result, attempts, duration } => {
-                        running.0.remove(&step);
+                        // A step cut short by the run stopping (a pending
+                        // approval) is already concluded in the journal.
+                        if running.0.remove(&step).is_none() {
+                            continue;
+                        }
                         if let Some(f) = self.finish_step(&step, result, attempts, duration).await? {
                             match f {
                                 Finish::Failed(msg) => failed = failed.or(Some(msg)),
@@ -457,20 +476,21 @@ impl Run {
                         }
                     }
                 },
-                _ = sigint.recv() => {
+                // Ctrl-C and SIGTERM count together: the first stops
+                // gracefully, the second (of either) stops now.
+                sig = async { tokio::select! {
+                    _ = sigint.recv() => "Ctrl-C",
+                    _ = sigterm.recv() => "SIGTERM",
+                } } => {
                     interrupts += 1;
                     if interrupts == 1 {
-                        (self.ui)(UiEvent::Message("interrupt: finishing in-flight steps, starting no new ones (Ctrl-C again to stop now)".into()));
-                        stopping = Some((RunStatus::Interrupted, "interrupted by Ctrl-C".into()));
+                        (self.ui)(UiEvent::Message(format!("{sig}: finishing in-flight steps, starting no new ones ({sig} again to stop now)")));
+                        stopping = Some((RunStatus::Interrupted, format!("interrupted by {sig}")));
                     } else {
                         hard_stop = true;
-                        stopping = Some((RunStatus::Interrupted, "stopped by a second Ctrl-C; in-flight steps re-run on resume".into()));
+                        stopping = Some((RunStatus::Interrupted, format!("stopped by a second {sig}; in-flight steps re-run on resume")));
                         break;
                     }
-                }
-                _ = sigterm.recv() => {
-                    (self.ui)(UiEvent::Message("SIGTERM: finishing in-flight steps, starting no new ones".into()));
-                    stopping = stopping.or(Some((RunStatus::Interrupted, "interrupted by SIGTERM".into())));
                 }
                 _ = tick.tick() => {
                     if stopping.is_none() && last_abort_poll.elapsed() >= ABORT_POLL {
@@ -504,6 +524,14 @@ impl Run {
         if hard_stop {
             for (_, h) in running.0.drain() {
                 h.abort();
+            }
+        }
+        if let Some((_, why)) = &mut stopping {
+            if !pending_approvals.is_empty() {
+                why.push_str(&format!(
+                    "; approval still pending for {}",
+                    pending_approvals.join(", ")
+                ));
             }
         }
         // Invariant: a run that was not stopped or failed has run every
@@ -551,6 +579,7 @@ impl Run {
             run_id: self.run_id.clone(),
             status,
             reason,
+            pending_approvals,
         })
     }
 }

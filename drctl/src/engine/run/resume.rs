@@ -74,9 +74,25 @@ async fn resume_locked(
 ) -> Result<RunOutcome, EngineError> {
     let (view, verified) = load_view_pub(store.as_ref(), run_id).await?;
     if let Some(st @ (RunStatus::Succeeded | RunStatus::Aborted)) = view.status {
-        return Err(EngineError::NotResumable {
+        return Err(EngineError::RunEnded {
             run_id: run_id.to_string(),
-            status: st.as_str().to_string(),
+            status: st,
+            reason: view.reason.clone(),
+        });
+    }
+    // An abort asked of a live process that parked before it saw the
+    // request: honour it now, before any step.
+    if let Some(by) = bounded(store.abort_requested(run_id)).await? {
+        let reason = format!(
+            "aborted by {} (asked while the run was live; it had parked {})",
+            by.trim(),
+            view.status_text()
+        );
+        abort::append_abort(&store, run_id, lease, &verified, reason.clone()).await?;
+        return Err(EngineError::RunEnded {
+            run_id: run_id.to_string(),
+            status: RunStatus::Aborted,
+            reason: Some(reason),
         });
     }
     let changed = view.runbook.sha256 != runbook.content_hash;
@@ -191,6 +207,7 @@ async fn resume_locked(
         target_region: view.target_region.clone(),
         source_region: view.source_region.clone(),
         operator: opts.operator.clone(),
+        started_by: view.operator.clone(),
         options: RunOptions {
             interactive: opts.interactive,
             ..view.options.clone()
@@ -209,6 +226,7 @@ async fn resume_locked(
             .iter()
             .filter_map(|s| s.checkpoint.clone().map(|c| (s.id.clone(), c)))
             .collect(),
+        started_at: HashMap::new(),
         ui,
     };
     run.drive().await

@@ -27,6 +27,7 @@ impl Run {
             })
             .await?;
         self.states.insert(id.to_string(), State::Running);
+        self.started_at.insert(id.to_string(), Instant::now());
         let describe = self
             .registry
             .get(&step.action)
@@ -46,6 +47,7 @@ impl Run {
             store: self.store.clone(),
             options: self.options.clone(),
             operator: self.operator.clone(),
+            started_by: self.started_by.clone(),
             attempt: 1,
             deadline: Instant::now(),
             runbook_dir: std::path::Path::new(&self.runbook.file.path)
@@ -217,6 +219,60 @@ impl Run {
                     .then(|| Finish::Failed(format!("step `{id}` failed: {}{hint}", err.message))))
             }
         }
+    }
+}
+
+impl Run {
+    /// Cuts short the approval steps still waiting once the run stops (a
+    /// signal, an abort, a failed lease renewal): an approval changes
+    /// nothing, so there is nothing to finish. Each is journaled as
+    /// interrupted (resume asks again) and named in `pending`.
+    pub(super) fn cancel_approvals(
+        &mut self,
+        running: &mut Tasks,
+        pending: &mut Vec<String>,
+    ) -> Result<(), EngineError> {
+        let waiting: Vec<String> = running
+            .0
+            .keys()
+            .filter(|id| {
+                self.runbook
+                    .step(id)
+                    .is_some_and(|s| s.action == "approval")
+            })
+            .cloned()
+            .collect();
+        for id in waiting {
+            if let Some(h) = running.0.remove(&id) {
+                h.abort();
+            }
+            let message = "the run stopped while this approval was pending".to_string();
+            let waited = self
+                .started_at
+                .get(&id)
+                .map_or(Duration::ZERO, Instant::elapsed);
+            self.journal.stage(Event::StepFinished {
+                step: id.clone(),
+                status: StepStatus::Failed,
+                outputs: Map::new(),
+                error: Some(ErrorInfo {
+                    message: message.clone(),
+                    hint: None,
+                    kind: FailureKind::Interrupted,
+                }),
+                attempts: 1,
+                duration_ms: waited.as_millis() as u64,
+            })?;
+            (self.ui)(UiEvent::StepFinished {
+                step: id.clone(),
+                ok: false,
+                duration: waited,
+                detail: message,
+            });
+            self.states.insert(id.clone(), State::Failed);
+            pending.push(id);
+        }
+        Ok(())
     }
 }
 
