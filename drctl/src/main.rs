@@ -91,6 +91,14 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(exit::OK)
         }
         Command::ExitCodes => {
+            if output == OutputFormat::Json {
+                let codes: Vec<_> = exit::TABLE
+                    .iter()
+                    .map(|(code, name, what)| serde_json::json!({"code": code, "name": name, "meaning": what}))
+                    .collect();
+                cli::ui::out(&serde_json::Value::Array(codes).to_string());
+                return Ok(exit::OK);
+            }
             for (code, name, what) in exit::TABLE {
                 cli::ui::out(&format!("{code:>3}  {name:<18} {what}"));
             }
@@ -294,11 +302,11 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Approve { run_id, step, by } => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
-            cli::runs::cmd_approve(run_id, step, by.clone(), store.as_ref()).await
+            cli::runs::cmd_approve(run_id, step, by.clone(), store.as_ref(), output).await
         }
         Command::Abort { run_id } => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
-            cli::runs::cmd_abort(run_id, store).await
+            cli::runs::cmd_abort(run_id, store, output).await
         }
         Command::Runs => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
@@ -310,7 +318,12 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Report { run_id, format } => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
-            cli::inspect::cmd_report(store.as_ref(), run_id, *format).await
+            let format = format.unwrap_or(if output == OutputFormat::Json {
+                cli::ReportFormat::Json
+            } else {
+                cli::ReportFormat::Md
+            });
+            cli::inspect::cmd_report(store.as_ref(), run_id, format).await
         }
     }
 }

@@ -149,6 +149,10 @@ pub async fn cmd_lab(
         LabCmd::Down { dir } => {
             let dir = lab_dir(dir, state_dir);
             let stopped = crate::lab::down(&dir).await;
+            if output == OutputFormat::Json {
+                ui::out(&serde_json::json!({"stopped": stopped}).to_string());
+                return Ok(exit::OK);
+            }
             ui::out(if stopped {
                 "lab stopped; its servers and data are gone"
             } else {
@@ -162,10 +166,19 @@ pub async fn cmd_lab(
                 CliError::new(exit::NOT_FOUND, "no running lab").hint("`drctl lab up`")
             })?;
             let v = crate::lab::control(&st.control, "POST", "/break/primary").await?;
-            ui::out(&format!(
-                "primary region broken (kill -9) at {}",
-                crate::journal::format_ms(v["failed_at_ms"].as_u64().unwrap_or(0))
-            ));
+            // The lab's own clock says when; a missing time is not "1970".
+            let at = v["failed_at_ms"].as_u64();
+            if output == OutputFormat::Json {
+                ui::out(&serde_json::json!({"broken": "primary", "failed_at_ms": at}).to_string());
+            } else {
+                ui::out(&match at {
+                    Some(ms) => format!(
+                        "primary region broken (kill -9) at {}",
+                        crate::journal::format_ms(ms)
+                    ),
+                    None => "primary region broken (kill -9); the lab did not report when".into(),
+                });
+            }
             Ok(exit::OK)
         }
         LabCmd::Supervise { dir, state_backend } => {

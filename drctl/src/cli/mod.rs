@@ -154,8 +154,9 @@ pub enum Command {
     Report {
         /// Run id or `latest`.
         run_id: String,
-        #[arg(long, value_enum, default_value = "md")]
-        format: ReportFormat,
+        /// Report format [default: md; json with `--output json`]
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
     },
     /// Validate runbooks, environment files and check sets; report every problem.
     Validate {

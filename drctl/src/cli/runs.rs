@@ -271,6 +271,7 @@ pub async fn cmd_approve(
     step: &str,
     by: Option<String>,
     store: &dyn Store,
+    output: OutputFormat,
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store, run_id).await?;
     let (view, _) = engine::run::load_view_pub(store, &run_id).await?;
@@ -305,10 +306,14 @@ pub async fn cmd_approve(
     }
     .filter(|a| !(distinct && a.by == view.operator));
     if let Some(a) = earlier {
-        ui::out(&format!(
-            "`{step}` of run {run_id} is already approved by {} ({}, {}); nothing done",
-            a.by, a.via, a.at
-        ));
+        if output == OutputFormat::Json {
+            ui::out(&serde_json::json!({"run_id": run_id, "step": step, "approved": true, "already": true, "by": a.by, "via": a.via, "at": a.at}).to_string());
+        } else {
+            ui::out(&format!(
+                "`{step}` of run {run_id} is already approved by {} ({}, {}); nothing done",
+                a.by, a.via, a.at
+            ));
+        }
         return Ok(exit::OK);
     }
     let me = super::operator();
@@ -330,6 +335,14 @@ pub async fn cmd_approve(
     store
         .put_approval(&run_id, step, &Approval::now(&who, "drctl approve"))
         .await?;
+    if output == OutputFormat::Json {
+        let resume = view
+            .status
+            .is_some()
+            .then(|| format!("{} resume {run_id}", ui::drctl()));
+        ui::out(&serde_json::json!({"run_id": run_id, "step": step, "approved": true, "already": false, "by": who, "parked": view.status.is_some(), "resume": resume}).to_string());
+        return Ok(exit::OK);
+    }
     ui::out(&format!("approved `{step}` of run {run_id} as {who}"));
     if view.status.is_some() {
         ui::out(&format!(
@@ -343,7 +356,11 @@ pub async fn cmd_approve(
 
 /// Ends a parked run at once (journaled under the lease), or stops a live
 /// one; refuses a run that already ended.
-pub async fn cmd_abort(run_id: &str, store: Arc<dyn Store>) -> Result<i32, CliError> {
+pub async fn cmd_abort(
+    run_id: &str,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id).await?;
     let outcome = engine::abort(
         store.clone(),
@@ -353,6 +370,22 @@ pub async fn cmd_abort(run_id: &str, store: Arc<dyn Store>) -> Result<i32, CliEr
     )
     .await?;
     let d = ui::drctl();
+    if output == OutputFormat::Json {
+        let v = match &outcome {
+            engine::AbortOutcome::Ended { reason, .. } => {
+                serde_json::json!({"run_id": run_id, "outcome": "ended", "reason": reason})
+            }
+            engine::AbortOutcome::Stopped { reason } => {
+                serde_json::json!({"run_id": run_id, "outcome": "stopped", "reason": reason})
+            }
+            engine::AbortOutcome::Requested { holder } => serde_json::json!({
+                "run_id": run_id, "outcome": "requested",
+                "holder": {"pid": holder.holder.pid, "host": holder.holder.host},
+            }),
+        };
+        ui::out(&v.to_string());
+        return Ok(exit::OK);
+    }
     match outcome {
         engine::AbortOutcome::Ended { reason, .. } => ui::out(&format!(
             "run {run_id} ended: {reason} (no process was driving it)\n  report: {d} report {run_id}"
