@@ -180,6 +180,18 @@ pub enum Event {
         /// truncated before this record was appended.
         #[serde(default, skip_serializing_if = "is_zero")]
         repaired_tail_bytes: u64,
+        /// `--param` values given to resume (typed), replacing the run's.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        params: Map<String, Value>,
+        /// `--accept-data-loss` given to resume: in effect from here on.
+        #[serde(default, skip_serializing_if = "is_false")]
+        accept_data_loss: bool,
+        /// `--force` given to resume: in effect from here on.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
+        /// `--yes`: the operator resumed without being asked anything.
+        #[serde(default, skip_serializing_if = "is_false")]
+        yes: bool,
     },
     StepStarted {
         step: String,
@@ -277,6 +289,10 @@ pub struct Record {
     /// record's `prev`. Protects the last record, which nothing follows.
     #[serde(default)]
     pub hash: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -166,6 +166,7 @@ impl From<EngineError> for CliError {
             e @ EngineError::NotResumable { .. } => CliError::from_error(exit::INVALID_INPUT, &e),
             e @ EngineError::MissingParam(_) => CliError::from_error(exit::INVALID_INPUT, &e).hint("pass --param NAME=VALUE"),
             e @ EngineError::Invalid(_) => CliError::from_error(exit::INVALID_INPUT, &e),
+            EngineError::Params(d) => CliError::invalid(d),
         }
     }
 }

@@ -219,8 +219,17 @@ impl RunView {
                 decisions,
                 pid,
                 host,
+                params,
+                accept_data_loss,
+                force,
                 ..
             } => {
+                // Resume's --param/--accept-data-loss/--force hold from here on.
+                for (k, v) in params {
+                    view.params.insert(k.clone(), v.clone());
+                }
+                view.options.accept_data_loss |= *accept_data_loss;
+                view.options.force |= *force;
                 view.status = None;
                 view.reason = None;
                 view.finished_ms = None;
