@@ -205,7 +205,7 @@ pub fn typed_overrides(
             };
             diags.push(
                 Diagnostic::error(
-                    "E-PARAM",
+                    "E-UNKNOWN-PARAM",
                     &rb.file,
                     // At the declarations when there are any, else the top.
                     rb.params.first().map_or(top_of_file(), |p| p.span),

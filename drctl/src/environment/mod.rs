@@ -332,6 +332,24 @@ mod tests {
     }
 
     #[test]
+    fn paths_resolve_against_the_file_not_the_working_directory() {
+        let f = SourceFile::new(
+            "/etc/drctl/envs/prod.yaml",
+            "name: e\nactive_region: a\nfailover_runbook: ../runbooks/failover.yaml\nregions:\n  a:\n    postgres: {host: h, password: \"file:pg.pw\"}\n  b: {}\n",
+        );
+        let (e, d) = parse_environment(&f, String::new()).unwrap();
+        assert!(!d.has_errors(), "{}", d.render());
+        assert_eq!(
+            e.failover_runbook.as_deref(),
+            Some("/etc/drctl/runbooks/failover.yaml")
+        );
+        assert_eq!(
+            e.component("a", "postgres").unwrap()["password"],
+            "file:/etc/drctl/envs/pg.pw"
+        );
+    }
+
+    #[test]
     fn unknown_active_region() {
         let f = SourceFile::new(
             "env.yaml",
