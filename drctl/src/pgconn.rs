@@ -207,7 +207,8 @@ impl PgServer {
         // (e.g. `data_dir` for the lab); accept them without complaint.
         r.allow(&["data_dir", "region", "name", "replication_user"]);
         r.finish(ctx);
-        if port_node.is_some() && port.is_none() {
+        // A `${...}` port is checked once resolved; a wrong one is reported.
+        if port_node.is_some_and(|n| !ctx.deferred(n)) && port.is_none() {
             return None;
         }
         Some(PgServer {
