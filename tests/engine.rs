@@ -565,3 +565,126 @@ fn encoded_forms_of_a_secret_never_leak() {
         }
     }
 }
+
+/// Parameters are typed by their declaration: a bad `--param` is refused
+/// with its location before the lease and before step 1, nothing journaled.
+#[test]
+fn a_bad_param_is_refused_before_anything_runs() {
+    let w = Work::new();
+    let marker = w.path().join("marker");
+    let rb = w.write(
+        "rb.yaml",
+        &format!(
+            "name: typed\nparams:\n  max_lag: {{default: 30s}}\n  attempts: {{type: integer, min: 1, max: 5, default: 1}}\nsteps:\n  - id: first\n    action: exec\n    with: {{argv: [sh, -c, 'echo ran >> {}'], idempotent: true}}\n  - id: wait\n    action: wait\n    needs: [first]\n    with: {{duration: \"${{params.max_lag}}\"}}\n",
+            marker.display()
+        ),
+    );
+    let rb = rb.to_str().unwrap();
+    let o = w.run(&[
+        "run",
+        rb,
+        "--yes",
+        "--param",
+        "max_lag=banana",
+        "--param",
+        "attempts=9",
+        "--param",
+        "max_lga=1s",
+    ]);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "--param max_lag: `banana` is not a duration",
+        "rb.yaml:3:3",
+        "--param attempts: 9 is out of range: expected an integer from 1 to 5",
+        "rb.yaml:4:3",
+        "unknown parameter `max_lga`",
+        "did you mean `max_lag`?",
+        "3 errors found; nothing was run",
+    ] {
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
+    }
+    assert!(
+        w.runs().is_empty(),
+        "nothing may be journaled: {:?}",
+        w.runs()
+    );
+    assert!(!marker.exists(), "step 1 must not have run");
+    // The same run with good values goes through.
+    let o = w.run(&[
+        "run",
+        rb,
+        "--yes",
+        "--param",
+        "max_lag=10ms",
+        "--param",
+        "attempts=2",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(w.journal(&w.runs()[0])[0]["params"]["attempts"], 2);
+}
+
+/// A run that failed on a parameter only a later step used is repaired by
+/// `resume --param`, from another directory (the journal holds absolute
+/// paths); the step that succeeded is not run again, and the resume's
+/// flags are journaled.
+#[test]
+fn resume_from_another_directory_repairs_a_run_with_param() {
+    let w = Work::new();
+    let log = w.path().join("log");
+    std::fs::create_dir_all(w.path().join("book")).unwrap();
+    w.write(
+        "book/rb.yaml",
+        &format!(
+            "name: repair\nparams:\n  word: {{type: string, default: wrong}}\nsteps:\n  - id: once\n    action: exec\n    with: {{argv: [sh, -c, 'echo once >> {}'], idempotent: true}}\n  - id: check\n    action: exec\n    needs: [once]\n    with: {{argv: [test, \"${{params.word}}\", =, right], idempotent: true}}\n",
+            log.display()
+        ),
+    );
+    let o = w.run(&["run", "book/rb.yaml", "--yes"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    let run = w.runs()[0].clone();
+    let before = w.journal(&run).len();
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    // A parameter the runbook does not declare is refused, nothing appended.
+    let mut c = w.cmd(&["resume", &run, "--param", "wrod=right", "--yes"]);
+    c.current_dir(elsewhere.path());
+    let o = drctl_tests::Out::from(c.output().unwrap());
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("did you mean `word`?"), "{o:?}");
+    assert_eq!(w.journal(&run).len(), before);
+
+    let mut c = w.cmd(&[
+        "resume",
+        &run,
+        "--param",
+        "word=right",
+        "--accept-data-loss",
+        "--force",
+        "--yes",
+    ]);
+    c.current_dir(elsewhere.path());
+    let o = drctl_tests::Out::from(c.output().unwrap());
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "once\n");
+    let j = w.journal(&run);
+    let resumed = &steps_of(&j, "run_resumed")[0];
+    assert_eq!(resumed["params"]["word"], "right", "{resumed}");
+    assert_eq!(resumed["accept_data_loss"], true);
+    assert_eq!(resumed["force"], true);
+    assert_eq!(resumed["yes"], true);
+    assert!(
+        j[0]["runbook"]["path"].as_str().unwrap().starts_with('/'),
+        "{}",
+        j[0]
+    );
+    for cmd in [["status", run.as_str()], ["report", run.as_str()]] {
+        let mut c = w.cmd(&cmd);
+        c.current_dir(elsewhere.path());
+        let o = drctl_tests::Out::from(c.output().unwrap());
+        assert_eq!(o.code, 0, "{cmd:?}: {o:?}");
+    }
+}

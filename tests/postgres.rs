@@ -317,3 +317,42 @@ fn missing_heartbeat_data_names_the_store_and_bounds_the_lag() {
         "{text}"
     );
 }
+
+/// The incident of issue #11: a missing PowerDNS key file. The failover
+/// drill is refused before step 1 (exit 3, nothing journaled), so the
+/// standby is still a standby and the primary still the primary.
+#[test]
+fn a_missing_secret_file_refuses_a_failover_drill_before_step_1() {
+    let lab = Lab::up();
+    let good = std::fs::read_to_string(lab.env()).unwrap();
+    let key_line = good
+        .lines()
+        .find(|l| l.trim_start().starts_with("api_key:"))
+        .expect("the lab env has a PowerDNS key");
+    let broken = good.replace(key_line, "  api_key: \"file:/nonexistent/pdns-api-key\"");
+    let env = lab.runbook("broken-env.yaml", &broken);
+    let failover = drctl_tests::repo_root().join("runbooks/failover.yaml");
+    let runs_before = lab.w.runs();
+    let o = lab
+        .w
+        .run(&["drill", failover.to_str().unwrap(), "--env", &env, "--yes"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("dns.api_key"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("/nonexistent/pdns-api-key`: the file does not exist"),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("nothing was run"), "{o:?}");
+    assert_eq!(lab.w.runs(), runs_before, "nothing may be journaled");
+    // Nothing changed on any server.
+    let status = lab.runbook(
+        "status.yaml",
+        "name: status\nsteps:\n  - id: dr\n    action: postgres.status\n    with: {server: \"${regions.dr.postgres}\"}\n  - id: primary\n    action: postgres.status\n    with: {server: \"${regions.primary.postgres}\"}\n",
+    );
+    let o = run(&lab, &status, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let r = lab.last_run();
+    assert_eq!(lab.outputs(&r, "dr")["role"], "standby");
+    assert_eq!(lab.outputs(&r, "primary")["role"], "primary");
+}

@@ -70,7 +70,8 @@ fn another_environment_is_refused() {
     let o = w.run(&["resume", &run, "--env", shrunk.to_str().unwrap()]);
     assert_eq!(o.code, 3, "{o:?}");
     assert!(
-        o.stderr.contains("its target region `dr` is not in"),
+        o.stderr
+            .contains("region `dr` is not in environment `shop`"),
         "{o:?}"
     );
     refused(&w, &run, records);

@@ -9,7 +9,10 @@ use drctl_tests::{fixture, Work};
 /// `INSTA_UPDATE=always` to accept an intended change). With `CI=true` a
 /// missing or different snapshot fails instead of being written.
 fn snapshot(name: &str, actual: &str) {
-    insta::assert_snapshot!(name, actual);
+    // Relative paths in environment files are shown resolved (absolute).
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(&fixture("broken").display().to_string(), "[FIXTURES]");
+    s.bind(|| insta::assert_snapshot!(name, actual));
 }
 
 /// Runs validate from the fixtures dir so paths in messages are stable.
@@ -133,6 +136,61 @@ fn environment_problems_and_env_references() {
 }
 
 #[test]
+fn a_strict_environment_reports_every_mistake_at_once() {
+    let o = validate(
+        &["directional.yaml", "env-ports.yaml"],
+        Some("env-strict.yaml"),
+    );
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "env-strict.yaml:5:5", // postgress
+        "did you mean `postgres`?",
+        "env-strict.yaml:6:47", // helth
+        "environment variable DRCTL_TEST_UNSET_VAR is not set",
+        "env-strict.yaml:7:100", // timeout: 10
+        "env-strict.yaml:9:38",  // port: "abc"
+        "secrets/missing-pg-password`: the file does not exist",
+        "env-strict.yaml:10:16", // url without a scheme
+        "did you mean `workloads`?",
+        "env-strict.yaml:15:12", // PowerDNS key file
+        "env-ports.yaml:5:38",   // 99999
+        "env-ports.yaml:8:38",   // 0
+        // `${target.immudb}`: only the source has one.
+        "directional.yaml:5:21",
+        "not present in region `dr` (the target of this run)",
+        "12 errors found",
+    ] {
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
+    }
+    snapshot("strict_env", &o.stderr);
+}
+
+#[test]
+fn parameter_declarations_are_typed() {
+    let o = validate(&["typed-params.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "typed-params.yaml:3:22",
+        "is not a duration",
+        "out of range: expected an integer from 1 to 10",
+        "is not one of: fast, safe",
+        "is not true or false",
+        "unknown value `number`",
+    ] {
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
+    }
+    snapshot("typed_params", &o.stderr);
+}
+
+#[test]
 fn json_output_lists_diagnostics() {
     let o = validate(&["graph.yaml", "syntax.yaml"], None);
     let w = Work::new();
@@ -179,6 +237,44 @@ fn shipped_files_validate() {
     c.current_dir(&root);
     let o = drctl_tests::Out::from(c.output().expect("run"));
     assert_eq!(o.code, 0, "{o:?}");
+
+    // The example environments, strictly: every reference resolvable (the
+    // variables set here, as on an operator's machine), and the runbooks
+    // against them, from a directory that is not the repository, so every
+    // relative path must resolve against the file that holds it.
+    let envs = root.join("runbooks/environments");
+    for e in std::fs::read_dir(&envs)
+        .expect("example environments")
+        .flatten()
+    {
+        let env = e.path().display().to_string();
+        let mut args = vec!["validate".to_string(), env.clone()];
+        args.extend(files.iter().filter(|f| f.contains("/runbooks/")).cloned());
+        args.extend(["--env".to_string(), env.clone()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = w.cmd(&refs);
+        for var in [
+            "PGPASSWORD",
+            "IMMUDB_PASSWORD",
+            "SLACK_WEBHOOK_URL",
+            "PAGERDUTY_ROUTING_KEY",
+            "DRCTL_STATE_PASSWORD",
+        ] {
+            c.env(var, "not-a-real-secret-value");
+        }
+        let o = drctl_tests::Out::from(c.output().expect("run"));
+        assert_eq!(o.code, 0, "{env}: {o:?}");
+        // Without the variables, every unset one is named, and nothing else.
+        let mut c = w.cmd(&["validate", &env]);
+        c.env_remove("PGPASSWORD");
+        let o = drctl_tests::Out::from(c.output().expect("run"));
+        assert_eq!(o.code, 3, "{o:?}");
+        assert!(
+            o.stderr
+                .contains("environment variable PGPASSWORD is not set"),
+            "{o:?}"
+        );
+    }
 }
 
 #[test]

@@ -123,6 +123,38 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A TCP port, 1 to 65535, located at the value when wrong.
+    pub fn port(&mut self, node: &Node, context: &str) -> Option<u16> {
+        if self.deferred(node) {
+            return None;
+        }
+        let hint = Some("a TCP port is a number from 1 to 65535".to_string());
+        match node.kind {
+            Kind::Int(i) if (1..=65535).contains(&i) => Some(i as u16),
+            Kind::Int(i) => {
+                self.error(
+                    "E-VALUE",
+                    node,
+                    format!("{context}: port {i} is out of range"),
+                    hint,
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    "E-TYPE",
+                    node,
+                    format!(
+                        "{context}: expected a port number, found {}",
+                        node.type_name()
+                    ),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
     pub fn float(&mut self, node: &Node, context: &str) -> Option<f64> {
         if self.deferred(node) {
             return None;

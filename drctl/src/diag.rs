@@ -142,8 +142,16 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Adds `d` unless the same problem (code, file, place) is already
+    /// there: two decoders that look at one field report it once.
     pub fn push(&mut self, d: Diagnostic) {
-        self.items.push(d);
+        let dup = self
+            .items
+            .iter()
+            .any(|x| x.code == d.code && x.span == d.span && x.file.path == d.file.path);
+        if !dup {
+            self.items.push(d);
+        }
     }
 
     pub fn extend(&mut self, other: Diagnostics) {

@@ -46,6 +46,10 @@ pub enum JournalError {
     UnsupportedVersion { line: usize, version: u32 },
     #[error("[DRCTL-J005] journal does not start with a run_started record")]
     NoStart,
+    /// Not damage: drctl stopped (a crash, kill -9, power loss) while the
+    /// run's very first record was being written, so nothing ran.
+    #[error("[DRCTL-J009] the journal holds no complete record: drctl stopped while writing the run's first record, before any step ran")]
+    NeverStarted,
     #[error("[DRCTL-J006] cannot write journal; the run stopped before the next side effect")]
     Write(#[source] StoreError),
     /// Another process owns the run now (its lease was taken over).
@@ -184,6 +188,18 @@ pub enum Event {
         /// accepted (`--allow-env-change`): the run is bound to it from here.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         environment_sha256: Option<String>,
+        /// `--param` values given to resume (typed), replacing the run's.
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        params: Map<String, Value>,
+        /// `--accept-data-loss` given to resume: in effect from here on.
+        #[serde(default, skip_serializing_if = "is_false")]
+        accept_data_loss: bool,
+        /// `--force` given to resume: in effect from here on.
+        #[serde(default, skip_serializing_if = "is_false")]
+        force: bool,
+        /// `--yes`: the operator resumed without being asked anything.
+        #[serde(default, skip_serializing_if = "is_false")]
+        yes: bool,
     },
     StepStarted {
         step: String,
@@ -281,6 +297,10 @@ pub struct Record {
     /// record's `prev`. Protects the last record, which nothing follows.
     #[serde(default)]
     pub hash: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -652,7 +672,8 @@ pub fn verify(bytes: &[u8]) -> Result<Verified, JournalError> {
     let mut v = Verifier::default();
     let (records, torn_tail) = v.feed(bytes)?;
     if records.is_empty() {
-        return Err(JournalError::NoStart);
+        // Empty, or one torn line: a first write that never completed.
+        return Err(JournalError::NeverStarted);
     }
     Ok(Verified {
         records,

@@ -169,6 +169,10 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             allow_env_change,
             rerun,
             mark_done,
+            params,
+            accept_data_loss,
+            force,
+            yes,
             parallelism,
         } => {
             let store = open_store(&cli, env.as_deref(), OpenMode::Existing, false).await?;
@@ -180,11 +184,16 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 operator: cli::operator(),
                 parallelism: *parallelism,
                 interactive: true,
+                params: Default::default(),
+                accept_data_loss: *accept_data_loss,
+                force: *force,
+                yes: *yes,
             };
             cli::runs::cmd_resume(
                 run_id,
                 runbook.as_deref(),
                 env.as_deref(),
+                params,
                 opts,
                 store,
                 output,

@@ -175,10 +175,8 @@ impl PgServer {
         }
         let mut r = MapReader::new(ctx, node, what.to_string())?;
         let host = r.req(ctx, "host").and_then(|n| ctx.string(n, "host"));
-        let port = r
-            .opt("port")
-            .and_then(|n| ctx.uint(n, "port"))
-            .unwrap_or(5432);
+        let port_node = r.opt("port");
+        let port = port_node.and_then(|n| ctx.port(n, &format!("{what}.port")));
         let dbname = r
             .opt("dbname")
             .and_then(|n| ctx.string(n, "dbname"))
@@ -209,18 +207,13 @@ impl PgServer {
         // (e.g. `data_dir` for the lab); accept them without complaint.
         r.allow(&["data_dir", "region", "name", "replication_user"]);
         r.finish(ctx);
-        if port == 0 || port > 65535 {
-            ctx.error(
-                "E-VALUE",
-                node,
-                format!("{what}: port {port} is out of range"),
-                None,
-            );
+        // A `${...}` port is checked once resolved; a wrong one is reported.
+        if port_node.is_some_and(|n| !ctx.deferred(n)) && port.is_none() {
             return None;
         }
         Some(PgServer {
             host: host?,
-            port: port as u16,
+            port: port.unwrap_or(5432),
             dbname,
             user,
             password,

@@ -130,6 +130,8 @@ impl From<JournalError> for CliError {
                 let StoreError::RunNotFound(id) = s else { return CliError::new(exit::NOT_FOUND, "run not found") };
                 CliError::new(exit::NOT_FOUND, format!("run `{id}` not found")).hint("`drctl runs` lists runs")
             }
+            JournalError::NeverStarted => CliError::from_error(exit::NOT_FOUND, &e)
+                .hint("nothing of this run happened; start a new run"),
             JournalError::Write(_) => CliError::from_error(exit::JOURNAL_WRITE, &e)
                 .hint("make the state store writable again (disk space, permissions, or the state database), then `drctl resume RUN_ID`"),
             JournalError::Fenced(_) => CliError::from_error(exit::LEASE_LOST, &e)
@@ -173,6 +175,7 @@ impl From<EngineError> for CliError {
             }
             e @ EngineError::MissingParam(_) => CliError::from_error(exit::INVALID_INPUT, &e).hint("pass --param NAME=VALUE"),
             e @ EngineError::Invalid(_) => CliError::from_error(exit::INVALID_INPUT, &e),
+            EngineError::Params(d) => CliError::invalid(d),
         }
     }
 }

@@ -127,6 +127,18 @@ pub enum Command {
         /// Record this interrupted step as done (you verified it by hand).
         #[arg(long, value_name = "STEP")]
         mark_done: Vec<String>,
+        /// Change a runbook parameter for the rest of the run (repeatable; journaled).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Promote even when the standby lags more than allowed (journaled).
+        #[arg(long)]
+        accept_data_loss: bool,
+        /// Override safety guards such as the split-brain check (journaled).
+        #[arg(long)]
+        force: bool,
+        /// Do not ask (journaled).
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
     },

@@ -16,7 +16,9 @@ use crate::engine::{resolve_params, scope_for};
 use crate::environment::{load_environment, Environment};
 use crate::exit;
 use crate::journal::RunOptions;
-use crate::runbook::{load_runbook, validate_runbook, ExecutionPlan, Mode, Runbook};
+use crate::runbook::{
+    load_runbook, validate_runbook, validate_runbook_for, Direction, ExecutionPlan, Mode, Runbook,
+};
 use crate::store::Store;
 
 /// Loads an environment, adding its diagnostics to `all`.
@@ -44,15 +46,24 @@ pub struct Loaded {
 }
 
 /// Loads a runbook (and environment) and validates them together against
-/// `registry`. Any error stops here, before anything runs: nothing
-/// half-applies.
+/// `registry`, for a run in direction `dir` (`${source.…}`/`${target.…}`
+/// checked against those regions), with every secret reference of the
+/// environment resolvable. Any error stops here, before anything runs:
+/// nothing half-applies.
 pub fn load(
     runbook: &Path,
     env: Option<&Path>,
+    dir: Direction<'_>,
     registry: &Arc<Registry>,
 ) -> Result<Loaded, CliError> {
     let mut all = Diagnostics::default();
     let env = load_env_into(env, &mut all);
+    if let Some(e) = &env {
+        // A region that does not exist is one clear error, not one per
+        // `${target.…}` reference.
+        target_region(Some(e), dir.target)?;
+        all.extend(crate::environment::refs::check_references(e));
+    }
     let rb = match load_runbook(runbook) {
         Ok((rb, d)) => {
             all.extend(d);
@@ -65,7 +76,7 @@ pub fn load(
     };
     let mut plan = None;
     if let Some(rb) = &rb {
-        let (d, p) = validate_runbook(rb, env.as_ref(), registry);
+        let (d, p) = validate_runbook_for(rb, env.as_ref(), registry, dir);
         all.extend(d);
         plan = p;
     }
@@ -125,6 +136,9 @@ pub fn cmd_validate(
 ) -> Result<i32, CliError> {
     let mut all = Diagnostics::default();
     let env_loaded = load_env_into(env, &mut all);
+    if let Some(e) = &env_loaded {
+        all.extend(crate::environment::refs::check_references(e));
+    }
     let mut summary = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
@@ -148,6 +162,9 @@ pub fn cmd_validate(
                             def.environment.as_deref().filter(|p| p.exists()),
                             &mut all,
                         );
+                        if let Some(e) = &env {
+                            all.extend(crate::environment::refs::check_references(e));
+                        }
                         all.extend(validate_runbook(&rb, env.as_ref(), registry).0);
                     }
                     Err(d) => all.extend(d),
@@ -158,7 +175,11 @@ pub fn cmd_validate(
             crate::actions::checks::load(f, None, registry, &mut all);
         } else if kind == "environment" {
             match load_environment(f) {
-                Ok((_, d)) | Err(d) => all.extend(d),
+                Ok((e, d)) => {
+                    all.extend(d);
+                    all.extend(crate::environment::refs::check_references(&e));
+                }
+                Err(d) => all.extend(d),
             }
         } else {
             match load_runbook(f) {
@@ -349,10 +370,7 @@ pub async fn render_plan(
                         attempt: 1,
                         deadline: Instant::now() + Duration::from_secs(10),
                         failed_at: None,
-                        runbook_dir: std::path::Path::new(&rb.file.path)
-                            .parent()
-                            .map(|p| p.to_path_buf())
-                            .unwrap_or_default(),
+                        runbook_dir: crate::environment::paths::base_dir(&rb.file.path),
                         progress: action::no_progress(),
                         checkpoints: action::Checkpoints::none(),
                         registry: loaded.registry.clone(),
@@ -425,7 +443,11 @@ pub async fn cmd_plan(
     output: OutputFormat,
     registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
-    let loaded = load(a.runbook, a.env, registry)?;
+    let dir = Direction {
+        source: None,
+        target: a.region,
+    };
+    let loaded = load(a.runbook, a.env, dir, registry)?;
     let (text, ok) = render_plan(&a, &loaded, store, output).await?;
     ui::out(&text);
     if a.check && !ok {

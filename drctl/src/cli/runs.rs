@@ -10,7 +10,7 @@ use crate::engine::{self, resolve_params, ResumeOptions, RunOutcome, RunSpec};
 use crate::exit;
 use crate::journal::RunOptions;
 use crate::journal::RunStatus;
-use crate::runbook::{load_runbook, Mode};
+use crate::runbook::Mode;
 use crate::store::{Approval, Store};
 
 pub fn parse_time(s: &str) -> Result<u64, CliError> {
@@ -80,7 +80,11 @@ pub async fn prepare(
     failed_at_ms: Option<u64>,
     registry: &Arc<Registry>,
 ) -> Result<Prepared, CliError> {
-    let loaded = load(runbook, args.env.as_deref(), registry)?;
+    let dir = crate::runbook::Direction {
+        source: None,
+        target: region,
+    };
+    let loaded = load(runbook, args.env.as_deref(), dir, registry)?;
     if loaded.env.is_none() && references_environment(&loaded.runbook) {
         return Err(CliError::new(
             exit::INVALID_INPUT,
@@ -197,7 +201,8 @@ pub async fn cmd_resume(
     run_id: &str,
     runbook: Option<&Path>,
     env: Option<&Path>,
-    opts: ResumeOptions,
+    params: &[String],
+    mut opts: ResumeOptions,
     store: Arc<dyn Store>,
     output: OutputFormat,
     registry: &Arc<Registry>,
@@ -214,12 +219,13 @@ pub async fn cmd_resume(
         .map(Path::to_path_buf)
         .or_else(|| view.environment.as_ref().map(|e| PathBuf::from(&e.path)));
     // Validate the current files fully; a resume must not half-apply either.
-    let loaded = match load(&rb_path, env_path.as_deref(), registry) {
-        Ok(l) => l,
-        Err(e) if e.code == exit::INVALID_INPUT && load_runbook(&rb_path).is_ok() => return Err(e),
-        Err(e) => return Err(e),
+    let dir = crate::runbook::Direction {
+        source: view.source_region.as_deref(),
+        target: view.target_region.as_deref(),
     };
-    let mut opts = opts;
+    let loaded = load(&rb_path, env_path.as_deref(), dir, registry)?;
+    // New parameter values are checked before the lease and before any step.
+    opts.params = crate::engine::typed_overrides(&loaded.runbook, &parse_params(params)?)?;
     if !opts.allow_env_change {
         if let Some(diff) =
             environment_diff(store.as_ref(), &run_id, &view, loaded.env.as_deref()).await

@@ -108,6 +108,9 @@ pub enum EngineError {
     MissingParam(String),
     #[error("{0}")]
     Invalid(String),
+    /// `--param` values that do not fit their declarations.
+    #[error("{} parameter problem(s)", .0.error_count())]
+    Params(crate::diag::Diagnostics),
 }
 
 impl From<StoreError> for EngineError {
@@ -208,48 +211,83 @@ pub fn lock_name_of(env_name: Option<&str>) -> String {
     env_name.map_or_else(|| "default".to_string(), |n| format!("env-{n}"))
 }
 
-/// Applies defaults and `--param` overrides; reports unknown or missing ones.
+/// Checks `--param` values against their declarations: unknown names and
+/// values of the wrong type are all reported at once, located at the
+/// declaration in the runbook. Returns the values typed.
+pub fn typed_overrides(
+    rb: &Runbook,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Map<String, Value>, EngineError> {
+    use crate::diag::{did_you_mean, Diagnostic, Diagnostics};
+    let mut diags = Diagnostics::default();
+    let mut out = Map::new();
+    let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
+    for (k, raw) in overrides {
+        let Some(p) = rb.param(k) else {
+            let hint = match did_you_mean(k, names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None if names.is_empty() => "this runbook declares no parameters".into(),
+                None => format!("runbook parameters: {}", names.join(", ")),
+            };
+            diags.push(
+                Diagnostic::error(
+                    "E-UNKNOWN-PARAM",
+                    &rb.file,
+                    // At the declarations when there are any, else the top.
+                    rb.params.first().map_or(top_of_file(), |p| p.span),
+                    format!("--param {k}={raw}: unknown parameter `{k}`"),
+                )
+                .with_hint(hint),
+            );
+            continue;
+        };
+        let given = Value::String(raw.clone());
+        let checked = if p.secret && crate::secret::SecretRef::parse(raw).is_none() {
+            Err("is secret: pass a reference (env:NAME or file:PATH), not the value".to_string())
+        } else {
+            p.ty.check(&given)
+        };
+        match checked {
+            Ok(v) => {
+                out.insert(k.clone(), v);
+            }
+            Err(e) => diags.push(
+                Diagnostic::error("E-PARAM", &rb.file, p.span, format!("--param {k}: {e}"))
+                    .with_hint(format!(
+                        "parameter `{k}` is declared here: pass {}",
+                        p.ty.describe()
+                    )),
+            ),
+        }
+    }
+    if diags.has_errors() {
+        return Err(EngineError::Params(diags));
+    }
+    Ok(out)
+}
+
+fn top_of_file() -> crate::yaml::Span {
+    let p = crate::yaml::Pos { line: 1, col: 1 };
+    crate::yaml::Span { start: p, end: p }
+}
+
+/// Applies defaults and `--param` overrides; reports unknown, missing or
+/// mistyped ones (all of them) before anything runs.
 pub fn resolve_params(
     rb: &Runbook,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Map<String, Value>, EngineError> {
+    let typed = typed_overrides(rb, overrides)?;
     let mut out = Map::new();
-    for k in overrides.keys() {
-        if rb.param(k).is_none() {
-            let names: Vec<&str> = rb.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(EngineError::Invalid(format!(
-                "unknown parameter `{k}` (runbook parameters: {})",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )));
-        }
-    }
     for p in &rb.params {
-        let v = match overrides.get(&p.name) {
-            // Keep numbers and booleans typed, as if written in YAML.
-            Some(raw) => match serde_json::from_str::<Value>(raw) {
-                Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
-                _ => Value::String(raw.clone()),
-            },
+        let v = match typed.get(&p.name) {
+            Some(v) => v.clone(),
             None => match &p.default {
                 Some(d) => d.clone(),
                 None if p.required => return Err(EngineError::MissingParam(p.name.clone())),
                 None => Value::Null,
             },
         };
-        if p.secret {
-            if let Some(s) = v.as_str() {
-                if crate::secret::SecretRef::parse(s).is_none() {
-                    return Err(EngineError::Invalid(format!(
-                        "parameter `{}` is secret: pass a reference (env:NAME or file:PATH), not the value",
-                        p.name
-                    )));
-                }
-            }
-        }
         out.insert(p.name.clone(), v);
     }
     Ok(out)

@@ -98,10 +98,14 @@ struct Run {
     ui: Ui,
 }
 
+/// The journal names files absolutely, so `resume`, `status` and `report`
+/// find them from any directory.
 fn file_ref(name: &str, path: &str, sha: &str) -> FileRef {
     FileRef {
         name: name.to_string(),
-        path: path.to_string(),
+        path: crate::environment::paths::absolute(std::path::Path::new(path))
+            .display()
+            .to_string(),
         sha256: sha.to_string(),
     }
 }

@@ -220,12 +220,21 @@ impl RunView {
                 pid,
                 host,
                 environment_sha256,
+                params,
+                accept_data_loss,
+                force,
                 ..
             } => {
                 if let (Some(env), Some(h)) = (view.environment.as_mut(), environment_sha256) {
                     // The operator accepted a changed environment file.
                     env.sha256 = h.clone();
                 }
+                // Resume's --param/--accept-data-loss/--force hold from here on.
+                for (k, v) in params {
+                    view.params.insert(k.clone(), v.clone());
+                }
+                view.options.accept_data_loss |= *accept_data_loss;
+                view.options.force |= *force;
                 view.status = None;
                 view.reason = None;
                 view.finished_ms = None;

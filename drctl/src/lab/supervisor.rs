@@ -75,7 +75,12 @@ fn env_yaml(st: &LabState) -> String {
         format!("name: {ENV_NAME}"),
         "description: drctl local lab (real PostgreSQL 15 primary + streaming standby, demo apps)".into(),
         "active_region: primary".into(),
-        "failover_runbook: runbooks/failover.yaml".into(),
+        // Paths in an environment file are relative to the file, and this
+        // one lives in the lab directory: name the runbook absolutely.
+        match crate::environment::paths::absolute(Path::new("runbooks/failover.yaml")) {
+            p if p.exists() => format!("failover_runbook: \"{}\"", p.display()),
+            _ => "# failover_runbook: (runbooks/failover.yaml was not found when the lab started)".into(),
+        },
         "regions:".into(),
         "  primary:".into(),
         format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-primary")),

@@ -237,7 +237,7 @@ impl ActionKind for PgPromote {
                 if !ctx.options.force {
                     return Err(ActionError::Refused {
                         message: format!("old primary {} is reachable and accepts writes: promoting now would split the brain", p.old_primary.as_ref().map(|o| o.addr()).unwrap_or_default()),
-                        hint: "fence it first (postgres.fence), or re-run with --force if you are certain it is isolated".into(),
+                        hint: "fence it first (postgres.fence), or resume with --force if you are certain it is isolated (journaled)".into(),
                     });
                 }
                 forced = Some(
@@ -299,9 +299,9 @@ impl ActionKind for PgPromote {
                     return Err(ActionError::Refused {
                         message: problems.join("; "),
                         hint: if hb.is_none() {
-                            format!("the heartbeat writes its acknowledgements to its own state store: run this failover against the same store (the environment's `state:` section, or the same --state), or wait for the standby to catch up, or re-run with --accept-data-loss to promote anyway (journaled); looked in {hb_place}")
+                            format!("the heartbeat writes its acknowledgements to its own state store: run this failover against the same store (the environment's `state:` section, or the same --state), or wait for the standby to catch up, or resume with --accept-data-loss to promote anyway (journaled); looked in {hb_place}")
                         } else {
-                            "wait for the standby to catch up, or re-run/resume with --accept-data-loss to promote anyway (journaled)".into()
+                            "wait for the standby to catch up, or resume with --accept-data-loss to promote anyway (journaled)".into()
                         },
                     });
                 }

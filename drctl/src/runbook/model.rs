@@ -61,6 +61,18 @@ pub enum ParamDoc {
         /// The value must be a secret reference (`env:NAME` or `file:PATH`).
         #[serde(default)]
         secret: Option<bool>,
+        /// `string`, `duration`, `integer`, `boolean` or `enum`; default:
+        /// inferred from `default` (`30s` is a duration, `3` an integer).
+        #[serde(default, rename = "type")]
+        type_: Option<String>,
+        /// Bounds of an `integer`.
+        #[serde(default)]
+        min: Option<i64>,
+        #[serde(default)]
+        max: Option<i64>,
+        /// The allowed values of an `enum`.
+        #[serde(default)]
+        values: Option<Vec<String>>,
     },
     Default(serde_json::Value),
 }
@@ -205,6 +217,9 @@ pub struct Param {
     pub description: Option<String>,
     pub required: bool,
     pub secret: bool,
+    /// What values it takes: declared with `type:`, else inferred from
+    /// the default; `--param` values are checked against it before a run.
+    pub ty: super::params::ParamType,
     pub span: Span,
 }
 

@@ -59,7 +59,7 @@ pub fn parse_runbook(
         None => (None, None),
     };
     let params = match r.opt("params") {
-        Some(p) => decode_params(&mut ctx, p),
+        Some(p) => super::params::decode_params(&mut ctx, p),
         None => Vec::new(),
     };
     let steps = match r.req(&mut ctx, "steps") {
@@ -111,81 +111,6 @@ fn decode_targets(
     let rpo = r.opt("rpo").and_then(|n| ctx.duration(n, "targets.rpo"));
     r.finish(ctx);
     (rto, rpo)
-}
-
-fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
-    let Some(entries) = node.as_map() else {
-        ctx.expected(node, "a mapping of parameter names", "params");
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (k, v) in entries {
-        let name = k.key_text();
-        if !is_identifier(&name) {
-            ctx.error(
-                "E-NAME",
-                k,
-                format!("parameter name `{name}` is not an identifier"),
-                Some("use letters, digits and `_`".into()),
-            );
-            continue;
-        }
-        let mut p = Param {
-            name: name.clone(),
-            default: None,
-            description: None,
-            required: false,
-            secret: false,
-            span: k.span,
-        };
-        match &v.kind {
-            Kind::Map(_) => {
-                let Some(mut r) = MapReader::new(ctx, v, format!("parameter `{name}`")) else {
-                    continue;
-                };
-                let default_node = r.opt("default");
-                p.default = default_node.map(Node::to_json);
-                p.description = r
-                    .opt("description")
-                    .and_then(|n| ctx.string(n, "description"));
-                p.required = r
-                    .opt("required")
-                    .and_then(|n| ctx.boolean(n, "required"))
-                    .unwrap_or(false);
-                p.secret = r
-                    .opt("secret")
-                    .and_then(|n| ctx.boolean(n, "secret"))
-                    .unwrap_or(false);
-                r.finish(ctx);
-                if p.secret {
-                    if let Some(d) = r_default_str(&p) {
-                        if crate::secret::SecretRef::parse(&d).is_none() {
-                            ctx.error(
-                                "E-SECRET-LITERAL",
-                                default_node.unwrap_or(v),
-                                format!("parameter `{name}` is secret but its default is a literal value"),
-                                Some("use a reference: `env:NAME` or `file:PATH`".into()),
-                            );
-                        }
-                    }
-                }
-            }
-            Kind::Seq(_) => ctx.expected(
-                v,
-                "a default value or a mapping",
-                &format!("parameter `{name}`"),
-            ),
-            _ => p.default = Some(v.to_json()),
-        }
-        out.push(p);
-    }
-    out
-}
-
-fn r_default_str(p: &Param) -> Option<String> {
-    p.default
-        .as_ref()
-        .and_then(|d| d.as_str().map(str::to_string))
 }
 
 pub fn is_identifier(s: &str) -> bool {

@@ -21,11 +21,33 @@ pub struct ExecutionPlan {
     pub waves: Vec<Vec<String>>,
 }
 
-/// Validates `rb` (with `env`, when given) against the kinds in `kinds`.
+/// The regions a run moves between. `${source.…}` and `${target.…}` are
+/// checked against exactly these regions, not against "some region", so a
+/// component the target lacks is found before the run, not at the step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Direction<'a> {
+    /// Default: the environment's `active_region`.
+    pub source: Option<&'a str>,
+    /// Default: the only other region; with several, any of them.
+    pub target: Option<&'a str>,
+}
+
+/// Validates `rb` (with `env`, when given) against the kinds in `kinds`,
+/// for the environment's default direction (active region to the other).
 pub fn validate_runbook(
     rb: &Runbook,
     env: Option<&Environment>,
     kinds: &Registry,
+) -> (Diagnostics, Option<ExecutionPlan>) {
+    validate_runbook_for(rb, env, kinds, Direction::default())
+}
+
+/// [`validate_runbook`] for a run from `dir.source` to `dir.target`.
+pub fn validate_runbook_for(
+    rb: &Runbook,
+    env: Option<&Environment>,
+    kinds: &Registry,
+    dir: Direction<'_>,
 ) -> (Diagnostics, Option<ExecutionPlan>) {
     let mut diags = Diagnostics::default();
     let file = rb.file.clone();
@@ -127,7 +149,15 @@ pub fn validate_runbook(
     // References.
     let reach = Reach::new(rb);
     for s in &rb.steps {
-        check_refs(&mut ctx, rb, env, kinds, s, &reach, &s.with);
+        let c = Checker {
+            rb,
+            env,
+            kinds,
+            dir,
+            step: s,
+            anc: &reach,
+        };
+        c.check_refs(&mut ctx, &s.with);
     }
 
     let plan = if cycle.is_none() {
@@ -138,39 +168,39 @@ pub fn validate_runbook(
     (diags, plan)
 }
 
-fn check_refs(
-    ctx: &mut Ctx<'_>,
-    rb: &Runbook,
-    env: Option<&Environment>,
-    kinds: &Registry,
-    step: &Step,
-    anc: &Reach<'_>,
-    node: &Node,
-) {
-    match &node.kind {
-        Kind::Str(s) => match expr::refs_in(s) {
-            Err(e) => ctx.error(
-                "E-EXPR",
-                node,
-                e.to_string(),
-                Some("write references as ${params.NAME} or ${steps.ID.outputs.KEY}".into()),
-            ),
-            Ok(refs) => {
-                for (path, offset) in refs {
-                    if let Err((msg, hint)) = check_ref(rb, env, kinds, step, anc, &path) {
-                        let at = node_at_offset(ctx, node, s, offset);
-                        ctx.error("E-REF", &at, msg, hint);
+/// What a reference is checked against, for one step.
+struct Checker<'a> {
+    rb: &'a Runbook,
+    env: Option<&'a Environment>,
+    kinds: &'a Registry,
+    dir: Direction<'a>,
+    step: &'a Step,
+    anc: &'a Reach<'a>,
+}
+
+impl Checker<'_> {
+    fn check_refs(&self, ctx: &mut Ctx<'_>, node: &Node) {
+        match &node.kind {
+            Kind::Str(s) => match expr::refs_in(s) {
+                Err(e) => ctx.error(
+                    "E-EXPR",
+                    node,
+                    e.to_string(),
+                    Some("write references as ${params.NAME} or ${steps.ID.outputs.KEY}".into()),
+                ),
+                Ok(refs) => {
+                    for (path, offset) in refs {
+                        if let Err((msg, hint)) = check_ref(self, &path) {
+                            let at = node_at_offset(ctx, node, s, offset);
+                            ctx.error("E-REF", &at, msg, hint);
+                        }
                     }
                 }
-            }
-        },
-        Kind::Seq(items) => items
-            .iter()
-            .for_each(|i| check_refs(ctx, rb, env, kinds, step, anc, i)),
-        Kind::Map(entries) => entries
-            .iter()
-            .for_each(|(_, v)| check_refs(ctx, rb, env, kinds, step, anc, v)),
-        _ => {}
+            },
+            Kind::Seq(items) => items.iter().for_each(|i| self.check_refs(ctx, i)),
+            Kind::Map(entries) => entries.iter().for_each(|(_, v)| self.check_refs(ctx, v)),
+            _ => {}
+        }
     }
 }
 
@@ -198,14 +228,8 @@ fn node_at_offset(ctx: &Ctx<'_>, node: &Node, text: &str, offset: usize) -> Node
     at
 }
 
-fn check_ref(
-    rb: &Runbook,
-    env: Option<&Environment>,
-    kinds: &Registry,
-    step: &Step,
-    anc: &Reach<'_>,
-    path: &[String],
-) -> Result<(), RefProblem> {
+fn check_ref(c: &Checker<'_>, path: &[String]) -> Result<(), RefProblem> {
+    let (rb, env, kinds, step, anc) = (c.rb, c.env, c.kinds, c.step, c.anc);
     let full = path.join(".");
     let root = path[0].as_str();
     match root {
@@ -305,32 +329,76 @@ fn check_ref(
         "regions" | "target" | "source" => {
             let Some(env) = env else { return Ok(()) };
             let regions: Vec<&str> = env.region_names();
-            let (candidates, rest): (Vec<&str>, &[String]) = if root == "regions" {
-                let r = path
-                    .get(1)
-                    .ok_or_else(|| (format!("`${{{full}}}` names no region"), None))?;
-                if env.region(r).is_none() {
-                    return Err((
-                        format!("unknown reference `${{{full}}}`: no region `{r}`"),
-                        Some(format!("regions: {}", regions.join(", "))),
-                    ));
+            let (candidates, rest): (Vec<&str>, &[String]) = match root {
+                "regions" => {
+                    let r = path
+                        .get(1)
+                        .ok_or_else(|| (format!("`${{{full}}}` names no region"), None))?;
+                    if env.region(r).is_none() {
+                        return Err((
+                            format!("unknown reference `${{{full}}}`: no region `{r}`"),
+                            Some(format!("regions: {}", regions.join(", "))),
+                        ));
+                    }
+                    (vec![r.as_str()], &path[2..])
                 }
-                (vec![r.as_str()], &path[2..])
-            } else {
-                (regions.clone(), &path[1..])
+                "source" => (
+                    vec![c.dir.source.unwrap_or(env.active_region.as_str())],
+                    &path[1..],
+                ),
+                _ => match c.dir.target.or(env.default_target()) {
+                    Some(t) => (vec![t], &path[1..]),
+                    // Several possible targets and none chosen: the path
+                    // must exist in one of them, else it is surely a typo.
+                    None => (
+                        regions
+                            .iter()
+                            .copied()
+                            .filter(|r| *r != env.active_region)
+                            .collect(),
+                        &path[1..],
+                    ),
+                },
             };
-            // `target`/`source` are known only at run time; the path must
-            // exist in at least one region, otherwise it is surely a typo.
-            let found = candidates
+            if candidates
                 .iter()
-                .any(|r| lookup(env.region(r), rest).is_some());
-            if !found {
-                return Err((
-                    format!("unknown reference `${{{full}}}`: not present in the environment"),
-                    Some(format!("check {} in {}", rest.join("."), env.file.path)),
-                ));
+                .any(|r| lookup(env.region(r), rest).is_some())
+            {
+                return Ok(());
             }
-            Ok(())
+            // A step guarded by `skip_unless` is skipped when the component
+            // is absent: that is its purpose, not a typo.
+            let guarded = step
+                .skip_unless
+                .iter()
+                .any(|(g, _)| full == *g || full.starts_with(&format!("{g}.")));
+            if guarded {
+                return Ok(());
+            }
+            let present_elsewhere = root != "regions"
+                && regions
+                    .iter()
+                    .any(|r| lookup(env.region(r), rest).is_some());
+            let which = match (root, candidates.as_slice()) {
+                ("regions", _) => "the environment".to_string(),
+                (_, [r]) => format!("region `{r}` (the {root} of this run)"),
+                _ => format!("the possible targets ({})", candidates.join(", ")),
+            };
+            let region = candidates.first().copied().unwrap_or("REGION");
+            Err((
+                format!("unknown reference `${{{full}}}`: not present in {which}"),
+                Some(if present_elsewhere {
+                    format!(
+                        "only another region has `{}`: add regions.{region}.{} to {}, or guard the step with `skip_unless: [{root}.{}]`",
+                        rest.join("."),
+                        rest.join("."),
+                        env.file.path,
+                        rest.first().map(String::as_str).unwrap_or("")
+                    )
+                } else {
+                    format!("check {} in {}", rest.join("."), env.file.path)
+                }),
+            ))
         }
         other => {
             let hint = match did_you_mean(other, expr::ROOTS.iter().copied()) {

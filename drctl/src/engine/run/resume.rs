@@ -21,6 +21,12 @@ pub struct ResumeOptions {
     pub operator: String,
     pub parallelism: usize,
     pub interactive: bool,
+    /// `--param` values, already checked against the runbook's declarations.
+    pub params: Map<String, Value>,
+    pub accept_data_loss: bool,
+    pub force: bool,
+    /// `--yes`: do not ask (journaled).
+    pub yes: bool,
 }
 
 /// Continues an interrupted or failed run where the journal says it stopped.
@@ -154,6 +160,10 @@ async fn resume_locked(
             decisions: decisions.clone(),
             repaired_tail_bytes: repaired,
             environment_sha256: env_changed,
+            params: opts.params.clone(),
+            accept_data_loss: opts.accept_data_loss,
+            force: opts.force,
+            yes: opts.yes,
         })
         .await?;
     ui(UiEvent::RunStarted {
@@ -203,14 +213,19 @@ async fn resume_locked(
         registry,
         env,
         mode: view.mode,
-        params: view.params.clone(),
+        params: {
+            let mut p = view.params.clone();
+            p.extend(opts.params.clone());
+            p
+        },
         target_region: view.target_region.clone(),
         source_region: view.source_region.clone(),
         operator: opts.operator.clone(),
         started_by: view.operator.clone(),
         options: RunOptions {
-            interactive: opts.interactive,
-            ..view.options.clone()
+            interactive: opts.interactive && !opts.yes,
+            accept_data_loss: view.options.accept_data_loss || opts.accept_data_loss,
+            force: view.options.force || opts.force,
         },
         failed_at_ms: view.failed_at_ms,
         parallelism: opts.parallelism.max(1),

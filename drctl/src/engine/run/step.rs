@@ -50,10 +50,8 @@ impl Run {
             started_by: self.started_by.clone(),
             attempt: 1,
             deadline: Instant::now(),
-            runbook_dir: std::path::Path::new(&self.runbook.file.path)
-                .parent()
-                .map(|p| p.to_path_buf())
-                .unwrap_or_default(),
+            // Absolute: paths in a runbook are relative to the runbook file.
+            runbook_dir: crate::environment::paths::base_dir(&self.runbook.file.path),
             failed_at: self
                 .failed_at_ms
                 .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),

@@ -1,10 +1,14 @@
 //! The environment file: regions and their component endpoints, which
 //! region is active, notification targets and the state backend.
 //!
-//! Components inside a region (`postgres`, `app`, `immudb`, `kube`, ...) are
-//! free-form mappings that the actions using them validate; this module
-//! enforces the rules that hold everywhere: names are identifiers, the active
-//! region exists, and fields that hold secrets contain references only.
+//! Decoding is strict at every level: unknown keys (with "did you mean"),
+//! types and ranges of every component ([`components`]), paths relative to
+//! the file ([`paths`]), and, before anything runs, every secret reference
+//! resolvable ([`refs`]). Fields that hold secrets contain references only.
+
+pub mod components;
+pub mod paths;
+pub mod refs;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +49,7 @@ pub struct Environment {
     pub active_region: String,
     pub regions: BTreeMap<String, Value>,
     pub notify: Vec<NotifyTarget>,
+    /// Absolute: a relative path in the file is relative to the file.
     pub failover_runbook: Option<String>,
     /// The `state:` section: where drctl's own state lives for this
     /// environment (see [`crate::store::locate`]).
@@ -98,9 +103,10 @@ pub fn parse_environment(
     content_hash: String,
 ) -> Result<(Environment, Diagnostics), Diagnostics> {
     let mut diags = Diagnostics::default();
-    let Some(root) = yaml::parse(file, &mut diags) else {
+    let Some(mut root) = yaml::parse(file, &mut diags) else {
         return Err(diags);
     };
+    paths::rebase(&mut root, &paths::base_dir(&file.path), None);
     let mut ctx = Ctx::new(file, &mut diags);
     let Some(mut r) = MapReader::new(&mut ctx, &root, "environment") else {
         return Err(diags);
@@ -134,9 +140,7 @@ pub fn parse_environment(
                         continue;
                     }
                     check_secret_fields(&mut ctx, v, &format!("regions.{rname}"));
-                    if let Some(k) = v.get("kube") {
-                        crate::kube::config::decode(&mut ctx, k, &format!("regions.{rname}.kube"));
-                    }
+                    components::decode_region(&mut ctx, v, &rname);
                     regions.insert(rname, v.to_json());
                 }
             }
@@ -325,6 +329,24 @@ mod tests {
         let (_e, d) = parse_environment(&f, String::new()).unwrap();
         assert_eq!(d.error_count(), 1, "{}", d.render());
         assert!(d.render().contains("env.yaml:5:35"), "{}", d.render());
+    }
+
+    #[test]
+    fn paths_resolve_against_the_file_not_the_working_directory() {
+        let f = SourceFile::new(
+            "/etc/drctl/envs/prod.yaml",
+            "name: e\nactive_region: a\nfailover_runbook: ../runbooks/failover.yaml\nregions:\n  a:\n    postgres: {host: h, password: \"file:pg.pw\"}\n  b: {}\n",
+        );
+        let (e, d) = parse_environment(&f, String::new()).unwrap();
+        assert!(!d.has_errors(), "{}", d.render());
+        assert_eq!(
+            e.failover_runbook.as_deref(),
+            Some("/etc/drctl/runbooks/failover.yaml")
+        );
+        assert_eq!(
+            e.component("a", "postgres").unwrap()["password"],
+            "file:/etc/drctl/envs/pg.pw"
+        );
     }
 
     #[test]
