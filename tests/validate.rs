@@ -289,3 +289,29 @@ fn a_missing_file_is_reported_at_the_file() {
     assert!(o.stderr.contains("--> no-such-runbook.yaml\n"), "{o:?}");
     assert!(!o.stderr.contains(":0:0"), "{o:?}");
 }
+
+#[test]
+fn plaintext_by_default_is_refused_with_the_modes_explained() {
+    let o = validate(&["tls.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "tls.yaml:7:",
+        "sslmode `prefer` is refused",
+        "tls.yaml:11:",
+        "sslmode `allow` is refused",
+        "tls.yaml:15:",
+        "the DSN has no `sslmode`",
+        "tls.yaml:19:",
+        "sslrootcert is used only with `sslmode: verify-full`",
+        "authenticates nothing",
+        "tls.yaml:24:",
+        "method: unknown value `hard`",
+    ] {
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
+    }
+    snapshot("tls", &o.stderr);
+}
