@@ -117,3 +117,39 @@ fn verify_full_trusts_exactly_the_given_ca_and_checks_the_host() {
     let err = lab.error(&lab.last_run(), "q");
     assert!(err.contains("web PKI roots"), "{err}");
 }
+
+/// A server without TLS (the throwaway test server has `ssl = off`): asking
+/// for `require` must fail, never fall back to plaintext as libpq's and
+/// tokio-postgres's default `prefer` would.
+#[test]
+fn require_never_falls_back_to_plaintext() {
+    let pg = drctl_tests::TestPg::start();
+    let w = drctl_tests::Work::new();
+    let plain = pg.url.clone();
+    let tls = plain.replace("sslmode=disable", "sslmode=require");
+    let rb = |name: &str, url: &str| {
+        w.write(
+            name,
+            &format!("name: t\nsteps:\n  - id: q\n    action: postgres.query\n    with: {{server: \"{url}\", sql: select 1}}\n"),
+        )
+        .display()
+        .to_string()
+    };
+    let ok = rb("plain.yaml", &plain);
+    let o = w.run(&["run", &ok, "--yes"]);
+    assert_eq!(
+        o.code, 0,
+        "the server answers in plaintext when asked to: {o:?}"
+    );
+    let strict = rb("tls.yaml", &tls);
+    let o = w.run(&["run", &strict, "--yes"]);
+    assert_eq!(
+        o.code, 5,
+        "require against a server without TLS must fail: {o:?}"
+    );
+    let err = w.step_error(&w.runs().pop().unwrap(), "q");
+    assert!(
+        err.contains("cannot connect") && err.to_lowercase().contains("tls"),
+        "{err}"
+    );
+}

@@ -364,7 +364,13 @@ impl PgServer {
             .dbname(&self.dbname)
             .user(&self.user)
             .application_name("drctl")
-            .connect_timeout(self.connect_timeout);
+            .connect_timeout(self.connect_timeout)
+            // tokio-postgres defaults to `prefer`, which would take a
+            // server's (or an attacker's) "no TLS" for an answer.
+            .ssl_mode(match self.sslmode {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+            });
         if let Some(p) = &self.password {
             c.password(p.resolve()?.expose());
         }
