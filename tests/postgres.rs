@@ -232,7 +232,8 @@ fn tls_when_the_server_entry_asks_for_it() {
     );
     let o = lab.w.run(&["run", &rb, "--yes"]);
     assert_eq!(o.code, 0, "{o:?}");
-    // verify-full checks the chain: a self-signed lab certificate must fail.
+    // verify-full without sslrootcert trusts only the web PKI roots: the
+    // lab CA is not one of them, so the lab certificate must fail.
     let strict = lab.runbook(
         "strict.yaml",
         &format!("name: strict\nsteps:\n  - id: q\n    action: postgres.query\n    with: {{server: {}, sql: select 1}}\n", server("verify-full")),

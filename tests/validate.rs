@@ -247,7 +247,30 @@ fn shipped_files_validate() {
         .expect("example environments")
         .flatten()
     {
-        let env = e.path().display().to_string();
+        // Files it names under /etc/drctl (mounted Secrets in production)
+        // are created in a scratch directory; the copy keeps its relative
+        // runbook path working by naming it absolutely.
+        let text = std::fs::read_to_string(e.path()).expect("example environment");
+        let etc = w.path().join("etc-drctl");
+        for piece in text.split("file:/etc/drctl/").skip(1) {
+            let rel: String = piece
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
+                .collect();
+            let f = etc.join(&rel);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&f, "a mounted secret for the test\n").expect("write");
+        }
+        let copy = text
+            .replace("file:/etc/drctl/", &format!("file:{}/", etc.display()))
+            .replace(
+                "failover_runbook: ../",
+                &format!("failover_runbook: {}/runbooks/", root.display()),
+            );
+        let env = w
+            .write(&e.file_name().to_string_lossy(), &copy)
+            .display()
+            .to_string();
         let mut args = vec!["validate".to_string(), env.clone()];
         args.extend(files.iter().filter(|f| f.contains("/runbooks/")).cloned());
         args.extend(["--env".to_string(), env.clone()]);
@@ -384,4 +407,30 @@ fn a_missing_file_is_reported_at_the_file() {
     assert_ne!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("--> no-such-runbook.yaml\n"), "{o:?}");
     assert!(!o.stderr.contains(":0:0"), "{o:?}");
+}
+
+#[test]
+fn plaintext_by_default_is_refused_with_the_modes_explained() {
+    let o = validate(&["tls.yaml"], None);
+    assert_eq!(o.code, 3, "{o:?}");
+    for needle in [
+        "tls.yaml:7:",
+        "sslmode `prefer` is refused",
+        "tls.yaml:11:",
+        "sslmode `allow` is refused",
+        "tls.yaml:15:",
+        "the DSN has no `sslmode`",
+        "tls.yaml:19:",
+        "sslrootcert is used only with `sslmode: verify-full`",
+        "authenticates nothing",
+        "tls.yaml:24:",
+        "method: unknown value `hard`",
+    ] {
+        assert!(
+            o.stderr.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.stderr
+        );
+    }
+    snapshot("tls", &o.stderr);
 }

@@ -175,6 +175,126 @@ pub struct ClusterSpec {
     pub app_user: String,
     /// File holding the password (mode 0600), referenced as `file:...`.
     pub password_file: PathBuf,
+    /// The lab's private CA (PEM); its key sits beside it as `ca.key`.
+    /// Every server certificate is signed by it for 127.0.0.1, so clients
+    /// use `sslmode: verify-full` with `sslrootcert: file:<this>`.
+    #[serde(default)]
+    pub ca_cert: PathBuf,
+}
+
+async fn openssl(args: &[&str], what: &str) -> Result<(), LabError> {
+    let mut c = tokio::process::Command::new("openssl");
+    c.args(args);
+    run(
+        c,
+        &format!("openssl {what} (apt-get install openssl)"),
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+/// Creates the lab's private CA in `dir` (`ca.crt`, `ca.key`): a real
+/// certificate authority, so the lab exercises what production should
+/// run, `verify-full` against a private CA.
+pub async fn create_ca(dir: &Path) -> Result<PathBuf, LabError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=drctl lab CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &key.to_string_lossy(),
+            "-out",
+            &crt.to_string_lossy(),
+        ],
+        "CA",
+    )
+    .await?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod CA key"))?;
+    Ok(crt)
+}
+
+/// A server key and certificate in `data`, signed by the lab CA, valid for
+/// 127.0.0.1 only (so a client naming the server otherwise is refused).
+async fn server_cert(ca_cert: &Path, data: &Path, who: RunAs) -> Result<(), LabError> {
+    let ca_key = ca_cert.with_file_name("ca.key");
+    let (key, csr, crt) = (
+        data.join("server.key"),
+        data.join("server.csr"),
+        data.join("server.crt"),
+    );
+    let ext = data.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(io("write server.ext"))?;
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=drctl-lab",
+            "-keyout",
+            &s(&key),
+            "-out",
+            &s(&csr),
+        ],
+        "server key",
+    )
+    .await?;
+    let serial = format!("{}", fastrand::u64(1..u64::MAX / 2));
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &s(&csr),
+            "-CA",
+            &s(ca_cert),
+            "-CAkey",
+            &s(&ca_key),
+            "-set_serial",
+            &serial,
+            "-days",
+            "30",
+            "-extfile",
+            &s(&ext),
+            "-out",
+            &s(&crt),
+        ],
+        "sign server certificate",
+    )
+    .await?;
+    let _ = std::fs::remove_file(&csr);
+    let _ = std::fs::remove_file(&ext);
+    for p in [&key, &crt] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod tls file"))?;
+        chown(p, who)?;
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, text: &str, mode: u32, who: RunAs) -> Result<(), LabError> {
@@ -215,37 +335,9 @@ pub async fn init_primary(
          wal_log_hints = on\nhot_standby = on\nshared_buffers = 32MB\nmax_connections = 50\nwal_keep_size = 256MB\nlog_destination = 'stderr'\n"
     );
     append(&data.join("postgresql.conf"), &conf)?;
-    // TLS with a self-signed certificate, so clients asking for
-    // sslmode=require get an encrypted session (the standby inherits the
-    // files through pg_basebackup).
-    let mut ossl = tokio::process::Command::new("openssl");
-    ossl.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=drctl-lab",
-        "-keyout",
-    ])
-    .arg(data.join("server.key"))
-    .arg("-out")
-    .arg(data.join("server.crt"));
-    run(
-        ossl,
-        "openssl (apt-get install openssl)",
-        Duration::from_secs(60),
-    )
-    .await?;
-    for f in ["server.key", "server.crt"] {
-        let p = data.join(f);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("chmod tls file"))?;
-        chown(&p, who)?;
-    }
+    // TLS with a certificate from the lab CA (the standby inherits the
+    // files through pg_basebackup; both listen on 127.0.0.1).
+    server_cert(&spec.ca_cert, data, who).await?;
     append(&data.join("postgresql.conf"), "ssl = on\n")?;
     append(&data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n")?;
     Ok(())
@@ -478,7 +570,8 @@ pub fn lab_server(port: u16, user: &str, spec: &ClusterSpec) -> crate::postgres:
         dbname: "postgres".into(),
         user: user.into(),
         password: Some(crate::secret::SecretRef::File(spec.password_file.clone())),
-        sslmode: crate::postgres::conn::SslMode::Disable,
+        sslmode: crate::postgres::conn::SslMode::VerifyFull,
+        sslrootcert: Some(crate::secret::SecretRef::File(spec.ca_cert.clone())),
         connect_timeout: Duration::from_secs(2),
     }
 }

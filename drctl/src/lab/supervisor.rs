@@ -70,6 +70,10 @@ fn env_yaml(st: &LabState) -> String {
     let p = |k: &str| st.ports.get(k).copied().unwrap_or(0);
     let pw = st.spec.password_file.display();
     let su = &st.spec.superuser;
+    let tls = format!(
+        "sslmode: verify-full, sslrootcert: \"file:{}\"",
+        st.spec.ca_cert.display()
+    );
     [
         "# Written by `drctl lab up`: the local two-region lab on loopback.".to_string(),
         format!("name: {ENV_NAME}"),
@@ -83,10 +87,10 @@ fn env_yaml(st: &LabState) -> String {
         },
         "regions:".into(),
         "  primary:".into(),
-        format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-primary")),
+        format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\", {tls}}}", p("pg-primary")),
         format!("    app: {{url: \"http://127.0.0.1:{}\", public_url: \"http://app.lab.example:{}\"}}", p("app"), p("app")),
         "  dr:".into(),
-        format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\"}}", p("pg-dr")),
+        format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\", {tls}}}", p("pg-dr")),
         format!("    app: {{url: \"http://127.0.0.2:{}\", public_url: \"http://app.lab.example:{}\"}}", p("app"), p("app")),
         "dns:".into(),
         "  provider: powerdns".into(),
@@ -167,7 +171,9 @@ pub async fn supervise(
     })?;
     let _ = std::fs::set_permissions(&keyfile, std::fs::Permissions::from_mode(0o600));
     let data_root = pg::data_root(&dir)?;
+    let ca_cert = pg::create_ca(&dir.join("tls")).await?;
     let spec = ClusterSpec {
+        ca_cert,
         root: data_root.clone(),
         superuser: "drctl".into(),
         app_user: "app".into(),
@@ -197,8 +203,9 @@ pub async fn supervise(
         spec: spec.clone(),
         state_url: ports.get("pg-state").map(|p| {
             format!(
-                "postgresql://{}@127.0.0.1:{p}/postgres?sslmode=require",
-                spec.superuser
+                "postgresql://{}@127.0.0.1:{p}/postgres?sslmode=verify-full&sslrootcert={}",
+                spec.superuser,
+                spec.ca_cert.display()
             )
         }),
     };

@@ -2,6 +2,7 @@
 //! `postgres.*` actions (status, fence, promote, query).
 
 pub mod fence;
+pub mod fencing;
 pub mod heartbeat;
 pub mod ops;
 pub mod promote;
@@ -17,7 +18,9 @@ pub use crate::pgconn::{DsnError, PgError, PgServer};
 
 impl From<PgError> for ActionError {
     fn from(e: PgError) -> Self {
-        let hint = if e.is_unreachable() {
+        let hint = if let Some(h) = e.hint() {
+            h
+        } else if e.is_unreachable() {
             "is the server up and reachable from here? check host/port in the environment file"
         } else {
             "check the server's log; the step is retried per its retry policy"

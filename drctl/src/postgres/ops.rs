@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::conn::{execute, query, PgError, PgServer};
+use super::conn::{query, PgError, PgServer};
 
 /// A WAL position (`16/B374D848`), comparable and subtractable in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,130 +88,6 @@ pub async fn status(client: &Client, addr: &str, limit: Duration) -> Result<Stat
 pub async fn status_of(server: &PgServer, limit: Duration) -> Result<Status, PgError> {
     let c = server.connect(limit).await?;
     status(&c, &server.addr(), limit).await
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FenceOutcome {
-    pub reachable: bool,
-    pub already_fenced: bool,
-    pub final_lsn: Option<Lsn>,
-    pub terminated_backends: i64,
-    pub unreachable_reason: Option<String>,
-}
-
-/// Stops the old primary accepting writes when it can be reached: new
-/// transactions default to read-only (survives restarts via ALTER SYSTEM)
-/// and non-superuser sessions are cut. Unreachable is an outcome, not an
-/// error: a dead primary is already fenced by its death.
-pub async fn fence(server: &PgServer, limit: Duration) -> Result<FenceOutcome, PgError> {
-    let addr = server.addr();
-    let client = match server.connect(limit).await {
-        Ok(c) => c,
-        Err(e) if e.is_unreachable() => {
-            return Ok(FenceOutcome {
-                reachable: false,
-                already_fenced: false,
-                final_lsn: None,
-                terminated_backends: 0,
-                unreachable_reason: Some(crate::diag::error_chain(&e)),
-            })
-        }
-        Err(e) => return Err(e),
-    };
-    let st = status(&client, &addr, limit).await?;
-    if st.is_standby() {
-        // A standby accepts no writes; nothing to fence.
-        return Ok(FenceOutcome {
-            reachable: true,
-            already_fenced: true,
-            final_lsn: st.replay_lsn,
-            terminated_backends: 0,
-            unreachable_reason: None,
-        });
-    }
-    let already = st.read_only && is_fenced_config(&client, &addr, limit).await?;
-    if !already {
-        execute(
-            &client,
-            &addr,
-            "fence: set read-only",
-            "ALTER SYSTEM SET default_transaction_read_only = on",
-            limit,
-        )
-        .await?;
-        query(
-            &client,
-            &addr,
-            "fence: reload",
-            "select pg_reload_conf()",
-            limit,
-        )
-        .await?;
-    }
-    let rows = query(
-        &client,
-        &addr,
-        "fence: terminate sessions",
-        "select count(pg_terminate_backend(a.pid)) from pg_stat_activity a join pg_roles r on r.oid = a.usesysid \
-         where a.backend_type = 'client backend' and a.pid <> pg_backend_pid() and not r.rolsuper",
-        limit,
-    )
-    .await?;
-    let terminated: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
-    // Verify from a fresh session, as a new writer would see it.
-    let deadline = Instant::now() + limit;
-    loop {
-        let fresh = server.connect(limit).await?;
-        if is_fenced_config(&fresh, &addr, limit).await? {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(PgError::Unexpected {
-                addr,
-                op: "fence",
-                detail: "read-only setting did not take effect".into(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let lsn = query(
-        &client,
-        &addr,
-        "fence: final lsn",
-        "select pg_current_wal_lsn()::text",
-        limit,
-    )
-    .await?;
-    let final_lsn = lsn.first().and_then(|r| Lsn::parse(&r.get::<_, String>(0)));
-    Ok(FenceOutcome {
-        reachable: true,
-        already_fenced: already,
-        final_lsn,
-        terminated_backends: terminated,
-        unreachable_reason: None,
-    })
-}
-
-async fn is_fenced_config(client: &Client, addr: &str, limit: Duration) -> Result<bool, PgError> {
-    let rows = query(
-        client,
-        addr,
-        "fence check",
-        "select current_setting('default_transaction_read_only') = 'on'",
-        limit,
-    )
-    .await?;
-    Ok(rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false))
-}
-
-/// Whether a possible old primary could still take writes: the split-brain
-/// guard. `None` means unreachable.
-pub async fn accepts_writes(server: &PgServer, limit: Duration) -> Result<Option<bool>, PgError> {
-    match status_of(server, limit).await {
-        Ok(st) => Ok(Some(!st.is_standby() && !st.read_only)),
-        Err(e) if e.is_unreachable() => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]

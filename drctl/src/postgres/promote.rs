@@ -4,8 +4,10 @@
 //! 1. Already primary? Then nothing to do (reported as such). If this run
 //!    promoted it before being killed, the checkpoint saved in step 3 gives
 //!    back the pre-promotion figures, so resumed outputs are the same.
-//! 2. Guards: the old primary must not accept writes (split brain) unless
-//!    `--force`; the standby's lag must be within `max_lag_bytes` /
+//! 2. Guards: the old primary, if reachable, must not accept writes (split
+//!    brain) unless `--force`: a fresh session asks it for a read-write
+//!    transaction and creates a temporary table in it (rolled back), since
+//!    a read-only flag is something any client can undo; the standby's lag must be within `max_lag_bytes` /
 //!    `max_lag` unless `--accept-data-loss` (both journaled in the outputs).
 //! 3. Save the pre-promotion state (receive/replay LSN, last replay time)
 //!    durably in the state store, then `pg_promote(wait => false)` and poll.
@@ -17,6 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::fencing::{probe_writes, Writes};
 use super::heartbeat::{load_status, HeartbeatStatus};
 use super::ops::{self, Lsn, Status};
 use super::{server_field, PgServer};
@@ -74,19 +77,21 @@ async fn heartbeat_status(ctx: &StepContext) -> (Option<HeartbeatStatus>, String
     }
 }
 
-/// The newest WAL position known to exist on the old primary.
+/// The newest WAL position known to exist on the old primary, and what a
+/// fresh session on it was allowed to do (`write`: see [`probe_writes`]).
 async fn reference_lsn(
     p: &Params,
     hb: Option<&HeartbeatStatus>,
     limit: Duration,
-) -> (Option<Lsn>, Option<bool>) {
+    write: bool,
+) -> (Option<Lsn>, Option<Writes>) {
     let mut best = p.old_primary_lsn;
-    let mut writable = None;
+    let mut writes = None;
     if let Some(old) = &p.old_primary {
         if let Ok(st) = ops::status_of(old, limit).await {
-            writable = Some(!st.is_standby() && !st.read_only);
             best = best.max(st.current_lsn);
         }
+        writes = Some(probe_writes(old, write, limit).await);
     }
     if let Some(l) = hb
         .and_then(|h| h.last_acked_lsn.as_deref())
@@ -94,8 +99,21 @@ async fn reference_lsn(
     {
         best = best.max(Some(l));
     }
-    (best, writable)
+    (best, writes)
 }
+
+/// Why promoting now would split the brain, if it would: the old primary
+/// gave a fresh session a read-write transaction, or cannot be asked.
+fn split_brain(w: Option<&Writes>) -> Option<String> {
+    match w? {
+        Writes::Accepted { read_only_default: true } => Some("accepts writes: a fresh session got a read-write transaction although default_transaction_read_only is on (a soft fence, which any client can undo)".into()),
+        Writes::Accepted { read_only_default: false } => Some("accepts writes: a fresh session got a read-write transaction".into()),
+        Writes::Unknown(e) => Some(format!("cannot be asked whether it accepts writes ({e})")),
+        Writes::Unreachable(_) | Writes::Rejected(_) | Writes::Standby | Writes::Refused(_) => None,
+    }
+}
+
+const SPLIT_BRAIN_HINT: &str = "fence it first with postgres.fence `method: hba` (rejects new sessions, cuts all) or `method: stop`, or resume with --force if you are certain it is isolated (journaled)";
 
 async fn survivor(server: &PgServer, limit: Duration) -> Option<ops::Beat> {
     let c = server.connect(limit).await.ok()?;
@@ -203,7 +221,8 @@ impl ActionKind for PgPromote {
             )));
         }
         let (hb, _) = heartbeat_status(ctx).await;
-        let (reference, writable) = reference_lsn(p, hb.as_ref(), Duration::from_secs(2)).await;
+        let (reference, writes) =
+            reference_lsn(p, hb.as_ref(), Duration::from_secs(2), false).await;
         let lag = match (reference, st.receive_lsn) {
             (Some(r), Some(recv)) => format!("lag {} B", r.bytes_after(recv)),
             _ => "lag unknown".into(),
@@ -212,8 +231,10 @@ impl ActionKind for PgPromote {
             "postgres {} standby ({lag}) -> primary",
             p.server.addr()
         ));
-        if writable == Some(true) {
-            pre.lines.push("old primary is reachable and NOT fenced: promote will refuse (split brain) unless fenced first or --force".into());
+        if let Some(why) = split_brain(writes.as_ref()) {
+            pre.lines.push(format!(
+                "old primary {why}: promote will refuse (split brain) unless fenced first or --force"
+            ));
         }
         Ok(pre)
     }
@@ -230,18 +251,19 @@ impl ActionKind for PgPromote {
             // us) or this very step did before drctl was killed.
             (saved.clone(), None)
         } else {
-            let (reference, writable) =
-                reference_lsn(p, hb.as_ref(), limit.min(Duration::from_secs(2))).await;
+            let (reference, writes) =
+                reference_lsn(p, hb.as_ref(), limit.min(Duration::from_secs(2)), true).await;
             let mut forced = None;
-            if writable == Some(true) {
+            if let Some(why) = split_brain(writes.as_ref()) {
+                let old = p.old_primary.as_ref().map(|o| o.addr()).unwrap_or_default();
                 if !ctx.options.force {
                     return Err(ActionError::Refused {
-                        message: format!("old primary {} is reachable and accepts writes: promoting now would split the brain", p.old_primary.as_ref().map(|o| o.addr()).unwrap_or_default()),
-                        hint: "fence it first (postgres.fence), or resume with --force if you are certain it is isolated (journaled)".into(),
+                        message: format!("old primary {old} is reachable and {why}: promoting now would split the brain"),
+                        hint: SPLIT_BRAIN_HINT.into(),
                     });
                 }
                 forced = Some(
-                    json!({"by": ctx.operator, "at": crate::journal::now_rfc3339(), "reason": "old primary reachable and writable"}),
+                    json!({"by": ctx.operator, "at": crate::journal::now_rfc3339(), "reason": format!("old primary {old} {why}")}),
                 );
             }
             let lag_bytes = match (reference, st.receive_lsn.or(st.replay_lsn)) {

@@ -870,11 +870,12 @@ impl TestPostgres {
             user: "postgres".into(),
             password: Some(SecretRef::File(pwfile)),
             sslmode: SslMode::Disable,
+            sslrootcert: None,
             connect_timeout: Duration::from_secs(5),
         };
         let mut pg = TestPostgres {
             target: PgTarget {
-                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                url: format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"),
                 server,
             },
             root,
