@@ -4,7 +4,7 @@
 //! Components inside a region (`postgres`, `app`, `immudb`, `kube`, ...) are
 //! free-form mappings that the actions using them validate; this module
 //! enforces the rules that hold everywhere: names are identifiers, the active
-//! region exists, and fields that hold secrets contain references only.
+//! region exists, and secrets are references only ([`crate::secretscan`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,8 +15,7 @@ use serde_json::Value;
 use crate::decode::{Ctx, MapReader};
 use crate::diag::Diagnostics;
 use crate::runbook::parse::is_identifier;
-use crate::secret::{is_secret_field, SecretRef};
-use crate::yaml::{self, Kind, Node, SourceFile};
+use crate::yaml::{self, Node, SourceFile};
 
 pub const ENV_FIELDS: &[&str] = &[
     "name",
@@ -102,6 +101,9 @@ pub fn parse_environment(
         return Err(diags);
     };
     let mut ctx = Ctx::new(file, &mut diags);
+    // Literal secrets anywhere in the file, first: the decoders of the
+    // sections below then report nothing twice (see `diag::Diagnostics::push`).
+    crate::secretscan::check_document(&mut ctx, &root);
     let Some(mut r) = MapReader::new(&mut ctx, &root, "environment") else {
         return Err(diags);
     };
@@ -133,7 +135,6 @@ pub fn parse_environment(
                         ctx.expected(v, "a mapping of components", &format!("region `{rname}`"));
                         continue;
                     }
-                    check_secret_fields(&mut ctx, v, &format!("regions.{rname}"));
                     if let Some(k) = v.get("kube") {
                         crate::kube::config::decode(&mut ctx, k, &format!("regions.{rname}.kube"));
                     }
@@ -159,7 +160,6 @@ pub fn parse_environment(
         if d.as_map().is_none() {
             ctx.expected(d, "a mapping", "dns");
         } else {
-            check_secret_fields(&mut ctx, d, "dns");
             let names: Vec<String> = regions.keys().cloned().collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             crate::dns::config::decode(&mut ctx, d, Some(&refs));
@@ -279,7 +279,6 @@ fn decode_notify(ctx: &mut Ctx<'_>, node: &Node) -> Vec<NotifyTarget> {
             _ => r.allow(&["webhook_url", "channel", "routing_key", "url", "severity"]),
         }
         r.finish(ctx);
-        check_secret_fields(ctx, it, &what);
         if let Some(k) = kind {
             out.push(NotifyTarget {
                 kind: k.to_string(),
@@ -289,27 +288,6 @@ fn decode_notify(ctx: &mut Ctx<'_>, node: &Node) -> Vec<NotifyTarget> {
         }
     }
     out
-}
-
-/// Fields named like secrets must hold `env:`/`file:` references.
-fn check_secret_fields(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
-    let Some(entries) = node.as_map() else { return };
-    for (k, v) in entries {
-        let key = k.key_text();
-        let here = format!("{path}.{key}");
-        match &v.kind {
-            Kind::Map(_) => check_secret_fields(ctx, v, &here),
-            Kind::Str(s) if is_secret_field(&key) && SecretRef::parse(s).is_none() => {
-                ctx.error(
-                    "E-SECRET-LITERAL",
-                    v,
-                    format!("`{here}` holds a literal secret"),
-                    Some("secrets come by reference: `env:NAME` or `file:PATH`; never write the value here".into()),
-                );
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]

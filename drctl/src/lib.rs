@@ -28,5 +28,6 @@ pub mod registry;
 pub mod report;
 pub mod runbook;
 pub mod secret;
+pub mod secretscan;
 pub mod store;
 pub mod yaml;

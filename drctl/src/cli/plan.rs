@@ -177,7 +177,7 @@ pub fn cmd_validate(
         let v = json!({
             "ok": !all.has_errors(),
             "files": summary.iter().map(|(f, k, n)| json!({"file": f, "kind": k, "errors": n})).collect::<Vec<_>>(),
-            "diagnostics": all.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+            "diagnostics": all.to_json(),
         });
         ui::out(&serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(if all.has_errors() {
@@ -249,6 +249,11 @@ pub async fn render_plan(
         &BTreeMap::new(),
     );
     let rb = &loaded.runbook;
+    if a.check {
+        // Preflights run commands (`exec` `unless`) and probes that may
+        // print a secret: mask every one the runbook can use.
+        crate::secretscan::register_references(rb, loaded.env.as_deref(), &params);
+    }
     let mut o = String::new();
     let mut all_ok = true;
     let mut json_steps = Vec::new();
@@ -417,6 +422,27 @@ pub fn cmd_schema(registry: &Registry) -> i32 {
     let kinds = registry.kinds();
     if let Some(p) = schema.pointer_mut("/$defs/StepDoc/properties/action") {
         p["enum"] = json!(kinds);
+    }
+    // Per-kind parameters, where the model describes them.
+    let exec = serde_json::to_value(schemars::schema_for!(crate::runbook::model::ExecWithDoc))
+        .unwrap_or(Value::Null);
+    let defs = exec
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut own = exec;
+    if let Some(o) = own.as_object_mut() {
+        o.remove("$defs");
+        o.remove("$schema");
+    }
+    if let Some(step) = schema.pointer_mut("/$defs/StepDoc") {
+        step["if"] = json!({"properties": {"action": {"const": "exec"}}, "required": ["action"]});
+        step["then"] = json!({"properties": {"with": {"$ref": "#/$defs/ExecWithDoc"}}});
+    }
+    if let Some(all) = schema.get_mut("$defs").and_then(Value::as_object_mut) {
+        all.insert("ExecWithDoc".into(), own);
+        all.extend(defs);
     }
     ui::out(&serde_json::to_string_pretty(&schema).unwrap_or_default());
     exit::OK

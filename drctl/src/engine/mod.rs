@@ -214,15 +214,26 @@ pub fn resolve_params(
                 None => Value::Null,
             },
         };
-        if p.secret {
-            if let Some(s) = v.as_str() {
-                if crate::secret::SecretRef::parse(s).is_none() {
-                    return Err(EngineError::Invalid(format!(
-                        "parameter `{}` is secret: pass a reference (env:NAME or file:PATH), not the value",
-                        p.name
-                    )));
-                }
+        // The same rules as for documents (`secretscan`), for values given
+        // with --param; messages name the parameter, never the value.
+        if p.secret || crate::secret::is_secret_field(&p.name) {
+            let literal = match &v {
+                Value::String(s) => crate::secret::SecretRef::parse(s).is_none(),
+                Value::Number(_) => true,
+                _ => false,
+            };
+            if literal {
+                return Err(EngineError::Invalid(format!(
+                    "parameter `{}` is secret: pass a reference (env:NAME or file:PATH), not the value",
+                    p.name
+                )));
             }
+        }
+        if let Some(what) = v.as_str().and_then(crate::secretscan::credentials_in) {
+            return Err(EngineError::Invalid(format!(
+                "parameter `{}` holds {what}: give the password by reference (env:NAME or file:PATH) in its own field",
+                p.name
+            )));
         }
         out.insert(p.name.clone(), v);
     }

@@ -44,6 +44,9 @@ pub fn parse_runbook(
         return Err(diags);
     };
     let mut ctx = Ctx::new(file, &mut diags);
+    // Literal secrets anywhere in the file (step parameters, headers, DSNs,
+    // parameter defaults), before anything else reads them.
+    crate::secretscan::check_document(&mut ctx, &root);
     let Some(mut r) = MapReader::new(&mut ctx, &root, "runbook") else {
         return Err(diags);
     };
@@ -157,16 +160,24 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
                     .and_then(|n| ctx.boolean(n, "secret"))
                     .unwrap_or(false);
                 r.finish(ctx);
-                if p.secret {
-                    if let Some(d) = r_default_str(&p) {
-                        if crate::secret::SecretRef::parse(&d).is_none() {
-                            ctx.error(
-                                "E-SECRET-LITERAL",
-                                default_node.unwrap_or(v),
-                                format!("parameter `{name}` is secret but its default is a literal value"),
-                                Some("use a reference: `env:NAME` or `file:PATH`".into()),
-                            );
-                        }
+                // A secret parameter, or one named like a secret, takes a
+                // reference as its default: any literal (a number too) is
+                // refused.
+                if p.secret || crate::secret::is_secret_field(&name) {
+                    let literal = default_node.is_some_and(|d| match &d.kind {
+                        Kind::Str(s) => crate::secret::SecretRef::parse(s).is_none(),
+                        Kind::Int(_) | Kind::Float(_) => true,
+                        _ => false,
+                    });
+                    if let (true, Some(d)) = (literal, default_node) {
+                        ctx.error(
+                            "E-SECRET-LITERAL",
+                            d,
+                            format!(
+                                "parameter `{name}` is secret but its default is a literal value"
+                            ),
+                            Some("use a reference: `env:NAME` or `file:PATH`".into()),
+                        );
                     }
                 }
             }
@@ -180,12 +191,6 @@ fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
         out.push(p);
     }
     out
-}
-
-fn r_default_str(p: &Param) -> Option<String> {
-    p.default
-        .as_ref()
-        .and_then(|d| d.as_str().map(str::to_string))
 }
 
 pub fn is_identifier(s: &str) -> bool {
