@@ -1,7 +1,9 @@
 //! Secrets by reference, and redaction of their values everywhere.
 //!
 //! Runbooks and environment files hold only references (`env:NAME`,
-//! `file:PATH`); values are resolved when a step executes. Every resolved
+//! `file:PATH`; literals are refused by [`crate::secretscan`]); values are
+//! resolved at run start (so all are masked from step 1) and again when a
+//! step uses them. Every resolved
 //! value is registered with a process-wide redactor that the journal writer,
 //! the log writer, command output capture and the CLI printer all pass text
 //! through, so a secret a command happens to print is masked too.
