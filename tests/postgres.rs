@@ -272,7 +272,7 @@ fn servers_can_be_written_as_dsns_without_passwords() {
     let v = lab.w.run(&["validate", &bad]);
     assert_eq!(v.code, 3, "{v:?}");
     assert!(
-        v.stderr.contains("contains a password") && !v.stderr.contains("hunter2"),
+        v.stderr.contains("holds a URL with a password in it") && !v.stderr.contains("hunter2"),
         "{v:?}"
     );
 }

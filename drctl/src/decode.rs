@@ -41,8 +41,9 @@ impl<'a> Ctx<'a> {
         if self.deferred(node) {
             return None;
         }
-        let s = self.string(node, context)?;
-        match crate::secret::SecretRef::parse(&s) {
+        // A number is a literal secret too; `expected` would quote it back.
+        let parsed = node.as_str().and_then(crate::secret::SecretRef::parse);
+        match parsed {
             Some(r) => Some(r),
             None => {
                 self.error(

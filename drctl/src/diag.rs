@@ -75,36 +75,50 @@ impl Diagnostic {
     /// Renders in the style of rustc: message, location, the source line
     /// with a caret underline, and the hint.
     pub fn render(&self) -> String {
+        self.render_masked(&Masks::of(std::slice::from_ref(self)))
+    }
+
+    /// Like [`Diagnostic::render`], with the source text under `masks` (the
+    /// spans of literal secrets found in the same pass, in any file) shown
+    /// as `*`: a line quoted for another problem must not echo a password
+    /// written on it either.
+    pub fn render_masked(&self, masks: &Masks<'_>) -> String {
         let mut out = String::new();
         let sev = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let _ = writeln!(out, "{sev}[{}]: {}", self.code, self.message);
+        let literals = &masks.literals;
+        let _ = writeln!(
+            out,
+            "{sev}[{}]: {}",
+            self.code,
+            scrub(&self.message, literals)
+        );
         let line_no = self.span.start.line;
         let gutter = line_no.to_string().len().max(2);
         let _ = writeln!(out, "{:gutter$}--> {}", "", self.location());
         if let Some(text) = self.file.line_text(line_no) {
             // Never echo a secret someone wrote in plain text.
-            let masked;
-            let text = if self.code == "E-SECRET-LITERAL" {
-                let start = (self.span.start.col.max(1) - 1) as usize;
-                let width = self.span.width_on_first_line() as usize;
-                masked = text
-                    .chars()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        if i >= start && i < start + width {
-                            '*'
-                        } else {
-                            c
-                        }
-                    })
-                    .collect::<String>();
-                masked.as_str()
-            } else {
-                text
-            };
+            let ranges: Vec<(usize, usize)> = masks
+                .spans
+                .iter()
+                .copied()
+                .filter(|(f, _)| *f == self.file.path)
+                .filter_map(|(_, s)| mask_range(s, line_no))
+                .collect();
+            let masked: String = text
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if ranges.iter().any(|(a, b)| i >= *a && i < *b) {
+                        '*'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            let text = masked.as_str();
             let _ = writeln!(out, "{:gutter$} |", "");
             let _ = writeln!(out, "{line_no:>gutter$} | {text}");
             let col = self.span.start.col.max(1) as usize;
@@ -118,22 +132,88 @@ impl Diagnostic {
             );
         }
         if let Some(h) = &self.hint {
-            let _ = writeln!(out, "{:gutter$} = hint: {h}", "");
+            let _ = writeln!(out, "{:gutter$} = hint: {}", "", scrub(h, literals));
         }
         out
     }
 
     pub fn to_json(&self) -> serde_json::Value {
+        self.to_json_masked(&Masks::of(std::slice::from_ref(self)))
+    }
+
+    /// [`Diagnostic::to_json`], with the text of literal secrets (`masks`)
+    /// masked in the message and hint.
+    pub fn to_json_masked(&self, masks: &Masks<'_>) -> serde_json::Value {
+        let literals = &masks.literals;
         serde_json::json!({
             "severity": match self.severity { Severity::Error => "error", Severity::Warning => "warning" },
             "code": self.code,
             "file": self.file.path,
             "line": self.span.start.line,
             "column": self.span.start.col,
-            "message": self.message,
-            "hint": self.hint,
+            "message": scrub(&self.message, literals),
+            "hint": self.hint.as_deref().map(|h| scrub(h, literals)),
         })
     }
+}
+
+/// The code of a literal secret in a document: its span is masked wherever
+/// a source line is quoted, and the same span is reported once.
+pub const SECRET_LITERAL: &str = "E-SECRET-LITERAL";
+
+/// What to hide when rendering diagnostics: the spans of literal secrets
+/// (each quoted source line is masked under them), and their source text
+/// (quotes trimmed), masked in messages and hints that quote a value back
+/// (`quote the value: "12345678"`). Texts shorter than 4 characters are
+/// not masked in messages: they would mask ordinary words.
+pub struct Masks<'a> {
+    spans: Vec<(&'a str, Span)>,
+    literals: Vec<String>,
+}
+
+impl<'a> Masks<'a> {
+    pub fn of(items: &'a [Diagnostic]) -> Masks<'a> {
+        let secret = || items.iter().filter(|d| d.code == SECRET_LITERAL);
+        let spans = secret().map(|d| (d.file.path.as_str(), d.span)).collect();
+        let mut literals: Vec<String> = secret()
+            .filter_map(|d| {
+                let line = d.file.line_text(d.span.start.line)?;
+                let (a, b) = mask_range(d.span, d.span.start.line)?;
+                let text: String = line.chars().skip(a).take(b.saturating_sub(a)).collect();
+                let text = text.trim().trim_matches(['"', '\'']).to_string();
+                (text.chars().count() >= 4).then_some(text)
+            })
+            .collect();
+        literals.sort_by_key(|l| std::cmp::Reverse(l.len()));
+        Masks { spans, literals }
+    }
+}
+
+fn scrub(text: &str, literals: &[String]) -> String {
+    let mut out = text.to_string();
+    for l in literals {
+        out = out.replace(l.as_str(), "***");
+    }
+    out
+}
+
+/// The 0-based character range `span` covers on `line` (a multi-line span
+/// covers the rest of its first line and whole middle lines).
+fn mask_range(span: Span, line: u32) -> Option<(usize, usize)> {
+    if line < span.start.line || line > span.end.line.max(span.start.line) {
+        return None;
+    }
+    let a = if line == span.start.line {
+        span.start.col.max(1) as usize - 1
+    } else {
+        0
+    };
+    let b = if line == span.end.line && span.end.col > 0 {
+        (span.end.col as usize - 1).max(a + 1)
+    } else {
+        usize::MAX
+    };
+    Some((a, b))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -155,7 +235,9 @@ impl Diagnostics {
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
-        self.items.extend(other.items);
+        for d in other.items {
+            self.push(d);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -177,6 +259,15 @@ impl Diagnostics {
             .count()
     }
 
+    /// Every diagnostic as JSON, literal secrets masked (see [`Masks`]).
+    pub fn to_json(&self) -> Vec<serde_json::Value> {
+        let masks = Masks::of(&self.items);
+        self.items
+            .iter()
+            .map(|d| d.to_json_masked(&masks))
+            .collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.items.iter()
     }
@@ -189,10 +280,13 @@ impl Diagnostics {
         self
     }
 
+    /// Renders every diagnostic; the spans of all literal secrets among
+    /// them are masked in every quoted line.
     pub fn render(&self) -> String {
+        let masks = Masks::of(&self.items);
         self.items
             .iter()
-            .map(Diagnostic::render)
+            .map(|d| d.render_masked(&masks))
             .collect::<Vec<_>>()
             .join("\n")
     }

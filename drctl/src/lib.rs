@@ -28,6 +28,7 @@ pub mod registry;
 pub mod report;
 pub mod runbook;
 pub mod secret;
+pub mod secretscan;
 pub mod store;
 pub mod topology;
 pub mod yaml;

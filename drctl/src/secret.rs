@@ -1,7 +1,9 @@
 //! Secrets by reference, and redaction of their values everywhere.
 //!
 //! Runbooks and environment files hold only references (`env:NAME`,
-//! `file:PATH`); values are resolved when a step executes. Every resolved
+//! `file:PATH`; literals are refused by [`crate::secretscan`]); values are
+//! resolved at run start (so all are masked from step 1) and again when a
+//! step uses them. Every resolved
 //! value is registered with a process-wide redactor that the journal writer,
 //! the log writer, command output capture and the CLI printer all pass text
 //! through, so a secret a command happens to print is masked too.
@@ -15,7 +17,7 @@ use thiserror::Error;
 
 pub const MASK: &str = "***";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SecretRef {
     Env(String),
     File(PathBuf),
@@ -228,13 +230,23 @@ pub fn redact_json(v: &mut serde_json::Value) {
     }
 }
 
-/// Whether a field name conventionally holds a secret; such fields in an
-/// environment file must be references, never literal values.
+/// Whether a field name conventionally holds a secret; such fields must
+/// hold references, never literal values (see [`crate::secretscan`]).
+/// Names are compared case-insensitively with `-` read as `_`, so HTTP
+/// header names (`Authorization`, `Proxy-Authorization`, `X-Api-Key`,
+/// `X-Auth-Token`) and variable names (`PGPASSWORD`, `dbPassword`) count.
 pub fn is_secret_field(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    // A list of them is as secret as one (`tokens`, `passwords`).
+    let one = k.strip_suffix('s').unwrap_or(&k);
+    // Words that make any name ending in them secret (`pgpassword`).
+    if ["password", "passwd"]
+        .iter()
+        .any(|s| k.ends_with(s) || one.ends_with(s))
+    {
+        return true;
+    }
     [
-        "password",
-        "passwd",
         "token",
         "secret",
         "api_key",
@@ -244,9 +256,15 @@ pub fn is_secret_field(key: &str) -> bool {
         "private_key",
         "access_key",
         "credentials",
+        "authorization",
+        "cookie",
     ]
     .iter()
-    .any(|s| k == *s || k.ends_with(&format!("_{s}")))
+    .any(|s| {
+        [k.as_str(), one]
+            .iter()
+            .any(|k| *k == *s || k.ends_with(&format!("_{s}")))
+    })
 }
 
 #[cfg(test)]
@@ -312,5 +330,15 @@ mod tests {
         assert!(is_secret_field("tsig_secret"));
         assert!(!is_secret_field("public_key_pem"));
         assert!(!is_secret_field("user"));
+        assert!(is_secret_field("Authorization"));
+        assert!(is_secret_field("Proxy-Authorization"));
+        assert!(is_secret_field("X-Api-Key"));
+        assert!(is_secret_field("X-Auth-Token"));
+        assert!(is_secret_field("PGPASSWORD"));
+        assert!(!is_secret_field("tsig_key_name"));
+        assert!(!is_secret_field("token_url"));
+        assert!(is_secret_field("tokens"));
+        assert!(is_secret_field("db_passwords"));
+        assert!(!is_secret_field("status"));
     }
 }

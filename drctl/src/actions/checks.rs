@@ -78,6 +78,7 @@ pub fn load(
     let root = yaml::parse(&file, diags)?;
     let mut ctx = Ctx::new(&file, diags);
     ctx.defer_refs = true;
+    crate::secretscan::check_document(&mut ctx, &root);
     let mut r = MapReader::new(&mut ctx, &root, "check set")?;
     r.opt("name").and_then(|n| ctx.string(n, "name"));
     r.opt("description")

@@ -7,6 +7,11 @@
 //! asks the operator. The child runs in its own process group, dies with
 //! drctl (PDEATHSIG) so an orphan cannot race a resumed run, and is killed
 //! as a group on timeout. Output is kept in the journal with secrets masked.
+//!
+//! The child does not inherit drctl's environment: drctl's own variables
+//! include the secrets every later step resolves (`env:NAME`), and a
+//! command has no business seeing them. It gets [`BASE_ENV`] (when set),
+//! the names the step lists in `inherit_env`, and the step's `env`.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -27,9 +32,15 @@ pub struct Exec;
 /// Output kept per stream in the journal; the rest is summarised.
 const KEEP_BYTES: usize = 16 * 1024;
 
+/// What every child gets from drctl's environment, when drctl has it:
+/// enough to find programs, a home and a locale, nothing else.
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
+
 pub struct ExecParams {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Names of drctl's variables passed on as they are (names only).
+    pub inherit_env: Vec<String>,
     pub dir: Option<String>,
     pub unless: Option<Vec<String>>,
     pub verify: Option<Vec<String>>,
@@ -73,10 +84,21 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `argv` with extra environment, bounded by `limit`.
+/// Whether `s` can name an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Runs `argv` bounded by `limit`, in a minimal environment: [`BASE_ENV`],
+/// then the `inherit` names, then `env` (references resolved).
 pub async fn run_command(
     argv: &[String],
     env: &BTreeMap<String, String>,
+    inherit: &[String],
     dir: Option<&str>,
     limit: Duration,
 ) -> Result<CommandResult, ActionError> {
@@ -89,7 +111,17 @@ pub async fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .process_group(0);
+        .process_group(0)
+        .env_clear();
+    for name in BASE_ENV
+        .iter()
+        .copied()
+        .chain(inherit.iter().map(String::as_str))
+    {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
     for (k, v) in env {
         let value = match SecretRef::parse(v) {
             Some(r) => resolve_secret(&r)?.expose().to_string(),
@@ -223,6 +255,37 @@ impl ActionKind for Exec {
                 None => ctx.expected(e, "a mapping of variable names to values", "env"),
             }
         }
+        let mut inherit_env = Vec::new();
+        if let Some(n) = r.opt("inherit_env") {
+            for (name, node) in ctx.string_list(n, "inherit_env").unwrap_or_default() {
+                if is_env_name(&name) {
+                    inherit_env.push(name);
+                    continue;
+                }
+                // Only the part before `=` is echoed: what follows may be
+                // a value, and values do not belong here.
+                let shown = name.split('=').next().unwrap_or_default();
+                let (msg, hint) = if name.contains('=') {
+                    (
+                        format!("inherit_env: `{shown}=…` gives a value; list variable names only"),
+                        format!("write `{shown}` here; a value set by the step goes in `env:`"),
+                    )
+                } else {
+                    (
+                        format!("inherit_env: `{shown}` is not a variable name"),
+                        "names are letters, digits and `_`, not starting with a digit".to_string(),
+                    )
+                };
+                // A value here may be a secret: reported as one, so the
+                // quoted line is masked.
+                let code = if name.contains('=') {
+                    crate::diag::SECRET_LITERAL
+                } else {
+                    "E-VALUE"
+                };
+                ctx.error(code, &node, msg, Some(hint));
+            }
+        }
         let dir = r.opt("dir").and_then(|n| ctx.string(n, "dir"));
         let unless = r.opt("unless").and_then(|n| argv(ctx, n, "unless"));
         let verify = r.opt("verify").and_then(|n| argv(ctx, n, "verify"));
@@ -248,6 +311,7 @@ impl ActionKind for Exec {
         Some(ExecParams {
             argv: argv_v?,
             env,
+            inherit_env,
             dir,
             unless,
             verify,
@@ -273,7 +337,14 @@ impl ActionKind for Exec {
         ctx: &StepContext,
     ) -> Result<Preflight, ActionError> {
         if let Some(unless) = &p.unless {
-            let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+            let r = run_command(
+                unless,
+                &p.env,
+                &p.inherit_env,
+                p.dir.as_deref(),
+                ctx.remaining(),
+            )
+            .await?;
             if r.code == Some(0) {
                 return Ok(Preflight::ok(format!(
                     "{} (already done: `{}` succeeds)",
@@ -287,14 +358,28 @@ impl ActionKind for Exec {
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let mut out = Outputs::new();
         if let Some(unless) = &p.unless {
-            let r = run_command(unless, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+            let r = run_command(
+                unless,
+                &p.env,
+                &p.inherit_env,
+                p.dir.as_deref(),
+                ctx.remaining(),
+            )
+            .await?;
             if r.code == Some(0) {
                 out.insert("already_done".into(), json!(true));
                 out.insert("exit_code".into(), Value::Null);
                 return Ok(out);
             }
         }
-        let r = run_command(&p.argv, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+        let r = run_command(
+            &p.argv,
+            &p.env,
+            &p.inherit_env,
+            p.dir.as_deref(),
+            ctx.remaining(),
+        )
+        .await?;
         out.insert("exit_code".into(), json!(r.code));
         out.insert("stdout".into(), json!(r.stdout));
         out.insert("stderr".into(), json!(r.stderr));
@@ -325,7 +410,14 @@ impl ActionKind for Exec {
             )));
         }
         if let Some(verify) = &p.verify {
-            let v = run_command(verify, &p.env, p.dir.as_deref(), ctx.remaining()).await?;
+            let v = run_command(
+                verify,
+                &p.env,
+                &p.inherit_env,
+                p.dir.as_deref(),
+                ctx.remaining(),
+            )
+            .await?;
             if v.code != Some(0) {
                 return Err(ActionError::failed(format!(
                     "verification `{}` failed after `{}` succeeded",
@@ -335,5 +427,57 @@ impl ActionKind for Exec {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Diagnostics;
+    use crate::yaml::SourceFile;
+
+    fn decode(text: &str) -> (Option<ExecParams>, Diagnostics) {
+        let f = SourceFile::new("w.yaml", text);
+        let mut d = Diagnostics::default();
+        let root = crate::yaml::parse(&f, &mut d).expect("yaml");
+        let mut ctx = Ctx::new(&f, &mut d);
+        let p = <Exec as ActionKind>::decode(&mut ctx, &root);
+        (p, d)
+    }
+
+    /// The JSON Schema (`ExecWithDoc`) and the decoder know the same fields.
+    #[test]
+    fn schema_and_decoder_agree() {
+        let (_, d) = decode("argv: [x]\nzzz: 1\n");
+        let hint = d.iter().find_map(|d| d.hint.clone()).unwrap_or_default();
+        let mut known: Vec<String> = hint
+            .trim_start_matches("known fields: ")
+            .split(", ")
+            .map(str::to_string)
+            .collect();
+        known.sort();
+        let schema =
+            serde_json::to_value(schemars::schema_for!(crate::runbook::model::ExecWithDoc))
+                .unwrap();
+        let mut props: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        props.sort();
+        assert_eq!(known, props);
+    }
+
+    #[test]
+    fn inherit_env_takes_names_only() {
+        let (p, d) = decode("argv: [x]\ninherit_env: [HOME, MY_VAR]\n");
+        assert!(d.is_empty(), "{}", d.render());
+        assert_eq!(p.unwrap().inherit_env, ["HOME", "MY_VAR"]);
+        let (_, d) = decode("argv: [x]\ninherit_env: [\"TOKEN=s3cr3t-value\", 9X]\n");
+        let text = d.render();
+        assert_eq!(d.error_count(), 2, "{text}");
+        assert!(!text.contains("s3cr3t-value"), "{text}");
+        assert!(text.contains("`TOKEN=…` gives a value"), "{text}");
     }
 }

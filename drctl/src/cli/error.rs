@@ -88,7 +88,7 @@ impl CliError {
                 "causes": self.causes,
                 "hint": self.hint,
                 "exit_code": self.code,
-                "diagnostics": self.diags.as_ref().map(|d| d.iter().map(|x| x.to_json()).collect::<Vec<_>>()),
+                "diagnostics": self.diags.as_ref().map(Diagnostics::to_json),
             }
         });
         crate::secret::redact_json(&mut v);

@@ -198,7 +198,7 @@ pub fn cmd_validate(
         let v = json!({
             "ok": !all.has_errors(),
             "files": summary.iter().map(|(f, k, n)| json!({"file": f, "kind": k, "errors": n})).collect::<Vec<_>>(),
-            "diagnostics": all.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+            "diagnostics": all.to_json(),
         });
         ui::out(&serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(if all.has_errors() {
@@ -296,6 +296,11 @@ pub async fn render_plan(
         &BTreeMap::new(),
     );
     let rb = &loaded.runbook;
+    if a.check {
+        // Preflights run commands (`exec` `unless`) and probes that may
+        // print a secret: mask every one the runbook can use.
+        crate::secretscan::register_references(rb, loaded.env.as_deref(), &params);
+    }
     let mut o = String::new();
     let mut all_ok = true;
     let mut json_steps = Vec::new();
@@ -467,22 +472,38 @@ pub fn cmd_schema(registry: &Registry) -> i32 {
     if let Some(p) = schema.pointer_mut("/$defs/StepDoc/properties/action") {
         p["enum"] = json!(kinds);
     }
-    // A kind that publishes its `with:` schema gets it for its steps.
-    let per_kind: Vec<Value> = registry
-        .iter()
-        .filter_map(|k| {
-            k.with_schema().map(|w| {
-                json!({
-                    "if": {"properties": {"action": {"const": k.kind()}}, "required": ["action"]},
-                    "then": {"properties": {"with": w}}
-                })
+    // Per-kind `with:` schemas: `exec` from the model (ExecWithDoc), and
+    // any kind that publishes its own.
+    let exec = serde_json::to_value(schemars::schema_for!(crate::runbook::model::ExecWithDoc))
+        .unwrap_or(Value::Null);
+    let defs = exec
+        .get("$defs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut own = exec;
+    if let Some(o) = own.as_object_mut() {
+        o.remove("$defs");
+        o.remove("$schema");
+    }
+    let mut per_kind: Vec<Value> = vec![json!({
+        "if": {"properties": {"action": {"const": "exec"}}, "required": ["action"]},
+        "then": {"properties": {"with": {"$ref": "#/$defs/ExecWithDoc"}}}
+    })];
+    per_kind.extend(registry.iter().filter_map(|k| {
+        k.with_schema().map(|w| {
+            json!({
+                "if": {"properties": {"action": {"const": k.kind()}}, "required": ["action"]},
+                "then": {"properties": {"with": w}}
             })
         })
-        .collect();
+    }));
     if let Some(step) = schema.pointer_mut("/$defs/StepDoc") {
-        if !per_kind.is_empty() {
-            step["allOf"] = json!(per_kind);
-        }
+        step["allOf"] = json!(per_kind);
+    }
+    if let Some(all) = schema.get_mut("$defs").and_then(Value::as_object_mut) {
+        all.insert("ExecWithDoc".into(), own);
+        all.extend(defs);
     }
     ui::out(&serde_json::to_string_pretty(&schema).unwrap_or_default());
     exit::OK

@@ -235,7 +235,7 @@ pub fn typed_overrides(
                     &rb.file,
                     // At the declarations when there are any, else the top.
                     rb.params.first().map_or(top_of_file(), |p| p.span),
-                    format!("--param {k}={raw}: unknown parameter `{k}`"),
+                    format!("--param {k}: unknown parameter `{k}` (its value is not shown)"),
                 )
                 .with_hint(hint),
             );
@@ -288,6 +288,27 @@ pub fn resolve_params(
                 None => Value::Null,
             },
         };
+        // The same rules as for documents (`secretscan`), for values given
+        // with --param; messages name the parameter, never the value.
+        if p.secret || crate::secret::is_secret_field(&p.name) {
+            let literal = match &v {
+                Value::String(s) => crate::secret::SecretRef::parse(s).is_none(),
+                Value::Number(_) => true,
+                _ => false,
+            };
+            if literal {
+                return Err(EngineError::Invalid(format!(
+                    "parameter `{}` is secret: pass a reference (env:NAME or file:PATH), not the value",
+                    p.name
+                )));
+            }
+        }
+        if let Some(what) = v.as_str().and_then(crate::secretscan::credentials_in) {
+            return Err(EngineError::Invalid(format!(
+                "parameter `{}` holds {what}: give the password by reference (env:NAME or file:PATH) in its own field",
+                p.name
+            )));
+        }
         out.insert(p.name.clone(), v);
     }
     Ok(out)

@@ -381,6 +381,9 @@ impl Run {
 
     async fn drive(mut self) -> Result<RunOutcome, EngineError> {
         self.prepare();
+        // Every secret the run may use is known to the redactor before the
+        // first step can print anything (new runs and resumes alike).
+        crate::secretscan::register_references(&self.runbook, self.env.as_deref(), &self.params);
         let span = info_span!("run", run_id = %self.run_id, runbook = %self.runbook.name, mode = self.mode.as_str());
         let mut result = self.event_loop().instrument(span).await;
         if result.is_ok() {

@@ -4,7 +4,8 @@
 //! Decoding is strict at every level: unknown keys (with "did you mean"),
 //! types and ranges of every component ([`components`]), paths relative to
 //! the file ([`paths`]), and, before anything runs, every secret reference
-//! resolvable ([`refs`]). Fields that hold secrets contain references only.
+//! resolvable ([`refs`]). Secrets are references only, checked over the
+//! whole document by [`crate::secretscan`].
 
 pub mod components;
 pub mod paths;
@@ -19,8 +20,7 @@ use serde_json::Value;
 use crate::decode::{Ctx, MapReader};
 use crate::diag::Diagnostics;
 use crate::runbook::parse::is_identifier;
-use crate::secret::{is_secret_field, SecretRef};
-use crate::yaml::{self, Kind, Node, SourceFile};
+use crate::yaml::{self, Node, SourceFile};
 
 pub const ENV_FIELDS: &[&str] = &[
     "name",
@@ -108,6 +108,9 @@ pub fn parse_environment(
     };
     paths::rebase(&mut root, &paths::base_dir(&file.path), None);
     let mut ctx = Ctx::new(file, &mut diags);
+    // Literal secrets anywhere in the file, first: the decoders of the
+    // sections below then report nothing twice (see `diag::Diagnostics::push`).
+    crate::secretscan::check_document(&mut ctx, &root);
     let Some(mut r) = MapReader::new(&mut ctx, &root, "environment") else {
         return Err(diags);
     };
@@ -139,7 +142,6 @@ pub fn parse_environment(
                         ctx.expected(v, "a mapping of components", &format!("region `{rname}`"));
                         continue;
                     }
-                    check_secret_fields(&mut ctx, v, &format!("regions.{rname}"));
                     components::decode_region(&mut ctx, v, &rname);
                     regions.insert(rname, v.to_json());
                 }
@@ -163,7 +165,6 @@ pub fn parse_environment(
         if d.as_map().is_none() {
             ctx.expected(d, "a mapping", "dns");
         } else {
-            check_secret_fields(&mut ctx, d, "dns");
             let names: Vec<String> = regions.keys().cloned().collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             crate::dns::config::decode(&mut ctx, d, Some(&refs));
@@ -283,7 +284,6 @@ fn decode_notify(ctx: &mut Ctx<'_>, node: &Node) -> Vec<NotifyTarget> {
             _ => r.allow(&["webhook_url", "channel", "routing_key", "url", "severity"]),
         }
         r.finish(ctx);
-        check_secret_fields(ctx, it, &what);
         if let Some(k) = kind {
             out.push(NotifyTarget {
                 kind: k.to_string(),
@@ -293,27 +293,6 @@ fn decode_notify(ctx: &mut Ctx<'_>, node: &Node) -> Vec<NotifyTarget> {
         }
     }
     out
-}
-
-/// Fields named like secrets must hold `env:`/`file:` references.
-fn check_secret_fields(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
-    let Some(entries) = node.as_map() else { return };
-    for (k, v) in entries {
-        let key = k.key_text();
-        let here = format!("{path}.{key}");
-        match &v.kind {
-            Kind::Map(_) => check_secret_fields(ctx, v, &here),
-            Kind::Str(s) if is_secret_field(&key) && SecretRef::parse(s).is_none() => {
-                ctx.error(
-                    "E-SECRET-LITERAL",
-                    v,
-                    format!("`{here}` holds a literal secret"),
-                    Some("secrets come by reference: `env:NAME` or `file:PATH`; never write the value here".into()),
-                );
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]

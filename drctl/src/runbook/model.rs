@@ -111,6 +111,48 @@ pub struct StepDoc {
     pub description: Option<String>,
 }
 
+/// The `with:` of an `exec` step (the schema applies it when
+/// `action: exec`; the decoder is `actions::exec`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecWithDoc {
+    /// The program and its arguments; no shell is involved.
+    pub argv: Vec<String>,
+    /// Variables set for the command; values may be `env:NAME` or
+    /// `file:PATH` references, resolved when the step runs. Secret-shaped
+    /// names (`PGPASSWORD`, `API_TOKEN`) must hold references.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of drctl's own variables passed on to the command (names only,
+    /// no values). Apart from these and `env`, the command gets only
+    /// `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ` (when set): drctl's
+    /// environment holds the secrets of other steps.
+    #[serde(default)]
+    #[schemars(with = "Vec<EnvName>")]
+    pub inherit_env: Vec<String>,
+    /// Working directory.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// A command whose success means "already done": the step is skipped
+    /// and safe to re-run on resume.
+    #[serde(default)]
+    pub unless: Option<Vec<String>>,
+    /// A command run after success; its failure fails the step.
+    #[serde(default)]
+    pub verify: Option<Vec<String>>,
+    /// The command is safe to repeat (resume re-runs it without asking).
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Exit codes that count as success (default `[0]`).
+    #[serde(default)]
+    pub expect_exit: Option<Vec<u8>>,
+}
+
+/// An environment variable name.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct EnvName(#[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))] String);
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryDoc {

@@ -226,16 +226,24 @@ pub fn decode_params(ctx: &mut Ctx<'_>, node: &Node) -> Vec<Param> {
                     .unwrap_or(false);
                 declared = decode_type(ctx, &mut r, &name);
                 r.finish(ctx);
-                if p.secret {
-                    if let Some(d) = p.default.as_ref().and_then(Value::as_str) {
-                        if crate::secret::SecretRef::parse(d).is_none() {
-                            ctx.error(
-                                "E-SECRET-LITERAL",
-                                default_node.unwrap_or(v),
-                                format!("parameter `{name}` is secret but its default is a literal value"),
-                                Some("use a reference: `env:NAME` or `file:PATH`".into()),
-                            );
-                        }
+                // A secret parameter, or one named like a secret, takes a
+                // reference as its default: any literal (a number too) is
+                // refused.
+                if p.secret || crate::secret::is_secret_field(&name) {
+                    let literal = default_node.is_some_and(|d| match &d.kind {
+                        Kind::Str(s) => crate::secret::SecretRef::parse(s).is_none(),
+                        Kind::Int(_) | Kind::Float(_) => true,
+                        _ => false,
+                    });
+                    if let (true, Some(d)) = (literal, default_node) {
+                        ctx.error(
+                            "E-SECRET-LITERAL",
+                            d,
+                            format!(
+                                "parameter `{name}` is secret but its default is a literal value"
+                            ),
+                            Some("use a reference: `env:NAME` or `file:PATH`".into()),
+                        );
                     }
                 }
             }

@@ -44,6 +44,9 @@ pub fn parse_runbook(
         return Err(diags);
     };
     let mut ctx = Ctx::new(file, &mut diags);
+    // Literal secrets anywhere in the file (step parameters, headers, DSNs,
+    // parameter defaults), before anything else reads them.
+    crate::secretscan::check_document(&mut ctx, &root);
     let Some(mut r) = MapReader::new(&mut ctx, &root, "runbook") else {
         return Err(diags);
     };
