@@ -70,3 +70,29 @@ fn the_readme_exit_code_table_matches_the_binary() {
         "README's table and `drctl exit-codes` differ"
     );
 }
+
+/// Every option and argument of every command says what it is for
+/// (`--help` is what an SRE reads at 3 a.m.).
+#[test]
+fn every_option_has_help_text() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            if a.is_hide_set() || ["help", "version"].contains(&a.get_id().as_str()) {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                missing.push(format!("{path} {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                missing.push(format!("{path} {} (command)", sub.get_name()));
+            }
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&drctl::cli::Cli::command(), "drctl", &mut missing);
+    assert!(missing.is_empty(), "no help text:\n{}", missing.join("\n"));
+}

@@ -191,6 +191,35 @@ impl Work {
         self.path().join("state")
     }
 
+    /// A copy of an example environment file as a pod would see it: the
+    /// files it names under /etc/drctl (mounted Secrets in production) are
+    /// created in this work directory, and its relative runbook path is
+    /// made absolute so the copy works from here.
+    pub fn mounted_example_env(&self, example: &Path) -> PathBuf {
+        let text = std::fs::read_to_string(example).expect("example environment");
+        let etc = self.path().join("etc-drctl");
+        for piece in text.split("file:/etc/drctl/").skip(1) {
+            let rel: String = piece
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
+                .collect();
+            let f = etc.join(&rel);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&f, "a mounted secret for the test\n").expect("write");
+        }
+        let dir = example.parent().expect("the example's directory");
+        let copy = text
+            .replace("file:/etc/drctl/", &format!("file:{}/", etc.display()))
+            .replace(
+                "failover_runbook: ../",
+                &format!("failover_runbook: {}/../", dir.display()),
+            );
+        self.write(
+            &example.file_name().expect("a file").to_string_lossy(),
+            &copy,
+        )
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path().join(name);
         std::fs::write(&p, text).expect("write file");

@@ -222,7 +222,9 @@ fn pods_run_unprivileged_with_drctl_command_lines_that_parse() {
             // example production environment.
             if let Some(rb) = args.iter().find(|a| a.starts_with("runbooks/")) {
                 let path = repo_root().join(rb);
-                let env = repo_root().join("runbooks/environments/production.example.yaml");
+                let env = w.mounted_example_env(
+                    &repo_root().join("runbooks/environments/production.example.yaml"),
+                );
                 let mut c = w.cmd(&[
                     "validate",
                     path.to_str().unwrap(),

@@ -151,7 +151,6 @@ fn literal_secrets_in_the_environment_are_located_errors() {
         "secret-env.yaml:8:21",
         "`regions.dr.postgres.dsn` holds a connection string with a password",
         "`regions.dr.immudb.users[0].password` holds a literal secret",
-        "3 errors found",
     ] {
         assert!(
             o.stderr.contains(needle),
@@ -159,6 +158,14 @@ fn literal_secrets_in_the_environment_are_located_errors() {
             o.stderr
         );
     }
+    // Three literals, each reported once (beside the strict decoding's
+    // other findings in this file).
+    assert_eq!(
+        o.stderr.matches("error[E-SECRET-LITERAL]").count(),
+        3,
+        "{}",
+        o.stderr
+    );
     snapshot("env", &o.stderr);
 }
 

@@ -247,30 +247,7 @@ fn shipped_files_validate() {
         .expect("example environments")
         .flatten()
     {
-        // Files it names under /etc/drctl (mounted Secrets in production)
-        // are created in a scratch directory; the copy keeps its relative
-        // runbook path working by naming it absolutely.
-        let text = std::fs::read_to_string(e.path()).expect("example environment");
-        let etc = w.path().join("etc-drctl");
-        for piece in text.split("file:/etc/drctl/").skip(1) {
-            let rel: String = piece
-                .chars()
-                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
-                .collect();
-            let f = etc.join(&rel);
-            std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&f, "a mounted secret for the test\n").expect("write");
-        }
-        let copy = text
-            .replace("file:/etc/drctl/", &format!("file:{}/", etc.display()))
-            .replace(
-                "failover_runbook: ../",
-                &format!("failover_runbook: {}/runbooks/", root.display()),
-            );
-        let env = w
-            .write(&e.file_name().to_string_lossy(), &copy)
-            .display()
-            .to_string();
+        let env = w.mounted_example_env(&e.path()).display().to_string();
         let mut args = vec!["validate".to_string(), env.clone()];
         args.extend(files.iter().filter(|f| f.contains("/runbooks/")).cloned());
         args.extend(["--env".to_string(), env.clone()]);

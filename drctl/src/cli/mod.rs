@@ -84,7 +84,9 @@ pub struct RunArgs {
 pub enum Command {
     /// Run a runbook.
     Run {
+        /// Runbook file (YAML).
         runbook: PathBuf,
+        /// incident (acts on production) or drill (steps marked `when: incident` are skipped).
         #[arg(long, value_enum, default_value = "incident")]
         mode: ModeArg,
         /// Target region (`${target...}`); default: the other region.
@@ -107,6 +109,7 @@ pub enum Command {
     },
     /// Continue an interrupted or failed run where its journal stopped.
     Resume {
+        /// Run id (or `latest`).
         run_id: String,
         /// Runbook path (default: the one recorded in the journal).
         #[arg(long)]
@@ -139,19 +142,25 @@ pub enum Command {
         /// Do not ask (journaled).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Steps run at most this many at a time.
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
     },
     /// Approve a waiting approval step (from any terminal).
     Approve {
+        /// Run id (or `latest`).
         run_id: String,
+        /// The approval step's id.
         step: String,
         /// Who approves (default: $USER).
         #[arg(long = "as")]
         by: Option<String>,
     },
     /// End a run for good: at once when no process drives it, else after its in-flight steps.
-    Abort { run_id: String },
+    Abort {
+        /// Run id (or `latest`).
+        run_id: String,
+    },
     /// List runs.
     Runs,
     /// Show a run's state from its journal.
@@ -172,35 +181,48 @@ pub enum Command {
     },
     /// Validate runbooks, environment files and check sets; report every problem.
     Validate {
+        /// Runbooks, environment files, check sets and drill definitions.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Environment file to check the runbooks against (references, regions).
         #[arg(long)]
         env: Option<PathBuf>,
     },
     /// Show what a runbook would do; with --check, probe live systems read-only.
     Plan {
+        /// Runbook file (YAML).
         runbook: PathBuf,
+        /// Environment file (regions, endpoints, secrets by reference).
         #[arg(long)]
         env: Option<PathBuf>,
+        /// Target region (`${target...}`); default: the other region.
         #[arg(long)]
         region: Option<String>,
+        /// Run every step's read-only preflight against the live systems (changes nothing).
         #[arg(long)]
         check: bool,
+        /// incident or drill: which steps the plan includes.
         #[arg(long, value_enum, default_value = "incident")]
         mode: ModeArg,
+        /// Set a runbook parameter (repeatable).
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
     /// Print the JSON Schema of runbooks (for editors).
     Schema,
     /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// Shell to write completions for.
+        shell: clap_complete::Shell,
+    },
     /// Rehearse: inject the failure, run the runbook in drill mode, measure RTO/RPO.
     Drill {
+        /// A runbook (with --env) or a drill definition (drills/).
         runbook: PathBuf,
         /// On the lab: pause WAL shipping this long before the failure (creates data loss).
         #[arg(long, value_parser = parse_dur)]
         inject_lag: Option<std::time::Duration>,
+        /// Target region; default: the other region.
         #[arg(long)]
         region: Option<String>,
         #[command(flatten)]
@@ -211,10 +233,13 @@ pub enum Command {
     Lab(LabCmd),
     /// Write heartbeats to a region's primary: drctl's RPO probe (long-running).
     Heartbeat {
+        /// Environment file.
         #[arg(long)]
         env: PathBuf,
+        /// Region whose primary gets the heartbeat writes (the active one).
         #[arg(long)]
         region: String,
+        /// How often to write a heartbeat (its period bounds the RPO estimate).
         #[arg(long, default_value = "1s", value_parser = parse_dur)]
         interval: std::time::Duration,
     },
@@ -269,8 +294,10 @@ pub enum StateCmd {
 pub enum BenchCmd {
     /// Per-step engine overhead with journaling vs bare append+fsync.
     Engine {
+        /// Steps per run (no-op steps).
         #[arg(long, default_value_t = 1000)]
         steps: usize,
+        /// Rounds; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Where to write (the disk under test); default: a temp dir under the state dir.
@@ -283,8 +310,10 @@ pub enum BenchCmd {
     },
     /// `status --follow` per-poll cost on a 100-record and a large journal.
     Follow {
+        /// Records in the large journal.
         #[arg(long, default_value_t = 100_000)]
         records: usize,
+        /// Polls measured (one new record each).
         #[arg(long, default_value_t = 200)]
         polls: usize,
         /// Directory for the state (default: a temp dir under the state dir).
@@ -302,14 +331,18 @@ pub enum BenchCmd {
 pub enum ImmudbCmd {
     /// Fetch the region's signed state and advance the trusted state through a verified proof (run often, e.g. a CronJob).
     Trust {
+        /// Environment file.
         #[arg(long)]
         env: PathBuf,
+        /// Region whose immudb is trusted forward.
         #[arg(long)]
         region: String,
     },
     /// Verify a saved bundle {"state": ..., "verifiableTx": ...} offline against a trusted state.
     VerifyProof {
+        /// JSON file: {"state": ..., "verifiableTx": ...} as immudb's gateway returns them.
         bundle: PathBuf,
+        /// Transaction id of the trusted state.
         #[arg(long)]
         trusted_tx: u64,
         /// The trusted state's txHash (base64, as immudb's JSON gives it).
@@ -336,26 +369,32 @@ pub enum LabCmd {
     },
     /// Show every lab service with its address, pid and state.
     Status {
+        /// Lab directory (default: STATE/lab).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Stop exactly what `lab up` started.
     Down {
+        /// Lab directory (default: STATE/lab).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// The disaster: kill -9 the primary region's Postgres and app.
     Break {
+        /// What to break: `primary` (its Postgres and app, kill -9).
         #[arg(value_parser = ["primary"])]
         what: String,
+        /// Lab directory (default: STATE/lab).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// (internal) The supervisor process `lab up` starts.
     #[command(hide = true)]
     Supervise {
+        /// Lab directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Where the lab's drctl state lives.
         #[arg(long, value_enum, default_value = "dir")]
         state_backend: crate::lab::StateBackend,
     },

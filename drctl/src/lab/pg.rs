@@ -162,7 +162,23 @@ async fn run(mut c: tokio::process::Command, what: &str, limit: Duration) -> Res
 
 /// A free TCP port on 127.0.0.1 (bound then released: small race, fine on
 /// a dedicated test machine).
+/// A port for a lab server, free now and outside the kernel's ephemeral
+/// range: a port from that range (what binding port 0 gives) can be taken
+/// by any process's outgoing connection before the server binds it, which
+/// made `lab up` fail under load. Never the same port twice per process.
 pub fn free_port() -> Result<u16, LabError> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..500 {
+        let p = fastrand::u16(20_000..32_000);
+        if given.contains(&p) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            given.push(p);
+            return Ok(p);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free port"))?;
     Ok(l.local_addr().map_err(io("find a free port"))?.port())
 }
