@@ -106,7 +106,10 @@ default-soa-content=ns1.{ZONE} hostmaster.{ZONE} 0 10800 3600 604800 3600\ndaemo
         .build()
         .map_err(|e| LabError::Other(e.to_string()))?;
     let base = format!("http://127.0.0.1:{api_port}/api/v1/servers/localhost");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: on a loaded 2-core machine (several labs at once, as in the
+    // test suite) PowerDNS has taken over 20 s to open its API.
+    const API_WAIT: Duration = Duration::from_secs(60);
+    let deadline = Instant::now() + API_WAIT;
     loop {
         if let Ok(r) = client.get(&base).header("X-API-Key", api_key).send().await {
             if r.status().is_success() {
@@ -122,7 +125,7 @@ default-soa-content=ns1.{ZONE} hostmaster.{ZONE} 0 10800 3600 604800 3600\ndaemo
         if Instant::now() > deadline {
             return Err(LabError::Command {
                 what: "pdns_server".into(),
-                detail: "API not up after 20s".into(),
+                detail: format!("API not up after {}s", API_WAIT.as_secs()),
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
