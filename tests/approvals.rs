@@ -7,6 +7,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use drctl_tests::regex_escape;
 use drctl_tests::{block_on, wait_until, Out, Work};
 use serde_json::Value;
 
@@ -29,18 +30,6 @@ fn settings(w: &Work) -> insta::Settings {
     s.add_filter(&regex_escape(&w.path().display().to_string()), "[WORK]");
     s.add_filter(r"\d{8}T\d{9}Z-[0-9a-f]{6}", "[RUN_ID]");
     s
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if "\\.+*?()|[]{}^$".contains(c) {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 fn last(j: &[Value]) -> Value {

@@ -533,3 +533,26 @@ impl Drop for TestPg {
             .output();
     }
 }
+
+/// Escapes regex metacharacters, for insta filters built from paths.
+pub fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// The secret variables the example environment names (set from Secrets
+/// in a pod); tests set them to a dummy value to validate it strictly.
+pub const EXAMPLE_SECRET_VARS: &[&str] = &[
+    "PGPASSWORD",
+    "IMMUDB_PASSWORD",
+    "SLACK_WEBHOOK_URL",
+    "PAGERDUTY_ROUTING_KEY",
+    "DRCTL_STATE_PASSWORD",
+];

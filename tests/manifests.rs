@@ -233,13 +233,7 @@ fn pods_run_unprivileged_with_drctl_command_lines_that_parse() {
                 ]);
                 // Validation resolves every secret reference; in the pod the
                 // variables come from Secrets.
-                for var in [
-                    "PGPASSWORD",
-                    "IMMUDB_PASSWORD",
-                    "SLACK_WEBHOOK_URL",
-                    "PAGERDUTY_ROUTING_KEY",
-                    "DRCTL_STATE_PASSWORD",
-                ] {
+                for var in drctl_tests::EXAMPLE_SECRET_VARS {
                     c.env(var, "not-a-real-secret-value");
                 }
                 let o = drctl_tests::Out::from(c.output().expect("run drctl"));

@@ -3,6 +3,7 @@
 //! hashes and paths are replaced by placeholders, so a snapshot changes
 //! only when the wording or the structure does.
 
+use drctl_tests::regex_escape;
 use drctl_tests::{Lab, Work};
 
 /// Placeholders for what differs between runs and machines.
@@ -24,18 +25,6 @@ fn settings(w: &Work) -> insta::Settings {
         "[HOST]",
     );
     s
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if "\\.+*?()|[]{}^$".contains(c) {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 const RUNBOOK: &str = r#"name: checkout-failover

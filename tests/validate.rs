@@ -253,13 +253,7 @@ fn shipped_files_validate() {
         args.extend(["--env".to_string(), env.clone()]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut c = w.cmd(&refs);
-        for var in [
-            "PGPASSWORD",
-            "IMMUDB_PASSWORD",
-            "SLACK_WEBHOOK_URL",
-            "PAGERDUTY_ROUTING_KEY",
-            "DRCTL_STATE_PASSWORD",
-        ] {
+        for var in drctl_tests::EXAMPLE_SECRET_VARS {
             c.env(var, "not-a-real-secret-value");
         }
         let o = drctl_tests::Out::from(c.output().expect("run"));

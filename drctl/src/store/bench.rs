@@ -74,20 +74,25 @@ pub async fn bare_insert_commit(server: &PgServer, n: usize) -> Result<f64, Stor
     res.map(|()| per)
 }
 
+/// An exclusive lease of the benchmark's own name, for one run.
+async fn bench_lease(store: &Arc<dyn Store>, run_id: &str) -> Result<super::Lease, StoreError> {
+    Ok(store
+        .acquire_lease(
+            &format!("bench-{run_id}"),
+            LeaseMode::Exclusive,
+            &HolderId::this_process(run_id),
+            Duration::from_secs(300),
+        )
+        .await?
+        .lease)
+}
+
 /// `n` group commits of two journal-sized records straight through the
 /// store (no engine): what a step's durable writes cost by themselves,
 /// so the engine's own share of a step is the difference.
 pub async fn store_appends(store: &Arc<dyn Store>, n: usize) -> Result<f64, StoreError> {
     let run_id = format!("bench-append-{:08x}", fastrand::u32(..));
-    let lease = store
-        .acquire_lease(
-            &format!("bench-{run_id}"),
-            LeaseMode::Exclusive,
-            &HolderId::this_process(&run_id),
-            Duration::from_secs(300),
-        )
-        .await?
-        .lease;
+    let lease = bench_lease(store, &run_id).await?;
     let line = vec![b'x'; 300];
     store.create_journal(&run_id, &lease, &line).await?;
     let start = Instant::now();
@@ -220,15 +225,7 @@ async fn follow_cost(
     let run_id = format!("bench-follow-{records}-{:08x}", fastrand::u32(..));
     let (lines, head) = synthetic_journal(&run_id, records)?;
     seed(target, &run_id, &lines).await?;
-    let lease = store
-        .acquire_lease(
-            &format!("bench-{run_id}"),
-            LeaseMode::Exclusive,
-            &HolderId::this_process(&run_id),
-            Duration::from_secs(300),
-        )
-        .await?
-        .lease;
+    let lease = bench_lease(store, &run_id).await?;
     let corrupt = |e: journal::JournalError| StoreError::Corrupt {
         path: run_id.clone(),
         reason: e.to_string(),
