@@ -96,3 +96,36 @@ fn every_option_has_help_text() {
     walk(&drctl::cli::Cli::command(), "drctl", &mut missing);
     assert!(missing.is_empty(), "no help text:\n{}", missing.join("\n"));
 }
+
+/// Commands that only read state never create the state location: a
+/// typo in `--state` must not go unnoticed as a fresh, empty store.
+#[test]
+fn read_only_commands_never_create_state() {
+    let w = drctl_tests::Work::new();
+    let rb = w.write(
+        "rb.yaml",
+        "name: x\nsteps:\n  - id: a\n    action: wait\n    with: {duration: 1ms}\n",
+    );
+    let typo = w.path().join("sttae");
+    let rb = rb.to_str().unwrap();
+    for args in [
+        vec!["plan", rb],
+        vec!["plan", rb, "--check"],
+        vec!["validate", rb],
+        vec!["status", "latest"],
+        vec!["runs"],
+        vec!["report", "latest"],
+        vec!["state", "check"],
+    ] {
+        let mut c = w.cmd(&args);
+        c.arg("--state").arg(&typo);
+        let o = drctl_tests::Out::from(c.output().unwrap());
+        assert!(!typo.exists(), "{args:?} created {}: {o:?}", typo.display());
+        if args[0] == "plan" {
+            assert_eq!(o.code, 0, "{o:?}");
+            assert!(o.stderr.contains("no drctl state at"), "{o:?}");
+        } else if args[0] != "validate" {
+            assert_eq!(o.code, 19, "{args:?}: {o:?}");
+        }
+    }
+}

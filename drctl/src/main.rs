@@ -62,6 +62,47 @@ async fn open_store(
     Ok(store)
 }
 
+/// An empty state directory for one read-only command, removed after it.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The store for a command that only reads state (`plan`): it never
+/// creates the state location. A state directory that does not exist yet
+/// (a first run, or a typo) is said on stderr, and the command reads an
+/// empty scratch store instead, removed when it ends.
+async fn open_store_to_read(
+    cli: &Cli,
+    env_file: Option<&std::path::Path>,
+) -> Result<(Arc<dyn Store>, Option<Scratch>), CliError> {
+    let (loc, source) = cli::statecmd::resolve(cli, env_file)?;
+    match locate::open(&loc, OpenMode::Existing).await {
+        Ok(store) => {
+            cli::ui::set_state_arg(cli::statecmd::follow_up_arg(&loc, source, store.as_ref()));
+            Ok((store, None))
+        }
+        Err(drctl::store::StoreError::NotInitialised { url })
+            if matches!(loc, drctl::store::StateLocation::Dir(_)) =>
+        {
+            cli::ui::err(&format!(
+                "note: no drctl state at {url} (nothing created): preflights see no capacity snapshots, trusted states or heartbeat data"
+            ));
+            let dir = std::env::temp_dir().join(format!(
+                "drctl-read-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            let store = drctl::store::DirStore::open(&dir).map_err(CliError::from)?;
+            Ok((Arc::new(store), Some(Scratch(dir))))
+        }
+        Err(e) => Err(CliError::from(e)),
+    }
+}
+
 /// A PostgreSQL URL for a benchmark (password from DRCTL_STATE_PASSWORD).
 fn bench_pg(url: &str) -> Result<(String, drctl::postgres::PgServer), CliError> {
     match drctl::store::StateLocation::parse(url, None).map_err(CliError::from)? {
@@ -112,7 +153,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             mode,
             params,
         } => {
-            let store = open_store(&cli, env.as_deref(), OpenMode::Create, false).await?;
+            let (store, _scratch) = open_store_to_read(&cli, env.as_deref()).await?;
             let args = cli::plan::PlanArgs {
                 runbook,
                 env: env.as_deref(),
