@@ -374,10 +374,22 @@ fn an_alias_bomb_is_refused_within_100_mb() {
 #[test]
 fn a_missing_file_is_reported_at_the_file() {
     let w = Work::new();
-    let o = w.run(&["validate", "no-such-runbook.yaml"]);
-    assert_ne!(o.code, 0, "{o:?}");
-    assert!(o.stderr.contains("--> no-such-runbook.yaml\n"), "{o:?}");
-    assert!(!o.stderr.contains(":0:0"), "{o:?}");
+    // Missing files only: exit 17 (not found), from every command that
+    // reads a runbook; a missing file beside a broken one is exit 3.
+    for args in [
+        vec!["validate", "no-such-runbook.yaml"],
+        vec!["plan", "no-such-runbook.yaml"],
+        vec!["run", "no-such-runbook.yaml", "--yes"],
+    ] {
+        let o = w.run(&args);
+        assert_eq!(o.code, 17, "{args:?}: {o:?}");
+        assert!(o.stderr.contains("error[E-NOT-FOUND]"), "{o:?}");
+        assert!(o.stderr.contains("--> no-such-runbook.yaml\n"), "{o:?}");
+        assert!(!o.stderr.contains(":0:0"), "{o:?}");
+    }
+    let broken = w.write("broken.yaml", "name: [x]\n");
+    let o = w.run(&["validate", "no-such-runbook.yaml", broken.to_str().unwrap()]);
+    assert_eq!(o.code, 3, "{o:?}");
 }
 
 #[test]

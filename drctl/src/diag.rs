@@ -216,6 +216,9 @@ fn mask_range(span: Span, line: u32) -> Option<(usize, usize)> {
     Some((a, b))
 }
 
+/// The code of a diagnostic for a file that does not exist.
+pub const NOT_FOUND: &str = "E-NOT-FOUND";
+
 #[derive(Debug, Default, Clone)]
 pub struct Diagnostics {
     items: Vec<Diagnostic>,

@@ -44,13 +44,23 @@ pub fn load_source(
 ) -> Result<(Arc<SourceFile>, String), Diagnostics> {
     use sha2::{Digest, Sha256};
     let display = path.display().to_string();
-    let fail = |msg: String| {
+    let fail_as = |code: &'static str, msg: String| {
         let file = SourceFile::new(display.clone(), "");
         let mut d = Diagnostics::default();
-        d.push(Diagnostic::error("E-IO", &file, Span::default(), msg).with_hint(hint));
+        d.push(Diagnostic::error(code, &file, Span::default(), msg).with_hint(hint));
         d
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {what}: {e}")))?;
+    let fail = |msg: String| fail_as("E-IO", msg);
+    // A file that is not there is its own code: the CLI exits not-found
+    // (17) when that is the only problem, as for a run that is not there.
+    let bytes = std::fs::read(path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            crate::diag::NOT_FOUND
+        } else {
+            "E-IO"
+        };
+        fail_as(code, format!("cannot read {what}: {e}"))
+    })?;
     let hash = hex::encode(Sha256::digest(&bytes));
     let text = String::from_utf8(bytes).map_err(|_| fail(format!("{what} is not valid UTF-8")))?;
     Ok((SourceFile::new(display, text), hash))

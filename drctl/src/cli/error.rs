@@ -52,8 +52,18 @@ impl CliError {
 
     pub fn invalid(diags: Diagnostics) -> Self {
         let n = diags.error_count();
+        // Only missing files: not-found, like a missing run.
+        let missing_only = n > 0
+            && diags
+                .iter()
+                .filter(|d| d.severity == crate::diag::Severity::Error)
+                .all(|d| d.code == crate::diag::NOT_FOUND);
         CliError {
-            code: exit::INVALID_INPUT,
+            code: if missing_only {
+                exit::NOT_FOUND
+            } else {
+                exit::INVALID_INPUT
+            },
             message: format!(
                 "{n} error{} found; nothing was run",
                 if n == 1 { "" } else { "s" }
