@@ -251,7 +251,13 @@ fn kill_9_at_random_points_of_a_failover_with_the_postgres_store_then_resume() {
         let list: Value = serde_json::from_str(&runs.stdout).unwrap();
         let run = list[0]["run_id"].as_str().unwrap().to_string();
         let r = lab.run_on(b.path(), &["--state", &lab.url(), "resume", &run]);
-        assert_eq!(r.code, 0, "round {round}, killed after {point}: {r:?}");
+        // 20: the kill came after the last group commit, which already held
+        // `run_finished`; there was nothing left to resume.
+        let ended = r.code == 20 && r.stderr.contains("already ended: succeeded");
+        assert!(
+            r.code == 0 || ended,
+            "round {round}, killed after {point}: {r:?}"
+        );
         let steps = lab.journal(b.path(), &run);
         let get = |id: &str| steps.iter().find(|s| s["id"] == id).cloned().unwrap();
         let promote = get("promote");
