@@ -387,6 +387,13 @@ fn a_missing_file_is_reported_at_the_file() {
         assert!(o.stderr.contains("--> no-such-runbook.yaml\n"), "{o:?}");
         assert!(!o.stderr.contains(":0:0"), "{o:?}");
     }
+    // And a run stopped so early created no state.
+    if !drctl_tests::pg_mode() {
+        assert!(
+            !w.state().exists(),
+            "a run of a missing runbook created state"
+        );
+    }
     let broken = w.write("broken.yaml", "name: [x]\n");
     let o = w.run(&["validate", "no-such-runbook.yaml", broken.to_str().unwrap()]);
     assert_eq!(o.code, 3, "{o:?}");

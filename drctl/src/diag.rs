@@ -118,17 +118,17 @@ impl Diagnostic {
                     }
                 })
                 .collect();
-            let text = masked.as_str();
-            let _ = writeln!(out, "{:gutter$} |", "");
-            let _ = writeln!(out, "{line_no:>gutter$} | {text}");
             let col = self.span.start.col.max(1) as usize;
             let width = self.span.width_on_first_line() as usize;
+            let (shown, caret_at, room) = window(&masked, col - 1);
+            let _ = writeln!(out, "{:gutter$} |", "");
+            let _ = writeln!(out, "{line_no:>gutter$} | {shown}");
             let _ = writeln!(
                 out,
                 "{:gutter$} | {}{}",
                 "",
-                " ".repeat(col - 1),
-                "^".repeat(width.min(text.len().saturating_sub(col - 1)).max(1))
+                " ".repeat(caret_at),
+                "^".repeat(width.min(room).max(1))
             );
         }
         if let Some(h) = &self.hint {
@@ -214,6 +214,33 @@ fn mask_range(span: Span, line: u32) -> Option<(usize, usize)> {
         usize::MAX
     };
     Some((a, b))
+}
+
+/// Longest source line quoted whole; longer ones are cut around the
+/// column (a 200 KB line of brackets once printed whole).
+const MAX_QUOTED: usize = 160;
+
+/// The part of `line` to quote for a problem at character `at`: the text,
+/// where the caret goes in it, and how many characters follow the caret.
+fn window(line: &str, at: usize) -> (String, usize, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_QUOTED {
+        return (line.to_string(), at, chars.len().saturating_sub(at));
+    }
+    let at = at.min(chars.len());
+    let start = at.saturating_sub(MAX_QUOTED / 3);
+    let end = (start + MAX_QUOTED).min(chars.len());
+    let mut shown = String::new();
+    let mut caret = at - start;
+    if start > 0 {
+        shown.push('…');
+        caret += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, caret, end.saturating_sub(at))
 }
 
 /// The code of a diagnostic for a file that does not exist.
@@ -368,5 +395,21 @@ mod tests {
         assert_eq!(did_you_mean("zzz", ["timeout", "retry"]), None);
         assert_eq!(did_you_mean("wiat", ["wait", "exec"]), Some("wait"));
         assert_eq!(did_you_mean("ulr", ["url", "region"]), Some("url"));
+    }
+
+    #[test]
+    fn a_long_line_is_quoted_around_the_column() {
+        let line = "x".repeat(10_000) + "BAD" + &"y".repeat(10_000);
+        let (shown, caret, room) = super::window(&line, 10_000);
+        assert!(
+            shown.chars().count() <= super::MAX_QUOTED + 2,
+            "{}",
+            shown.len()
+        );
+        assert!(shown.starts_with('…') && shown.ends_with('…'));
+        assert_eq!(shown.chars().skip(caret).take(3).collect::<String>(), "BAD");
+        assert!(room >= 3);
+        let (short, at, _) = super::window("abc", 1);
+        assert_eq!((short.as_str(), at), ("abc", 1));
     }
 }

@@ -62,6 +62,27 @@ async fn open_store(
     Ok(store)
 }
 
+/// A run whose runbook or environment file is not there stops before it
+/// creates any state (exit 17); everything else about the files is
+/// validated later, in full.
+fn files_exist(runbook: &std::path::Path, env: Option<&std::path::Path>) -> Result<(), CliError> {
+    let mut diags = drctl::diag::Diagnostics::default();
+    for (path, what) in
+        std::iter::once((runbook, "runbook")).chain(env.map(|e| (e, "environment file")))
+    {
+        if let Err(d) = drctl::yaml::load_source(path, what, "check the path") {
+            if d.iter().all(|x| x.code == drctl::diag::NOT_FOUND) {
+                diags.extend(d);
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::invalid(diags))
+    }
+}
+
 /// An empty state directory for one read-only command, removed after it.
 struct Scratch(std::path::PathBuf);
 
@@ -170,6 +191,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             args,
         } => {
+            files_exist(runbook, args.env.as_deref())?;
             let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             cli::runs::cmd_run(
                 runbook,
@@ -188,8 +210,9 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             runbook,
             args,
         } => {
-            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             let rb = cli::runs::failover_runbook(runbook.as_deref(), args.env.as_deref());
+            files_exist(&rb, args.env.as_deref())?;
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             cli::runs::cmd_run(
                 &rb,
                 Some(region),
@@ -291,6 +314,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             region,
             args,
         } => {
+            files_exist(runbook, args.env.as_deref())?;
             let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
             cli::labcmd::cmd_drill(
                 runbook,
