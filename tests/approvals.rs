@@ -456,3 +456,30 @@ fn resume_honours_an_abort_the_run_did_not_see() {
     assert_eq!(w.run(&["status", &run]).code, 0);
     assert_eq!(w.read("w"), "before\n", "no step ran");
 }
+
+/// A parked run whose journal ends in a torn line (a crash mid-write) is
+/// aborted cleanly: the torn bytes are cut and the cut is journaled, as
+/// resume does, and the journal verifies.
+#[test]
+fn abort_cuts_a_torn_tail_and_says_so() {
+    if drctl_tests::pg_mode() {
+        return; // PostgreSQL rows are never torn.
+    }
+    let w = Work::new();
+    let rb = gated(&w, "", "1s");
+    assert_eq!(w.run(&["run", &rb, "--yes"]).code, 8);
+    let run = w.runs()[0].clone();
+    let mut bytes = w.journal_bytes(&run);
+    let torn = b"{\"v\":1,\"seq\":99,\"torn";
+    bytes.extend_from_slice(torn);
+    w.rewrite_journal(&run, &bytes);
+    let a = w.run(&["abort", &run]);
+    assert_eq!(a.code, 0, "{a:?}");
+    let j = w.journal(&run);
+    assert_eq!(last(&j)["status"], "aborted");
+    let note = &j[j.len() - 2];
+    assert_eq!(note["type"], "note", "{note}");
+    assert_eq!(note["data"]["repaired_tail_bytes"], torn.len(), "{note}");
+    assert_eq!(w.run(&["status", &run]).code, 0, "the journal verifies");
+    assert_eq!(w.read("w"), "before\n");
+}

@@ -52,38 +52,16 @@ fn verify_full_trusts_exactly_the_given_ca_and_checks_the_host() {
     assert_eq!(o.code, 0, "{o:?}");
 
     // Another CA (a real one, just not the server's): refused, named.
+    // A CA made the same way as the lab's, so only trust differs.
     let other = lab.w.path().join("other-ca");
-    std::fs::create_dir_all(&other).unwrap();
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-keyout",
-        ])
-        .arg(other.join("ca.key"))
-        .arg("-out")
-        .arg(other.join("ca.crt"))
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{st:?}");
+    let other_crt = drctl_tests::block_on(drctl::lab::pg::create_ca(&other)).expect("another CA");
     let bad_ca = query_rb(
         &lab,
         "other.yaml",
         "127.0.0.1",
         &format!(
             "sslmode: verify-full, sslrootcert: \"file:{}\"",
-            other.join("ca.crt").display()
+            other_crt.display()
         ),
     );
     let o = lab.w.run(&["run", &bad_ca, "--yes"]);

@@ -97,11 +97,10 @@ fn is_env_name(s: &str) -> bool {
 /// then the `inherit` names, then `env` (references resolved).
 pub async fn run_command(
     argv: &[String],
-    env: &BTreeMap<String, String>,
-    inherit: &[String],
-    dir: Option<&str>,
+    p: &ExecParams,
     limit: Duration,
 ) -> Result<CommandResult, ActionError> {
+    let (env, inherit, dir) = (&p.env, &p.inherit_env, p.dir.as_deref());
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| ActionError::failed("empty argv"))?;
@@ -337,14 +336,7 @@ impl ActionKind for Exec {
         ctx: &StepContext,
     ) -> Result<Preflight, ActionError> {
         if let Some(unless) = &p.unless {
-            let r = run_command(
-                unless,
-                &p.env,
-                &p.inherit_env,
-                p.dir.as_deref(),
-                ctx.remaining(),
-            )
-            .await?;
+            let r = run_command(unless, p, ctx.remaining()).await?;
             if r.code == Some(0) {
                 return Ok(Preflight::ok(format!(
                     "{} (already done: `{}` succeeds)",
@@ -358,28 +350,14 @@ impl ActionKind for Exec {
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let mut out = Outputs::new();
         if let Some(unless) = &p.unless {
-            let r = run_command(
-                unless,
-                &p.env,
-                &p.inherit_env,
-                p.dir.as_deref(),
-                ctx.remaining(),
-            )
-            .await?;
+            let r = run_command(unless, p, ctx.remaining()).await?;
             if r.code == Some(0) {
                 out.insert("already_done".into(), json!(true));
                 out.insert("exit_code".into(), Value::Null);
                 return Ok(out);
             }
         }
-        let r = run_command(
-            &p.argv,
-            &p.env,
-            &p.inherit_env,
-            p.dir.as_deref(),
-            ctx.remaining(),
-        )
-        .await?;
+        let r = run_command(&p.argv, p, ctx.remaining()).await?;
         out.insert("exit_code".into(), json!(r.code));
         out.insert("stdout".into(), json!(r.stdout));
         out.insert("stderr".into(), json!(r.stderr));
@@ -410,14 +388,7 @@ impl ActionKind for Exec {
             )));
         }
         if let Some(verify) = &p.verify {
-            let v = run_command(
-                verify,
-                &p.env,
-                &p.inherit_env,
-                p.dir.as_deref(),
-                ctx.remaining(),
-            )
-            .await?;
+            let v = run_command(verify, p, ctx.remaining()).await?;
             if v.code != Some(0) {
                 return Err(ActionError::failed(format!(
                     "verification `{}` failed after `{}` succeeded",

@@ -424,19 +424,7 @@ pub async fn query(
     sql: &str,
     limit: Duration,
 ) -> Result<Vec<tokio_postgres::Row>, PgError> {
-    match tokio::time::timeout(limit, client.query(sql, &[])).await {
-        Ok(Ok(rows)) => Ok(rows),
-        Ok(Err(e)) => Err(PgError::Query {
-            addr: addr.to_string(),
-            op,
-            source: e,
-        }),
-        Err(_) => Err(PgError::Timeout {
-            addr: addr.to_string(),
-            op,
-            ms: limit.as_millis() as u64,
-        }),
-    }
+    bounded(addr, op, limit, client.query(sql, &[])).await
 }
 
 /// Like [`query`] for statements whose rows we don't need.
@@ -447,8 +435,19 @@ pub async fn execute(
     sql: &str,
     limit: Duration,
 ) -> Result<(), PgError> {
-    match tokio::time::timeout(limit, client.batch_execute(sql)).await {
-        Ok(Ok(())) => Ok(()),
+    bounded(addr, op, limit, client.batch_execute(sql)).await
+}
+
+/// Runs `fut` within `limit`, naming the server and the operation in
+/// either failure.
+async fn bounded<T>(
+    addr: &str,
+    op: &'static str,
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(PgError::Query {
             addr: addr.to_string(),
             op,

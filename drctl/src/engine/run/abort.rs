@@ -135,7 +135,7 @@ async fn end_locked(
 }
 
 /// Journals `run_finished: aborted` after the verified records (cutting
-/// off a torn final line first, as resume does).
+/// off a torn final line first, as resume does, and saying so).
 pub(super) async fn append_abort(
     store: &Arc<dyn Store>,
     run_id: &str,
@@ -143,16 +143,15 @@ pub(super) async fn append_abort(
     verified: &journal::Verified,
     reason: String,
 ) -> Result<(), EngineError> {
-    if verified.torn_tail > 0 {
-        bounded(store.repair_torn_tail(run_id, lease, verified.complete_len as u64)).await?;
+    let (mut journal, repaired) =
+        super::resume::continue_journal(store, run_id, lease, verified).await?;
+    if repaired > 0 {
+        journal.stage(Event::Note {
+            step: None,
+            message: format!("cut a torn final record ({repaired} bytes) before aborting"),
+            data: json!({ "repaired_tail_bytes": repaired }),
+        })?;
     }
-    let mut journal = JournalWriter::resume(
-        store.clone(),
-        run_id,
-        lease.clone(),
-        verified.records.len() as u64,
-        verified.head.clone(),
-    );
     journal
         .append(Event::RunFinished {
             status: RunStatus::Aborted,

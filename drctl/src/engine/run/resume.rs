@@ -139,18 +139,7 @@ async fn resume_locked(
     // loses nothing the run relied on. It is cut off before anything is
     // appended (appending after it would turn it into a corrupt record),
     // and the repair is journaled.
-    let repaired = if verified.torn_tail > 0 {
-        bounded(store.repair_torn_tail(run_id, lease, verified.complete_len as u64)).await?
-    } else {
-        0
-    };
-    let mut journal = JournalWriter::resume(
-        store.clone(),
-        run_id,
-        lease.clone(),
-        verified.records.len() as u64,
-        verified.head.clone(),
-    );
+    let (mut journal, repaired) = continue_journal(&store, run_id, lease, &verified).await?;
     journal
         .append(Event::RunResumed {
             operator: opts.operator.clone(),
@@ -308,4 +297,28 @@ pub fn check_binding(
         });
     }
     Ok(Some(now.content_hash.clone()))
+}
+
+/// A writer that continues a verified journal under `lease`, and the bytes
+/// of a torn final line cut off first (appending after it would turn it
+/// into a corrupt record). The caller journals the repair.
+pub(super) async fn continue_journal(
+    store: &Arc<dyn Store>,
+    run_id: &str,
+    lease: &Lease,
+    verified: &journal::Verified,
+) -> Result<(JournalWriter, u64), EngineError> {
+    let repaired = if verified.torn_tail > 0 {
+        bounded(store.repair_torn_tail(run_id, lease, verified.complete_len as u64)).await?
+    } else {
+        0
+    };
+    let writer = JournalWriter::resume(
+        store.clone(),
+        run_id,
+        lease.clone(),
+        verified.records.len() as u64,
+        verified.head.clone(),
+    );
+    Ok((writer, repaired))
 }
