@@ -586,17 +586,29 @@ impl Verifier {
     /// final line, which is not consumed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(Vec<Record>, usize), JournalError> {
         let mut records = Vec::new();
+        let torn = self.feed_each(bytes, |r| records.push(r))?;
+        Ok((records, torn))
+    }
+
+    /// [`Self::feed`] without keeping the records: each verified record is
+    /// handed to `each` in order, so a reader that folds them (status,
+    /// reports) holds one record at a time, not the whole journal.
+    pub fn feed_each(
+        &mut self,
+        bytes: &[u8],
+        mut each: impl FnMut(Record),
+    ) -> Result<usize, JournalError> {
         let mut pos = 0;
         while pos < bytes.len() {
             let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
-                return Ok((records, bytes.len() - pos));
+                return Ok(bytes.len() - pos);
             };
             let line = &bytes[pos..pos + nl];
             pos += nl + 1;
             self.line_no += 1;
-            records.push(self.check_line(line)?);
+            each(self.check_line(line)?);
         }
-        Ok((records, 0))
+        Ok(0)
     }
 
     /// The hash of the last verified record.

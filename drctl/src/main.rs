@@ -355,6 +355,22 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let store = open_store(&cli, Some(env), OpenMode::Create, true).await?;
             cli::labcmd::cmd_heartbeat(env, region, *interval, store).await
         }
+        Command::Bench(cli::BenchCmd::Scale { steps, records }) => {
+            let (steps, records) = (steps.clone(), records.clone());
+            // CPU-bound and synchronous: off the async workers.
+            let (text, json) = tokio::task::spawn_blocking(move || {
+                drctl::bench::scale::scale_bench(&steps, &records)
+            })
+            .await
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark task: {e}")))?
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+            cli::ui::out(&if output == OutputFormat::Json {
+                json.to_string()
+            } else {
+                text
+            });
+            Ok(exit::OK)
+        }
         Command::Bench(cli::BenchCmd::Immudb) => {
             let rows = drctl::immudb::bench::bench_workloads();
             let sha = rows

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{ui, CliError, OutputFormat, ReportFormat};
-use crate::engine::run::load_view_pub;
+use crate::engine::run::load_view_only;
 use crate::engine::view::RunView;
 use crate::exit;
 use crate::journal::{format_ms, StepStatus};
@@ -24,8 +24,8 @@ pub async fn resolve_run_id(store: &dyn Store, id: &str) -> Result<String, CliEr
 pub async fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, CliError> {
     let mut rows = Vec::new();
     for id in store.list_runs().await? {
-        match load_view_pub(store, &id).await {
-            Ok((v, _)) => rows.push(serde_json::json!({
+        match load_view_only(store, &id).await {
+            Ok(v) => rows.push(serde_json::json!({
                 "run_id": id, "runbook": v.runbook.name, "mode": v.mode.as_str(),
                 "status": v.status_text(), "started": format_ms(v.started_ms),
                 "environment": v.environment.as_ref().map(|e| e.name.clone()),
@@ -202,7 +202,7 @@ pub async fn cmd_report(
     format: ReportFormat,
 ) -> Result<i32, CliError> {
     let id = resolve_run_id(store, id).await?;
-    let (v, _) = load_view_pub(store, &id).await?;
+    let v = load_view_only(store, &id).await?;
     match format {
         ReportFormat::Md => ui::out(&crate::report::markdown(&v)),
         ReportFormat::Json => {

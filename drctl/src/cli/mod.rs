@@ -323,6 +323,15 @@ pub enum BenchCmd {
         #[arg(long, value_name = "URL")]
         pg: Option<String>,
     },
+    /// Validation and journal-fold cost as runbooks and journals grow, beside parse-only baselines.
+    Scale {
+        /// Runbook sizes (steps in one chain, each reading the previous step's output).
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000, 100_000])]
+        steps: Vec<usize>,
+        /// Journal sizes (records).
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000, 1_000_000])]
+        records: Vec<usize>,
+    },
     /// immudb verification: dual proofs at large tx ids and Alh-chain recomputation, beside raw SHA-256.
     Immudb,
 }

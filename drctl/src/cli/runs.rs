@@ -208,7 +208,7 @@ pub async fn cmd_resume(
     registry: &Arc<Registry>,
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store.as_ref(), run_id).await?;
-    let (view, _) = engine::run::load_view_pub(store.as_ref(), &run_id).await?;
+    let view = engine::run::load_view_only(store.as_ref(), &run_id).await?;
     // Refused before the runbook is even loaded; the engine checks again
     // under the lease.
     refuse_ended(&view)?;
@@ -280,7 +280,7 @@ pub async fn cmd_approve(
     output: OutputFormat,
 ) -> Result<i32, CliError> {
     let run_id = super::inspect::resolve_run_id(store, run_id).await?;
-    let (view, _) = engine::run::load_view_pub(store, &run_id).await?;
+    let view = engine::run::load_view_only(store, &run_id).await?;
     refuse_ended(&view)?;
     let Some(started) = view.step(step).filter(|s| s.action == "approval") else {
         let approvals: Vec<&str> = view

@@ -360,8 +360,8 @@ async fn prune(
         if s.last_write_ms >= cutoff {
             continue;
         }
-        let view = match crate::engine::run::load_view_pub(store, &s.run_id).await {
-            Ok((v, _)) => v,
+        let view = match crate::engine::run::load_view_only(store, &s.run_id).await {
+            Ok(v) => v,
             // An unreadable journal is evidence: never deleted by prune.
             Err(_) => {
                 kept += 1;

@@ -266,6 +266,13 @@ pub async fn load_view_pub(
     Ok((view, verified))
 }
 
+/// The run's view alone, verified and folded in one streaming pass (no
+/// record list kept): for readers such as `status` and `report`.
+pub async fn load_view_only(store: &dyn Store, run_id: &str) -> Result<RunView, EngineError> {
+    let bytes = store.read_journal(run_id).await?;
+    Ok(super::view::fold_bytes(&bytes)?)
+}
+
 impl Run {
     fn run_value(&self) -> Value {
         json!({

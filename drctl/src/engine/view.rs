@@ -7,7 +7,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::journal::RunOptions;
-use crate::journal::{ErrorInfo, Event, FileRef, Record, RunStatus, StepStatus, Verified};
+use crate::journal::{
+    ErrorInfo, Event, FileRef, JournalError, Record, RunStatus, StepStatus, Verified, Verifier,
+};
 use crate::runbook::Mode;
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +149,23 @@ pub fn fold(v: &Verified) -> Option<RunView> {
     view.head = v.head.clone();
     view.torn_tail = v.torn_tail;
     Some(view)
+}
+
+/// Verifies journal bytes and folds them in one pass, holding one record
+/// at a time: what readers that need only the view (status, reports,
+/// listings) use, so their memory does not grow with the journal.
+pub fn fold_bytes(bytes: &[u8]) -> Result<RunView, JournalError> {
+    let mut verifier = Verifier::default();
+    let mut view: Option<RunView> = None;
+    let torn = verifier.feed_each(bytes, |rec| match view.as_mut() {
+        Some(v) => v.apply(&rec),
+        // The verifier refuses a first record that is not `run_started`.
+        None => view = RunView::start(&rec),
+    })?;
+    let mut view = view.ok_or(JournalError::NeverStarted)?;
+    view.head = verifier.head().to_string();
+    view.torn_tail = torn;
+    Ok(view)
 }
 
 impl RunView {

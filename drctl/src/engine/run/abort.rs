@@ -61,7 +61,7 @@ pub async fn abort(
     let deadline = Instant::now() + ABORT_WAIT;
     let mut requested = false;
     loop {
-        let (view, _) = load_view_pub(store.as_ref(), run_id).await?;
+        let view = super::load_view_only(store.as_ref(), run_id).await?;
         if requested && view.status == Some(RunStatus::Aborted) {
             return Ok(AbortOutcome::Stopped {
                 reason: view.reason.unwrap_or_default(),

@@ -18,6 +18,8 @@ use crate::engine::{self, EngineError, RunSpec};
 use crate::runbook::Mode;
 use crate::store::{DirStore, Store, StoreError};
 
+pub mod scale;
+
 /// Why a benchmark could not produce figures.
 #[derive(Debug, Error)]
 pub enum BenchError {
@@ -29,6 +31,8 @@ pub enum BenchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("bench run ended {0}")]
     RunEnded(&'static str),
 }
