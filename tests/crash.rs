@@ -123,9 +123,16 @@ fn kill_in_the_middle_of_steps_then_resume() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        // The killed process's command children die with it (PDEATHSIG);
-        // give the kernel a moment to reap them.
-        assert!(wait_until(Duration::from_secs(2), || true));
+        // The killed process's command children die with it (PDEATHSIG):
+        // none may outlive it and append to the witness behind the resume.
+        assert!(
+            wait_until(Duration::from_secs(5), || drctl_tests::processes_in(
+                w.path()
+            )
+            .is_empty()),
+            "killed after {delay_ms}ms: a step's command outlived drctl: {:?}",
+            drctl_tests::processes_in(w.path())
+        );
         let Some(run) = w.runs().first().cloned() else {
             continue;
         };

@@ -397,6 +397,7 @@ fn clouddns_against_the_documented_fake() {
         .stdout;
     let fake = clouddns_fake::FakeCloudDns::start(
         der,
+        "drctl@proj.iam.gserviceaccount.com",
         vec![
             serde_json::json!({"name": "app.test.example.", "type": "A", "ttl": 30, "rrdatas": ["10.0.0.1"]}),
         ],

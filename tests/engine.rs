@@ -357,7 +357,9 @@ fn abort_stops_a_run() {
     assert_eq!(o.code, 7, "{o:?}");
     let st = w.run(&["status", &run]);
     assert!(st.stdout.contains("aborted by test-operator"), "{st:?}");
-    assert_ne!(w.run(&["resume", &run]).code, 0);
+    let again = w.run(&["resume", &run]);
+    assert_eq!(again.code, 20, "an aborted run stays ended: {again:?}");
+    assert!(again.stderr.contains("aborted"), "{again:?}");
 }
 
 #[test]

@@ -457,7 +457,7 @@ fn tls_is_verified_and_cannot_be_switched_off() {
     );
     std::fs::write(r.w.path().join("dr.kubeconfig"), insecure).unwrap();
     let (o, run) = r.run("scale.yaml", SCALE_PRIMARY);
-    assert_ne!(o.code, 0, "{o:?}");
+    assert_eq!(o.code, 5, "a refused kubeconfig fails the run: {o:?}");
     assert!(
         r.w.step_error(&run, "scale")
             .contains("disables TLS verification"),

@@ -556,3 +556,29 @@ pub const EXAMPLE_SECRET_VARS: &[&str] = &[
     "PAGERDUTY_ROUTING_KEY",
     "DRCTL_STATE_PASSWORD",
 ];
+
+/// Live processes (not zombies) whose working directory is `dir`: what a
+/// killed drctl's step commands would be, had they outlived it.
+pub fn processes_in(dir: &std::path::Path) -> Vec<u32> {
+    let Ok(want) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|t| t.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie && std::fs::read_link(e.path().join("cwd")).ok().as_deref() == Some(&want) {
+            found.push(pid);
+        }
+    }
+    found
+}

@@ -16,8 +16,10 @@
 //! - one global resourceVersion; a write carrying a stale resourceVersion
 //!   gets 409 Conflict; `generation` moves with spec changes;
 //! - 403 Forbidden and 404 NotFound in the API server's own wording;
-//! - a workload controller that moves `readyReplicas` towards `spec.replicas`
-//!   one tick at a time (zero-valued status fields omitted, as the API does),
+//! - a workload controller whose status fields move apart, as the real ones
+//!   do: a new generation is observed a tick before pods change, pods are
+//!   created a few per tick, turn Ready a tick later and Available a tick
+//!   after that (zero-valued status fields omitted, as the API does),
 //!   and an HPA controller that reverts manual scaling to
 //!   clamp(recommendation, min, max) and stays idle at 0 replicas.
 //!
@@ -310,7 +312,7 @@ impl KubeFake {
                          "creationTimestamp": "2026-01-01T00:00:00Z", "labels": l},
             "spec": spec,
         });
-        set_status(&mut v, kind, 1, replicas, replicas);
+        set_status(&mut v, kind, Counts::settled(1, replicas));
         st.objects.insert(
             key(kind, ns, name),
             Obj {
@@ -460,9 +462,69 @@ fn int(v: &Value, ptr: &str) -> i64 {
     v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
+/// A workload's status counters, as the controller tracks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    observed: i64,
+    replicas: i64,
+    updated: i64,
+    ready: i64,
+    available: i64,
+}
+
+impl Counts {
+    fn of(v: &Value) -> Self {
+        Counts {
+            observed: int(v, "/status/observedGeneration"),
+            replicas: int(v, "/status/replicas"),
+            updated: int(v, "/status/updatedReplicas"),
+            ready: int(v, "/status/readyReplicas"),
+            available: int(v, "/status/availableReplicas"),
+        }
+    }
+
+    /// Settled at `n` replicas for generation `g`.
+    fn settled(g: i64, n: i64) -> Self {
+        Counts {
+            observed: g,
+            replicas: n,
+            updated: n,
+            ready: n,
+            available: n,
+        }
+    }
+
+    /// One controller tick towards `spec` for `generation`, in the order
+    /// the real controllers move: the new generation is observed first (the
+    /// counters still describe the old spec), then pods are created or
+    /// deleted `per_tick` at a time (`replicas`, `updatedReplicas`), a new
+    /// pod turns Ready one tick after it was created and Available one tick
+    /// after that (minReadySeconds); deleted pods stop counting at once.
+    fn tick(self, generation: i64, spec: i64, per_tick: i64) -> Self {
+        if self.observed < generation {
+            return Counts {
+                observed: generation,
+                ..self
+            };
+        }
+        let updated = self.updated + (spec - self.updated).clamp(-per_tick, per_tick);
+        let ready =
+            (self.ready + (self.updated - self.ready).clamp(-per_tick, per_tick)).min(updated);
+        let available =
+            (self.available + (self.ready - self.available).clamp(-per_tick, per_tick)).min(ready);
+        Counts {
+            observed: generation,
+            replicas: updated,
+            updated,
+            ready,
+            available,
+        }
+    }
+}
+
 /// Writes a workload's status the way the API serializes it: zero-valued
 /// integers are omitted.
-fn set_status(v: &mut Value, kind: &str, observed: i64, replicas: i64, ready: i64) {
+fn set_status(v: &mut Value, kind: &str, c: Counts) {
     let mut s = Map::new();
     // StatefulSetStatus.replicas and .availableReplicas have no omitempty
     // in the API's Go types; every other status integer does.
@@ -472,13 +534,13 @@ fn set_status(v: &mut Value, kind: &str, observed: i64, replicas: i64, ready: i6
             s.insert(k.into(), json!(n));
         }
     };
-    put("observedGeneration", observed);
-    put("replicas", replicas);
-    put("readyReplicas", ready);
-    put("updatedReplicas", replicas);
-    put("availableReplicas", ready);
+    put("observedGeneration", c.observed);
+    put("replicas", c.replicas);
+    put("readyReplicas", c.ready);
+    put("updatedReplicas", c.updated);
+    put("availableReplicas", c.available);
     if kind == "StatefulSet" {
-        put("currentReplicas", ready);
+        put("currentReplicas", c.ready);
     }
     v["status"] = Value::Object(s);
 }
@@ -551,10 +613,9 @@ fn controllers(st: &mut State, per_tick: i64) {
         let v = &st.objects[&k].value;
         let spec = int(v, "/spec/replicas");
         let generation = int(v, "/metadata/generation");
-        let ready = int(v, "/status/readyReplicas");
-        let step = (spec - ready).clamp(-per_tick, per_tick);
+        let counts = Counts::of(v).tick(generation, spec, per_tick);
         let mut next = v.clone();
-        set_status(&mut next, &k.0, generation, spec, ready + step);
+        set_status(&mut next, &k.0, counts);
         if next["status"] != v["status"] {
             let rv = st.next_rv();
             next["metadata"]["resourceVersion"] = json!(rv);
@@ -622,22 +683,46 @@ mod tests {
         f.add_workload("Deployment", "ns", "web", &[], 1);
         f.add_hpa("ns", "web", "Deployment", "web", 2, 5, 3);
         std::mem::swap(&mut st, &mut f.state.lock().unwrap());
+        let counts = |st: &State| Counts::of(&st.objects[&key("Deployment", "ns", "web")].value);
         controllers(&mut st, 1);
         let w = &st.objects[&key("Deployment", "ns", "web")].value;
         assert_eq!(int(w, "/spec/replicas"), 3, "HPA sets clamp(3, 2, 5)");
+        // The new generation is observed before any pod changes.
         assert_eq!(
-            int(w, "/status/readyReplicas"),
-            2,
-            "one more ready per tick"
+            counts(&st),
+            Counts {
+                observed: 2,
+                ..Counts::settled(1, 1)
+            }
         );
         controllers(&mut st, 1);
         assert_eq!(
-            int(
-                &st.objects[&key("Deployment", "ns", "web")].value,
-                "/status/readyReplicas"
-            ),
-            3
+            counts(&st),
+            Counts {
+                observed: 2,
+                replicas: 2,
+                updated: 2,
+                ready: 1,
+                available: 1
+            },
+            "a pod is created before it is ready"
         );
+        controllers(&mut st, 1);
+        assert_eq!(
+            counts(&st),
+            Counts {
+                observed: 2,
+                replicas: 3,
+                updated: 3,
+                ready: 2,
+                available: 1
+            },
+            "ready trails creation, available trails ready"
+        );
+        for _ in 0..3 {
+            controllers(&mut st, 1);
+        }
+        assert_eq!(counts(&st), Counts::settled(2, 3));
         // At 0 replicas the HPA stands still.
         let rv = st.next_rv();
         set_spec_replicas(

@@ -342,8 +342,8 @@ mod tests {
         let mut bytes = journal_bytes(12).expect("journal");
         bytes.extend_from_slice(b"{\"torn");
         let streamed = crate::engine::view::fold_bytes(&bytes).expect("folds");
-        let whole = crate::engine::view::fold(&journal::verify(&bytes).expect("verifies"))
-            .expect("view");
+        let whole =
+            crate::engine::view::fold(&journal::verify(&bytes).expect("verifies")).expect("view");
         assert_eq!(
             serde_json::to_value(&streamed).expect("json"),
             serde_json::to_value(&whole).expect("json")
