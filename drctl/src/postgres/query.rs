@@ -159,10 +159,9 @@ impl ActionKind for PgQuery {
     ) -> Result<Preflight, ActionError> {
         Ok(match run(p, ctx).await {
             Ok(o) => Preflight::ok(format!("query passes now ({} rows)", o["row_count"])),
-            Err(e) => Preflight {
-                lines: vec![format!("query fails now: {e}")],
-                ok: true,
-            },
+            // The plan decides whether failing now is expected (a check
+            // after the promotion) or a problem.
+            Err(e) => Preflight::fails_now(format!("query fails now: {e}")),
         })
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
