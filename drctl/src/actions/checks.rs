@@ -142,6 +142,15 @@ fn load_check(
         );
     }
     match kinds.get(&action).filter(|a| a.kind() != "checks.run") {
+        Some(a) if NOT_CHECKS.contains(&a.kind()) => ctx.error(
+            "E-CHECK-KIND",
+            an,
+            format!("check `{id}` uses `{action}`, which is not a check: it involves people, not systems"),
+            Some(format!(
+                "a check set only observes: use {}, and put `{action}` in a runbook step",
+                read_only_kinds(kinds)
+            )),
+        ),
         Some(a) if !a.read_only(&with.to_json()) => ctx.error(
             "E-CHECK-NOT-READ-ONLY",
             an,
@@ -163,12 +172,21 @@ fn load_check(
     Some(Check { id, action, with })
 }
 
+/// Read-only kinds that are still no check: `notify` changes no system
+/// of the environment (so its runs need no exclusive lease) but pages
+/// people, and `approval` waits for one. A check set only observes.
+const NOT_CHECKS: &[&str] = &["notify", "approval"];
+
 /// The kinds a check may use (read-only with their default parameters),
 /// for hints.
 fn read_only_kinds(kinds: &Registry) -> String {
     kinds
         .iter()
-        .filter(|k| k.kind() != "checks.run" && k.read_only(&Value::Object(Map::new())))
+        .filter(|k| {
+            k.kind() != "checks.run"
+                && !NOT_CHECKS.contains(&k.kind())
+                && k.read_only(&Value::Object(Map::new()))
+        })
         .map(|k| k.kind())
         .collect::<Vec<_>>()
         .join(", ")
@@ -539,6 +557,7 @@ mod tests {
         let kinds: Vec<Box<dyn Action>> = vec![
             Box::new(crate::actions::wait::Wait),
             Box::new(crate::actions::exec::Exec),
+            Box::new(crate::actions::notify::Notify),
             Box::new(Panics),
             Box::new(ChecksRun),
         ];
@@ -612,6 +631,10 @@ mod tests {
         );
         let (d, r) = validate("checks:\n  - id: w\n    action: wait\n    with: {duration: 1ms}\n");
         assert!(!d.has_errors(), "{r}");
+        let (d, r) =
+            validate("checks:\n  - id: page\n    action: notify\n    with: {message: hi}\n");
+        assert!(d.has_errors() && r.contains("set.yaml:3:13"), "{r}");
+        assert!(r.contains("`notify`, which is not a check"), "{r}");
     }
 
     #[tokio::test]
