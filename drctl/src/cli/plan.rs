@@ -299,8 +299,8 @@ pub async fn render_plan(
     );
     let rb = &loaded.runbook;
     if a.check {
-        // Preflights run commands (`exec` `unless`) and probes that may
-        // print a secret: mask every one the runbook can use.
+        // Preflights run probes whose answers may print a secret: mask
+        // every one the runbook can use.
         crate::secretscan::register_references(rb, loaded.env.as_deref(), &params);
     }
     let mut o = String::new();
