@@ -211,6 +211,29 @@ mod tests {
     }
 
     #[test]
+    fn expected_after_names_the_running_mutating_steps_before_a_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rb.yaml");
+        std::fs::write(
+            &path,
+            "name: x\nsteps:\n  - {id: look, action: wait, with: {duration: 1ms}}\n  - {id: act, action: exec, needs: [look], with: {argv: [\"true\"], idempotent: true}}\n  - {id: act2, action: exec, needs: [act], with: {argv: [\"true\"], idempotent: true}}\n  - {id: after, action: wait, needs: [act2], with: {duration: 1ms}}\n  - {id: beside, action: wait, needs: [look], with: {duration: 1ms}}\n",
+        )
+        .expect("write runbook");
+        let kinds = crate::registry::standard();
+        let (rb, _) = crate::runbook::load_runbook(&path).expect("parses");
+        let (d, plan) = crate::runbook::validate_runbook(&rb, None, &kinds);
+        assert!(!d.has_errors(), "{}", d.render());
+        let plan = plan.expect("a plan");
+        let m = mutating_ancestors(&rb, &plan, &kinds, &BTreeSet::new());
+        assert_eq!(m["after"], ["act", "act2"], "transitive, in plan order");
+        assert!(m["beside"].is_empty(), "only a read-only step before it");
+        assert!(m["look"].is_empty());
+        let skipped: BTreeSet<String> = ["act".to_string()].into();
+        let m = mutating_ancestors(&rb, &plan, &kinds, &skipped);
+        assert_eq!(m["after"], ["act2"], "a skipped step changes nothing");
+    }
+
+    #[test]
     fn failing_now_is_expected_only_after_a_mutating_step() {
         let p = Preflight::fails_now("GET x -> fails now: 503");
         let first = judge(&p, &[]);
