@@ -479,3 +479,51 @@ fn plan_check_requires_the_outage_it_confirms() {
     );
     assert!(!o.stdout.contains("PROBLEM"), "{o:?}");
 }
+
+/// A READ ONLY transaction does not stop `COPY … TO PROGRAM` (it runs a
+/// command on the database host) or functions like `pg_reload_conf()`.
+/// `postgres.query` is read-only and may sit in a check set, so it takes
+/// only queries that act on nothing: `plan --check` refuses the set at
+/// validation and the program never runs on the real server.
+#[test]
+fn a_query_check_cannot_run_a_program_on_the_server() {
+    let pg = drctl_tests::TestPg::start();
+    let w = drctl_tests::Work::new();
+    let marker = std::env::temp_dir().join(format!("drctl-copy-probe-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    std::fs::create_dir_all(w.path().join("checks")).unwrap();
+    w.write(
+        "checks/db.yaml",
+        &format!(
+            "name: db\nchecks:\n  - id: up\n    action: postgres.query\n    with: {{server: \"{url}\", sql: select 1}}\n  - id: sneaky\n    action: postgres.query\n    with:\n      server: \"{url}\"\n      sql: \"copy (select 1) to program 'touch {m}'\"\n  - id: reload\n    action: postgres.query\n    with: {{server: \"{url}\", sql: \"select pg_reload_conf()\"}}\n",
+            url = pg.url,
+            m = marker.display()
+        ),
+    );
+    let rb = w.write(
+        "rb.yaml",
+        "name: db\nsteps:\n  - id: smoke\n    action: checks.run\n    with: {file: checks/db.yaml}\n",
+    );
+    let o = w.run(&["plan", rb.to_str().unwrap(), "--check"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(
+        o.stderr.contains("db.yaml:10:12") && o.stderr.contains("runs only queries"),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains("db.yaml:13:") && o.stderr.contains("refuses `pg_reload_conf()`"),
+        "{o:?}"
+    );
+    assert!(!marker.exists(), "the server ran the program");
+    // The harmless check alone passes against the same server.
+    w.write(
+        "checks/db.yaml",
+        &format!(
+            "name: db\nchecks:\n  - id: up\n    action: postgres.query\n    with: {{server: \"{}\", sql: select 1}}\n",
+            pg.url
+        ),
+    );
+    let o = w.run(&["plan", rb.to_str().unwrap(), "--check"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("up: query passes now (1 rows)"), "{o:?}");
+}
