@@ -410,7 +410,8 @@ pub async fn render_plan(
                         Err(e) => (preflight::run(Err(e), &ctx).await, None),
                     };
                     let after = ancestors.get(id).map(Vec::as_slice).unwrap_or(&[]);
-                    let judged = preflight::judge(&pre, after);
+                    let tolerated = step.on_failure == crate::runbook::OnFailure::Continue;
+                    let judged = preflight::judge(&pre, after, tolerated);
                     if judged.problem {
                         problems.push(id.clone());
                     }

@@ -140,8 +140,29 @@ pub struct Judged {
     pub json: Value,
 }
 
-/// Applies the rule of this module to a step's preflight.
-pub fn judge(p: &Preflight, after: &[String]) -> Judged {
+/// Applies the rule of this module to a step's preflight. A step with
+/// `on_failure: continue` (`tolerated`) cannot fail the run: what would be
+/// a problem is a warning.
+pub fn judge(p: &Preflight, after: &[String], tolerated: bool) -> Judged {
+    let mut j = judge_strict(p, after);
+    if j.problem && tolerated {
+        for (marker, _) in &mut j.lines {
+            if *marker == "PROBLEM:" {
+                *marker = "WARNING:";
+            }
+        }
+        j.lines.push((
+            "WARNING:",
+            "on_failure: continue: the run would go on without it".into(),
+        ));
+        j.problem = false;
+        j.json["problem"] = json!(false);
+        j.json["warning"] = json!(true);
+    }
+    j
+}
+
+fn judge_strict(p: &Preflight, after: &[String]) -> Judged {
     let quoted = || {
         after
             .iter()
@@ -236,16 +257,22 @@ mod tests {
     #[test]
     fn failing_now_is_expected_only_after_a_mutating_step() {
         let p = Preflight::fails_now("GET x -> fails now: 503");
-        let first = judge(&p, &[]);
+        let first = judge(&p, &[], false);
         assert!(first.problem, "nothing before it can change the answer");
-        let later = judge(&p, &["promote".into(), "dns".into()]);
+        let later = judge(&p, &["promote".into(), "dns".into()], false);
         assert!(!later.problem);
         assert_eq!(
             later.lines[0].1,
             "fails now; expected to pass after `promote`, `dns` (it depends on them)"
         );
-        let blocked = judge(&Preflight::problem("unreachable"), &["fence".into()]);
+        let blocked = judge(&Preflight::problem("unreachable"), &["fence".into()], false);
         assert!(blocked.problem, "a problem stays one whatever came before");
-        assert!(!judge(&Preflight::ok("fine"), &[]).problem);
+        assert!(!judge(&Preflight::ok("fine"), &[], false).problem);
+        let tolerated = judge(&Preflight::problem("unreachable"), &[], true);
+        assert!(
+            !tolerated.problem,
+            "on_failure: continue cannot fail the run"
+        );
+        assert_eq!(tolerated.lines[0], ("WARNING:", "unreachable".to_string()));
     }
 }
