@@ -6,6 +6,14 @@
 //! (`vars: {app_url: "${target.app.url}"}`). Check files are validated with
 //! locations in the check file itself.
 //!
+//! A check set only observes: every check's kind must be read-only
+//! ([`ActionKind::read_only`] with its parameters as written), and not
+//! `notify` or `approval`, so the step is read-only too and `plan --check`
+//! can run its preflight, which runs each check's preflight (never its
+//! `execute`), against production at any time. An empty or malformed
+//! `checks:` list is an error; a check that panics or is cancelled has
+//! failed.
+//!
 //! ```yaml
 //! name: smoke
 //! checks:
