@@ -62,6 +62,15 @@ fn plan_status_and_report_read_as_reviewed() {
     let plan = w.run(&["plan", rb]);
     assert_eq!(plan.code, 0, "{plan:?}");
     insta::assert_snapshot!("plan", plan.stdout);
+    // The preflight of every step, and none of them executed: `prepare`
+    // would write the marker, and even its `unless` is not run.
+    let check = w.run(&["plan", rb, "--check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        !w.path().join("marker").exists(),
+        "plan --check ran a command"
+    );
+    insta::assert_snapshot!("plan_check", check.stdout);
     let run = w.run(&["run", rb, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     let id = w.runs()[0].clone();

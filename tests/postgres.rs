@@ -357,3 +357,173 @@ fn a_missing_secret_file_refuses_a_failover_drill_before_step_1() {
     assert_eq!(lab.outputs(&r, "dr")["role"], "standby");
     assert_eq!(lab.outputs(&r, "primary")["role"], "primary");
 }
+
+/// The pid of a lab service, from `drctl lab status --output json`.
+fn service_pid(lab: &Lab, name: &str) -> i32 {
+    let o = lab.w.run(&["--output", "json", "lab", "status"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let st: Value = serde_json::from_str(&o.stdout).unwrap();
+    let pid = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["pid"].as_i64())
+        .unwrap_or_else(|| panic!("no pid for {name}: {st}"));
+    pid as i32
+}
+
+/// SIGSTOPs a process and SIGCONTs it when dropped, so a failing
+/// assertion never leaves a frozen server behind.
+struct Frozen(i32);
+
+impl Frozen {
+    fn new(pid: i32) -> Frozen {
+        // SAFETY: signalling the lab's own postmaster, which this test's lab started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above; the process is ours.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+fn plan_check(lab: &Lab) -> Out {
+    let rb = drctl_tests::repo_root().join("runbooks/failover.yaml");
+    lab.w.run(&[
+        "plan",
+        rb.to_str().unwrap(),
+        "--env",
+        &lab.env(),
+        "--region",
+        "dr",
+        "--check",
+    ])
+}
+
+/// A frozen standby (SIGSTOP: it accepts TCP connections and never
+/// answers) is what a real hung server looks like. `plan --check` of the
+/// failover must probe it, although promote's `old_primary_lsn` comes from
+/// the fence step, and name it as the problem within bounded time.
+#[test]
+fn plan_check_names_a_frozen_standby_in_bounded_time() {
+    let lab = Lab::up();
+    let broke = lab.w.run(&["lab", "break", "primary"]);
+    assert_eq!(broke.code, 0, "{broke:?}");
+    let healthy = plan_check(&lab);
+    assert_eq!(
+        healthy.code, 0,
+        "with the primary down and the standby up: {healthy:?}"
+    );
+    let env = std::fs::read_to_string(lab.env()).unwrap();
+    let dr_port = env
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("dr:"))
+        .find_map(|l| l.split("port: ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let frozen = Frozen::new(service_pid(&lab, "pg-dr"));
+    let t = std::time::Instant::now();
+    let o = plan_check(&lab);
+    let took = t.elapsed();
+    drop(frozen);
+    assert_eq!(o.code, 4, "{o:?}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let problem =
+        format!("PROBLEM: the standby to promote, postgres 127.0.0.1:{dr_port}, is unreachable");
+    assert!(o.stdout.contains(&problem), "expected `{problem}`: {o:?}");
+    assert!(o.stdout.contains("did not answer within"), "{o:?}");
+    assert!(
+        o.stderr.contains("preflight found problems in `promote`"),
+        "only promote is the problem (smoke is expected after it): {o:?}"
+    );
+}
+
+/// `confirm-outage` (`expect_failure: true`) against a healthy primary
+/// would fail the run, and no step before it changes that: a problem, exit
+/// 4. Once the primary is down it passes, and the checks after the
+/// mutating steps are expected to pass after them.
+#[test]
+fn plan_check_requires_the_outage_it_confirms() {
+    let lab = Lab::up();
+    let o = plan_check(&lab);
+    assert_eq!(o.code, 4, "{o:?}");
+    assert!(
+        o.stdout
+            .contains("the service is up, so there is no outage to confirm (fails now)")
+            && o.stdout
+                .contains("PROBLEM: it must pass now: no step before it changes anything"),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("problems in `confirm-outage`"), "{o:?}");
+    assert!(
+        o.stdout
+            .contains("expected: fails now; expected to pass after `fence` (it depends on it)"),
+        "promote's split-brain guard waits for the fence: {o:?}"
+    );
+    let broke = lab.w.run(&["lab", "break", "primary"]);
+    assert_eq!(broke.code, 0, "{broke:?}");
+    let o = plan_check(&lab);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("check: outage confirmed:"), "{o:?}");
+    assert!(
+        o.stdout.contains(
+            "expected: fails now; expected to pass after `fence`, `promote`, `dns` (it depends on them)"
+        ),
+        "the smoke checks: {o:?}"
+    );
+    assert!(!o.stdout.contains("PROBLEM"), "{o:?}");
+}
+
+/// A READ ONLY transaction does not stop `COPY … TO PROGRAM` (it runs a
+/// command on the database host) or functions like `pg_reload_conf()`.
+/// `postgres.query` is read-only and may sit in a check set, so it takes
+/// only queries that act on nothing: `plan --check` refuses the set at
+/// validation and the program never runs on the real server.
+#[test]
+fn a_query_check_cannot_run_a_program_on_the_server() {
+    let pg = drctl_tests::TestPg::start();
+    let w = drctl_tests::Work::new();
+    let marker = std::env::temp_dir().join(format!("drctl-copy-probe-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    std::fs::create_dir_all(w.path().join("checks")).unwrap();
+    w.write(
+        "checks/db.yaml",
+        &format!(
+            "name: db\nchecks:\n  - id: up\n    action: postgres.query\n    with: {{server: \"{url}\", sql: select 1}}\n  - id: sneaky\n    action: postgres.query\n    with:\n      server: \"{url}\"\n      sql: \"copy (select 1) to program 'touch {m}'\"\n  - id: reload\n    action: postgres.query\n    with: {{server: \"{url}\", sql: \"select pg_reload_conf()\"}}\n",
+            url = pg.url,
+            m = marker.display()
+        ),
+    );
+    let rb = w.write(
+        "rb.yaml",
+        "name: db\nsteps:\n  - id: smoke\n    action: checks.run\n    with: {file: checks/db.yaml}\n",
+    );
+    let o = w.run(&["plan", rb.to_str().unwrap(), "--check"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(
+        o.stderr.contains("db.yaml:10:12") && o.stderr.contains("runs only queries"),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains("db.yaml:13:") && o.stderr.contains("refuses `pg_reload_conf()`"),
+        "{o:?}"
+    );
+    assert!(!marker.exists(), "the server ran the program");
+    // The harmless check alone passes against the same server.
+    w.write(
+        "checks/db.yaml",
+        &format!(
+            "name: db\nchecks:\n  - id: up\n    action: postgres.query\n    with: {{server: \"{}\", sql: select 1}}\n",
+            pg.url
+        ),
+    );
+    let o = w.run(&["plan", rb.to_str().unwrap(), "--check"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("up: query passes now (1 rows)"), "{o:?}");
+}

@@ -424,3 +424,81 @@ fn plaintext_by_default_is_refused_with_the_modes_explained() {
     }
     snapshot("tls", &o.stderr);
 }
+
+/// A check set may only observe: `plan --check` runs every check's
+/// preflight against live systems, so a mutating check (an `exec` that
+/// touches a file) is a located error at `validate`, `plan` and `run`,
+/// before anything runs, and the file is never created.
+#[test]
+fn a_check_set_that_changes_something_is_refused_before_anything_runs() {
+    let w = Work::new();
+    let marker = w.path().join("touched");
+    std::fs::create_dir_all(w.path().join("checks")).unwrap();
+    w.write(
+        "checks/touch.yaml",
+        &format!(
+            "name: touch\nchecks:\n  - id: up\n    action: wait\n    with: {{duration: 1ms}}\n  - id: touch\n    action: exec\n    with: {{argv: [touch, \"{}\"], idempotent: true}}\n",
+            marker.display()
+        ),
+    );
+    let rb = w.write(
+        "rb.yaml",
+        "name: smoke\nsteps:\n  - id: smoke\n    action: checks.run\n    with: {file: checks/touch.yaml}\n",
+    );
+    let rb = rb.to_str().unwrap();
+    let set = w.path().join("checks/touch.yaml");
+    let set = set.to_str().unwrap();
+    for args in [
+        vec!["validate", rb],
+        vec!["validate", set],
+        vec!["plan", rb, "--check"],
+        vec!["run", rb, "--yes"],
+    ] {
+        let o = w.run(&args);
+        assert_eq!(o.code, 3, "{args:?}: {o:?}");
+        assert!(
+            o.stderr.contains("touch.yaml:7:13")
+                && o.stderr
+                    .contains("check `touch` uses `exec`, which is not read-only"),
+            "{args:?}: located at the check's action: {o:?}"
+        );
+        assert!(o.stderr.contains("put `exec` in a runbook step"), "{o:?}");
+        assert!(!marker.exists(), "{args:?} ran the check's command");
+    }
+    assert!(w.runs().is_empty(), "a run started: {:?}", w.runs());
+}
+
+/// An empty `checks:` list would pass without checking anything, and a
+/// malformed one would silently check nothing: both are located errors.
+#[test]
+fn empty_and_malformed_check_lists_are_located() {
+    let w = Work::new();
+    for (name, text, at, says) in [
+        (
+            "empty.yaml",
+            "name: e\nchecks: []\n",
+            "empty.yaml:2:9",
+            "check set has no checks",
+        ),
+        (
+            "map.yaml",
+            "name: m\nchecks:\n  id: a\n  action: wait\n",
+            "map.yaml:3:3",
+            "checks: expected a list of checks, found a mapping",
+        ),
+        (
+            "scalar.yaml",
+            "name: s\nchecks:\n  - app-health\n",
+            "scalar.yaml:3:5",
+            "expected",
+        ),
+    ] {
+        let set = w.write(name, text);
+        let o = w.run(&["validate", set.to_str().unwrap()]);
+        assert_eq!(o.code, 3, "{name}: {o:?}");
+        assert!(
+            o.stderr.contains(at) && o.stderr.contains(says),
+            "{name}: expected `{says}` at {at}: {o:?}"
+        );
+    }
+}

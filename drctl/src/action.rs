@@ -185,28 +185,56 @@ impl StepContext {
     }
 }
 
+/// What a preflight says about a step if it ran now.
+///
+/// `FailsNow` and `Problem` are both "would fail now"; they differ in
+/// whether earlier steps of the run could change the answer. `plan --check`
+/// (`cli/plan.rs`) decides what that means for the step:
+/// a step that fails now but follows a mutating step is expected to pass
+/// after it; one with no mutating step before it must pass now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The step would pass (or do what the lines say) now.
+    #[default]
+    Passes,
+    /// The step would fail now because of a state earlier steps may change
+    /// (a smoke check before the switch, a split-brain guard before the
+    /// fence).
+    FailsNow,
+    /// The step would fail whatever earlier steps do (an unreachable or
+    /// frozen target, missing rights, no trusted state).
+    Problem,
+}
+
 /// What a preflight found: human lines such as
-/// `dns app.example.com A 10.0.0.1 -> 10.1.0.1`.
+/// `dns app.example.com A 10.0.0.1 -> 10.1.0.1`, and the [`Verdict`].
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Preflight {
     pub lines: Vec<String>,
-    /// False when the step would certainly fail (e.g. target unreachable).
-    pub ok: bool,
+    pub verdict: Verdict,
 }
 
 impl Preflight {
+    pub fn new(lines: Vec<String>, verdict: Verdict) -> Self {
+        Preflight { lines, verdict }
+    }
+
     pub fn ok(line: impl Into<String>) -> Self {
-        Preflight {
-            lines: vec![line.into()],
-            ok: true,
-        }
+        Preflight::new(vec![line.into()], Verdict::Passes)
+    }
+
+    pub fn fails_now(line: impl Into<String>) -> Self {
+        Preflight::new(vec![line.into()], Verdict::FailsNow)
     }
 
     pub fn problem(line: impl Into<String>) -> Self {
-        Preflight {
-            lines: vec![line.into()],
-            ok: false,
-        }
+        Preflight::new(vec![line.into()], Verdict::Problem)
+    }
+
+    /// The step would pass now.
+    pub fn passes(&self) -> bool {
+        self.verdict == Verdict::Passes
     }
 }
 
@@ -315,8 +343,11 @@ pub trait ActionKind: Clone + Send + Sync + 'static {
     /// True when the step changes nothing in the environment's systems
     /// (it may still write drctl's own state, e.g. a capacity snapshot).
     /// A run of read-only steps takes a shared lease, so it never locks
-    /// out a failover. Takes the runbook's parameters as written: the lease
-    /// is chosen before anything is resolved.
+    /// out a failover; check sets (`checks.run`) may hold only read-only
+    /// kinds; and `plan --check` treats a step that follows a non-read-only
+    /// one as "expected to pass after it". Takes the parameters as written:
+    /// the lease is chosen before anything is resolved. The default is the
+    /// conservative `false`: a kind that changes nothing says so.
     fn read_only(&self, _params: &Value) -> bool {
         false
     }
@@ -326,8 +357,11 @@ pub trait ActionKind: Clone + Send + Sync + 'static {
     /// resolved yet (and so would not decode).
     fn describe(&self, params: &Value) -> String;
 
-    /// Read-only inspection of live systems. `raw` is the resolved JSON
-    /// `p` was decoded from; the default only describes the step.
+    /// Read-only inspection of live systems: it must never change
+    /// anything (no writes, no commands run, no checkpoints), since
+    /// `plan --check` runs it against production at any time. `raw` is the
+    /// resolved JSON `p` was decoded from; the default only describes the
+    /// step.
     async fn preflight(
         &self,
         _p: &Self::Params,

@@ -10,7 +10,8 @@ pub const INTERNAL: i32 = 1;
 pub const USAGE: i32 = 2;
 /// A runbook, environment or check file is invalid; nothing was run.
 pub const INVALID_INPUT: i32 = 3;
-/// `plan --check`: a preflight found a step that would certainly fail.
+/// `plan --check`: a preflight found a step that would fail the run and
+/// that no earlier step is expected to fix.
 pub const PREFLIGHT_FAILED: i32 = 4;
 /// The run ended `failed`: a step failed and the run stopped.
 pub const RUN_FAILED: i32 = 5;
@@ -65,7 +66,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (
         PREFLIGHT_FAILED,
         "preflight-failed",
-        "plan --check found a step that would fail",
+        "plan --check found a step that would fail the run (a problem no earlier step is expected to fix)",
     ),
     (
         RUN_FAILED,

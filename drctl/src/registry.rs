@@ -52,6 +52,38 @@ mod tests {
         assert!(r.get("nope").is_none());
     }
 
+    /// What each kind declares (with its parameters as written, here
+    /// none): read-only kinds take shared leases and may sit in check sets,
+    /// so a kind that starts changing something must show up here.
+    #[test]
+    fn read_only_declarations_are_as_reviewed() {
+        let r = standard();
+        let none = serde_json::json!({});
+        let read_only: Vec<&str> = r
+            .iter()
+            .filter(|k| k.read_only(&none))
+            .map(|k| k.kind())
+            .collect();
+        assert_eq!(
+            read_only,
+            [
+                "wait",
+                "approval",
+                "http.check",
+                "notify",
+                "checks.run",
+                "dns.check",
+                "immudb.verify",
+                "kube.snapshot",
+                "kube.check",
+                "postgres.status",
+                "postgres.query",
+            ]
+        );
+        let post = serde_json::json!({"method": "POST"});
+        assert!(!r.get("http.check").is_some_and(|k| k.read_only(&post)));
+    }
+
     #[test]
     fn a_duplicate_kind_is_refused() {
         let kinds: Vec<Box<dyn Action>> = vec![

@@ -321,6 +321,10 @@ impl ActionKind for Exec {
     fn idempotent(&self, params: &Value) -> bool {
         params.get("unless").is_some() || params.get("idempotent") == Some(&Value::Bool(true))
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Not read-only: it runs an arbitrary command: drctl cannot know it changes nothing.
+        false
+    }
     fn describe(&self, params: &Value) -> String {
         let argv: Vec<String> = params
             .get("argv")
@@ -333,19 +337,18 @@ impl ActionKind for Exec {
         &self,
         p: &Self::Params,
         params: &Value,
-        ctx: &StepContext,
+        _ctx: &StepContext,
     ) -> Result<Preflight, ActionError> {
-        if let Some(unless) = &p.unless {
-            let r = run_command(unless, p, ctx.remaining()).await?;
-            if r.code == Some(0) {
-                return Ok(Preflight::ok(format!(
-                    "{} (already done: `{}` succeeds)",
-                    self.describe(params),
-                    unless.join(" ")
-                )));
-            }
-        }
-        Ok(Preflight::ok(self.describe(params)))
+        // Runs nothing, not even `unless`: drctl cannot know that a command
+        // changes nothing, and a preflight must not change anything.
+        Ok(Preflight::ok(match &p.unless {
+            Some(unless) => format!(
+                "{} (not run by the preflight; skipped at run time if `{}` succeeds)",
+                self.describe(params),
+                unless.join(" ")
+            ),
+            None => format!("{} (not run by the preflight)", self.describe(params)),
+        }))
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let mut out = Outputs::new();

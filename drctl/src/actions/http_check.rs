@@ -324,18 +324,31 @@ impl ActionKind for HttpCheck {
                 p.method, p.url
             )));
         }
-        Ok(match Self::run(p, ctx.remaining()).await {
-            Ok(o) => Preflight::ok(format!(
-                "{} {} -> {} (passes now)",
+        // The same request and verdict as `execute`; whether failing now
+        // is expected (a smoke check before the switch) or a problem (an
+        // outage check against a healthy service) is the plan's decision.
+        let first = |e: &ActionError| e.to_string().lines().next().unwrap_or("").to_string();
+        Ok(
+            match (p.expect_failure, Self::run(p, ctx.remaining()).await) {
+                (false, Ok(o)) => Preflight::ok(format!(
+                    "{} {} -> {} (passes now)",
+                    p.method, p.url, o["status"]
+                )),
+                (false, Err(e)) => Preflight::fails_now(format!(
+                    "{} {} -> fails now: {}",
+                    p.method,
+                    p.url,
+                    first(&e)
+                )),
+                (true, Ok(o)) => Preflight::fails_now(format!(
+                "{} {} answers {}: the service is up, so there is no outage to confirm (fails now)",
                 p.method, p.url, o["status"]
             )),
-            Err(e) => Preflight {
-                lines: vec![format!("{} {} -> fails now: {e}", p.method, p.url)],
-                // A failing smoke check before failover is expected (the
-                // primary is down); it is information, not a blocker.
-                ok: true,
+                (true, Err(e)) => {
+                    Preflight::ok(format!("outage confirmed: {} (passes now)", first(&e)))
+                }
             },
-        })
+        )
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         if !p.expect_failure {

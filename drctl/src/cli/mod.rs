@@ -6,6 +6,7 @@ pub mod immudbcmd;
 pub mod inspect;
 pub mod labcmd;
 pub mod plan;
+pub mod preflight;
 pub mod runs;
 pub mod statecmd;
 pub mod ui;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::{ui, CliError, OutputFormat};
+use super::{preflight, ui, CliError, OutputFormat};
 use crate::action::{self, Registry, StepContext};
 use crate::diag::Diagnostics;
 use crate::engine::{resolve_params, scope_for};
@@ -276,14 +276,16 @@ async fn check_topology(loaded: &Loaded, target: Option<&str>) -> Result<(), Cli
         .map_err(refuse)
 }
 
-/// Renders the plan; with `check`, runs every preflight. Returns the text
-/// and whether all preflights passed.
+/// Renders the plan; with `check`, runs every step's preflight (never its
+/// `execute`) and judges it ([`preflight::judge`]). Returns the text and
+/// the steps found to be problems (none: every preflight passed or is
+/// expected to pass after the steps it depends on).
 pub async fn render_plan(
     a: &PlanArgs<'_>,
     loaded: &Loaded,
     store: Arc<dyn Store>,
     output: OutputFormat,
-) -> Result<(String, bool), CliError> {
+) -> Result<(String, Vec<String>), CliError> {
     let params = resolve_params(&loaded.runbook, &parse_params(a.params)?)?;
     let target = target_region(loaded.env.as_deref(), a.region)?;
     check_topology(loaded, target.as_deref()).await?;
@@ -297,13 +299,22 @@ pub async fn render_plan(
     );
     let rb = &loaded.runbook;
     if a.check {
-        // Preflights run commands (`exec` `unless`) and probes that may
-        // print a secret: mask every one the runbook can use.
+        // Preflights run probes whose answers may print a secret: mask
+        // every one the runbook can use.
         crate::secretscan::register_references(rb, loaded.env.as_deref(), &params);
     }
     let mut o = String::new();
-    let mut all_ok = true;
+    let mut problems = Vec::new();
     let mut json_steps = Vec::new();
+    // Which steps run at all, and so which earlier steps change what a
+    // later step's preflight sees.
+    let skipped_ids: std::collections::BTreeSet<String> = rb
+        .steps
+        .iter()
+        .filter(|s| skip_reason(a, loaded, &scope, s).is_some())
+        .map(|s| s.id.clone())
+        .collect();
+    let ancestors = preflight::mutating_ancestors(rb, &loaded.plan, &loaded.registry, &skipped_ids);
     let _ = writeln!(o, "Plan: runbook `{}` ({})", rb.name, rb.file.path);
     if let Some(env) = &loaded.env {
         let _ = writeln!(
@@ -329,14 +340,7 @@ pub async fn render_plan(
             let Some(step) = rb.step(id) else { continue };
             let resolved = resolve_for_plan(&scope, &step.with.to_json());
             let action = loaded.registry.get(&step.action);
-            let skipped = if !step.when.applies(a.mode) {
-                Some(format!("when {}", step.when.as_str()))
-            } else if loaded.env.is_some() {
-                crate::engine::run::missing_env_ref(&scope, step)
-                    .map(|r| format!("the environment has no `{r}`"))
-            } else {
-                None
-            };
+            let skipped = skip_reason(a, loaded, &scope, step);
             let desc = action.map(|x| x.describe(&resolved)).unwrap_or_default();
             let _ = writeln!(
                 o,
@@ -373,72 +377,81 @@ pub async fn render_plan(
                         operator: super::operator(),
                         started_by: super::operator(),
                         attempt: 1,
-                        deadline: Instant::now() + Duration::from_secs(10),
+                        deadline: Instant::now() + preflight::STEP_PREFLIGHT_TIMEOUT,
                         failed_at: None,
                         runbook_dir: crate::environment::paths::base_dir(&rb.file.path),
                         progress: action::no_progress(),
                         checkpoints: action::Checkpoints::none(),
                         registry: loaded.registry.clone(),
                     };
-                    let pre = if s_has_step_refs(&resolved) {
-                        Ok(action::Preflight::ok(
-                            "(depends on earlier steps' outputs; checked at run time)",
-                        ))
-                    } else {
-                        match action.prepare(&resolved) {
-                            Err(e) => Err(e),
-                            Ok(step) => {
-                                match tokio::time::timeout(
-                                    Duration::from_secs(10),
-                                    step.preflight(&ctx),
+                    // Values from earlier steps' outputs do not exist yet:
+                    // probe with everything else, and say what was left out.
+                    let (probe, later) = preflight::without_step_refs(&resolved);
+                    let (pre, note) = match action.prepare(&probe) {
+                        Ok(step) => (
+                            preflight::run(Ok(step), &ctx).await,
+                            (!later.is_empty()).then(|| {
+                                format!(
+                                    "probed without {} (from earlier steps' outputs, known at run time)",
+                                    later
+                                        .iter()
+                                        .map(|k| format!("`{k}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 )
-                                .await
-                                {
-                                    Ok(r) => r,
-                                    Err(_) => Ok(action::Preflight::problem(
-                                        "preflight timed out after 10s",
-                                    )),
-                                }
-                            }
-                        }
+                            }),
+                        ),
+                        Err(_) if !later.is_empty() => (
+                            action::Preflight::ok(
+                                "not probed: its parameters need earlier steps' outputs; checked at run time",
+                            ),
+                            None,
+                        ),
+                        Err(e) => (preflight::run(Err(e), &ctx).await, None),
                     };
-                    match pre {
-                        Ok(p) => {
-                            all_ok &= p.ok;
-                            for l in &p.lines {
-                                let _ = writeln!(
-                                    o,
-                                    "  {:<22} {} {l}",
-                                    "",
-                                    if p.ok { "check:" } else { "PROBLEM:" }
-                                );
-                            }
-                            pre_json = json!(p);
-                        }
-                        Err(e) => {
-                            all_ok = false;
-                            let _ = writeln!(o, "  {:<22} PROBLEM: {e}", "");
-                            pre_json = json!({"ok": false, "error": e.to_string()});
-                        }
+                    let after = ancestors.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                    let tolerated = step.on_failure == crate::runbook::OnFailure::Continue;
+                    let judged = preflight::judge(&pre, after, tolerated);
+                    if judged.problem {
+                        problems.push(id.clone());
                     }
+                    for (marker, l) in &judged.lines {
+                        let _ = writeln!(o, "  {:<22} {marker} {l}", "");
+                    }
+                    if let Some(n) = &note {
+                        let _ = writeln!(o, "  {:<22} note: {n}", "");
+                    }
+                    pre_json = judged.json;
+                    pre_json["note"] = json!(note);
                 }
             }
             json_steps.push(json!({"id": id, "wave": i + 1, "action": step.action, "with": resolved, "skipped": skipped, "describe": desc, "preflight": pre_json}));
         }
     }
     if output == OutputFormat::Json {
-        let v = json!({"runbook": rb.name, "mode": a.mode.as_str(), "target_region": target, "steps": json_steps, "preflight_ok": all_ok});
-        return Ok((serde_json::to_string_pretty(&v).unwrap_or_default(), all_ok));
+        let v = json!({"runbook": rb.name, "mode": a.mode.as_str(), "target_region": target, "steps": json_steps, "preflight_ok": problems.is_empty(), "problems": problems});
+        return Ok((
+            serde_json::to_string_pretty(&v).unwrap_or_default(),
+            problems,
+        ));
     }
-    Ok((o, all_ok))
+    Ok((o, problems))
 }
 
-fn s_has_step_refs(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains("${steps."),
-        Value::Array(a) => a.iter().any(s_has_step_refs),
-        Value::Object(o) => o.values().any(s_has_step_refs),
-        _ => false,
+/// Why a step will not run in this plan's mode and environment, if so.
+fn skip_reason(
+    a: &PlanArgs<'_>,
+    loaded: &Loaded,
+    scope: &crate::expr::Scope,
+    step: &crate::runbook::Step,
+) -> Option<String> {
+    if !step.when.applies(a.mode) {
+        Some(format!("when {}", step.when.as_str()))
+    } else if loaded.env.is_some() {
+        crate::engine::run::missing_env_ref(scope, step)
+            .map(|r| format!("the environment has no `{r}`"))
+    } else {
+        None
     }
 }
 
@@ -453,13 +466,21 @@ pub async fn cmd_plan(
         target: a.region,
     };
     let loaded = load(a.runbook, a.env, dir, registry)?;
-    let (text, ok) = render_plan(&a, &loaded, store, output).await?;
+    let (text, problems) = render_plan(&a, &loaded, store, output).await?;
     ui::out(&text);
-    if a.check && !ok {
+    if a.check && !problems.is_empty() {
         return Err(CliError::new(
             exit::PREFLIGHT_FAILED,
-            "preflight found problems (marked PROBLEM above)",
-        ));
+            format!(
+                "preflight found problems in {} (marked PROBLEM above)",
+                problems
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .hint("fix what they name, or wait until the steps would pass, then plan again"));
     }
     Ok(exit::OK)
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::switch::{decode_params, setup, Params};
-use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict};
 use crate::decode::Ctx;
 use crate::dnsquery::answers;
 use crate::yaml::Node;
@@ -89,8 +89,17 @@ impl ActionKind for DnsCheck {
         _raw: &Value,
         ctx: &StepContext,
     ) -> Result<Preflight, ActionError> {
-        let (lines, _) = run(p, ctx).await?;
-        Ok(Preflight { lines, ok: true })
+        let (lines, ok) = run(p, ctx).await?;
+        // DNS not pointing at the region yet is what a check before
+        // `dns.switch` sees: the plan decides whether that is expected.
+        Ok(Preflight::new(
+            lines,
+            if ok {
+                Verdict::Passes
+            } else {
+                Verdict::FailsNow
+            },
+        ))
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let t = Instant::now();

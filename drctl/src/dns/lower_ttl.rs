@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::config;
 use super::RecordSet;
-use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -74,6 +76,10 @@ impl ActionKind for DnsLowerTtl {
         r.finish(ctx);
         ttl.map(|t| t as u32)
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Not read-only: it changes the records' TTLs.
+        false
+    }
     fn describe(&self, params: &Value) -> String {
         format!("lower dns TTLs to {}s", params["ttl"])
     }
@@ -97,7 +103,7 @@ impl ActionKind for DnsLowerTtl {
                 }
             })
             .collect();
-        Ok(Preflight { lines, ok: true })
+        Ok(Preflight::new(lines, Verdict::Passes))
     }
     async fn execute(&self, ttl: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let ttl = *ttl;

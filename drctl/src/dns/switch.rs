@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use super::config::{self, DnsConfig};
 use super::RecordSet;
-use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::dnsquery::answers;
 use crate::yaml::Node;
@@ -138,6 +140,10 @@ impl ActionKind for DnsSwitch {
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         decode_params(ctx, with, "dns.switch")
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Not read-only: it changes the public records.
+        false
+    }
     fn describe(&self, params: &Value) -> String {
         format!(
             "dns records -> region {}",
@@ -177,7 +183,7 @@ impl ActionKind for DnsSwitch {
                 }
             })
             .collect();
-        Ok(Preflight { lines, ok: true })
+        Ok(Preflight::new(lines, Verdict::Passes))
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let (cfg, region) = setup(p, ctx)?;

@@ -12,7 +12,7 @@ use super::error::Op;
 use super::snapshot::{self, decode_target, Target};
 use super::workload::Workload;
 use super::KubeError;
-use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -162,16 +162,21 @@ impl ActionKind for KubeCheck {
     ) -> Result<Preflight, ActionError> {
         let (region, lines, _) = inspect(p, ctx).await?;
         let ok = lines.iter().all(|l| l.problem().is_none());
-        Ok(Preflight {
-            lines: lines
+        Ok(Preflight::new(
+            lines
                 .into_iter()
                 .map(|l| match l {
                     Finding::Ready(s) => format!("kube {region} {s}"),
                     Finding::NotReady(s) => format!("kube {region} NOT READY {s}"),
                 })
                 .collect(),
-            ok,
-        })
+            // Not ready now is what a check before `kube.scale` sees.
+            if ok {
+                Verdict::Passes
+            } else {
+                Verdict::FailsNow
+            },
+        ))
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let (region, lines, ready_pods) = inspect(p, ctx).await?;

@@ -20,7 +20,7 @@ use super::config::Cluster;
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
 use super::KubeError;
-use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
@@ -157,6 +157,10 @@ impl ActionKind for KubeFence {
             concurrency,
         })
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Not read-only: it scales the old primary's workloads to zero.
+        false
+    }
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to 0 (if reachable)",
@@ -172,9 +176,8 @@ impl ActionKind for KubeFence {
         let region = region_of(p, ctx)?;
         let deadline = ctx.deadline.min(Instant::now() + p.within);
         match reach(p, &region, deadline, ctx).await? {
-            Ok((_, ws)) => Ok(Preflight {
-                lines: ws
-                    .iter()
+            Ok((_, ws)) => Ok(Preflight::new(
+                ws.iter()
                     .map(|w| {
                         if w.spec_replicas == 0 {
                             format!("kube {region} {} 0 (already fenced)", w.r)
@@ -183,14 +186,20 @@ impl ActionKind for KubeFence {
                         }
                     })
                     .collect(),
-                ok: true,
-            }),
-            Err(e) if e.is_unreachable() => Ok(Preflight {
-                lines: vec![format!(
+                Verdict::Passes,
+            )),
+            Err(e) if e.is_unreachable() => Ok(Preflight::new(
+                vec![format!(
                     "kube {region}: API unreachable ({e}); the fence would be skipped"
                 )],
-                ok: !p.required,
-            }),
+                // A required fence of an unreachable API fails whatever
+                // earlier steps do.
+                if p.required {
+                    Verdict::Problem
+                } else {
+                    Verdict::Passes
+                },
+            )),
             Err(e) => Err(e.into()),
         }
     }

@@ -21,7 +21,7 @@ use super::api::{self, Goal};
 use super::config::Cluster;
 use super::snapshot::{self, decode_target, Entry, Target};
 use super::workload::{self, Workload, WorkloadRef};
-use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict};
 use crate::decode::{Ctx, MapReader};
 use crate::yaml::{Kind as NodeKind, Node};
 
@@ -389,6 +389,10 @@ impl ActionKind for KubeScale {
             concurrency,
         })
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // Not read-only: it scales the target region's workloads.
+        false
+    }
     fn describe(&self, params: &Value) -> String {
         format!(
             "scale workloads in region {} to {}",
@@ -425,7 +429,7 @@ impl ActionKind for KubeScale {
             }
             lines.push(line);
         }
-        Ok(Preflight { lines, ok: true })
+        Ok(Preflight::new(lines, Verdict::Passes))
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let region = region_of(p, ctx)?;

@@ -16,7 +16,9 @@ use super::api::{self, Hpa};
 use super::config::{self, Cluster, ClusterConfig};
 use super::workload::{self, decode_selections, Selection, Workload, WorkloadRef};
 use super::{KubeError, CAPACITY, CAPACITY_HISTORY};
-use crate::action::{decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext};
+use crate::action::{
+    decode_resolved, ActionError, ActionKind, Outputs, Preflight, StepContext, Verdict,
+};
 use crate::decode::{Ctx, MapReader};
 use crate::store::{Expect, Store, StoreError};
 use crate::yaml::Node;
@@ -301,13 +303,12 @@ impl ActionKind for KubeSnapshot {
     ) -> Result<Preflight, ActionError> {
         let region = region_of(t, ctx)?;
         let (_, ws) = connect_and_resolve(t, &region, ctx).await?;
-        Ok(Preflight {
-            lines: ws
-                .iter()
+        Ok(Preflight::new(
+            ws.iter()
                 .map(|w| format!("kube {region} {}: {} replicas", w.r, w.spec_replicas))
                 .collect(),
-            ok: true,
-        })
+            Verdict::Passes,
+        ))
     }
     async fn execute(&self, t: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let region = region_of(t, ctx)?;

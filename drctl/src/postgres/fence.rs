@@ -64,9 +64,13 @@ impl ActionKind for PgFence {
             method: method?,
         })
     }
-    // Not read-only (the default): it changes the old primary. Idempotent
-    // (the default): every method checks before acting and re-verifies, and
-    // its checkpoint tells a resumed attempt what an earlier one did.
+    fn read_only(&self, _params: &Value) -> bool {
+        // Not read-only: it changes the old primary.
+        false
+    }
+    // Idempotent (the default): every method checks before acting and
+    // re-verifies, and its checkpoint tells a resumed attempt what an
+    // earlier one did.
     fn describe(&self, params: &Value) -> String {
         let what = match method_of(params) {
             "soft" => "soft: read-only default, cut non-superuser sessions",

@@ -1,6 +1,14 @@
 //! `postgres.query`: a read-only SQL check with an assertion, for smoke
 //! checks and integrity validation (row counts, a table checksum). Runs in
 //! a READ ONLY transaction, so a check can never write.
+//!
+//! A READ ONLY transaction stops writes to the database, not everything
+//! else: `COPY … TO PROGRAM` runs a command on the database host and
+//! functions such as `pg_promote()` or `pg_terminate_backend()` act on the
+//! server. The kind declares itself read-only (it may sit in check sets,
+//! whose preflights `plan --check` runs at any time), so the decoder takes
+//! only a query (`SELECT`, `WITH`, `VALUES`, `TABLE`, `SHOW`) and refuses
+//! the server functions known to act despite READ ONLY ([`ACTING_FUNCTIONS`]).
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -21,6 +29,93 @@ pub struct Params {
     expect_rows: Option<u64>,
     min_rows: Option<u64>,
     equals: Option<Value>,
+}
+
+/// Statements a check may be: queries only (`COPY … TO` would be allowed
+/// by READ ONLY and can write files or run programs on the server).
+const QUERY_KEYWORDS: &[&str] = &["select", "with", "values", "table", "show"];
+
+/// Server functions that act (on the server, its sessions, files or
+/// replication) although the transaction is READ ONLY.
+pub const ACTING_FUNCTIONS: &[&str] = &[
+    "pg_promote",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_wal_replay_pause",
+    "pg_wal_replay_resume",
+    "pg_create_physical_replication_slot",
+    "pg_create_logical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_copy_physical_replication_slot",
+    "pg_copy_logical_replication_slot",
+    "pg_logical_slot_get_changes",
+    "pg_stat_reset",
+    "pg_stat_reset_shared",
+    "pg_stat_reset_single_table_counters",
+    "pg_stat_reset_single_function_counters",
+    "pg_stat_reset_slru",
+    "pg_stat_reset_replication_slot",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "pg_file_sync",
+    "lo_export",
+    "dblink",
+    "dblink_exec",
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_import_system_collations",
+];
+
+/// Why `sql` is not a query a check may run, if it is not.
+fn not_a_check(sql: &str) -> Option<String> {
+    let lower = sql.to_ascii_lowercase();
+    let first: String = lower
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    if !QUERY_KEYWORDS.contains(&first.as_str()) {
+        return Some(format!(
+            "postgres.query runs only queries ({}), not `{}`",
+            QUERY_KEYWORDS
+                .iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if first.is_empty() { sql.trim() } else { &first }
+        ));
+    }
+    // A function name as a whole word followed by `(`: `pg_promote (`,
+    // `pg_catalog.pg_promote(`, `"pg_promote"(`. String literals are not
+    // parsed: one that mentions such a call is refused too (conservative).
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut start = None;
+    for (i, c) in lower
+        .char_indices()
+        .chain(std::iter::once((lower.len(), ' ')))
+    {
+        match (start, is_word(c)) {
+            (None, true) => start = Some(i),
+            (Some(b), false) => {
+                start = None;
+                let w = &lower[b..i];
+                let rest = lower[i..].trim_start_matches(|c: char| c.is_whitespace() || c == '"');
+                if ACTING_FUNCTIONS.contains(&w) && rest.starts_with('(') {
+                    return Some(format!(
+                        "postgres.query refuses `{w}()`: it acts on the server even in a READ ONLY transaction"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn same(got: &str, want: &Value) -> bool {
@@ -121,6 +216,17 @@ impl ActionKind for PgQuery {
         let sql_node = r.req(ctx, "sql");
         let sql = sql_node.and_then(|n| ctx.string(n, "sql"));
         if let (Some(s), Some(n)) = (&sql, sql_node) {
+            if let Some(why) = (!crate::expr::has_refs(s))
+                .then(|| not_a_check(s))
+                .flatten()
+            {
+                ctx.error(
+                    "E-VALUE",
+                    n,
+                    why,
+                    Some("a check only reads: do what changes the server in a runbook step (postgres.promote, postgres.fence, exec)".into()),
+                );
+            }
             if s.contains(';') && s.trim_end().trim_end_matches(';').contains(';') {
                 ctx.error(
                     "E-VALUE",
@@ -159,13 +265,44 @@ impl ActionKind for PgQuery {
     ) -> Result<Preflight, ActionError> {
         Ok(match run(p, ctx).await {
             Ok(o) => Preflight::ok(format!("query passes now ({} rows)", o["row_count"])),
-            Err(e) => Preflight {
-                lines: vec![format!("query fails now: {e}")],
-                ok: true,
-            },
+            // The plan decides whether failing now is expected (a check
+            // after the promotion) or a problem.
+            Err(e) => Preflight::fails_now(format!("query fails now: {e}")),
         })
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         run(p, ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_a_check;
+
+    #[test]
+    fn only_queries_that_act_on_nothing_are_checks() {
+        for ok in [
+            "select pg_is_in_recovery()",
+            "  (select 1)",
+            "WITH x AS (select 1) select * from x",
+            "show server_version",
+            "select count(*) > 0 from drctl_heartbeat",
+            "select pg_promoted from t",
+        ] {
+            assert_eq!(not_a_check(ok), None, "{ok}");
+        }
+        for bad in [
+            "copy (select 1) to program 'touch /tmp/x'",
+            "COPY t TO '/tmp/t'",
+            "explain analyze delete from t",
+            "select pg_promote()",
+            "SELECT pg_catalog.PG_TERMINATE_BACKEND (42)",
+            "select \"pg_reload_conf\"()",
+            // Conservative: the scan does not parse string literals.
+            "select 'pg_promote()'::text is not null",
+            "",
+        ] {
+            assert!(not_a_check(bad).is_some(), "{bad}");
+        }
     }
 }
