@@ -29,6 +29,8 @@
 //! - [`proofs`]: `verify_linear_proof`, `verify_linear_advance_proof`, `verify_dual_proof`,
 //!   `verify_dual_proof_v2`.
 //! - [`hash`]: `sha256`, `leaf_for`, `node_hash`, `advance`, `SHA256_EMPTY`.
+//! - [`ledger`]: `Ledger` (headers -> the dual proofs a server computes; for tests and fakes).
+//! - [`custody`]: trusted states and checkpoints per (environment, region, database).
 //! - [`bench`]: `bench_workloads() -> Vec<(String, f64)>` (throughput; unit in the name).
 //!
 //! Lagging histories (pre-1.4.1 servers) are verified when the server sends the
@@ -39,10 +41,12 @@ pub mod action;
 pub mod ahtree;
 pub mod bench;
 pub mod client;
+pub mod custody;
 pub mod error;
 pub mod gateway;
 pub mod hash;
 pub mod htree;
+pub mod ledger;
 pub mod proofs;
 pub mod signature;
 pub mod tx;
@@ -53,7 +57,9 @@ pub use client::ImmudbClient;
 pub use error::{ClientError, VerifyError};
 pub use gateway::{Bundle, ImmutableState, VerifiableTx};
 pub use signature::verify_state_signature;
-pub use verdict::{verify_transition, TrustedState, Verdict};
+pub use verdict::{
+    verify_against_checkpoints, verify_transition, BehindProof, TrustedState, Verdict,
+};
 
 #[cfg(test)]
 mod tests;

@@ -130,7 +130,10 @@ async fn end_to_end_check_against_mock_gateway() {
     };
     let mut c = client(&url, 3000);
     assert!(matches!(c.state().await, Err(ClientError::NotLoggedIn)));
-    let (verdict, state) = c.check_against(&trusted, Some(&pem())).await.unwrap();
+    let (verdict, state) = c
+        .check_against(std::slice::from_ref(&trusted), Some(&pem()))
+        .await
+        .unwrap();
     assert_eq!(
         verdict,
         Verdict::Ahead {
@@ -141,7 +144,10 @@ async fn end_to_end_check_against_mock_gateway() {
     let next = TrustedState::from_state(&state).unwrap();
     assert_eq!(next.tx_id, 20);
     // Checking again from the new trusted state: same tx, no proof needed.
-    let (verdict, _) = c.check_against(&next, Some(&pem())).await.unwrap();
+    let (verdict, _) = c
+        .check_against(std::slice::from_ref(&next), Some(&pem()))
+        .await
+        .unwrap();
     assert_eq!(verdict, Verdict::Same { tx: 20 });
 }
 
@@ -155,7 +161,7 @@ async fn wrong_trusted_hash_fails_verification() {
         signature: None,
     };
     let r = client(&url, 3000)
-        .check_against(&trusted, Some(&pem()))
+        .check_against(std::slice::from_ref(&trusted), Some(&pem()))
         .await;
     assert!(matches!(r, Err(ClientError::Verify(_))), "{r:?}");
 }
