@@ -176,12 +176,21 @@ impl ImmudbClient {
         Ok(())
     }
 
-    /// Opens a session, falling back to legacy login when the route does not exist.
+    /// Opens a session, falling back to legacy login when the route does not
+    /// exist (the gateway's own "Not Found"/"Not Implemented", as an immudb
+    /// without sessions answers). A 404 from immudb itself (an unknown
+    /// database: `'x' does not exist`) is an answer, not a missing route.
     pub async fn login(&mut self) -> Result<(), ClientError> {
         match self.open_session().await {
             Err(ClientError::Status {
-                status: 404 | 501, ..
-            }) => self.login_legacy().await,
+                status: 404 | 501,
+                message,
+                ..
+            }) if message.eq_ignore_ascii_case("not found")
+                || message.eq_ignore_ascii_case("not implemented") =>
+            {
+                self.login_legacy().await
+            }
             other => other,
         }
     }
