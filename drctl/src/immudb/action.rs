@@ -108,7 +108,8 @@ impl ActionKind for ImmudbVerify {
         "immudb.verify"
     }
     fn read_only(&self, _params: &Value) -> bool {
-        // Reads the ledger; writes only drctl's own trusted-state document.
+        // Reads the ledger; writes only drctl's own custody of the target
+        // region (incident runs), never the source's.
         true
     }
     fn summary(&self) -> &'static str {
