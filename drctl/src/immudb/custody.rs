@@ -91,6 +91,12 @@ fn state_of(record: &Value, what: &str) -> Result<TrustedState, TrustError> {
 
 /// Every checkpoint of `region`'s database, ascending by tx, the trusted
 /// state included (so a lost history append never loses the newest one).
+///
+/// A store written by an earlier drctl holds one document per environment
+/// and database (`{env}-{db}`) and no checkpoints. It is used as the single
+/// checkpoint of a region without custody only when that region wrote it
+/// (`source`): the earlier `immudb.verify` also wrote the DR state there,
+/// which must never become the primary's trusted state.
 pub async fn load_checkpoints(
     store: &dyn Store,
     env: &str,
@@ -104,6 +110,14 @@ pub async fn load_checkpoints(
     }
     if let Some(t) = load_trusted(store, env, region, db).await? {
         all.push(t.state);
+    }
+    if all.is_empty() {
+        let legacy = format!("{env}-{db}");
+        if let Some(doc) = store.get_doc(COLLECTION, &legacy).await? {
+            if doc.doc.get("source").and_then(Value::as_str) == Some(region) {
+                all.push(state_of(&doc.doc, &legacy)?);
+            }
+        }
     }
     all.sort_by_key(|c| c.tx_id);
     let mut out: Vec<TrustedState> = Vec::with_capacity(all.len());
@@ -212,5 +226,42 @@ mod tests {
             load_checkpoints(&store, "e", "primary", "defaultdb").await,
             Err(TrustError::Inconsistent { tx: 9, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_earlier_drctls_document_counts_only_for_the_region_that_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let put = |source: &str, tx| json!({"state": st(tx, 4), "at_ms": 1, "source": source});
+        store
+            .put_doc(COLLECTION, "old-defaultdb", &put("dr", 30), Expect::Any)
+            .await
+            .unwrap();
+        // Overwritten by a DR verification: not the primary's trusted state.
+        assert!(load_checkpoints(&store, "old", "primary", "defaultdb")
+            .await
+            .unwrap()
+            .is_empty());
+        store
+            .put_doc(
+                COLLECTION,
+                "old-defaultdb",
+                &put("primary", 25),
+                Expect::Any,
+            )
+            .await
+            .unwrap();
+        let cps = load_checkpoints(&store, "old", "primary", "defaultdb")
+            .await
+            .unwrap();
+        assert_eq!(cps, vec![st(25, 4)]);
+        // Once the region has custody of its own, the old document is ignored.
+        advance(&store, "old", "primary", &st(26, 5), "proof", None)
+            .await
+            .unwrap();
+        let cps = load_checkpoints(&store, "old", "primary", "defaultdb")
+            .await
+            .unwrap();
+        assert_eq!(cps, vec![st(26, 5)]);
     }
 }
