@@ -163,24 +163,21 @@ impl ActionKind for ImmudbVerify {
     ) -> Result<Preflight, ActionError> {
         let env = ctx.env()?;
         let source = &env.active_region;
-        Ok(
-            match load_trusted(ctx.store.as_ref(), &env.name, source, &p.server.database)
-                .await
-                .map_err(|e| ActionError::failed(error_chain(&e)))?
-                .map(|s| (s.state, s.at_ms))
-            {
-                Some((t, at)) => Preflight::ok(format!(
-                    "trusted state of {source}: {} tx {} (taken {})",
-                    t.db,
-                    t.tx_id,
-                    crate::journal::format_ms(at)
-                )),
-                None => Preflight::problem(format!(
-                    "no trusted immudb state for `{}` of region {source}: run `drctl immudb trust --region {source}` on a schedule",
-                    p.server.database
-                )),
-            },
-        )
+        let db = &p.server.database;
+        let cps = load_checkpoints(ctx.store.as_ref(), &env.name, source, db)
+            .await
+            .map_err(|e| ActionError::failed(error_chain(&e)))?;
+        Ok(match cps.last() {
+            Some(t) => Preflight::ok(format!(
+                "trusted state of {source}: {} tx {} ({} checkpoint(s))",
+                t.db,
+                t.tx_id,
+                cps.len()
+            )),
+            None => Preflight::problem(format!(
+                "no trusted immudb state for `{db}` of region {source}: run `drctl immudb trust --region {source}` on a schedule"
+            )),
+        })
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let env = ctx.env()?;
@@ -197,10 +194,13 @@ impl ActionKind for ImmudbVerify {
                 hint: format!("run `drctl immudb trust --env FILE --region {source}` regularly (a CronJob) before you need it"),
             });
         };
+        // When the newest trusted state was taken (unknown for a document
+        // of an earlier drctl: then no age is printed rather than a made-up one).
         let at = load_trusted(store, &env.name, &source, db)
             .await
             .map_err(|e| failed(&e))?
-            .map_or(0, |s| s.at_ms);
+            .map(|s| s.at_ms)
+            .filter(|&ms| ms > 0);
         let pem = p.server.pinned_pem()?;
         let mut client = p.server.client()?;
         let (verdict, state) = client
@@ -219,7 +219,7 @@ impl ActionKind for ImmudbVerify {
         let mut o = Outputs::new();
         o.insert("trusted_tx".into(), json!(trusted.tx_id));
         o.insert("replica_tx".into(), json!(state.tx_id));
-        let since = crate::journal::now_ms().saturating_sub(at);
+        let since = at.map(|at| crate::journal::now_ms().saturating_sub(at));
         let summary = match verdict {
             Verdict::Behind {
                 txs_lost, proof, ..
