@@ -16,9 +16,10 @@
 //!   database: a wrong login is `500 invalid user name or password`, an
 //!   unknown database `404 'x' does not exist`; success returns a fresh
 //!   random `sessionID`.
-//! - every other route needs the `sessionid` header: without it
-//!   `401 not logged in`, with an unknown or closed one `500 session not found`;
-//!   the session selects the database.
+//! - every other route needs the `sessionid` header: without it `401`
+//!   (gRPC `Unauthenticated`; the wording varies between immudb versions, the
+//!   fake says `not logged in`), with an unknown or closed one
+//!   `500 session not found`; the session selects the database.
 //! - `GET /api/db/verifiable/tx/{tx}?proveSinceTx=N`: `{tx}` and `proveSinceTx`
 //!   must be integers (`400 type mismatch`), tx 0 is `400 illegal arguments`,
 //!   a tx past the last committed one `500 tx not found`; source and target
