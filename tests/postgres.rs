@@ -176,6 +176,21 @@ fn drill_measures_rpo_equal_to_the_truth() {
         "1s",
     ]);
     assert_eq!(o.code, 0, "{o:?}");
+    // The lab has no immudb: the shipped runbook's ledger check is skipped,
+    // journaled with its reason, and the failover is green without it.
+    let skip = lab
+        .w
+        .journal(&lab.last_run())
+        .into_iter()
+        .find(|r| r["type"] == "step_skipped" && r["step"] == "ledger")
+        .expect("the ledger step is skipped in the lab");
+    assert!(
+        skip["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the environment has no `target.immudb`"),
+        "{skip}"
+    );
     let v: Value = serde_json::from_str(o.stdout.trim()).expect("json");
     let est = &v["measurements"]["rpo"][0][1];
     let truth = &v["rpo_truth"];

@@ -49,6 +49,11 @@ pub const STATE_UNAVAILABLE: i32 = 19;
 /// The run already ended (succeeded or aborted): `resume`, `approve` and
 /// `abort` of it did nothing. A failed run has not ended: it resumes.
 pub const RUN_ENDED: i32 = 20;
+/// immudb could not be asked (connection refused, timeout, TLS, an HTTP
+/// error status such as 5xx or a refused login): nothing was verified, so
+/// this is an outage or a configuration problem, never evidence of
+/// tampering (that is `VERIFY_REJECTED`).
+pub const IMMUDB_UNAVAILABLE: i32 = 21;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -143,5 +148,10 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         RUN_ENDED,
         "run-ended",
         "the run already ended (succeeded or aborted); nothing done",
+    ),
+    (
+        IMMUDB_UNAVAILABLE,
+        "immudb-unavailable",
+        "immudb could not be asked (connect, timeout, TLS, HTTP error); nothing verified",
     ),
 ];

@@ -1,24 +1,24 @@
-//! `immudb.verify` (the runbook step after failover) and trusted-state
-//! custody shared with `drctl immudb trust`.
+//! `immudb.verify` (the runbook step after failover, and the scheduled
+//! backup check) and the immudb server entry shared with `drctl immudb trust`.
 //!
-//! The trusted state lives in drctl's state store, outside the primary
-//! region, and only ever advances through a verified proof.
+//! The step proves the target region's ledger against the *source* region's
+//! trusted checkpoints ([`super::custody`]) and never writes them: only
+//! `drctl immudb trust` on the active region advances the primary's custody.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use thiserror::Error;
 
+use super::custody::{advance, load_checkpoints, load_trusted};
+use super::verdict::BehindProof;
 use super::{ImmudbClient, TrustedState, Verdict};
 use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext};
 use crate::decode::{Ctx, MapReader};
 use crate::diag::error_chain;
+use crate::runbook::model::Mode;
 use crate::secret::SecretRef;
-use crate::store::{Store, StoreError};
 use crate::yaml::Node;
-
-pub const COLLECTION: &str = "immudb-trusted";
 
 /// Where an immudb server is (`regions.R.immudb` in the environment).
 #[derive(Debug, Clone)]
@@ -87,63 +87,6 @@ impl ImmudbServer {
     }
 }
 
-/// The trusted state could not be read or saved.
-#[derive(Debug, Error)]
-pub enum TrustError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("stored trusted state is unreadable")]
-    Unreadable(#[source] serde_json::Error),
-}
-
-/// A trusted state as stored: the state, when it was taken, and the
-/// document version a compare-and-set must quote.
-#[derive(Debug, Clone)]
-pub struct StoredTrust {
-    pub state: TrustedState,
-    pub at_ms: u64,
-    pub version: u64,
-}
-
-/// The trusted state for an environment's database, with when it was taken.
-pub async fn load_trusted(
-    store: &dyn Store,
-    env: &str,
-    db: &str,
-) -> Result<Option<StoredTrust>, TrustError> {
-    let Some(doc) = store.get_doc(COLLECTION, &format!("{env}-{db}")).await? else {
-        return Ok(None);
-    };
-    let at = doc.doc.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
-    let st: TrustedState =
-        serde_json::from_value(doc.doc.get("state").cloned().unwrap_or(Value::Null))
-            .map_err(TrustError::Unreadable)?;
-    Ok(Some(StoredTrust {
-        state: st,
-        at_ms: at,
-        version: doc.version,
-    }))
-}
-
-/// Advances the trusted state with compare-and-set against the version
-/// that was verified: two custodians (the CronJob and a failover) cannot
-/// silently overwrite each other's verified state.
-pub async fn save_trusted(
-    store: &dyn Store,
-    env: &str,
-    st: &TrustedState,
-    source: &str,
-    previous: Option<u64>,
-) -> Result<(), TrustError> {
-    let doc = json!({"state": st, "at_ms": crate::journal::now_ms(), "source": source});
-    let expect = previous.map_or(crate::store::Expect::Absent, crate::store::Expect::Version);
-    store
-        .put_doc(COLLECTION, &format!("{env}-{}", st.db), &doc, expect)
-        .await
-        .map(|_| ())
-        .map_err(TrustError::from)
-}
-
 #[derive(Clone, Copy)]
 pub struct ImmudbVerify;
 
@@ -151,6 +94,10 @@ pub struct ImmudbVerify;
 pub struct Params {
     server: ImmudbServer,
     max_lost_txs: u64,
+    /// Accept a replica behind the trusted state even when no trusted
+    /// checkpoint at or below its tx proves its history is a prefix of the
+    /// trusted one (the decision is in the step's journaled parameters).
+    allow_unproven_behind: bool,
 }
 
 #[async_trait]
@@ -161,7 +108,8 @@ impl ActionKind for ImmudbVerify {
         "immudb.verify"
     }
     fn read_only(&self, _params: &Value) -> bool {
-        // Reads the ledger; writes only drctl's own trusted-state document.
+        // Reads the ledger; writes only drctl's own custody of the target
+        // region (incident runs), never the source's.
         true
     }
     fn summary(&self) -> &'static str {
@@ -173,6 +121,9 @@ impl ActionKind for ImmudbVerify {
             "trusted_tx",
             "replica_tx",
             "txs_lost",
+            "checkpoint_tx",
+            "behind_proof",
+            "custody",
             "rpo",
             "summary",
         ]
@@ -187,10 +138,15 @@ impl ActionKind for ImmudbVerify {
             .opt("max_lost_txs")
             .and_then(|n| ctx.uint(n, "max_lost_txs"))
             .unwrap_or(0);
+        let allow_unproven_behind = r
+            .opt("allow_unproven_behind")
+            .and_then(|n| ctx.boolean(n, "allow_unproven_behind"))
+            .unwrap_or(false);
         r.finish(ctx);
         Some(Params {
             server: server?,
             max_lost_txs,
+            allow_unproven_behind,
         })
     }
     fn describe(&self, params: &Value) -> String {
@@ -206,60 +162,100 @@ impl ActionKind for ImmudbVerify {
         ctx: &StepContext,
     ) -> Result<Preflight, ActionError> {
         let env = ctx.env()?;
-        Ok(
-            match load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
-                .await
-                .map_err(|e| ActionError::failed(error_chain(&e)))?
-                .map(|s| (s.state, s.at_ms))
-            {
-                Some((t, at)) => Preflight::ok(format!(
-                    "trusted state: {} tx {} (taken {})",
-                    t.db,
-                    t.tx_id,
-                    crate::journal::format_ms(at)
-                )),
-                None => Preflight::problem(format!(
-                    "no trusted immudb state for `{}`: run `drctl immudb trust` on a schedule",
-                    p.server.database
-                )),
-            },
-        )
+        let source = &env.active_region;
+        let db = &p.server.database;
+        let cps = load_checkpoints(ctx.store.as_ref(), &env.name, source, db)
+            .await
+            .map_err(|e| ActionError::failed(error_chain(&e)))?;
+        Ok(match cps.last() {
+            Some(t) => Preflight::ok(format!(
+                "trusted state of {source}: {} tx {} ({} checkpoint(s))",
+                t.db,
+                t.tx_id,
+                cps.len()
+            )),
+            None => Preflight::problem(format!(
+                "no trusted immudb state for `{db}` of region {source}: run `drctl immudb trust --region {source}` on a schedule"
+            )),
+        })
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let env = ctx.env()?;
-        let stored = load_trusted(ctx.store.as_ref(), &env.name, &p.server.database)
+        let source = env.active_region.clone();
+        let db = &p.server.database;
+        let store = ctx.store.as_ref();
+        let failed = |e: &dyn std::error::Error| ActionError::failed(error_chain(e));
+        let checkpoints = load_checkpoints(store, &env.name, &source, db)
             .await
-            .map_err(|e| ActionError::failed(error_chain(&e)))?
-            .ok_or_else(|| ActionError::Config {
-                message: format!("no trusted immudb state for `{}` in {}", p.server.database, ctx.store.describe()),
-                hint: "run `drctl immudb trust --env FILE --region PRIMARY` regularly (a CronJob) before you need it".into(),
-            })?;
-        let (trusted, at, version) = (stored.state, stored.at_ms, stored.version);
+            .map_err(|e| failed(&e))?;
+        let Some(trusted) = checkpoints.last().cloned() else {
+            return Err(ActionError::Config {
+                message: format!("no trusted immudb state for `{db}` of region {source} in {}", store.describe()),
+                hint: format!("run `drctl immudb trust --env FILE --region {source}` regularly (a CronJob) before you need it"),
+            });
+        };
+        // When the newest trusted state was taken (unknown for a document
+        // of an earlier drctl: then no age is printed rather than a made-up one).
+        let at = load_trusted(store, &env.name, &source, db)
+            .await
+            .map_err(|e| failed(&e))?
+            .map(|s| s.at_ms)
+            .filter(|&ms| ms > 0);
         let pem = p.server.pinned_pem()?;
         let mut client = p.server.client()?;
         let (verdict, state) = client
-            .check_against(&trusted, pem.as_deref())
+            .check_against(&checkpoints, pem.as_deref())
             .await
-            .map_err(|e| ActionError::failed_hint(format!("immudb verification failed: {e}"), "the DR ledger does not prove it extends the trusted history; treat it as untrusted"))?;
+            .map_err(|e| match e {
+                e if e.is_unavailable() => ActionError::failed_hint(
+                    format!("immudb unavailable, nothing verified: {e}"),
+                    "an outage or a configuration problem (URL, credentials, TLS), not evidence of tampering; retry when the server answers",
+                ),
+                e => ActionError::failed_hint(
+                    format!("immudb verification failed: {e}"),
+                    "the DR ledger does not prove it extends the trusted history; treat it as untrusted",
+                ),
+            })?;
         let mut o = Outputs::new();
         o.insert("trusted_tx".into(), json!(trusted.tx_id));
         o.insert("replica_tx".into(), json!(state.tx_id));
-        let since = crate::journal::now_ms().saturating_sub(at);
-        match verdict {
-            Verdict::Behind { txs_lost, .. } => {
+        let since = at.map(|at| crate::journal::now_ms().saturating_sub(at));
+        let summary = match verdict {
+            Verdict::Behind {
+                txs_lost, proof, ..
+            } => {
                 o.insert("verdict".into(), json!("behind"));
                 o.insert("txs_lost".into(), json!(txs_lost));
+                o.insert("behind_proof".into(), json!(proof));
+                o.insert("checkpoint_tx".into(), json!(proof.checkpoint_tx()));
                 o.insert("rpo".into(), json!({"txs_lost": txs_lost, "trusted_state_age_ms": since, "method": "immudb: trusted tx id minus the DR server's current tx id"}));
+                let how = match proof {
+                    BehindProof::AtCheckpoint { checkpoint_tx } => {
+                        format!("its state equals trusted checkpoint tx {checkpoint_tx}")
+                    }
+                    BehindProof::Consistent { checkpoint_tx } => {
+                        format!("dual proof from trusted checkpoint tx {checkpoint_tx} verified")
+                    }
+                    BehindProof::Unproven => {
+                        if !p.allow_unproven_behind {
+                            return Err(ActionError::failed_hint(
+                                format!("DR immudb is behind the trusted state (trusted tx {}, DR tx {}) and unproven: no trusted checkpoint of {source} at or below tx {} shows its history is a prefix of the trusted one", trusted.tx_id, state.tx_id, state.tx_id),
+                                "it may be another history (a fork); set `allow_unproven_behind: true` on the step only if you accept a ledger drctl cannot check",
+                            ));
+                        }
+                        "unproven (allow_unproven_behind)".to_string()
+                    }
+                };
                 if txs_lost > p.max_lost_txs {
                     return Err(ActionError::failed_hint(
-                        format!("DR immudb is behind the trusted state by {txs_lost} transaction(s) (trusted tx {}, DR tx {}); allowed: {}", trusted.tx_id, state.tx_id, p.max_lost_txs),
+                        format!("DR immudb is behind the trusted state by {txs_lost} transaction(s) (trusted tx {}, DR tx {}; {how}); allowed: {}", trusted.tx_id, state.tx_id, p.max_lost_txs),
                         "data loss in the audit ledger: raise max_lost_txs only if the loss is accepted",
                     ));
                 }
-                o.insert(
-                    "summary".into(),
-                    json!(format!("behind by {txs_lost} tx (tolerated)")),
-                );
+                let proven = !matches!(proof, BehindProof::Unproven);
+                let custody = self.keep_target_state(ctx, &state, proven, db).await?;
+                o.insert("custody".into(), json!(custody));
+                format!("behind by {txs_lost} tx (tolerated; {how})")
             }
             v => {
                 let (name, summary) = match v {
@@ -271,25 +267,76 @@ impl ActionKind for ImmudbVerify {
                 };
                 o.insert("verdict".into(), json!(name));
                 o.insert("txs_lost".into(), json!(0));
+                o.insert("checkpoint_tx".into(), json!(trusted.tx_id));
                 o.insert(
                     "rpo".into(),
                     json!({"txs_lost": 0, "method": "immudb: dual proof from the trusted state"}),
                 );
-                o.insert("summary".into(), json!(summary));
-                // The trusted state advances only through a verified proof.
-                if let Ok(new) = TrustedState::from_state(&state) {
-                    save_trusted(
-                        ctx.store.as_ref(),
-                        &env.name,
-                        &new,
-                        ctx.target_region.as_deref().unwrap_or("dr"),
-                        Some(version),
-                    )
-                    .await
-                    .map_err(|e| ActionError::failed(error_chain(&e)))?;
-                }
+                let custody = self.keep_target_state(ctx, &state, true, db).await?;
+                o.insert("custody".into(), json!(custody));
+                summary
+            }
+        };
+        o.insert("summary".into(), json!(summary));
+        Ok(o)
+    }
+}
+
+impl ImmudbVerify {
+    /// What happens to the verified target state. It belongs to the target
+    /// region, so it may only ever seed or advance *that* region's custody
+    /// (the one `drctl immudb trust` continues once the target is the active
+    /// region), never the source's. Only an incident run keeps it (a drill
+    /// rehearses and leaves custody alone), only a proven state, and never
+    /// one older than what that custody already holds.
+    async fn keep_target_state(
+        &self,
+        ctx: &StepContext,
+        state: &super::ImmutableState,
+        proven: bool,
+        db: &str,
+    ) -> Result<String, ActionError> {
+        let env = ctx.env()?;
+        let Some(target) = ctx.target_region.as_deref() else {
+            return Ok("not kept: the run has no target region".into());
+        };
+        if target == env.active_region {
+            return Ok("not kept: the target is the active region".into());
+        }
+        if ctx.mode == Mode::Drill {
+            return Ok("not kept: drill mode leaves custody alone".into());
+        }
+        if !proven {
+            return Ok("not kept: unproven".into());
+        }
+        let new = TrustedState::from_state(state)
+            .map_err(|e| ActionError::failed(format!("immudb state: {e}")))?;
+        let failed = |e: &dyn std::error::Error| ActionError::failed(error_chain(e));
+        let current = load_trusted(ctx.store.as_ref(), &env.name, target, db)
+            .await
+            .map_err(|e| failed(&e))?;
+        if let Some(c) = &current {
+            if c.state.tx_id >= new.tx_id {
+                return Ok(format!(
+                    "not kept: {target}'s custody already holds tx {}",
+                    c.state.tx_id
+                ));
             }
         }
-        Ok(o)
+        let how = format!(
+            "verified against {}'s checkpoints by run {}",
+            env.active_region, ctx.run_id
+        );
+        advance(
+            ctx.store.as_ref(),
+            &env.name,
+            target,
+            &new,
+            &how,
+            current.map(|c| c.version),
+        )
+        .await
+        .map_err(|e| failed(&e))?;
+        Ok(format!("kept as {target}'s checkpoint tx {}", new.tx_id))
     }
 }

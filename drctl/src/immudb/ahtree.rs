@@ -197,13 +197,19 @@ impl MemAhTree {
     }
 
     /// Consistency proof from size `i` to size `j` in immudb's form (the old root
-    /// is sent as first term when `i` is a power of two).
+    /// is sent as first term when `i` is a power of two; for `i == j > 1` the
+    /// two subtree roots under the root, right then left, where RFC 9162 sends
+    /// nothing: SPEC §3.4).
     pub fn consistency_proof(&self, i: u64, j: u64) -> Option<Vec<Digest>> {
         if i == 0 || i > j || j > self.len() {
             return None;
         }
         if i == j {
-            return Some(Vec::new());
+            if j == 1 {
+                return Some(Vec::new());
+            }
+            let k = split_point(j);
+            return Some(vec![self.mth(k, j), self.mth(0, k)]);
         }
         let mut out = Vec::new();
         if i.is_power_of_two() {

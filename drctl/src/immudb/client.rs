@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::immudb::error::ClientError;
 use crate::immudb::gateway::{Bundle, ImmutableState, RuntimeError, VerifiableTx};
-use crate::immudb::verdict::{verify_transition, TrustedState, Verdict};
+use crate::immudb::verdict::{proof_source, verify_against_checkpoints, TrustedState, Verdict};
 
 /// Largest response body accepted (proofs are a few KB; the gateway itself caps gRPC at 4 MB).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -176,12 +176,21 @@ impl ImmudbClient {
         Ok(())
     }
 
-    /// Opens a session, falling back to legacy login when the route does not exist.
+    /// Opens a session, falling back to legacy login when the route does not
+    /// exist (the gateway's own "Not Found"/"Not Implemented", as an immudb
+    /// without sessions answers). A 404 from immudb itself (an unknown
+    /// database: `'x' does not exist`) is an answer, not a missing route.
     pub async fn login(&mut self) -> Result<(), ClientError> {
         match self.open_session().await {
             Err(ClientError::Status {
-                status: 404 | 501, ..
-            }) => self.login_legacy().await,
+                status: 404 | 501,
+                message,
+                ..
+            }) if message.eq_ignore_ascii_case("not found")
+                || message.eq_ignore_ascii_case("not implemented") =>
+            {
+                self.login_legacy().await
+            }
             other => other,
         }
     }
@@ -242,13 +251,13 @@ impl ImmudbClient {
         self.call(Method::GET, &path, None).await
     }
 
-    /// Fetches the replica's state and, when it is ahead of `trusted_tx`, the proof.
-    pub async fn fetch_bundle(&self, trusted_tx: u64) -> Result<Bundle, ClientError> {
+    /// Fetches the replica's state and the proof it must give against the
+    /// trusted checkpoints (see [`proof_source`]).
+    pub async fn fetch_bundle(&self, checkpoints: &[TrustedState]) -> Result<Bundle, ClientError> {
         let state = self.state().await?;
-        let verifiable_tx = if trusted_tx > 0 && state.tx_id > trusted_tx {
-            Some(self.verifiable_tx(state.tx_id, trusted_tx).await?)
-        } else {
-            None
+        let verifiable_tx = match proof_source(checkpoints, state.tx_id) {
+            Some(since) => Some(self.verifiable_tx(state.tx_id, since).await?),
+            None => None,
         };
         Ok(Bundle {
             state,
@@ -258,20 +267,22 @@ impl ImmudbClient {
 
     /// The whole SPEC §7 procedure: login, fetch, verify, close. Returns the
     /// verdict and the replica state (adopt it with `TrustedState::from_state`
-    /// only for `Same`/`Ahead`).
+    /// only for `Same`/`Ahead`). `checkpoints` are the trusted states kept for
+    /// the source region, newest = the trusted state; a replica behind it is
+    /// proven against the newest checkpoint at or below its tx.
     pub async fn check_against(
         &mut self,
-        trusted: &TrustedState,
+        checkpoints: &[TrustedState],
         pinned_pubkey_pem: Option<&str>,
     ) -> Result<(Verdict, ImmutableState), ClientError> {
         self.login().await?;
-        let fetched = self.fetch_bundle(trusted.tx_id).await;
+        let fetched = self.fetch_bundle(checkpoints).await;
         if let Err(e) = self.close().await {
             tracing::debug!(error = %e, "closing immudb session failed");
         }
         let bundle = fetched?;
-        let verdict = verify_transition(
-            trusted,
+        let verdict = verify_against_checkpoints(
+            checkpoints,
             &bundle.state,
             bundle.verifiable_tx.as_ref(),
             pinned_pubkey_pem,

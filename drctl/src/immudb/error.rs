@@ -55,7 +55,7 @@ pub enum VerifyError {
     #[error("dual proof v2 failed: {reason}")]
     DualProofV2Failed { reason: String },
 
-    #[error("replica is ahead of the trusted state but sent no proof")]
+    #[error("replica sent no proof from the trusted checkpoint to its state")]
     ProofMissing,
 }
 
@@ -101,4 +101,19 @@ pub enum ClientError {
 
     #[error(transparent)]
     Verify(#[from] VerifyError),
+}
+
+impl ClientError {
+    /// immudb could not be asked: the connection, a timeout, TLS or an HTTP
+    /// error status (the gateway answers a refused login and an unknown
+    /// session with 5xx too). Nothing was verified, so this is an outage or a
+    /// configuration problem, never evidence of tampering.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. }
+                | ClientError::Transport { .. }
+                | ClientError::Status { .. }
+        )
+    }
 }

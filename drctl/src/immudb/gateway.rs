@@ -449,6 +449,40 @@ impl WireDualProof {
     }
 }
 
+impl WireDualProof {
+    /// The gateway rendering of a proof (what `to_proof` reads back): the
+    /// proto3 JSON mapping, zero values omitted, `targetBlTxAlh` always sent.
+    pub fn from_proof(p: &DualProof) -> Self {
+        let list = |v: &[Digest]| v.iter().map(|d| d.to_vec()).collect::<Vec<_>>();
+        WireDualProof {
+            source_tx_header: Some(WireTxHeader::from_header(&p.source_tx_header)),
+            target_tx_header: Some(WireTxHeader::from_header(&p.target_tx_header)),
+            inclusion_proof: list(&p.inclusion_proof),
+            consistency_proof: list(&p.consistency_proof),
+            target_bl_tx_alh: p.target_bl_tx_alh.to_vec(),
+            last_inclusion_proof: list(&p.last_inclusion_proof),
+            linear_proof: p.linear_proof.as_ref().map(|lp| WireLinearProof {
+                source_tx_id: lp.source_tx_id,
+                target_tx_id: lp.target_tx_id,
+                terms: list(&lp.terms),
+            }),
+            linear_advance_proof: p.linear_advance_proof.as_ref().map(|ap| {
+                WireLinearAdvanceProof {
+                    linear_proof_terms: list(&ap.linear_proof_terms),
+                    inclusion_proofs: ap
+                        .inclusion_proofs
+                        .iter()
+                        .map(|ip| WireInclusionProof {
+                            terms: list(ip),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }
+            }),
+        }
+    }
+}
+
 /// `VerifiableTxV2.dualProof` of the document API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]

@@ -9,17 +9,21 @@
 //! # Public API
 //!
 //! High level (what drctl calls):
-//! - [`verdict::verify_transition`]`(&TrustedState, &ImmutableState, Option<&VerifiableTx>, pinned_pem: Option<&str>) -> Result<Verdict, VerifyError>`
-//!   with [`Verdict`] = `Same{tx}` | `Ahead{from_tx, to_tx}` | `Behind{trusted_tx, replica_tx, txs_lost}`.
+//! - [`verdict::verify_against_checkpoints`]`(&[TrustedState], &ImmutableState, Option<&VerifiableTx>, pinned_pem: Option<&str>) -> Result<Verdict, VerifyError>`
+//!   with [`Verdict`] = `Same{tx}` | `Ahead{from_tx, to_tx}` | `Behind{trusted_tx, replica_tx, txs_lost, proof}`
+//!   ([`BehindProof`] = `AtCheckpoint` | `Consistent` (both name the checkpoint) | `Unproven`);
+//!   [`verdict::proof_source`] says which `proveSinceTx` to ask for; `verify_transition` is the
+//!   single-trusted-state form (offline audits).
 //! - [`signature::verify_state_signature`]`(&ImmutableState, Option<&str>) -> Result<(), VerifyError>`:
 //!   with a pinned PEM key a state without a valid signature by that key is rejected.
 //! - [`TrustedState`] (serde; `tx_hash` persisted as hex) with `empty(db)` / `from_state(&ImmutableState)`.
 //! - [`client::ImmudbClient`]: `new(base_url, user, password, db, timeout)`, `login()` (session,
 //!   legacy-token fallback), `open_session()`, `login_legacy()`, `keep_alive()`, `close()`, `state()`,
-//!   `verifiable_tx(tx, prove_since)`, `fetch_bundle(trusted_tx)`, `check_against(&trusted, pinned)`.
+//!   `verifiable_tx(tx, prove_since)`, `fetch_bundle(&checkpoints)`, `check_against(&checkpoints, pinned)`.
 //! - Gateway bodies ([`gateway`]): `ImmutableState`, `VerifiableTx`, `Bundle{state, verifiable_tx}`,
 //!   `parse_state/parse_verifiable_tx/parse_bundle(&[u8])`; `WireDualProof::to_proof()`.
-//! - Errors: [`VerifyError`] (one variant per failed check), [`ClientError`] (HTTP; wraps `VerifyError`).
+//! - Errors: [`VerifyError`] (one variant per failed check), [`ClientError`] (HTTP; wraps `VerifyError`;
+//!   `is_unavailable()` = nothing was verified: exit 21, not 13).
 //!
 //! Low level (tests, benchmarks, offline audits):
 //! - [`tx`]: `TxHeader::{inner_input, inner_hash, alh, to_bytes}`, `TxMetadata`, `KvMetadata`,
@@ -29,6 +33,8 @@
 //! - [`proofs`]: `verify_linear_proof`, `verify_linear_advance_proof`, `verify_dual_proof`,
 //!   `verify_dual_proof_v2`.
 //! - [`hash`]: `sha256`, `leaf_for`, `node_hash`, `advance`, `SHA256_EMPTY`.
+//! - [`ledger`]: `Ledger` (headers -> the dual proofs a server computes; for tests and fakes).
+//! - [`custody`]: trusted states and checkpoints per (environment, region, database).
 //! - [`bench`]: `bench_workloads() -> Vec<(String, f64)>` (throughput; unit in the name).
 //!
 //! Lagging histories (pre-1.4.1 servers) are verified when the server sends the
@@ -39,10 +45,12 @@ pub mod action;
 pub mod ahtree;
 pub mod bench;
 pub mod client;
+pub mod custody;
 pub mod error;
 pub mod gateway;
 pub mod hash;
 pub mod htree;
+pub mod ledger;
 pub mod proofs;
 pub mod signature;
 pub mod tx;
@@ -53,7 +61,9 @@ pub use client::ImmudbClient;
 pub use error::{ClientError, VerifyError};
 pub use gateway::{Bundle, ImmutableState, VerifiableTx};
 pub use signature::verify_state_signature;
-pub use verdict::{verify_transition, TrustedState, Verdict};
+pub use verdict::{
+    verify_against_checkpoints, verify_transition, BehindProof, TrustedState, Verdict,
+};
 
 #[cfg(test)]
 mod tests;

@@ -76,9 +76,21 @@ fn body(i: usize) -> String {
 fn happy(line: &str, head: &str, req: &str) -> (u16, String, u64) {
     let authed = head.to_ascii_lowercase().contains("sessionid: s-123");
     if line.starts_with("POST /api/v2/authorization/session/open ") {
-        assert!(
-            req.contains("\"database\":\"defaultdb\"") && req.contains("\"username\":\"immudb\"")
-        );
+        // As the real gateway: a wrong login is a 500, an unknown database a 404.
+        if !(req.contains("\"username\":\"immudb\"") && req.contains("\"password\":\"immudb\"")) {
+            return (
+                500,
+                r#"{"error":"invalid user name or password","code":2,"message":"invalid user name or password"}"#.into(),
+                0,
+            );
+        }
+        if !req.contains("\"database\":\"defaultdb\"") {
+            return (
+                404,
+                r#"{"error":"'x' does not exist","code":5,"message":"'x' does not exist"}"#.into(),
+                0,
+            );
+        }
         return (200, r#"{"sessionID":"s-123","serverUUID":"u"}"#.into(), 0);
     }
     if !authed {
@@ -130,7 +142,10 @@ async fn end_to_end_check_against_mock_gateway() {
     };
     let mut c = client(&url, 3000);
     assert!(matches!(c.state().await, Err(ClientError::NotLoggedIn)));
-    let (verdict, state) = c.check_against(&trusted, Some(&pem())).await.unwrap();
+    let (verdict, state) = c
+        .check_against(std::slice::from_ref(&trusted), Some(&pem()))
+        .await
+        .unwrap();
     assert_eq!(
         verdict,
         Verdict::Ahead {
@@ -141,7 +156,10 @@ async fn end_to_end_check_against_mock_gateway() {
     let next = TrustedState::from_state(&state).unwrap();
     assert_eq!(next.tx_id, 20);
     // Checking again from the new trusted state: same tx, no proof needed.
-    let (verdict, _) = c.check_against(&next, Some(&pem())).await.unwrap();
+    let (verdict, _) = c
+        .check_against(std::slice::from_ref(&next), Some(&pem()))
+        .await
+        .unwrap();
     assert_eq!(verdict, Verdict::Same { tx: 20 });
 }
 
@@ -155,9 +173,30 @@ async fn wrong_trusted_hash_fails_verification() {
         signature: None,
     };
     let r = client(&url, 3000)
-        .check_against(&trusted, Some(&pem()))
+        .check_against(std::slice::from_ref(&trusted), Some(&pem()))
         .await;
     assert!(matches!(r, Err(ClientError::Verify(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_or_database_is_refused_and_never_falls_back() {
+    let url = serve(8, happy);
+    let mut c =
+        ImmudbClient::new(&url, "immudb", "nope", "defaultdb", Duration::from_secs(3)).unwrap();
+    let r = c.login().await;
+    assert!(
+        matches!(&r, Err(ClientError::Status { status: 500, message, .. }) if message == "invalid user name or password"),
+        "{r:?}"
+    );
+    assert!(r.unwrap_err().is_unavailable());
+    // immudb's own 404 (unknown database) is an answer: no legacy-login retry.
+    let mut c =
+        ImmudbClient::new(&url, "immudb", "immudb", "otherdb", Duration::from_secs(3)).unwrap();
+    let r = c.login().await;
+    assert!(
+        matches!(&r, Err(ClientError::Status { status: 404, message, .. }) if message.contains("does not exist")),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]

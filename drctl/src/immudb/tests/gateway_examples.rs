@@ -11,7 +11,7 @@ use crate::immudb::gateway::{
 use crate::immudb::hash::digest_from_hex;
 use crate::immudb::proofs::verify_dual_proof;
 use crate::immudb::signature::{verify_signature_over, verify_state_signature};
-use crate::immudb::verdict::{verify_transition, TrustedState, Verdict};
+use crate::immudb::verdict::{verify_transition, BehindProof, TrustedState, Verdict};
 
 pub(crate) fn examples() -> Value {
     let path = concat!(
@@ -196,7 +196,8 @@ fn every_gateway_example_reaches_expected_verdict() {
                 Verdict::Behind {
                     trusted_tx: trusted.tx_id,
                     replica_tx: requested,
-                    txs_lost: trusted.tx_id - requested
+                    txs_lost: trusted.tx_id - requested,
+                    proof: BehindProof::Unproven,
                 }
             ),
         }
@@ -259,7 +260,8 @@ fn transition_edge_cases() {
         Verdict::Behind {
             trusted_tx: 20,
             replica_tx: 0,
-            txs_lost: 20
+            txs_lost: 20,
+            proof: BehindProof::Unproven,
         }
     );
     // Unsigned replica with a pinned key is rejected.
