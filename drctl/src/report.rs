@@ -162,7 +162,7 @@ pub fn markdown(view: &RunView) -> String {
     let skipped: Vec<_> = view
         .steps
         .iter()
-        .filter(|s| s.skip_reason.is_some())
+        .filter(|s| s.status == StepStatus::Skipped)
         .collect();
     if !skipped.is_empty() {
         let _ = writeln!(o, "## Skipped steps");
