@@ -101,7 +101,8 @@ pub enum TrustError {
 #[derive(Debug, Clone)]
 pub struct StoredTrust {
     pub state: TrustedState,
-    pub at_ms: u64,
+    /// `None` when the document does not say (never read as 1970).
+    pub at_ms: Option<u64>,
     pub version: u64,
 }
 
@@ -114,7 +115,7 @@ pub async fn load_trusted(
     let Some(doc) = store.get_doc(COLLECTION, &format!("{env}-{db}")).await? else {
         return Ok(None);
     };
-    let at = doc.doc.get("at_ms").and_then(Value::as_u64).unwrap_or(0);
+    let at = doc.doc.get("at_ms").and_then(Value::as_u64);
     let st: TrustedState =
         serde_json::from_value(doc.doc.get("state").cloned().unwrap_or(Value::Null))
             .map_err(TrustError::Unreadable)?;
@@ -220,7 +221,10 @@ impl ActionKind for ImmudbVerify {
                     "trusted state: {} tx {} (taken {})",
                     t.db,
                     t.tx_id,
-                    crate::journal::format_ms(at)
+                    at.map_or_else(
+                        || "at an unrecorded time".to_string(),
+                        crate::journal::format_ms
+                    )
                 )),
                 None => Preflight::problem(format!(
                     "no trusted immudb state for `{}`: run `drctl immudb trust` on a schedule",
@@ -248,7 +252,8 @@ impl ActionKind for ImmudbVerify {
         let mut o = Outputs::new();
         o.insert("trusted_tx".into(), json!(trusted.tx_id));
         o.insert("replica_tx".into(), json!(state.tx_id));
-        let since = crate::journal::now_ms().saturating_sub(at);
+        // Unknown when the stored state has no time: null, never "55 years".
+        let since = at.map(|a| crate::journal::now_ms().saturating_sub(a));
         match verdict {
             Verdict::Behind { txs_lost, .. } => {
                 o.insert("verdict".into(), json!("behind"));
