@@ -252,3 +252,30 @@ fn truth_is_compared_figure_by_figure_and_null_is_unknown() {
     assert!(c[1].contains("10 vs truth 10 (difference none)"), "{c:?}");
     assert!(describe_truth(&truth).contains("WAL bytes lost: unknown"));
 }
+
+#[test]
+fn a_resume_with_a_changed_runbook_replaces_the_proofs() {
+    let m = J::new(Some(vec!["old"]), Some(60_000))
+        .step(2_000, "old", "http.check", json!({}), false)
+        .at(
+            3_000,
+            Event::RunResumed {
+                operator: "op".into(),
+                host: "h".into(),
+                pid: 2,
+                runbook_changed: true,
+                decisions: Default::default(),
+                repaired_tail_bytes: 0,
+                environment_sha256: None,
+                params: Map::new(),
+                accept_data_loss: false,
+                force: false,
+                yes: true,
+                proofs: Some(vec!["new".into()]),
+            },
+        )
+        .step(4_000, "new", "checks.run", json!({}), true)
+        .end(4_100, RunStatus::Succeeded);
+    assert_eq!(m.recovery_step.as_deref(), Some("new"));
+    assert_eq!(m.rto_ms, Some(3_001));
+}
