@@ -138,6 +138,8 @@ pub struct Measurements {
     pub recovery_step: Option<String>,
     /// The steps journaled as proofs of recovery.
     pub proof_steps: Vec<String>,
+    /// Those of them skipped by design (`when`, `skip_unless`): not required.
+    pub proofs_not_required: Vec<String>,
     pub rto_target_ms: Option<u64>,
     pub rpo_target_ms: Option<u64>,
     /// The headline time-based data loss (truth preferred), if any step
@@ -412,6 +414,12 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         recovery_step,
         recovery,
         proof_steps: view.proof_steps().iter().map(|s| s.id.clone()).collect(),
+        proofs_not_required: view
+            .proof_steps()
+            .iter()
+            .filter(|s| s.skipped_by_design())
+            .map(|s| s.id.clone())
+            .collect(),
         rto_target_ms: view.rto_target_ms,
         rpo_target_ms: view.rpo_target_ms,
         rpo_time: rpo_time(&rpo, &rpo_truth),
@@ -506,7 +514,11 @@ pub fn markdown(m: &Measurements) -> String {
             "Steps that prove recovery: {}.",
             m.proof_steps
                 .iter()
-                .map(|s| format!("`{s}`"))
+                .map(|s| if m.proofs_not_required.contains(s) {
+                    format!("`{s}` (skipped by design: not required)")
+                } else {
+                    format!("`{s}`")
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
