@@ -71,7 +71,10 @@ fn plan_status_and_report_read_as_reviewed() {
         "plan --check ran a command"
     );
     insta::assert_snapshot!("plan_check", check.stdout);
-    let run = w.run(&["run", rb, "--yes"]);
+    // A declared failure time: the report and status then say why no RTO
+    // is claimed (no step of this runbook proves recovery).
+    let failed_at = drctl::journal::now_rfc3339();
+    let run = w.run(&["run", rb, "--yes", "--failed-at", &failed_at]);
     assert_eq!(run.code, 0, "{run:?}");
     let id = w.runs()[0].clone();
     let status = w.run(&["status", &id]);
@@ -101,6 +104,11 @@ fn the_drill_summary_reads_as_reviewed() {
     s.add_filter(r"\b\d+ (WAL bytes|heartbeat rows)", "[N] $1");
     s.add_filter(r"0/[0-9A-F]+", "[LSN]");
     s.add_filter(r"\b\d+(\.\d+)?s of writes", "[DUR] of writes");
+    s.add_filter(
+        r"\b\d+ vs truth \d+ \(difference (none|[+-]\d+)\)",
+        "[N] vs truth [N] (difference [N])",
+    );
+    s.add_filter(r"\(difference (none|[+-]\[DUR\])\)", "(difference [DIFF])");
     let _guard = s.bind_to_scope();
     let summary = &o.stdout[o.stdout.find("drill ").unwrap_or(0)..];
     insta::assert_snapshot!("drill_summary", summary);

@@ -316,6 +316,17 @@ pub trait ActionKind: Clone + Send + Sync + 'static {
     /// Output keys later steps may reference as `steps.ID.outputs.KEY`.
     fn outputs(&self) -> &'static [&'static str];
 
+    /// True when a successful step of this kind shows the service works
+    /// (a health check, a query, a verified ledger): RTO ends at the last
+    /// such step, and is claimed only when every one of them succeeded. A
+    /// step overrides it with `proves_recovery:`. Takes the runbook's
+    /// parameters as written (the decision is journaled at run start,
+    /// before anything is resolved), e.g. an `http.check` that expects a
+    /// failure proves an outage, not a recovery.
+    fn proves_recovery(&self, _params: &Value) -> bool {
+        false
+    }
+
     /// The kind's one decoder: pure (no network, no secrets resolved), and
     /// reporting every problem it finds into `ctx`.
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params>;
@@ -388,6 +399,9 @@ pub trait Action: Send + Sync {
     /// Output keys later steps may reference as `steps.ID.outputs.KEY`.
     fn outputs(&self) -> &'static [&'static str];
 
+    /// See [`ActionKind::proves_recovery`].
+    fn proves_recovery(&self, params: &Value) -> bool;
+
     /// Pure parameter validation (no network, no secrets resolved).
     /// `kinds` is the registry the runbook is validated against, for kinds
     /// that hold other steps (`checks.run`).
@@ -452,6 +466,10 @@ impl<K: ActionKind> Action for K {
 
     fn outputs(&self) -> &'static [&'static str] {
         ActionKind::outputs(self)
+    }
+
+    fn proves_recovery(&self, params: &Value) -> bool {
+        ActionKind::proves_recovery(self, params)
     }
 
     fn validate(&self, ctx: &mut Ctx<'_>, with: &Node, kinds: &Registry) {

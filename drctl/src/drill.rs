@@ -149,10 +149,9 @@ pub async fn run(
     }
     let (view, _) = engine::run::load_view_pub(store.as_ref(), &outcome.run_id).await?;
     let m = measure::from_view(&view);
-    let rto_met = m.as_ref().and_then(|m| Some(m.rto_ms? <= m.rto_target_ms?));
-    let rpo_met = m
-        .as_ref()
-        .and_then(|m| Some(m.rpo_time_ms()? <= m.rpo_target_ms?));
+    // Verdicts from `measure`: a failed drill or an unknown figure is never "met".
+    let rto_met = m.as_ref().and_then(|m| m.rto_verdict.met());
+    let rpo_met = m.as_ref().and_then(|m| m.rpo_verdict.met());
     let report = crate::report::markdown(&view);
     let report_path = store
         .put_artifact(&outcome.run_id, "report.md", report.as_bytes())
@@ -171,6 +170,8 @@ pub async fn run(
         "rpo_truth": truth,
         "rto_met": rto_met,
         "rpo_met": rpo_met,
+        "rto_verdict": m.as_ref().map(|m| m.rto_verdict.clone()),
+        "rpo_verdict": m.as_ref().map(|m| m.rpo_verdict.clone()),
         "journal_head": view.head,
     });
     store.append_history(HISTORY, &record).await?;
@@ -185,44 +186,26 @@ pub async fn run(
 }
 
 pub fn summary(r: &DrillResult) -> String {
-    let ms = |v: u64| crate::duration::format_duration(Duration::from_millis(v));
     let mut o = format!(
         "\ndrill {}: run {}\n",
         r.outcome.status.as_str(),
         r.outcome.run_id
     );
     if let Some(m) = &r.measurements {
-        match m.rto_ms {
-            Some(rto) => o.push_str(&format!(
-                "  RTO  {}{}\n",
-                ms(rto),
-                m.rto_target_ms
-                    .map(|t| format!(
-                        "  (target {}: {})",
-                        ms(t),
-                        if rto <= t { "met" } else { "MISSED" }
-                    ))
-                    .unwrap_or_default()
-            )),
-            None => o.push_str("  RTO  not recovered\n"),
-        }
+        o.push_str(&format!("  RTO  {}\n", measure::rto_line(m)));
         for (step, v) in &m.rpo {
             o.push_str(&format!(
-                "  RPO  estimate ({step}): {}\n",
-                measure::describe_rpo(v)
+                "  RPO  estimate ({step}): {} (methods and bounds: see the report)\n",
+                measure::figures_line(v)
             ));
         }
         if let Some(t) = &r.truth {
-            o.push_str(&format!("  RPO  truth: {}\n", measure::describe_rpo(t)));
+            o.push_str(&format!("  RPO  truth: {}\n", measure::describe_truth(t)));
+            for c in measure::comparisons(&m.rpo, t) {
+                o.push_str(&format!("  RPO  {c}\n"));
+            }
         }
-        if let (Some(t), Some(target)) = (m.rpo_time_ms(), m.rpo_target_ms) {
-            o.push_str(&format!(
-                "  RPO  {} of writes lost (target {}: {})\n",
-                ms(t),
-                ms(target),
-                if t <= target { "met" } else { "MISSED" }
-            ));
-        }
+        o.push_str(&format!("  RPO  {}\n", measure::rpo_line(m)));
     }
     o.push_str(&format!("  report: {}\n", r.report_path));
     o

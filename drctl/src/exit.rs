@@ -27,7 +27,8 @@ pub const JOURNAL_CORRUPT: i32 = 9;
 pub const JOURNAL_WRITE: i32 = 10;
 /// Resume refused: the runbook or environment file changed since the run started.
 pub const RUNBOOK_CHANGED: i32 = 11;
-/// A drill finished but missed its RTO or RPO target.
+/// A drill finished but missed its RTO or RPO target, or could not show it
+/// met (the figure is unknown, or the service was not shown recovered).
 pub const TARGET_MISSED: i32 = 12;
 /// immudb verification rejected the state or a proof.
 pub const VERIFY_REJECTED: i32 = 13;
@@ -111,7 +112,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (
         TARGET_MISSED,
         "target-missed",
-        "drill missed its RTO or RPO target",
+        "drill missed its RTO or RPO target, or could not show it met",
     ),
     (
         VERIFY_REJECTED,

@@ -171,6 +171,11 @@ pub enum Event {
         /// The lease the run took: exclusive when it may change something.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lease_mode: Option<crate::store::LeaseMode>,
+        /// Ids of the steps whose success proves recovery (decided from the
+        /// runbook at run start), so RTO never depends on the runbook file
+        /// a report is computed with. Absent in older journals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proofs: Option<Vec<String>>,
     },
     RunResumed {
         operator: String,
@@ -200,6 +205,10 @@ pub enum Event {
         /// `--yes`: the operator resumed without being asked anything.
         #[serde(default, skip_serializing_if = "is_false")]
         yes: bool,
+        /// The recovery proofs of a changed runbook (`--allow-runbook-change`):
+        /// they replace the run's from here on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proofs: Option<Vec<String>>,
     },
     StepStarted {
         step: String,
@@ -735,6 +744,7 @@ mod tests {
                 rpo_target_ms: None,
                 drctl_version: "0".into(),
                 lease_mode: None,
+                proofs: None,
             },
             Event::StepStarted {
                 step: "a".into(),

@@ -85,6 +85,47 @@ mod tests {
     }
 
     #[test]
+    fn kinds_declare_which_successes_prove_recovery() {
+        let r = standard();
+        let proves =
+            |k: &str, p: serde_json::Value| r.get(k).is_some_and(|a| a.proves_recovery(&p));
+        let none = serde_json::json!({});
+        for k in [
+            "checks.run",
+            "postgres.query",
+            "kube.check",
+            "dns.check",
+            "immudb.verify",
+            "http.check",
+        ] {
+            assert!(proves(k, none.clone()), "{k}");
+        }
+        assert!(!proves(
+            "http.check",
+            serde_json::json!({"expect_failure": true})
+        ));
+        assert!(!proves(
+            "http.check",
+            serde_json::json!({"expect_failure": "${params.x}"})
+        ));
+        assert!(proves(
+            "http.check",
+            serde_json::json!({"expect_failure": false})
+        ));
+        for k in [
+            "wait",
+            "approval",
+            "exec",
+            "notify",
+            "postgres.promote",
+            "dns.switch",
+            "kube.scale",
+        ] {
+            assert!(!proves(k, none.clone()), "{k}");
+        }
+    }
+
+    #[test]
     fn a_duplicate_kind_is_refused() {
         let kinds: Vec<Box<dyn Action>> = vec![
             Box::new(crate::actions::wait::Wait),

@@ -103,10 +103,16 @@ pub fn markdown(view: &RunView) -> String {
         let _ = writeln!(o, "## DNS");
         let _ = writeln!(o);
         for s in dns {
-            let num = |k: &str| s.outputs.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            // A time the step did not report is "unknown", never 0.
+            let num = |k: &str| {
+                s.outputs
+                    .get(k)
+                    .and_then(|v| v.as_f64())
+                    .map_or_else(|| "unknown".to_string(), |v| format!("{v:.1} ms"))
+            };
             let _ = writeln!(
                 o,
-                "- `{}`: {} convergence {:.1} ms (provider API {:.1} ms); previous {} -> now {}",
+                "- `{}`: {} convergence {} (provider API {}); previous {} -> now {}",
                 s.id,
                 if s.outputs.get("changed") == Some(&serde_json::Value::Bool(true)) {
                     "switched;"
@@ -162,7 +168,7 @@ pub fn markdown(view: &RunView) -> String {
     let skipped: Vec<_> = view
         .steps
         .iter()
-        .filter(|s| s.skip_reason.is_some())
+        .filter(|s| s.status == StepStatus::Skipped)
         .collect();
     if !skipped.is_empty() {
         let _ = writeln!(o, "## Skipped steps");

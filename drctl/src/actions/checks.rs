@@ -401,6 +401,10 @@ impl ActionKind for ChecksRun {
     fn outputs(&self) -> &'static [&'static str] {
         &["passed", "failed", "results", "summary"]
     }
+    /// A passing check set is the runbook's smoke test: it shows the service works.
+    fn proves_recovery(&self, _params: &Value) -> bool {
+        true
+    }
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "checks.run")?;
         let file = r.req(ctx, "file").and_then(|n| ctx.string(n, "file"));

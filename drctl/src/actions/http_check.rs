@@ -184,6 +184,13 @@ impl ActionKind for HttpCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["status", "latency_ms", "body", "value", "summary"]
     }
+    /// An `http.check` that expects the request to fail shows an outage (`confirm-outage`), not a recovery; one written with an expression could be either, so only a literal `false` or no `expect_failure` proves recovery.
+    fn proves_recovery(&self, params: &Value) -> bool {
+        match params.get("expect_failure") {
+            None | Some(Value::Bool(false)) => true,
+            Some(_) => false,
+        }
+    }
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "http.check")?;
         let url_node = r.req(ctx, "url");

@@ -151,6 +151,7 @@ fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
             rpo_target_ms: None,
             drctl_version: env!("CARGO_PKG_VERSION").into(),
             lease_mode: None,
+            proofs: Some(Vec::new()),
         },
         &mut out,
     )?;

@@ -123,6 +123,14 @@ fn render_status(v: &RunView, live: Option<String>) -> String {
             s.id, s.action, dur
         );
     }
+    // Measured only with a declared failure time; the same verdicts as
+    // the report and the drill summary.
+    if let Some(m) = crate::measure::from_view(v) {
+        let _ = writeln!(o, "RTO: {}", crate::measure::rto_line(&m));
+        if !m.rpo.is_empty() || !m.rpo_truth.is_empty() || m.rpo_target_ms.is_some() {
+            let _ = writeln!(o, "RPO: {}", crate::measure::rpo_line(&m));
+        }
+    }
     let _ = writeln!(
         o,
         "journal: {} records, chain verified, head {}",
@@ -157,7 +165,7 @@ pub async fn cmd_status(
         let live = live_holder(store, &v).await;
         let text = if output == OutputFormat::Json {
             serde_json::to_string_pretty(
-                &serde_json::json!({"run": v, "status": v.status_text(), "live": live}),
+                &serde_json::json!({"run": v, "status": v.status_text(), "live": live, "measurements": crate::measure::from_view(&v)}),
             )
             .unwrap_or_default()
         } else {

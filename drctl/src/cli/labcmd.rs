@@ -89,11 +89,25 @@ pub async fn cmd_drill(
     if code != exit::OK {
         return Ok(code);
     }
-    Ok(if r.rto_met == Some(false) || r.rpo_met == Some(false) {
-        exit::TARGET_MISSED
-    } else {
-        exit::OK
-    })
+    // A target the drill could not show met (unknown figure, no proof of
+    // recovery) is not a pass.
+    let unproven = |v: &crate::measure::Verdict| {
+        !matches!(
+            v,
+            crate::measure::Verdict::Met | crate::measure::Verdict::NoTarget
+        )
+    };
+    let not_met = r
+        .measurements
+        .as_ref()
+        .is_some_and(|m| unproven(&m.rto_verdict) || unproven(&m.rpo_verdict));
+    Ok(
+        if not_met || r.rto_met == Some(false) || r.rpo_met == Some(false) {
+            exit::TARGET_MISSED
+        } else {
+            exit::OK
+        },
+    )
 }
 
 fn lab_dir(dir: &Option<PathBuf>, state: &Path) -> PathBuf {

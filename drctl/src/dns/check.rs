@@ -74,6 +74,10 @@ impl ActionKind for DnsCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["answers", "summary"]
     }
+    /// Authoritative answers with the wanted values show clients are sent to the service.
+    fn proves_recovery(&self, _params: &Value) -> bool {
+        true
+    }
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         decode_params(ctx, with, "dns.check")
     }

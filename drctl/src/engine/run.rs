@@ -136,6 +136,24 @@ pub fn lease_mode(runbook: &Runbook, kinds: &Registry) -> LeaseMode {
     }
 }
 
+/// The steps whose success proves the service works: the step's
+/// `proves_recovery:` if written, else its action kind's declaration.
+/// Journaled when the run starts, so RTO is computed from the journal alone.
+pub fn proof_steps(runbook: &Runbook, kinds: &Registry) -> Vec<String> {
+    runbook
+        .steps
+        .iter()
+        .filter(|s| {
+            s.proves_recovery.unwrap_or_else(|| {
+                kinds
+                    .get(&s.action)
+                    .is_some_and(|a| a.proves_recovery(&s.with.to_json()))
+            })
+        })
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 async fn take_lease(
     store: &Arc<dyn Store>,
     name: &str,
@@ -198,6 +216,7 @@ pub async fn start(
         rpo_target_ms: rb.rpo.map(|d| d.as_millis() as u64),
         drctl_version: env!("CARGO_PKG_VERSION").to_string(),
         lease_mode: Some(lease.mode),
+        proofs: Some(proof_steps(rb, &spec.registry)),
     };
     let journal = match JournalWriter::create(store.clone(), &run_id, lease.clone(), first).await {
         Ok((w, _)) => w,

@@ -105,3 +105,20 @@ async fn parameters_are_decoded_once_per_step_not_per_attempt() {
         "the step start decodes once more; attempts reuse the value"
     );
 }
+
+/// The proof steps journaled at run start: the kind's declaration, unless
+/// the step says otherwise (both ways).
+#[test]
+fn proof_steps_follow_kinds_and_step_overrides() {
+    let f = crate::yaml::SourceFile::new(
+        "rb.yaml",
+        "name: p\nsteps:\n  - id: outage\n    action: http.check\n    with: {url: \"http://127.0.0.1:1/\", expect_failure: true}\n  - id: smoke\n    action: http.check\n    with: {url: \"http://127.0.0.1:1/\"}\n  - id: not-a-proof\n    action: http.check\n    proves_recovery: false\n    with: {url: \"http://127.0.0.1:1/\"}\n  - id: manual\n    action: wait\n    proves_recovery: true\n    with: {duration: 1ms}\n  - id: pause\n    action: wait\n    with: {duration: 1ms}\n",
+    );
+    let (rb, d) = crate::runbook::parse::parse_runbook(&f, String::new())
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+    assert!(!d.has_errors(), "{}", d.render());
+    assert_eq!(
+        super::run::proof_steps(&rb, &crate::registry::standard()),
+        vec!["smoke".to_string(), "manual".to_string()]
+    );
+}

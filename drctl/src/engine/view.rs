@@ -76,6 +76,9 @@ pub struct RunView {
     /// Exclusive when the run may change something (journals from before
     /// lease modes say nothing: treat them as exclusive).
     pub lease_mode: Option<crate::store::LeaseMode>,
+    /// Steps whose success proves recovery, as journaled at run start (or
+    /// by a resume with a changed runbook); `None` in older journals.
+    pub proofs: Option<Vec<String>>,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
     /// `None` while the journal has no closing record after the last
@@ -104,6 +107,35 @@ impl RunView {
         self.status.map_or("incomplete", RunStatus::as_str)
     }
 
+    /// The journaled steps whose success proves recovery, in runbook order.
+    /// Journals from before the decision was journaled fall back to the old
+    /// list of check actions, minus checks that expect a failure (they
+    /// prove the outage), among the steps the journal mentions.
+    pub fn proof_steps(&self) -> Vec<&StepView> {
+        match &self.proofs {
+            Some(ids) => ids.iter().filter_map(|id| self.step(id)).collect(),
+            None => self
+                .steps
+                .iter()
+                .filter(|s| {
+                    LEGACY_CHECK_ACTIONS.contains(&s.action.as_str())
+                        && s.inputs.get("expect_failure") != Some(&Value::Bool(true))
+                })
+                .collect(),
+        }
+    }
+
+    /// Proof step ids the journal never mentions (never started, never
+    /// skipped: the run stopped before reaching them).
+    pub fn unreached_proofs(&self) -> Vec<&str> {
+        self.proofs
+            .iter()
+            .flatten()
+            .filter(|id| self.step(id).is_none())
+            .map(String::as_str)
+            .collect()
+    }
+
     pub fn last_ts_ms(&self) -> u64 {
         self.steps
             .iter()
@@ -111,6 +143,30 @@ impl RunView {
             .chain(self.finished_ms)
             .max()
             .unwrap_or(self.started_ms)
+    }
+}
+
+/// Actions whose success counted as recovery before the decision was
+/// journaled per run (see [`RunView::proof_steps`]).
+const LEGACY_CHECK_ACTIONS: &[&str] = &[
+    "http.check",
+    "checks.run",
+    "dns.check",
+    "postgres.query",
+    "kube.check",
+    "immudb.verify",
+];
+
+impl StepView {
+    /// Skipped by design (`when` excludes the mode, `skip_unless` names a
+    /// component the environment lacks), not because something failed.
+    /// The reason prefixes are the engine's own (resume reads them too).
+    pub fn skipped_by_design(&self) -> bool {
+        self.status == StepStatus::Skipped
+            && self
+                .skip_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("when:") || r.starts_with("skip_unless:"))
     }
 }
 
@@ -187,6 +243,7 @@ impl RunView {
             rto_target_ms,
             rpo_target_ms,
             lease_mode,
+            proofs,
             ..
         } = &first.event
         else {
@@ -208,6 +265,7 @@ impl RunView {
             rto_target_ms: *rto_target_ms,
             rpo_target_ms: *rpo_target_ms,
             lease_mode: *lease_mode,
+            proofs: proofs.clone(),
             started_ms: first.ts_ms,
             finished_ms: None,
             status: None,
@@ -242,8 +300,12 @@ impl RunView {
                 params,
                 accept_data_loss,
                 force,
+                proofs,
                 ..
             } => {
+                if let Some(p) = proofs {
+                    view.proofs = Some(p.clone());
+                }
                 if let (Some(env), Some(h)) = (view.environment.as_mut(), environment_sha256) {
                     // The operator accepted a changed environment file.
                     env.sha256 = h.clone();
@@ -272,6 +334,11 @@ impl RunView {
                 inputs,
             } => {
                 let s = step_mut(view, step, action);
+                // A step first journaled by a skip ("not started: the run
+                // failed") got no action; a resume that starts it sets it,
+                // and the earlier skip no longer describes it.
+                s.action = action.clone();
+                s.skip_reason = None;
                 s.status = StepStatus::Running;
                 s.inputs = inputs.clone();
                 s.started_ms = Some(rec.ts_ms);

@@ -128,6 +128,10 @@ impl ActionKind for ImmudbVerify {
             "summary",
         ]
     }
+    /// A verified ledger proves the DR copy's integrity, which the service needs to be trusted.
+    fn proves_recovery(&self, _params: &Value) -> bool {
+        true
+    }
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "immudb.verify")?;
         let node = r.req(ctx, "server");

@@ -138,6 +138,10 @@ impl ActionKind for KubeCheck {
     fn outputs(&self) -> &'static [&'static str] {
         &["workloads", "ready_pods", "summary"]
     }
+    /// Ready workloads at the wanted capacity show the service runs.
+    fn proves_recovery(&self, _params: &Value) -> bool {
+        true
+    }
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "kube.check")?;
         let target = decode_target(ctx, &mut r, "kube.check");

@@ -568,7 +568,14 @@ async fn truth(lab: &Lab) -> super::http::Reply {
             "heartbeats_lost": count,
             "newest_surviving_heartbeat_id": newest.map(|b| b.id),
             "last_lost_heartbeat_id": last.map(|b| b.id),
-            "time_lost_ms": match (last, newest) { (Some(l), Some(n)) => Some((l.at_ms - n.at_ms).max(0)), _ => Some(0) },
+            // No row beyond the survivor: nothing lost. No survivor at all:
+            // the time span is unknown (null), never 0.
+            "time_lost_ms": match (last, newest) { (Some(l), Some(n)) => Some((l.at_ms - n.at_ms).max(0)), (None, Some(_)) => Some(0), (_, None) => None },
+            "wal_bytes_lost": Value::Null,
+            "unknown": {
+                "wal_bytes_lost": "not measured: the restarted old primary's WAL end includes its own recovery records",
+                "time_lost_ms": if newest.is_none() { Some("no heartbeat row on the promoted server") } else { None },
+            },
             "old_primary_end_lsn": end,
         }))
     }

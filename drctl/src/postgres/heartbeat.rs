@@ -93,6 +93,17 @@ impl StatusDoc {
                         self.status.last_acked_lsn = theirs.last_acked_lsn;
                     }
                     self.version = Some(cur.version);
+                    // Write the merged acknowledgement now: RPO reads the
+                    // newest acknowledged write from here, so it must not
+                    // wait for the next commit (there may be none).
+                    let doc = serde_json::to_value(&self.status).unwrap_or_default();
+                    if let Ok(v) = self
+                        .store
+                        .put_doc(COLLECTION, &self.key, &doc, Expect::Version(cur.version))
+                        .await
+                    {
+                        self.version = Some(v);
+                    }
                 }
             }
             Err(e) => tracing::debug!(error = %e, "cannot save heartbeat status"),

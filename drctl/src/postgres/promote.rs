@@ -507,42 +507,237 @@ impl ActionKind for PgPromote {
     }
 }
 
-/// Data-loss figures, each with how it was measured and its error bound.
+/// Data-loss figures, each with how it was measured and its error bound,
+/// or `null` with the reason it cannot be measured (never 0 for unknown).
+///
+/// Time lost is the newest *acknowledged* heartbeat (recorded by the
+/// writer in the state store after each commit) minus the newest heartbeat
+/// that survived on the promoted server, both stamped by the old primary's
+/// clock: how long the operator took to declare the failure is not data
+/// loss. Without acknowledgements the declared failure time only bounds it
+/// (`time_lost_ms_at_most`), and the figure stays unknown.
 fn rpo(
     cp: &Checkpoint,
     hb: Option<&HeartbeatStatus>,
     newest: Option<ops::Beat>,
     ctx: &StepContext,
 ) -> Value {
+    let failed_at_ms = ctx.failed_at.and_then(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as i64)
+    });
+    rpo_figures(cp, hb, newest, failed_at_ms)
+}
+
+/// [`rpo`] on plain values (unit-tested).
+fn rpo_figures(
+    cp: &Checkpoint,
+    hb: Option<&HeartbeatStatus>,
+    newest: Option<ops::Beat>,
+    failed_at_ms: Option<i64>,
+) -> Value {
     let mut v = serde_json::Map::new();
-    let mut methods = Vec::new();
-    if let (Some(r), Some(recv)) = (cp.reference_lsn, cp.receive_lsn.or(cp.replay_lsn)) {
-        v.insert("wal_bytes_lost".into(), json!(r.bytes_after(recv)));
-        methods.push(format!(
-            "WAL: newest known old-primary LSN {r} minus standby receive LSN {recv}"
-        ));
+    let mut methods = serde_json::Map::new();
+    let mut bounds = serde_json::Map::new();
+    let mut unknown = serde_json::Map::new();
+    let acked_id = hb.and_then(|h| h.last_acked_id);
+    let acked_at = hb.and_then(|h| h.last_acked_at_ms);
+    let interval = hb.map(|h| h.interval_ms).filter(|i| *i > 0);
+    let no_acks = "no heartbeat acknowledgements in the state store this run reads";
+    let no_row = "no heartbeat row on the promoted server";
+
+    match (cp.reference_lsn, cp.receive_lsn.or(cp.replay_lsn)) {
+        (Some(r), Some(recv)) => {
+            v.insert("wal_bytes_lost".into(), json!(r.bytes_after(recv)));
+            methods.insert("wal_bytes_lost".into(), json!(format!("newest known old-primary LSN {r} (fence, old primary, last acknowledged heartbeat) minus standby receive LSN {recv}")));
+            bounds.insert("wal_bytes_lost".into(), json!("at least this: WAL the old primary wrote after the newest known LSN is not counted"));
+        }
+        (None, _) => {
+            v.insert("wal_bytes_lost".into(), Value::Null);
+            unknown.insert("wal_bytes_lost".into(), json!("no reference LSN: the old primary is unreachable, the fence gave no LSN and no heartbeat acknowledged one"));
+        }
+        (_, None) => {
+            v.insert("wal_bytes_lost".into(), Value::Null);
+            unknown.insert(
+                "wal_bytes_lost".into(),
+                json!("the standby reported no receive or replay LSN"),
+            );
+        }
     }
+
     if let Some(b) = newest {
         v.insert("newest_surviving_heartbeat_id".into(), json!(b.id));
         v.insert(
             "newest_surviving_heartbeat_at".into(),
             json!(crate::journal::format_ms(b.at_ms.max(0) as u64)),
         );
-        if let Some(acked) = hb.and_then(|h| h.last_acked_id) {
-            v.insert("heartbeats_lost".into(), json!((acked - b.id).max(0)));
-            methods.push("rows: last acknowledged heartbeat id minus newest id on the promoted server (+1 if a write was in flight)".into());
+    }
+    if let Some(id) = acked_id {
+        v.insert("last_acked_heartbeat_id".into(), json!(id));
+    }
+    if let Some(at) = acked_at {
+        v.insert(
+            "last_acked_heartbeat_at".into(),
+            json!(crate::journal::format_ms(at.max(0) as u64)),
+        );
+    }
+    v.insert("heartbeat_interval_ms".into(), json!(interval));
+
+    match (acked_id, newest) {
+        (Some(a), Some(b)) => {
+            v.insert("heartbeats_lost".into(), json!((a - b.id).max(0)));
+            methods.insert("heartbeats_lost".into(), json!("last acknowledged heartbeat id (state store) minus newest id on the promoted server"));
+            bounds.insert("heartbeats_lost".into(), json!("exact for acknowledged writes; a write in flight at the failure was never acknowledged, so it is not counted as acknowledged data lost"));
         }
-        if let Some(failed) = ctx.failed_at {
-            let failed_ms = failed
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            v.insert("time_lost_ms".into(), json!((failed_ms - b.at_ms).max(0)));
-            let interval = hb.map(|h| h.interval_ms).unwrap_or(0);
-            v.insert("bound".into(), json!(format!("time within one heartbeat interval ({interval} ms) plus clock skew between drctl and the old primary")));
-            methods.push("time: declared failure time minus newest surviving heartbeat".into());
+        (None, _) => {
+            v.insert("heartbeats_lost".into(), Value::Null);
+            unknown.insert("heartbeats_lost".into(), json!(no_acks));
+        }
+        (_, None) => {
+            v.insert("heartbeats_lost".into(), Value::Null);
+            unknown.insert("heartbeats_lost".into(), json!(no_row));
         }
     }
-    v.insert("method".into(), json!(methods.join("; ")));
+
+    match (acked_at, newest) {
+        (Some(a), Some(b)) => {
+            v.insert("time_lost_ms".into(), json!((a - b.at_ms).max(0)));
+            methods.insert("time_lost_ms".into(), json!("newest acknowledged heartbeat time minus newest surviving heartbeat time (both stamped by the old primary's clock)"));
+            bounds.insert("time_lost_ms".into(), json!(match interval {
+                Some(i) => format!("writes after the last acknowledged heartbeat are not seen: the window of lost writes is up to one heartbeat interval ({i} ms) longer; equals rows lost times the interval within one interval"),
+                None => "writes after the last acknowledged heartbeat are not seen: up to one heartbeat interval longer".into(),
+            }));
+        }
+        (None, b) => {
+            v.insert("time_lost_ms".into(), Value::Null);
+            unknown.insert(
+                "time_lost_ms".into(),
+                json!(if b.is_none() {
+                    format!("{no_acks}; {no_row}")
+                } else {
+                    no_acks.to_string()
+                }),
+            );
+            if let (Some(b), Some(f)) = (b, failed_at_ms) {
+                v.insert("time_lost_ms_at_most".into(), json!((f - b.at_ms).max(0)));
+                bounds.insert("time_lost_ms".into(), json!("at most the declared failure time minus the newest surviving heartbeat (plus clock skew between drctl and the old primary): it includes the time until the failure was declared, so it is a bound, never the figure"));
+            }
+        }
+        (_, None) => {
+            v.insert("time_lost_ms".into(), Value::Null);
+            unknown.insert("time_lost_ms".into(), json!(no_row));
+        }
+    }
+
+    // One line each for summaries, in reading order.
+    let join = |m: &serde_json::Map<String, Value>| {
+        [
+            ("wal_bytes_lost", "WAL"),
+            ("heartbeats_lost", "rows"),
+            ("time_lost_ms", "time"),
+        ]
+        .iter()
+        .filter_map(|(k, label)| {
+            m.get(*k)
+                .and_then(Value::as_str)
+                .map(|t| format!("{label}: {t}"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+    };
+    v.insert("method".into(), json!(join(&methods)));
+    v.insert("bound".into(), json!(join(&bounds)));
+    v.insert("methods".into(), Value::Object(methods));
+    v.insert("bounds".into(), Value::Object(bounds));
+    v.insert("unknown".into(), Value::Object(unknown));
     Value::Object(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(reference: Option<&str>, recv: Option<&str>) -> Checkpoint {
+        Checkpoint {
+            receive_lsn: recv.and_then(Lsn::parse),
+            replay_lsn: None,
+            last_replay_ms: None,
+            reference_lsn: reference.and_then(Lsn::parse),
+            lag_bytes: None,
+            time_lag_ms: None,
+            time_lag_is_bound: false,
+            accepted_data_loss: None,
+            forced: None,
+            at_ms: 0,
+        }
+    }
+
+    fn acks(id: i64, at_ms: i64) -> HeartbeatStatus {
+        HeartbeatStatus {
+            interval_ms: 100,
+            last_acked_id: Some(id),
+            last_acked_at_ms: Some(at_ms),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn time_lost_comes_from_acknowledged_writes_not_the_declared_failure_time() {
+        let beat = ops::Beat {
+            id: 90,
+            at_ms: 1_000_000,
+        };
+        // Declared 9 s after the last acknowledged write.
+        let v = rpo_figures(
+            &cp(Some("0/3000200"), Some("0/3000100")),
+            Some(&acks(100, 1_001_000)),
+            Some(beat),
+            Some(1_010_000),
+        );
+        assert_eq!(v["time_lost_ms"], 1000, "{v}");
+        assert_eq!(v["heartbeats_lost"], 10, "{v}");
+        assert_eq!(v["wal_bytes_lost"], 256, "{v}");
+        assert!(v.get("time_lost_ms_at_most").is_none(), "{v}");
+        assert!(!v["method"].as_str().unwrap().contains("+1"), "{v}");
+    }
+
+    #[test]
+    fn without_acknowledgements_figures_are_null_and_the_failure_time_only_bounds() {
+        let beat = ops::Beat {
+            id: 90,
+            at_ms: 1_000_000,
+        };
+        let v = rpo_figures(
+            &cp(None, Some("0/3000100")),
+            None,
+            Some(beat),
+            Some(1_009_213),
+        );
+        assert_eq!(v["time_lost_ms"], Value::Null, "{v}");
+        assert_eq!(v["heartbeats_lost"], Value::Null, "{v}");
+        assert_eq!(v["wal_bytes_lost"], Value::Null, "{v}");
+        assert_eq!(v["time_lost_ms_at_most"], 9213, "{v}");
+        assert!(v["unknown"]["time_lost_ms"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat acknowledgements"));
+        assert!(v["unknown"]["wal_bytes_lost"]
+            .as_str()
+            .unwrap()
+            .contains("no reference LSN"));
+    }
+
+    #[test]
+    fn no_surviving_row_is_unknown_not_zero() {
+        let v = rpo_figures(
+            &cp(Some("0/3000200"), Some("0/3000100")),
+            Some(&acks(5, 1)),
+            None,
+            None,
+        );
+        assert_eq!(v["heartbeats_lost"], Value::Null, "{v}");
+        assert_eq!(v["time_lost_ms"], Value::Null, "{v}");
+        assert!(v.get("time_lost_ms_at_most").is_none(), "{v}");
+    }
 }

@@ -210,6 +210,10 @@ impl ActionKind for PgQuery {
     fn outputs(&self) -> &'static [&'static str] {
         &["row_count", "value", "rows"]
     }
+    /// A query that returns what it expects shows the database serves.
+    fn proves_recovery(&self, _params: &Value) -> bool {
+        true
+    }
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "postgres.query")?;
         let server = server_field(ctx, &mut r, "server", true);

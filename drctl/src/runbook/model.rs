@@ -109,6 +109,13 @@ pub struct StepDoc {
     pub skip_unless: Vec<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Whether this step's success shows the service works: RTO ends at
+    /// the last such step and is claimed only when all of them succeeded.
+    /// Default: the action's own declaration (`http.check` without
+    /// `expect_failure`, `checks.run`, `postgres.query`, `kube.check`,
+    /// `dns.check`, `immudb.verify`).
+    #[serde(default)]
+    pub proves_recovery: Option<bool>,
 }
 
 /// The `with:` of an `exec` step (the schema applies it when
@@ -279,6 +286,8 @@ pub struct Step {
     /// Dotted environment references; a missing one skips the step.
     pub skip_unless: Vec<(String, Span)>,
     pub description: Option<String>,
+    /// `proves_recovery:` as written; `None` defers to the action kind.
+    pub proves_recovery: Option<bool>,
     pub span: Span,
     pub id_span: Span,
     pub action_span: Span,

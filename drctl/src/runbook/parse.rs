@@ -22,6 +22,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "when",
     "skip_unless",
     "description",
+    "proves_recovery",
 ];
 
 /// Reads and decodes a runbook file. `Err` carries diagnostics (an I/O
@@ -206,6 +207,15 @@ fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
     let description = r
         .opt("description")
         .and_then(|n| ctx.string(n, "description"));
+    // A literal: the decision is journaled when the run starts, before any
+    // `${...}` is resolved.
+    let proves_recovery = r.opt("proves_recovery").and_then(|n| match n.kind {
+        Kind::Bool(b) => Some(b),
+        _ => {
+            ctx.expected(n, "true or false", &format!("{what}: proves_recovery"));
+            None
+        }
+    });
     r.finish(ctx);
     Some(Step {
         id: id?,
@@ -218,6 +228,7 @@ fn decode_step(ctx: &mut Ctx<'_>, node: &Node) -> Option<Step> {
         when,
         skip_unless,
         description,
+        proves_recovery,
         span: node.span,
         id_span: id_node.map(|n| n.span).unwrap_or(node.span),
         action_span: action_node.map(|n| n.span).unwrap_or(node.span),
@@ -346,5 +357,25 @@ mod tests {
         assert!(text.contains("rb.yaml:8:14"), "{text}");
         assert!(text.contains("rb.yaml:9:23"), "{text}");
         assert_eq!(d.error_count(), 3, "{text}");
+    }
+
+    #[test]
+    fn proves_recovery_is_a_located_literal_boolean() {
+        let f = SourceFile::new(
+            "rb.yaml",
+            "name: x\nsteps:\n  - id: a\n    action: wait\n    proves_recovery: yes please\n  - id: b\n    action: wait\n    proves_recovery: \"${params.p}\"\n  - id: c\n    action: wait\n    proves_recovery: true\n",
+        );
+        let res = parse_runbook(&f, String::new());
+        let (rb, d) = match res {
+            Ok(x) => x,
+            Err(d) => panic!("{}", d.render()),
+        };
+        let text = d.render();
+        assert!(text.contains("rb.yaml:5:22"), "{text}");
+        assert!(text.contains("rb.yaml:8:22"), "{text}");
+        assert!(text.contains("proves_recovery"), "{text}");
+        assert_eq!(d.error_count(), 2, "{text}");
+        assert_eq!(rb.step("c").and_then(|s| s.proves_recovery), Some(true));
+        assert_eq!(rb.step("a").and_then(|s| s.proves_recovery), None);
     }
 }

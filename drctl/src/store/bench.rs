@@ -140,6 +140,7 @@ fn synthetic_journal(run_id: &str, n: usize) -> Result<(Vec<Vec<u8>>, String), S
                 rpo_target_ms: None,
                 drctl_version: env!("CARGO_PKG_VERSION").into(),
                 lease_mode: Some(LeaseMode::Shared),
+                proofs: None,
             }
         } else {
             note(seq)

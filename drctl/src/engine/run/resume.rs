@@ -153,6 +153,7 @@ async fn resume_locked(
             accept_data_loss: opts.accept_data_loss,
             force: opts.force,
             yes: opts.yes,
+            proofs: changed.then(|| super::proof_steps(&runbook, &registry)),
         })
         .await?;
     ui(UiEvent::RunStarted {
