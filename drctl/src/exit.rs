@@ -48,6 +48,10 @@ pub const STATE_UNAVAILABLE: i32 = 19;
 /// The run already ended (succeeded or aborted): `resume`, `approve` and
 /// `abort` of it did nothing. A failed run has not ended: it resumes.
 pub const RUN_ENDED: i32 = 20;
+/// A drill refused to start: the lab or environment is not in its initial
+/// state (the primary region's server is not the primary, or the DR server
+/// is not a streaming standby); nothing was injected.
+pub const NOT_INITIAL: i32 = 21;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -142,5 +146,10 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         RUN_ENDED,
         "run-ended",
         "the run already ended (succeeded or aborted); nothing done",
+    ),
+    (
+        NOT_INITIAL,
+        "not-initial-state",
+        "drill refused: the lab is not in its initial state (primary, streaming standby); nothing injected",
     ),
 ];

@@ -11,6 +11,7 @@ pub mod http;
 pub mod pdns;
 pub mod pg;
 pub mod supervisor;
+pub mod truth;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
