@@ -570,6 +570,10 @@ async fn break_primary(lab: &Lab) -> super::http::Reply {
     if let Some(s) = lab.servers.lock().await.get_mut("pg-primary") {
         s.kill9().await;
     }
+    // From the kill on, any start of the old primary's data (the truth's,
+    // or anyone's by hand) comes up a read-only standby.
+    let data_root = lab.state.lock().await.data_root.clone();
+    let marked = truth::mark_standby(&data_root.join("primary"));
     if let Some(h) = lab.apps.lock().await.remove("app-primary") {
         h.abort();
     }
@@ -578,6 +582,8 @@ async fn break_primary(lab: &Lab) -> super::http::Reply {
         "failed_at_ms": failed_at_ms,
         "heartbeat_last_acked_id": writer.as_ref().and_then(|w| w.last_acked_id),
         "heartbeat_last_acked_at_ms": writer.as_ref().and_then(|w| w.last_acked_at_ms),
+        "old_primary_marked_standby": marked.is_ok(),
+        "mark_error": marked.err().map(|e| e.to_string()),
     });
     *broken = Some(Broken {
         failed_at_ms,

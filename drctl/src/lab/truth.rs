@@ -86,11 +86,17 @@ pub fn switch_point(history: &str) -> Option<Lsn> {
         .and_then(Lsn::parse)
 }
 
+/// Marks a data directory as a standby's (`standby.signal`): whoever
+/// starts it next gets a read-only server in recovery.
+pub fn mark_standby(data: &Path) -> Result<(), LabError> {
+    pg::write_file(&data.join("standby.signal"), "", 0o600, pg::run_as()?)
+}
+
 /// Starts the old primary's data directory isolated (see the module doc).
 pub async fn start_isolated(st: &LabState) -> Result<Server, LabError> {
     let who = pg::run_as()?;
     let data = st.data_root.join("primary");
-    pg::write_file(&data.join("standby.signal"), "", 0o600, who)?;
+    mark_standby(&data)?;
     let hba = st.data_root.join("truth-hba.conf");
     pg::write_file(
         &hba,
