@@ -436,10 +436,25 @@ fn the_old_primary_is_never_writable_even_when_the_drill_is_killed() {
             "{when}: a later start is read-only too"
         );
         assert_no_writable_old_primary(&st, &when);
-        let down = lab.w.run(&["lab", "down"]);
-        assert_eq!(down.code, 0, "{when}: {down:?}");
+        // After a supervisor crash, `lab up` starts afresh and stops what
+        // the dead one left; otherwise `lab down` stops everything.
+        let (cmd, what) = if kill_supervisor {
+            ("up", "lab up after the crash")
+        } else {
+            ("down", "lab down")
+        };
+        let o = lab.w.run(&["lab", cmd]);
+        assert_eq!(o.code, 0, "{when}: {o:?}");
         let left = pids_with(&st.data_root.display().to_string());
-        assert!(left.is_empty(), "{when}: lab down left {left:?}");
+        assert!(left.is_empty(), "{when}: {what} left {left:?}");
         assert!(!alive(st.supervisor_pid), "{when}: supervisor gone");
+        if kill_supervisor {
+            let fresh = state(&lab);
+            assert_ne!(fresh.data_root, st.data_root, "{when}: a new lab");
+            let o = lab.w.run(&["lab", "down"]);
+            assert_eq!(o.code, 0, "{when}: {o:?}");
+            let left = pids_with(&fresh.data_root.display().to_string());
+            assert!(left.is_empty(), "{when}: lab down left {left:?}");
+        }
     }
 }
