@@ -111,7 +111,9 @@ pub async fn check_initial(control: &str) -> Result<(), DrillError> {
             })
         };
         if v["primary_broken"] == true {
-            return refuse("a drill already broke its primary".into());
+            return refuse(
+                "its primary was broken (by a drill or `drctl lab break primary`)".into(),
+            );
         }
         if !is_primary(&p) {
             return refuse(match p["reachable"] {
