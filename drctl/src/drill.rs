@@ -1,11 +1,14 @@
 //! Drills: rehearse a failover for real and measure it.
 //!
-//! 1. Inject the failure. On the lab: kill -9 the primary (optionally after
-//!    pausing replication to create lag). Elsewhere the runbook's first step
-//!    is the injection and the failure time is the run's start.
+//! 1. Inject the failure. On the lab: refuse a lab not in its initial state
+//!    (exit 22), take the environment's lease, stop the heartbeat writer and
+//!    kill -9 the primary (optionally after pausing replication to create
+//!    lag). Elsewhere the runbook's first step is the injection and the
+//!    failure time is the run's start.
 //! 2. Run the runbook in drill mode with that failure time.
-//! 3. On the lab, restart the old primary to read the exact data loss (the
-//!    truth) and journal it next to the estimate.
+//! 3. On the lab, still under the lease, restart the old primary isolated
+//!    (read-only, its own port) to read the exact data loss (the truth); the
+//!    engine journals it next to the estimate before releasing the lease.
 //! 4. Compare RTO and RPO with the runbook's targets, append the result to
 //!    the drill history, render the report.
 
@@ -17,7 +20,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::engine::{self, EngineError, RunOutcome, RunSpec};
-use crate::journal::{self, Event, JournalError, JournalWriter};
+use crate::journal::{self, JournalError};
 use crate::lab::LabError;
 use crate::measure::{self, Measurements};
 use crate::store::{Store, StoreError};
@@ -33,6 +36,11 @@ pub enum DrillError {
     Lab(#[from] LabError),
     #[error("lab did not report the failure time")]
     NoFailureTime,
+    /// A drill rehearses a failover from the initial state: on a lab that
+    /// already failed over it would measure nothing real (a promote that is
+    /// a no-op, a truth of the previous drill).
+    #[error("the lab is not in its initial state: {detail}; the primary now is {primary_now}; nothing was injected")]
+    NotInitial { detail: String, primary_now: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -57,46 +65,126 @@ pub async fn inject_lab(control: &str, inj: &Injection) -> Result<u64, DrillErro
     v["failed_at_ms"].as_u64().ok_or(DrillError::NoFailureTime)
 }
 
-/// Appends a note to a finished run's journal (the truth arrives after the
-/// run ended). It takes the environment's lease like any writer, and the
-/// chain is verified first, as for any append.
-pub async fn append_note(
-    store: &Arc<dyn Store>,
-    lease_name: &str,
-    run_id: &str,
-    message: &str,
-    data: Value,
-) -> Result<(), DrillError> {
-    let holder = crate::store::HolderId::this_process(run_id);
-    let grant = store
-        .acquire_lease(
-            lease_name,
-            crate::store::LeaseMode::Exclusive,
-            &holder,
-            engine::lease_ttl(),
-        )
-        .await?;
-    let res = async {
-        let bytes = store.read_journal(run_id).await?;
-        let v = journal::verify(&bytes)?;
-        let mut w = JournalWriter::resume(
-            store.clone(),
-            run_id,
-            grant.lease.clone(),
-            v.records.len() as u64,
-            v.head,
-        );
-        w.append(Event::Note {
-            step: None,
-            message: message.to_string(),
-            data,
-        })
-        .await?;
-        Ok::<_, DrillError>(())
+/// How long a DR server in recovery may take to (re)connect its WAL
+/// receiver before the lab counts as not initial (right after `lab up`
+/// the receiver may still be starting).
+const STREAMING_WAIT: Duration = Duration::from_secs(10);
+
+/// Refuses a lab whose `pg-primary` is not a reachable primary or whose
+/// `pg-dr` is not a streaming standby, naming the server that is primary.
+pub async fn check_initial(control: &str) -> Result<(), DrillError> {
+    let deadline = std::time::Instant::now() + STREAMING_WAIT;
+    loop {
+        let v = crate::lab::control(control, "GET", "/roles").await?;
+        let servers = v["servers"].as_array().cloned().unwrap_or_default();
+        let find = |n: &str| {
+            servers
+                .iter()
+                .find(|s| s["name"] == n)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let (p, d) = (find("pg-primary"), find("pg-dr"));
+        let is_primary = |s: &Value| s["reachable"] == true && s["in_recovery"] == false;
+        let primary_now = {
+            let now: Vec<String> = [&p, &d]
+                .iter()
+                .filter(|s| is_primary(s))
+                .map(|s| {
+                    format!(
+                        "{} ({})",
+                        s["name"].as_str().unwrap_or("?"),
+                        s["addr"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            if now.is_empty() {
+                "none (no server answers as a primary)".to_string()
+            } else {
+                now.join(" and ")
+            }
+        };
+        let refuse = |detail: String| {
+            Err(DrillError::NotInitial {
+                detail,
+                primary_now: primary_now.clone(),
+            })
+        };
+        if v["primary_broken"] == true {
+            return refuse(
+                "its primary was broken (by a drill or `drctl lab break primary`)".into(),
+            );
+        }
+        if !is_primary(&p) {
+            return refuse(match p["reachable"] {
+                Value::Bool(true) => "pg-primary is in recovery (a standby)".to_string(),
+                _ => format!(
+                    "pg-primary is unreachable ({})",
+                    p["error"].as_str().unwrap_or("no answer")
+                ),
+            });
+        }
+        if d["reachable"] != true || d["in_recovery"] != true {
+            return refuse(if d["reachable"] == true {
+                "pg-dr is a primary, not a standby (promoted by an earlier failover)".to_string()
+            } else {
+                format!(
+                    "pg-dr is unreachable ({})",
+                    d["error"].as_str().unwrap_or("no answer")
+                )
+            });
+        }
+        if d["receiver_status"] == "streaming" {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return refuse(format!(
+                "pg-dr is a standby but not streaming from pg-primary (receiver: {})",
+                d["receiver_status"].as_str().unwrap_or("none")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    .await;
-    let _ = store.release_lease(&grant.lease).await;
-    res
+}
+
+/// The drill's work under the run's lease: check the lab, inject the
+/// failure (before `run_started`, which carries the failure time), and
+/// after the run measure the truth and hand it to the engine to journal.
+struct LabHooks {
+    control: String,
+    inj: Injection,
+    ui: engine::Ui,
+    truth: std::sync::Mutex<Option<Value>>,
+}
+
+#[async_trait::async_trait]
+impl engine::RunHooks for LabHooks {
+    async fn before_start(&self) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
+        check_initial(&self.control).await?;
+        (self.ui)(engine::UiEvent::Message(
+            "injecting the failure: kill -9 of the primary region's Postgres and app".into(),
+        ));
+        Ok(Some(inject_lab(&self.control, &self.inj).await?))
+    }
+
+    async fn after_finish(&self, _outcome: &RunOutcome) -> Vec<engine::Note> {
+        match crate::lab::control(&self.control, "POST", "/truth").await {
+            Ok(v) => {
+                *self.truth.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone());
+                vec![engine::Note {
+                    message: "RPO truth measured on the old primary restarted isolated".into(),
+                    data: v,
+                }]
+            }
+            Err(e) => {
+                (self.ui)(engine::UiEvent::Message(format!(
+                    "could not measure the RPO truth: {}",
+                    crate::diag::error_chain(&e)
+                )));
+                Vec::new()
+            }
+        }
+    }
 }
 
 pub struct DrillResult {
@@ -115,38 +203,32 @@ pub async fn run(
     inj: Injection,
     ui: engine::Ui,
 ) -> Result<DrillResult, DrillError> {
-    let failed_at = match &lab_control {
-        Some(c) => {
-            ui(engine::UiEvent::Message(
-                "injecting the failure: kill -9 of the primary region's Postgres and app".into(),
-            ));
-            inject_lab(c, &inj).await?
-        }
-        None => journal::now_ms(),
+    // On the lab the lease is taken before the injection and held across
+    // the run and the truth: the engine runs the hooks inside it.
+    let hooks = lab_control.map(|control| {
+        Arc::new(LabHooks {
+            control,
+            inj,
+            ui: ui.clone(),
+            truth: std::sync::Mutex::new(None),
+        })
+    });
+    spec.failed_at_ms = match &hooks {
+        Some(_) => None,
+        None => Some(journal::now_ms()),
     };
-    spec.failed_at_ms = Some(failed_at);
-    let lease_name = engine::lock_name(spec.env.as_deref());
-    let outcome = engine::start(store.clone(), spec, ui.clone()).await?;
-    let mut truth = None;
-    if let Some(c) = &lab_control {
-        match crate::lab::control(c, "POST", "/truth").await {
-            Ok(v) => {
-                append_note(
-                    &store,
-                    &lease_name,
-                    &outcome.run_id,
-                    "RPO truth measured on the restarted old primary",
-                    v.clone(),
-                )
-                .await?;
-                truth = Some(v);
-            }
-            Err(e) => ui(engine::UiEvent::Message(format!(
-                "could not measure the RPO truth: {}",
-                crate::diag::error_chain(&e)
-            ))),
+    spec.hooks = hooks.clone().map(|h| h as Arc<dyn engine::RunHooks>);
+    let outcome = match engine::start(store.clone(), spec, ui.clone()).await {
+        Ok(o) => o,
+        Err(EngineError::Hook(e)) => {
+            return Err(match e.downcast::<DrillError>() {
+                Ok(d) => *d,
+                Err(other) => DrillError::Engine(EngineError::Hook(other)),
+            })
         }
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let truth = hooks.and_then(|h| h.truth.lock().unwrap_or_else(|p| p.into_inner()).take());
     let (view, _) = engine::run::load_view_pub(store.as_ref(), &outcome.run_id).await?;
     let m = measure::from_view(&view);
     // Verdicts from `measure`: a failed drill or an unknown figure is never "met".
@@ -161,7 +243,7 @@ pub async fn run(
         "runbook": view.runbook.name,
         "environment": view.environment.as_ref().map(|e| e.name.clone()),
         "status": outcome.status.as_str(),
-        "failed_at": journal::format_ms(failed_at),
+        "failed_at": view.failed_at_ms.map(journal::format_ms),
         "rto_ms": m.as_ref().and_then(|m| m.rto_ms),
         "rto_target_ms": view.rto_target_ms,
         "rpo_time_ms": m.as_ref().and_then(|m| m.rpo_time_ms()),

@@ -55,6 +55,10 @@ pub const RUN_ENDED: i32 = 20;
 /// this is an outage or a configuration problem, never evidence of
 /// tampering (that is `VERIFY_REJECTED`).
 pub const IMMUDB_UNAVAILABLE: i32 = 21;
+/// A drill refused to start: the lab or environment is not in its initial
+/// state (the primary region's server is not the primary, or the DR server
+/// is not a streaming standby); nothing was injected.
+pub const NOT_INITIAL: i32 = 22;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -154,5 +158,10 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         IMMUDB_UNAVAILABLE,
         "immudb-unavailable",
         "immudb could not be asked (connect, timeout, TLS, HTTP error); nothing verified",
+    ),
+    (
+        NOT_INITIAL,
+        "not-initial-state",
+        "drill refused: the lab is not in its initial state (primary, streaming standby); nothing injected",
     ),
 ];

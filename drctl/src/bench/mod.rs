@@ -100,6 +100,7 @@ async fn engine_run(
         failed_at_ms: None,
         parallelism,
         run_id: None,
+        hooks: None,
     };
     let start = Instant::now();
     let out = engine::start(store, spec, engine::silent_ui()).await?;

@@ -186,6 +186,7 @@ impl From<EngineError> for CliError {
             e @ EngineError::MissingParam(_) => CliError::from_error(exit::INVALID_INPUT, &e).hint("pass --param NAME=VALUE"),
             e @ EngineError::Invalid(_) => CliError::from_error(exit::INVALID_INPUT, &e),
             EngineError::Params(d) => CliError::invalid(d),
+            e @ (EngineError::Hook(_) | EngineError::HookTimeout(_)) => CliError::from_error(exit::INTERNAL, &e),
         }
     }
 }
@@ -199,11 +200,19 @@ impl From<LabError> for CliError {
 }
 
 /// A drill that could not run or be recorded (its run failing is an
-/// outcome, not this error). Exit 1, as before drill errors were typed;
-/// the whole chain stays on the one line scripts already match.
+/// outcome, not this error). Errors of the engine, journal and store keep
+/// their own exit codes (a held lock is 6, a journal write 10); the lab's
+/// are exit 1 with the whole chain on the one line scripts already match.
 impl From<DrillError> for CliError {
     fn from(e: DrillError) -> Self {
-        CliError::new(exit::INTERNAL, format!("drill failed: {}", error_chain(&e)))
+        match e {
+            DrillError::Engine(e) => e.into(),
+            DrillError::Journal(e) => e.into(),
+            DrillError::Store(e) => e.into(),
+            e @ DrillError::NotInitial { .. } => CliError::new(exit::NOT_INITIAL, e.to_string())
+                .hint("reset the lab to its initial state: drctl lab down && drctl lab up"),
+            e => CliError::new(exit::INTERNAL, format!("drill failed: {}", error_chain(&e))),
+        }
     }
 }
 

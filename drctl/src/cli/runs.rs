@@ -124,6 +124,7 @@ pub async fn prepare(
         failed_at_ms,
         parallelism: args.parallelism,
         run_id: None,
+        hooks: None,
     };
     Ok(Prepared { spec, plan_text })
 }

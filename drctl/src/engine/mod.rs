@@ -21,6 +21,7 @@
 //! and end at once. An abort stops the same way and ends `aborted`; a run
 //! with no live process is aborted by [`run::abort`], under its lease.
 
+pub mod hooks;
 pub mod run;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ use crate::journal::{JournalError, RunStatus};
 use crate::runbook::{Mode, Runbook};
 use crate::store::{Store, StoreError};
 
+pub use hooks::{Note, RunHooks};
 pub use run::{abort, resume, start, AbortOutcome, ResumeOptions};
 
 /// Default bound for one attempt of a step without `timeout`.
@@ -111,6 +113,13 @@ pub enum EngineError {
     /// `--param` values that do not fit their declarations.
     #[error("{} parameter problem(s)", .0.error_count())]
     Params(crate::diag::Diagnostics),
+    /// A [`RunHooks::before_start`] refused the run; the caller's own
+    /// error, for it to downcast.
+    #[error("the run did not start")]
+    Hook(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A run hook did not finish within [`hooks::HOOK_TIMEOUT`].
+    #[error("a run hook did not finish within {0:?}")]
+    HookTimeout(Duration),
 }
 
 impl From<StoreError> for EngineError {
@@ -138,6 +147,9 @@ pub struct RunSpec {
     pub parallelism: usize,
     /// Use this run id instead of a fresh one (tests, drills).
     pub run_id: Option<String>,
+    /// Work done under the run's lease before its first record and after
+    /// its last (drills: inject the failure, journal the truth).
+    pub hooks: Option<Arc<dyn RunHooks>>,
 }
 
 #[derive(Debug, Clone)]

@@ -96,6 +96,8 @@ struct Run {
     /// of a step the run cuts short).
     started_at: HashMap<String, Instant>,
     ui: Ui,
+    /// The caller's work under the lease (a new run's; resume has none).
+    hooks: Option<Arc<dyn RunHooks>>,
 }
 
 /// The journal names files absolutely, so `resume`, `status` and `report`
@@ -186,7 +188,7 @@ pub async fn start(
 ) -> Result<RunOutcome, EngineError> {
     let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
     let lease_name = lock_name(spec.env.as_deref());
-    let lease = take_lease(
+    let mut lease = take_lease(
         &store,
         &lease_name,
         lease_mode(&spec.runbook, &spec.registry),
@@ -194,6 +196,28 @@ pub async fn start(
         &ui,
     )
     .await?;
+    let mut failed_at_ms = spec.failed_at_ms;
+    if let Some(h) = &spec.hooks {
+        let fut = tokio::time::timeout(hooks::HOOK_TIMEOUT, h.before_start());
+        match hooks::with_renewal(store.as_ref(), lease.clone(), fut).await {
+            Ok((Ok(Ok(t)), l)) => {
+                lease = l;
+                failed_at_ms = t.or(failed_at_ms);
+            }
+            Ok((Ok(Err(e)), l)) => {
+                release(&store, &l).await;
+                return Err(EngineError::Hook(e));
+            }
+            Ok((Err(_), l)) => {
+                release(&store, &l).await;
+                return Err(EngineError::HookTimeout(hooks::HOOK_TIMEOUT));
+            }
+            Err(e) => {
+                release(&store, &lease).await;
+                return Err(e);
+            }
+        }
+    }
     let source_region = spec.env.as_ref().map(|e| e.active_region.clone());
     let rb = &spec.runbook;
     let first = Event::RunStarted {
@@ -211,7 +235,7 @@ pub async fn start(
         target_region: spec.target_region.clone(),
         source_region: source_region.clone(),
         options: spec.options.clone(),
-        failed_at_ms: spec.failed_at_ms,
+        failed_at_ms,
         rto_target_ms: rb.rto.map(|d| d.as_millis() as u64),
         rpo_target_ms: rb.rpo.map(|d| d.as_millis() as u64),
         drctl_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -258,7 +282,7 @@ pub async fn start(
         started_by: spec.operator.clone(),
         operator: spec.operator,
         options: spec.options,
-        failed_at_ms: spec.failed_at_ms,
+        failed_at_ms,
         parallelism: spec.parallelism.max(1),
         journal,
         states,
@@ -270,6 +294,7 @@ pub async fn start(
         checkpoints: HashMap::new(),
         started_at: HashMap::new(),
         ui,
+        hooks: spec.hooks,
     };
     run.drive().await
 }
@@ -424,9 +449,44 @@ impl Run {
             // that resume would not redo).
             let _ = self.journal.flush().await;
         }
+        if let (Ok(outcome), Some(h)) = (&result, self.hooks.clone()) {
+            if let Err(e) = self.after_finish(h.as_ref(), outcome).await {
+                result = Err(e);
+            }
+        }
         let lease = self.journal.lease().clone();
         release(&self.store, &lease).await;
         result
+    }
+
+    /// Journals the notes the caller hands over after the run finished,
+    /// still under the run's lease and through the run's own writer.
+    async fn after_finish(
+        &mut self,
+        h: &dyn RunHooks,
+        outcome: &RunOutcome,
+    ) -> Result<(), EngineError> {
+        let lease = self.journal.lease().clone();
+        let fut = tokio::time::timeout(hooks::HOOK_TIMEOUT, h.after_finish(outcome));
+        let (notes, lease) = hooks::with_renewal(self.store.as_ref(), lease, fut).await?;
+        self.journal.set_lease(lease);
+        let Ok(notes) = notes else {
+            (self.ui)(UiEvent::Message(format!(
+                "the run's closing work did not finish within {:?}; nothing journaled for it",
+                hooks::HOOK_TIMEOUT
+            )));
+            return Ok(());
+        };
+        for n in notes {
+            self.journal
+                .append(Event::Note {
+                    step: None,
+                    message: n.message,
+                    data: n.data,
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn event_loop(&mut self) -> Result<RunOutcome, EngineError> {

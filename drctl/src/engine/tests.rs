@@ -91,6 +91,7 @@ async fn parameters_are_decoded_once_per_step_not_per_attempt() {
         failed_at_ms: None,
         parallelism: 1,
         run_id: None,
+        hooks: None,
     };
     let outcome = start(store, spec, silent_ui()).await.expect("run");
     assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.reason);

@@ -11,6 +11,7 @@ pub mod http;
 pub mod pdns;
 pub mod pg;
 pub mod supervisor;
+pub mod truth;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,9 +26,11 @@ pub fn read_state(dir: &Path) -> Option<LabState> {
     serde_json::from_slice(&b).ok()
 }
 
+/// Whether a process runs: a zombie does not (a supervisor killed with -9
+/// stays one where nothing reaps orphans, e.g. in a container).
 fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    unsafe { libc::kill(pid as i32, 0) == 0 && !pg::is_zombie(pid) }
 }
 
 pub fn running(dir: &Path) -> Option<LabState> {
@@ -70,6 +73,11 @@ pub async fn up(dir: &Path, state_dir: &Path, backend: StateBackend) -> Result<L
     }
     let io = |what: String| move |source| LabError::Io { what, source };
     std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("create {}", dir.display())))?;
+    // A lab whose supervisor died (kill -9, a crash) left its servers
+    // running; stop them before starting afresh.
+    if let Some(stale) = read_state(dir).filter(|s| !pid_alive(s.supervisor_pid)) {
+        reap(&stale);
+    }
     let _ = std::fs::remove_file(dir.join(STATE_FILE));
     let exe = std::env::current_exe().map_err(io("find the drctl executable".into()))?;
     let log_path = dir.join("logs/supervisor.log");
@@ -136,8 +144,7 @@ pub async fn down(dir: &Path) -> bool {
         return false;
     };
     if !pid_alive(st.supervisor_pid) {
-        let _ = std::fs::remove_dir_all(&st.data_root);
-        let _ = std::fs::remove_dir_all(format!("{}-pdns", st.data_root.display()));
+        reap(&st);
         return false;
     }
     let _ = control(&st.control, "POST", "/stop").await;
@@ -148,15 +155,35 @@ pub async fn down(dir: &Path) -> bool {
     if pid_alive(st.supervisor_pid) {
         // SAFETY: signalling the supervisor we started (its pid is ours).
         unsafe { libc::kill(st.supervisor_pid as i32, libc::SIGKILL) };
-        for s in &st.services {
-            if let (Some(pid), true) = (s.pid, s.name.starts_with("pg-")) {
-                // SAFETY: the postmaster process groups the lab created.
-                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-            }
-        }
-        let _ = std::fs::remove_dir_all(&st.data_root);
     }
+    // Whatever a supervisor that died on its way down left (nothing after
+    // a clean shutdown: its data directory is gone).
+    reap(&st);
     true
+}
+
+/// Stops what a dead supervisor left behind: every postmaster found by the
+/// `postmaster.pid` files under the data root (an isolated truth server
+/// included, which `lab.json` may never have listed) and PowerDNS, then
+/// removes the data. Pids are checked against their command line first, so
+/// a reused pid is never signalled.
+fn reap(st: &LabState) {
+    let killed = truth::kill_strays(&st.data_root);
+    if !killed.is_empty() {
+        tracing::warn!(pids = ?killed, "stopped lab servers left by a dead supervisor");
+    }
+    for s in st.services.iter().filter(|s| s.name == "pdns") {
+        let is_pdns = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pdns"))
+        };
+        if let Some(pid) = s.pid.filter(|p| is_pdns(*p)) {
+            // SAFETY: the PowerDNS process the lab started (checked above).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+    let _ = std::fs::remove_dir_all(&st.data_root);
+    let _ = std::fs::remove_dir_all(format!("{}-pdns", st.data_root.display()));
 }
 
 /// Where the lab keeps drctl's state.

@@ -313,7 +313,7 @@ async fn server_cert(ca_cert: &Path, data: &Path, who: RunAs) -> Result<(), LabE
     Ok(())
 }
 
-fn write_file(path: &Path, text: &str, mode: u32, who: RunAs) -> Result<(), LabError> {
+pub(crate) fn write_file(path: &Path, text: &str, mode: u32, who: RunAs) -> Result<(), LabError> {
     std::fs::write(path, text).map_err(io(format!("write {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io(format!("chmod {}", path.display())))?;
@@ -436,12 +436,12 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-fn is_zombie(pid: u32) -> bool {
+pub(crate) fn is_zombie(pid: u32) -> bool {
     stat_fields(pid).is_none_or(|f| f.first().is_some_and(|s| s == "Z"))
 }
 
 /// Pids whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -458,6 +458,18 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// until it says it is ready (an open port is not enough: during startup
 /// and crash recovery it answers "the database system is starting up").
 pub async fn start(name: &str, data: &Path, port: u16, log: &Path) -> Result<Server, LabError> {
+    start_with(name, data, port, log, &[]).await
+}
+
+/// [`start`] with extra server arguments (`-c name=value` overrides of
+/// the data directory's configuration; `port` must match what they say).
+pub async fn start_with(
+    name: &str,
+    data: &Path,
+    port: u16,
+    log: &Path,
+    args: &[String],
+) -> Result<Server, LabError> {
     let bin = bindir()?;
     let who = run_as()?;
     let log_start = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) as usize;
@@ -470,6 +482,7 @@ pub async fn start(name: &str, data: &Path, port: u16, log: &Path) -> Result<Ser
     let mut c = command(&bin.join("postgres"), who);
     c.arg("-D")
         .arg(data)
+        .args(args)
         .stdout(Stdio::from(logf))
         .stderr(Stdio::from(log2))
         .process_group(0);

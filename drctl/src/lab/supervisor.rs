@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{oneshot, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use super::http::{json, serve, Handler};
 use super::pg::{self, ClusterSpec, LabError, Server};
+use super::truth::{self, Broken};
+use crate::postgres::heartbeat::HeartbeatStatus;
 use crate::store::{DirStore, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,11 +51,19 @@ pub const STATE_FILE: &str = "lab.json";
 pub const ENV_NAME: &str = "lab";
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The heartbeat writer's task and the signal that stops it.
+type Writer = (JoinHandle<HeartbeatStatus>, oneshot::Sender<()>);
+
 struct Lab {
     state: Mutex<LabState>,
     servers: Mutex<HashMap<String, Server>>,
     apps: Mutex<HashMap<String, JoinHandle<()>>>,
-    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    heartbeat: Mutex<Option<Writer>>,
+    /// Set by `/break/primary`: what the truth measures against.
+    broken: Mutex<Option<Broken>>,
+    /// Held by a truth measurement from the isolated restart to its stop;
+    /// shutdown takes it first, so it never races a measurement.
+    truth_lock: Mutex<()>,
     pdns: Mutex<Option<tokio::process::Child>>,
     stop: Notify,
     dir: PathBuf,
@@ -215,6 +225,8 @@ pub async fn supervise(
         servers: Mutex::new(HashMap::new()),
         apps: Mutex::new(HashMap::new()),
         heartbeat: Mutex::new(None),
+        broken: Mutex::new(None),
+        truth_lock: Mutex::new(()),
         pdns: Mutex::new(None),
         stop: Notify::new(),
         dir: dir.clone(),
@@ -343,14 +355,17 @@ async fn bring_up(
         }
     };
     let hb_server = pg::lab_server(ports["pg-primary"], &spec.app_user, spec);
+    let (stop_hb, stopped) = oneshot::channel::<()>();
     let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
         hb_server,
         HEARTBEAT_INTERVAL,
         store,
         ENV_NAME.to_string(),
-        std::future::pending(),
+        async move {
+            let _ = stopped.await;
+        },
     ));
-    *lab.heartbeat.lock().await = Some(hb);
+    *lab.heartbeat.lock().await = Some((hb, stop_hb));
     let key = std::fs::read_to_string(lab.dir.join("pdns-api-key")).unwrap_or_default();
     let pdns = super::pdns::start(
         &pdns_dir(spec),
@@ -438,7 +453,7 @@ async fn refresh(lab: &Lab, st: &mut LabState) {
         .lock()
         .await
         .as_ref()
-        .is_some_and(|h| !h.is_finished());
+        .is_some_and(|(h, _)| !h.is_finished());
     services.push(Service {
         name: "heartbeat".into(),
         region: "primary".into(),
@@ -455,7 +470,10 @@ async fn refresh(lab: &Lab, st: &mut LabState) {
 }
 
 async fn shutdown(lab: &Lab) {
-    if let Some(h) = lab.heartbeat.lock().await.take() {
+    // A truth measurement in progress finishes (it is bounded) and stops
+    // its isolated server itself; the stray sweep below is the backstop.
+    let _measuring = tokio::time::timeout(Duration::from_secs(60), lab.truth_lock.lock()).await;
+    if let Some((h, _)) = lab.heartbeat.lock().await.take() {
         h.abort();
     }
     for (_, h) in lab.apps.lock().await.drain() {
@@ -468,6 +486,10 @@ async fn shutdown(lab: &Lab) {
         s.stop(Duration::from_secs(10)).await;
     }
     let mut st = lab.state.lock().await;
+    let strays = truth::kill_strays(&st.data_root);
+    if !strays.is_empty() {
+        tracing::warn!(pids = ?strays, "killed lab postmasters the supervisor no longer tracked");
+    }
     let _ = std::fs::remove_dir_all(&st.data_root);
     let _ = std::fs::remove_dir_all(pdns_dir(&st.spec));
     st.status = "stopped".into();
@@ -495,7 +517,17 @@ fn control_handler(lab: Arc<Lab>) -> Handler {
                         Err(e) => json(500, json!({"error": e.to_string()})),
                     }
                 }
-                ("POST", "/truth") => truth(&lab).await,
+                ("GET", "/roles") => roles(&lab).await,
+                ("POST", "/truth") => {
+                    // Its own task: a drill that disconnects or dies does
+                    // not cancel it half-way (the isolated server is always
+                    // stopped by the task that started it).
+                    let l = lab.clone();
+                    match tokio::spawn(async move { measure_truth(&l).await }).await {
+                        Ok(r) => r,
+                        Err(e) => json(500, json!({"error": format!("truth task: {e}")})),
+                    }
+                }
                 ("POST", "/stop") => {
                     lab.stop.notify_one();
                     json(200, json!({"stopping": true}))
@@ -506,85 +538,134 @@ fn control_handler(lab: Arc<Lab>) -> Handler {
     })
 }
 
-/// The disaster: kill -9 the primary's postmaster with all its backends,
-/// and stop the primary region's app.
+/// Stops the heartbeat writer and returns its last word: `None` when it
+/// was not running or did not stop in time (then a write may have been in
+/// flight, and the writer's acknowledgements are not a reference).
+async fn stop_heartbeat(lab: &Lab) -> Option<HeartbeatStatus> {
+    let (mut h, stop) = lab.heartbeat.lock().await.take()?;
+    let _ = stop.send(());
+    match tokio::time::timeout(Duration::from_secs(3), &mut h).await {
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            h.abort();
+            None
+        }
+    }
+}
+
+/// The disaster: stop the heartbeat writer (so the truth is not the
+/// writer's own doing: nothing writes heartbeats after this), then kill -9
+/// the primary's postmaster with all its backends, and stop the primary
+/// region's app.
 async fn break_primary(lab: &Lab) -> super::http::Reply {
+    let mut broken = lab.broken.lock().await;
+    if broken.is_some() {
+        return json(
+            409,
+            json!({"error": "the primary was already broken: `drctl lab down && drctl lab up` resets the lab"}),
+        );
+    }
+    let writer = stop_heartbeat(lab).await;
     let failed_at_ms = crate::journal::now_ms();
     if let Some(s) = lab.servers.lock().await.get_mut("pg-primary") {
         s.kill9().await;
     }
+    // From the kill on, any start of the old primary's data (the truth's,
+    // or anyone's by hand) comes up a read-only standby.
+    let data_root = lab.state.lock().await.data_root.clone();
+    let marked = truth::mark_standby(&data_root.join("primary"));
     if let Some(h) = lab.apps.lock().await.remove("app-primary") {
         h.abort();
     }
-    json(
-        200,
-        json!({"broken": "primary", "failed_at_ms": failed_at_ms}),
-    )
+    let reply = json!({
+        "broken": "primary",
+        "failed_at_ms": failed_at_ms,
+        "heartbeat_last_acked_id": writer.as_ref().and_then(|w| w.last_acked_id),
+        "heartbeat_last_acked_at_ms": writer.as_ref().and_then(|w| w.last_acked_at_ms),
+        "old_primary_marked_standby": marked.is_ok(),
+        "mark_error": marked.err().map(|e| e.to_string()),
+    });
+    *broken = Some(Broken {
+        failed_at_ms,
+        writer,
+    });
+    json(200, reply)
 }
 
-/// Restarts the killed old primary on its own data, reads the heartbeats it
-/// has beyond the newest one on the DR server (the exact rows a failover
-/// lost), then stops it again so the lab stays in its failed-over state.
-async fn truth(lab: &Lab) -> super::http::Reply {
+/// Each Postgres server's role as the server itself says it (a drill
+/// refuses a lab that is not in its initial state).
+async fn roles(lab: &Lab) -> super::http::Reply {
     let st = lab.state.lock().await.clone();
-    let limit = Duration::from_secs(5);
-    let dr = pg::lab_server(st.ports["pg-dr"], &st.spec.superuser, &st.spec);
-    let newest = match dr.connect(limit).await {
-        Ok(c) => crate::postgres::ops::newest_beat(&c, &dr.addr(), limit)
-            .await
-            .ok()
-            .flatten(),
-        Err(e) => return json(500, json!({"error": format!("dr: {e}")})),
+    let mut out = Vec::new();
+    for name in ["pg-primary", "pg-dr"] {
+        let server = pg::lab_server(st.ports[name], &st.spec.superuser, &st.spec);
+        let limit = Duration::from_secs(3);
+        let status = async {
+            let c = server.connect(limit).await.map_err(|e| e.to_string())?;
+            crate::postgres::ops::status(&c, &server.addr(), limit)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        out.push(match status {
+            Ok(s) => json!({"name": name, "addr": server.addr(), "reachable": true, "in_recovery": s.is_standby(), "receiver_status": s.receiver_status, "timeline": s.timeline}),
+            Err(e) => json!({"name": name, "addr": server.addr(), "reachable": false, "error": e}),
+        });
+    }
+    let broken = lab.broken.lock().await.is_some();
+    json(200, json!({"servers": out, "primary_broken": broken}))
+}
+
+/// The truth (see [`truth`]): restarts the killed old primary isolated,
+/// reads what it holds beyond the promoted server, and stops it again, so
+/// the lab stays in its failed-over state and the old primary is never
+/// writable.
+async fn measure_truth(lab: &Lab) -> super::http::Reply {
+    let _one = lab.truth_lock.lock().await;
+    let Some(broken) = lab.broken.lock().await.clone() else {
+        return json(
+            409,
+            json!({"error": "the primary was not broken by this lab (`/break/primary`): there is no truth to measure"}),
+        );
     };
-    let mut servers = lab.servers.lock().await;
-    let alive = servers
-        .get_mut("pg-primary")
-        .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)));
-    if !alive {
-        let data = st.data_root.join("primary");
-        match pg::start(
-            "pg-primary",
-            &data,
-            st.ports["pg-primary"],
-            &st.dir.join("logs/pg-primary.log"),
-        )
-        .await
-        {
-            Ok(s) => {
-                servers.insert("pg-primary".into(), s);
-            }
-            Err(e) => return json(500, json!({"error": format!("restart old primary: {e}")})),
+    let st = lab.state.lock().await.clone();
+    {
+        let mut servers = lab.servers.lock().await;
+        let alive = servers
+            .get_mut("pg-primary")
+            .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)));
+        if alive {
+            return json(
+                409,
+                json!({"error": "the old primary is running: refusing to start a second server on its data"}),
+            );
         }
     }
-    let old = pg::lab_server(st.ports["pg-primary"], &st.spec.superuser, &st.spec);
-    let result = async {
-        let c = old.connect(limit).await.map_err(|e| e.to_string())?;
-        let after = newest.map(|b| b.id).unwrap_or(0);
-        let (count, last) = crate::postgres::ops::beats_after(&c, &old.addr(), after, limit).await.map_err(|e| e.to_string())?;
-        let end: String = c.query_one("select pg_current_wal_lsn()::text", &[]).await.map_err(|e| e.to_string())?.get(0);
-        Ok::<_, String>(json!({
-            "kind": "rpo_truth",
-            "method": "old primary restarted after the drill; heartbeat rows it holds beyond the newest row on the promoted server",
-            "heartbeats_lost": count,
-            "newest_surviving_heartbeat_id": newest.map(|b| b.id),
-            "last_lost_heartbeat_id": last.map(|b| b.id),
-            // No row beyond the survivor: nothing lost. No survivor at all:
-            // the time span is unknown (null), never 0.
-            "time_lost_ms": match (last, newest) { (Some(l), Some(n)) => Some((l.at_ms - n.at_ms).max(0)), (None, Some(_)) => Some(0), (_, None) => None },
-            "wal_bytes_lost": Value::Null,
-            "unknown": {
-                "wal_bytes_lost": "not measured: the restarted old primary's WAL end includes its own recovery records",
-                "time_lost_ms": if newest.is_none() { Some("no heartbeat row on the promoted server") } else { None },
-            },
-            "old_primary_end_lsn": end,
-        }))
-    }
-    .await;
-    if let Some(s) = servers.get_mut("pg-primary") {
+    let surv = match truth::survivor(&st).await {
+        Ok(s) => s,
+        Err(e) => return json(500, json!({"error": format!("promoted server: {e}")})),
+    };
+    let server = match truth::start_isolated(&st).await {
+        Ok(s) => s,
+        Err(e) => {
+            return json(
+                500,
+                json!({"error": format!("restart old primary isolated: {e}")}),
+            )
+        }
+    };
+    let port = server.port;
+    lab.servers
+        .lock()
+        .await
+        .insert(truth::ISOLATED.into(), server);
+    let after = surv.newest.map(|b| b.id).unwrap_or(0);
+    let read = truth::read_isolated(&st, port, after).await;
+    if let Some(mut s) = lab.servers.lock().await.remove(truth::ISOLATED) {
         s.stop(Duration::from_secs(10)).await;
     }
-    match result {
-        Ok(v) => json(200, v),
-        Err(e) => json(500, json!({"error": e})),
+    match read {
+        Ok((count, last, end)) => json(200, truth::truth_value(&broken, &surv, count, last, end)),
+        Err(e) => json(500, json!({"error": format!("old primary: {e}")})),
     }
 }

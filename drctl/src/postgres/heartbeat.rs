@@ -113,14 +113,18 @@ impl StatusDoc {
 
 /// Writes heartbeats until `stop` resolves. Transient failures (the primary
 /// restarting, a network blip, the primary being fenced) are counted and
-/// retried with backoff; the loop never exits on its own.
+/// retried with backoff; the loop never exits on its own. `stop` is only
+/// looked at between writes, so a write in flight finishes (acknowledged
+/// or failed) first; the status returned is the writer's last word (the
+/// lab stops it at a drill's injection and records it as the truth's
+/// reference).
 pub async fn run_writer(
     server: PgServer,
     interval: Duration,
     store: Arc<dyn Store>,
     key: String,
     stop: impl Future<Output = ()>,
-) {
+) -> HeartbeatStatus {
     tokio::pin!(stop);
     let addr = server.addr();
     let mut doc = StatusDoc::load(store, key).await;
@@ -204,6 +208,7 @@ pub async fn run_writer(
             }
         }
     }
+    doc.status
 }
 
 async fn record_error(doc: &mut StatusDoc, err: &str) {

@@ -233,6 +233,7 @@ async fn resume_locked(
             .collect(),
         started_at: HashMap::new(),
         ui,
+        hooks: None,
     };
     run.drive().await
 }
