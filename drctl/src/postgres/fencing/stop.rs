@@ -20,6 +20,10 @@ use super::{current_lsn, outcome, FenceCheckpoint, FenceOutcome, Method};
 use crate::action::{ActionError, StepContext};
 use crate::postgres::conn::{execute, query, PgError, PgServer};
 
+/// How long a server that answered the signal with an error may take to
+/// start shutting down before that error counts.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
 fn failed(addr: &str, what: String) -> ActionError {
     ActionError::failed_hint(
         format!("fence (stop) on {addr}: {what}"),
@@ -61,15 +65,24 @@ pub(super) async fn fence(
     })
     .await?;
     let sql = format!("COPY (SELECT 1) TO PROGRAM 'kill -INT {pid}'");
-    match execute(c, &addr, "fence: signal the postmaster", &sql, left()).await {
-        Ok(()) => {}
+    // Any other error is judged by the verification below: the shutdown
+    // can also hit this backend while it closes the pipe to `kill` ("could
+    // not close pipe to external command: Broken pipe"), after the signal
+    // was sent. If the server still answers a moment later, the signal
+    // really failed and that error is the step's.
+    let signal_error = match execute(c, &addr, "fence: signal the postmaster", &sql, left()).await {
+        Ok(()) => None,
         // The shutdown may cut this very session before COPY returns.
         Err(PgError::Query { source, .. })
             if source.is_closed()
                 || source.as_db_error().is_none()
-                || source.code() == Some(&SqlState::ADMIN_SHUTDOWN) => {}
-        Err(e) => return Err(e.into()),
-    }
+                || source.code() == Some(&SqlState::ADMIN_SHUTDOWN) =>
+        {
+            None
+        }
+        Err(e) => Some(e),
+    };
+    let signalled = Instant::now();
     // Verify: gone means a refused connection, not "shutting down".
     loop {
         match server.connect(left().max(Duration::from_millis(100))).await {
@@ -82,6 +95,11 @@ pub(super) async fn fence(
                     crate::diag::error_chain(&e)
                 );
                 return Ok(o);
+            }
+            Ok(_) if signal_error.is_some() && signalled.elapsed() >= SIGNAL_GRACE => {
+                if let Some(e) = signal_error {
+                    return Err(e.into());
+                }
             }
             _ if Instant::now() >= deadline => {
                 return Err(failed(
