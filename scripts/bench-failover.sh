@@ -64,6 +64,7 @@ for c in r["measurements"]["contributions"]:
   [ "$(psql -h 127.0.0.1 -p "$dport" -Atc 'select count(*) > 0 from drctl_heartbeat')" = t ]
   curl -sf -m 2 --resolve "app.lab.example:$app_port:127.0.0.2" "http://app.lab.example:$app_port/health" | grep -q '"region":"dr"'
   shell_rto+=("$(( $(now_ms) - t0 ))")
+  unset PGPASSWORD PGUSER PGDATABASE PGCONNECT_TIMEOUT PGSSLMODE PGSSLROOTCERT
 done
 $drctl lab down >/dev/null 2>&1 || true
 python3 - "${drctl_rto[*]}" "${promo[*]}" "${shell_rto[*]}" <<'PY'

@@ -449,7 +449,17 @@ pub struct Lab {
 impl Lab {
     pub fn up() -> Lab {
         let w = Work::new();
-        let o = w.run(&["lab", "up"]);
+        // libpq variables an operator's shell may hold, which the lab's own
+        // tools (pg_basebackup as the server user) must not pick up.
+        let o = Out::from(
+            w.cmd(&["lab", "up"])
+                .env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", "/nonexistent/root.crt")
+                .env("PGHOST", "/nonexistent")
+                .env("PGPORT", "1")
+                .output()
+                .expect("spawn drctl"),
+        );
         assert_eq!(o.code, 0, "lab up: {o:?}");
         // The heartbeat writes every 100 ms; give it a few beats.
         std::thread::sleep(Duration::from_millis(400));

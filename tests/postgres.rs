@@ -482,6 +482,28 @@ fn plan_check_requires_the_outage_it_confirms() {
             .contains("expected: fails now; expected to pass after `fence` (it depends on it)"),
         "promote's split-brain guard waits for the fence: {o:?}"
     );
+    // A drill on the lab kills the primary itself before step 1: there the
+    // outage check is expected to pass after the injection, not a problem.
+    let rb = drctl_tests::repo_root().join("runbooks/failover.yaml");
+    let d = lab.w.run(&[
+        "plan",
+        rb.to_str().unwrap(),
+        "--env",
+        &lab.env(),
+        "--region",
+        "dr",
+        "--mode",
+        "drill",
+        "--check",
+    ]);
+    assert!(
+        d.stdout.contains(
+            "expected: fails now; expected to pass after the drill's injected failure (kill -9 of the primary region)"
+        ),
+        "{d:?}"
+    );
+    assert!(!d.stdout.contains("PROBLEM"), "{d:?}");
+    assert_eq!(d.code, 0, "{d:?}");
     let broke = lab.w.run(&["lab", "break", "primary"]);
     assert_eq!(broke.code, 0, "{broke:?}");
     let o = plan_check(&lab);

@@ -315,6 +315,9 @@ pub async fn render_plan(
         .map(|s| s.id.clone())
         .collect();
     let ancestors = preflight::mutating_ancestors(rb, &loaded.plan, &loaded.registry, &skipped_ids);
+    // A drill on the lab kills the primary region before step 1.
+    let lab_drill =
+        a.mode == Mode::Drill && loaded.env.as_ref().is_some_and(|e| e.lab_control.is_some());
     let _ = writeln!(o, "Plan: runbook `{}` ({})", rb.name, rb.file.path);
     if let Some(env) = &loaded.env {
         let _ = writeln!(
@@ -409,7 +412,12 @@ pub async fn render_plan(
                         ),
                         Err(e) => (preflight::run(Err(e), &ctx).await, None),
                     };
-                    let after = ancestors.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                    let injected = [preflight::DRILL_INJECTION.to_string()];
+                    let after = match ancestors.get(id).map(Vec::as_slice) {
+                        Some(a) if !a.is_empty() => a,
+                        _ if lab_drill => &injected,
+                        _ => &[],
+                    };
                     let tolerated = step.on_failure == crate::runbook::OnFailure::Continue;
                     let judged = preflight::judge(&pre, after, tolerated);
                     if judged.problem {

@@ -162,14 +162,27 @@ pub fn judge(p: &Preflight, after: &[String], tolerated: bool) -> Judged {
     j
 }
 
+/// Stands in the `after` list of a step with no changing step before it
+/// when the plan is for a lab drill: the drill kills the primary region
+/// before step 1, so a check of the outage (`confirm-outage`) fails now and
+/// is expected to pass once the failure is injected.
+pub const DRILL_INJECTION: &str = "the drill's injected failure (kill -9 of the primary region)";
+
 fn judge_strict(p: &Preflight, after: &[String]) -> Judged {
     let quoted = || {
         after
             .iter()
-            .map(|s| format!("`{s}`"))
+            .map(|s| {
+                if s == DRILL_INJECTION {
+                    s.clone()
+                } else {
+                    format!("`{s}`")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let injected_only = after.len() == 1 && after[0] == DRILL_INJECTION;
     let (lines, problem, expected_after) = match p.verdict {
         Verdict::Passes => (
             p.lines.iter().map(|l| ("check:", l.clone())).collect(),
@@ -179,11 +192,15 @@ fn judge_strict(p: &Preflight, after: &[String]) -> Judged {
         Verdict::FailsNow if !after.is_empty() => {
             let mut v = vec![(
                 "expected:",
-                format!(
-                    "fails now; expected to pass after {} (it depends on {})",
-                    quoted(),
-                    if after.len() == 1 { "it" } else { "them" }
-                ),
+                if injected_only {
+                    format!("fails now; expected to pass after {}", quoted())
+                } else {
+                    format!(
+                        "fails now; expected to pass after {} (it depends on {})",
+                        quoted(),
+                        if after.len() == 1 { "it" } else { "them" }
+                    )
+                },
             )];
             v.extend(p.lines.iter().map(|l| ("  now:", l.clone())));
             (v, false, Some(after.to_vec()))
@@ -268,6 +285,13 @@ mod tests {
         let blocked = judge(&Preflight::problem("unreachable"), &["fence".into()], false);
         assert!(blocked.problem, "a problem stays one whatever came before");
         assert!(!judge(&Preflight::ok("fine"), &[], false).problem);
+        let injected = judge(&p, &[DRILL_INJECTION.into()], false);
+        assert!(!injected.problem);
+        assert!(
+            injected.lines[0].1 == format!("fails now; expected to pass after {DRILL_INJECTION}"),
+            "{:?}",
+            injected.lines
+        );
         let tolerated = judge(&Preflight::problem("unreachable"), &[], true);
         assert!(
             !tolerated.problem,

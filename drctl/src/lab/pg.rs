@@ -132,7 +132,16 @@ fn command(bin: &Path, who: RunAs) -> tokio::process::Command {
     if who.drop {
         c.uid(who.uid).gid(who.gid);
     }
-    c.env_remove("PGPASSWORD").stdin(Stdio::null());
+    // The lab's servers and tools take their connection settings from
+    // their arguments only: libpq variables of the operator's shell (a
+    // `PGSSLROOTCERT` the server user cannot read, another `PGHOST`) must
+    // not change what `pg_basebackup` or `initdb` do.
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("PG")) {
+            c.env_remove(&k);
+        }
+    }
+    c.stdin(Stdio::null());
     c
 }
 
