@@ -105,10 +105,13 @@ fn the_drill_summary_reads_as_reviewed() {
     s.add_filter(r"0/[0-9A-F]+", "[LSN]");
     s.add_filter(r"\b\d+(\.\d+)?s of writes", "[DUR] of writes");
     s.add_filter(
-        r"\b\d+ vs truth \d+ \(difference (none|[+-]\d+)\)",
-        "[N] vs truth [N] (difference [N])",
+        r"\b\d+ vs truth \d+ \((equal|estimate \d+ (above|below))\)",
+        "[N] vs truth [N] ([COMPARISON])",
     );
-    s.add_filter(r"\(difference (none|[+-]\[DUR\])\)", "(difference [DIFF])");
+    s.add_filter(
+        r"\((equal|estimate \[DUR\] (above|below))\)",
+        "([COMPARISON])",
+    );
     let _guard = s.bind_to_scope();
     let summary = &o.stdout[o.stdout.find("drill ").unwrap_or(0)..];
     insta::assert_snapshot!("drill_summary", summary);

@@ -684,12 +684,12 @@ pub fn comparisons(rpo: &[(String, Value)], truth: &Value) -> Vec<String> {
         for (step, v) in rpo {
             if let Some(Figure::Known { value: e, .. }) = figure_of(v, key, step) {
                 let diff = match e.cmp(&t) {
-                    std::cmp::Ordering::Equal => "none".to_string(),
-                    std::cmp::Ordering::Greater => format!("+{}", unit(e - t)),
-                    std::cmp::Ordering::Less => format!("-{}", unit(t - e)),
+                    std::cmp::Ordering::Equal => "equal".to_string(),
+                    std::cmp::Ordering::Greater => format!("estimate {} above", unit(e - t)),
+                    std::cmp::Ordering::Less => format!("estimate {} below", unit(t - e)),
                 };
                 out.push(format!(
-                    "{what}: estimate (`{step}`) {} vs truth {} (difference {diff})",
+                    "{what}: estimate (`{step}`) {} vs truth {} ({diff})",
                     unit(e),
                     unit(t)
                 ));

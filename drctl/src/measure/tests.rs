@@ -246,10 +246,10 @@ fn truth_is_compared_figure_by_figure_and_null_is_unknown() {
     let c = comparisons(&rpo, &truth);
     assert_eq!(c.len(), 2, "{c:?}");
     assert!(
-        c[0].contains("estimate (`promote`) 1.012s vs truth 999ms (difference +13ms)"),
+        c[0].contains("estimate (`promote`) 1.012s vs truth 999ms (estimate 13ms above)"),
         "{c:?}"
     );
-    assert!(c[1].contains("10 vs truth 10 (difference none)"), "{c:?}");
+    assert!(c[1].contains("10 vs truth 10 (equal)"), "{c:?}");
     assert!(describe_truth(&truth).contains("WAL bytes lost: unknown"));
 }
 
