@@ -246,10 +246,36 @@ fn a_drill_on_a_promoted_lab_is_refused() {
         "name: promote-only\nsteps:\n  - id: promote\n    action: postgres.promote\n    with: {server: \"${regions.dr.postgres}\"}\n",
     );
     let env = lab.env();
+    // The same servers as an environment that is not a lab (no `lab:`
+    // section): the runbook injects nothing, drctl checks the roles itself.
+    let text = std::fs::read_to_string(&env).unwrap();
+    let plain = lab.runbook(
+        "plain-env.yaml",
+        &text[..text.find("\nlab:").expect("a lab section") + 1],
+    );
+    let look = lab.runbook(
+        "look.yaml",
+        "name: look\nsteps:\n  - id: dr\n    action: postgres.status\n    with: {server: \"${target.postgres}\"}\n",
+    );
+    let before = lab.w.run(&["drill", &look, "--env", &plain, "--yes"]);
+    assert_ne!(before.code, 22, "the initial state passes: {before:?}");
+    assert!(!before.stderr.contains("initial state"), "{before:?}");
     let o = lab
         .w
         .run(&["run", &rb, "--env", &env, "--yes", "--mode", "drill"]);
     assert_eq!(o.code, 0, "{o:?}");
+    let runs = lab.w.runs().len();
+    let e = lab.w.run(&["drill", &look, "--env", &plain, "--yes"]);
+    assert_eq!(e.code, 22, "{e:?}");
+    assert!(
+        e.stderr.contains(&format!(
+            "the environment is not in its initial state: the target region `dr`'s postgres (127.0.0.1:{}) is a primary, not a standby",
+            st.ports["pg-dr"]
+        )),
+        "{e:?}"
+    );
+    assert!(e.stderr.contains("fail back first"), "{e:?}");
+    assert_eq!(lab.w.runs().len(), runs, "a refused drill journals nothing");
     let d = lab.w.run(&["drill", &failover(), "--env", &env, "--yes"]);
     assert_eq!(d.code, 22, "{d:?}");
     assert!(

@@ -39,8 +39,13 @@ pub enum DrillError {
     /// A drill rehearses a failover from the initial state: on a lab that
     /// already failed over it would measure nothing real (a promote that is
     /// a no-op, a truth of the previous drill).
-    #[error("the lab is not in its initial state: {detail}; the primary now is {primary_now}; nothing was injected")]
-    NotInitial { detail: String, primary_now: String },
+    #[error("the {scope} is not in its initial state: {detail}; the primary now is {primary_now}; nothing was injected")]
+    NotInitial {
+        /// `lab` or `environment`: what to reset.
+        scope: &'static str,
+        detail: String,
+        primary_now: String,
+    },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -106,6 +111,7 @@ pub async fn check_initial(control: &str) -> Result<(), DrillError> {
         };
         let refuse = |detail: String| {
             Err(DrillError::NotInitial {
+                scope: "lab",
                 detail,
                 primary_now: primary_now.clone(),
             })
@@ -187,6 +193,84 @@ impl engine::RunHooks for LabHooks {
     }
 }
 
+/// How long each server may take to say its role before a drill outside
+/// the lab starts.
+const ROLE_PROBE: Duration = Duration::from_secs(5);
+
+/// Outside the lab, the runbook injects the failure itself; before it does,
+/// the environment must be in the state the drill rehearses a failover
+/// from: the target region's Postgres a standby (else promote is a no-op
+/// and the drill measures nothing) and the source region's not a standby.
+/// A server that does not answer is not judged here: the runbook's own
+/// steps report it, and a drill may rehearse exactly that.
+struct EnvHooks {
+    env: Arc<crate::environment::Environment>,
+    source: String,
+    target: String,
+}
+
+impl EnvHooks {
+    async fn check(&self) -> Result<(), DrillError> {
+        let role = |region: &str| {
+            let server = crate::topology::server_of(&self.env, region);
+            async move {
+                let server = server?;
+                let st = crate::postgres::ops::status_of(&server, ROLE_PROBE)
+                    .await
+                    .ok()?;
+                Some((server.addr(), st.is_standby()))
+            }
+        };
+        let (source, target) = tokio::join!(role(&self.source), role(&self.target));
+        let primary_now = [(&self.source, &source), (&self.target, &target)]
+            .iter()
+            .filter_map(|(r, s)| match s {
+                Some((addr, false)) => Some(format!("{r}.postgres ({addr})")),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let primary_now = if primary_now.is_empty() {
+            "none that answered".to_string()
+        } else {
+            primary_now.join(" and ")
+        };
+        if let Some((addr, false)) = &target {
+            return Err(DrillError::NotInitial {
+                scope: "environment",
+                detail: format!(
+                    "the target region `{}`'s postgres ({addr}) is a primary, not a standby: promote would be a no-op (an earlier failover?)",
+                    self.target
+                ),
+                primary_now,
+            });
+        }
+        if let Some((addr, true)) = &source {
+            return Err(DrillError::NotInitial {
+                scope: "environment",
+                detail: format!(
+                    "the source region `{}`'s postgres ({addr}) is in recovery (a standby): `active_region` may be stale after a failover",
+                    self.source
+                ),
+                primary_now,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::RunHooks for EnvHooks {
+    async fn before_start(&self) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
+        self.check().await?;
+        // The failure time is the run's start (the runbook injects it).
+        Ok(None)
+    }
+
+    async fn after_finish(&self, _outcome: &RunOutcome) -> Vec<engine::Note> {
+        Vec::new()
+    }
+}
+
 pub struct DrillResult {
     pub outcome: RunOutcome,
     pub measurements: Option<Measurements>,
@@ -217,7 +301,17 @@ pub async fn run(
         Some(_) => None,
         None => Some(journal::now_ms()),
     };
-    spec.hooks = hooks.clone().map(|h| h as Arc<dyn engine::RunHooks>);
+    spec.hooks = match (&hooks, &spec.env) {
+        (Some(h), _) => Some(h.clone() as Arc<dyn engine::RunHooks>),
+        (None, Some(env)) => spec.target_region.clone().map(|target| {
+            Arc::new(EnvHooks {
+                env: env.clone(),
+                source: env.active_region.clone(),
+                target,
+            }) as Arc<dyn engine::RunHooks>
+        }),
+        (None, None) => None,
+    };
     let outcome = match engine::start(store.clone(), spec, ui.clone()).await {
         Ok(o) => o,
         Err(EngineError::Hook(e)) => {

@@ -200,7 +200,7 @@ async fn postgres_identity(
 }
 
 /// The region's `postgres` entry as a server, decoded from the file.
-fn server_of(env: &Environment, region: &str) -> Option<crate::pgconn::PgServer> {
+pub fn server_of(env: &Environment, region: &str) -> Option<crate::pgconn::PgServer> {
     let node = env.root.get("regions")?.get(region)?.get("postgres")?;
     let mut diags = crate::diag::Diagnostics::default();
     let mut ctx = crate::decode::Ctx::new(&env.file, &mut diags);

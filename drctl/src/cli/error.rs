@@ -209,8 +209,12 @@ impl From<DrillError> for CliError {
             DrillError::Engine(e) => e.into(),
             DrillError::Journal(e) => e.into(),
             DrillError::Store(e) => e.into(),
+            e @ DrillError::NotInitial { scope: "lab", .. } => {
+                CliError::new(exit::NOT_INITIAL, e.to_string())
+                    .hint("reset the lab to its initial state: drctl lab down && drctl lab up")
+            }
             e @ DrillError::NotInitial { .. } => CliError::new(exit::NOT_INITIAL, e.to_string())
-                .hint("reset the lab to its initial state: drctl lab down && drctl lab up"),
+                .hint("rehearse from the state a real failover starts in: fail back first, or set the environment's `active_region` to the region that is primary now"),
             e => CliError::new(exit::INTERNAL, format!("drill failed: {}", error_chain(&e))),
         }
     }
