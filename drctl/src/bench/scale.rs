@@ -85,6 +85,24 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+impl Row {
+    fn new(
+        items: usize,
+        baseline: std::time::Duration,
+        work: std::time::Duration,
+        peak_mib: Option<f64>,
+    ) -> Self {
+        Row {
+            items,
+            baseline_ms: ms(baseline),
+            work_ms: ms(work),
+            ratio: ms(work) / ms(baseline).max(1e-6),
+            per_item_us: work.as_secs_f64() * 1e6 / items.max(1) as f64,
+            peak_mib,
+        }
+    }
+}
+
 /// Parses, decodes and validates one chain; the baseline parses it only.
 fn validate_once(n: usize, reversed: bool) -> Result<Row, BenchError> {
     let text = chain_yaml(n, reversed);
@@ -105,14 +123,7 @@ fn validate_once(n: usize, reversed: bool) -> Result<Row, BenchError> {
     if diags.has_errors() || plan.is_none() {
         return Err(BenchError::Runbook(diags));
     }
-    Ok(Row {
-        items: n,
-        baseline_ms: ms(baseline),
-        work_ms: ms(work),
-        ratio: ms(work) / ms(baseline).max(1e-6),
-        per_item_us: work.as_secs_f64() * 1e6 / n as f64,
-        peak_mib: peak,
-    })
+    Ok(Row::new(n, baseline, work, peak))
 }
 
 /// A journal of `records` records: a run start, then started/finished
@@ -215,14 +226,7 @@ fn fold_once(records: usize) -> Result<Row, BenchError> {
     if steps != records.saturating_sub(2) / 2 || parsed != n {
         return Err(BenchError::RunEnded("fold lost records"));
     }
-    Ok(Row {
-        items: n,
-        baseline_ms: ms(baseline),
-        work_ms: ms(work),
-        ratio: ms(work) / ms(baseline).max(1e-6),
-        per_item_us: work.as_secs_f64() * 1e6 / n as f64,
-        peak_mib: peak,
-    })
+    Ok(Row::new(n, baseline, work, peak))
 }
 
 fn table(t: &mut String, what: &str, unit: &str, rows: &[Row]) {
