@@ -34,8 +34,9 @@ pub struct StepShare {
     pub step: String,
     pub action: String,
     pub duration_ms: u64,
-    /// When the step ended, relative to the failure time.
-    pub ended_at_ms: u64,
+    /// When the step ended, relative to the failure time; `None` when it
+    /// ended before the declared failure time (never shown as +0).
+    pub ended_at_ms: Option<u64>,
 }
 
 /// A proof step that did not succeed, and what became of it.
@@ -188,7 +189,7 @@ impl Measurements {
                 Verdict::NotMet(format!("not recovered: {}", gaps_text(gaps)))
             }
             (Recovery::NoProof { reason }, _) => Verdict::Unknown(reason.clone()),
-            (Recovery::Recovered { .. }, None) => Verdict::Unknown("no RTO measured".into()),
+            (Recovery::Recovered { .. }, None) => Verdict::Unknown(BEFORE_FAILURE.into()),
         }
     }
 
@@ -220,6 +221,10 @@ impl Measurements {
         }
     }
 }
+
+/// Why a recovery has no RTO: the proofs ended before the declared failure.
+const BEFORE_FAILURE: &str =
+    "the last proof step ended before the declared failure time, so the outage cannot be measured";
 
 fn gaps_text(gaps: &[ProofGap]) -> String {
     gaps.iter()
@@ -390,7 +395,7 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
                 step: s.id.clone(),
                 action: s.action.clone(),
                 duration_ms: s.duration_ms?,
-                ended_at_ms: s.finished_ms?.saturating_sub(failed_at_ms),
+                ended_at_ms: s.finished_ms?.checked_sub(failed_at_ms),
             })
         })
         .collect();
@@ -410,7 +415,9 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         failure_time_source: source.to_string(),
         run_status: view.status,
         recovered_at_ms,
-        rto_ms: recovered_at_ms.map(|r| r.saturating_sub(failed_at_ms)),
+        // A recovery journaled before the declared failure time (a
+        // `--failed-at` in the future) measures nothing: no RTO, never 0.
+        rto_ms: recovered_at_ms.and_then(|r| r.checked_sub(failed_at_ms)),
         recovery_step,
         recovery,
         proof_steps: view.proof_steps().iter().map(|s| s.id.clone()).collect(),
@@ -446,7 +453,7 @@ fn recovery_text(m: &Measurements) -> String {
         }
         (Recovery::NotRecovered { gaps }, _) => format!("not recovered: {}", gaps_text(gaps)),
         (Recovery::NoProof { reason }, _) => format!("not claimed: {reason}"),
-        (Recovery::Recovered { .. }, None) => "not measured".into(),
+        (Recovery::Recovered { .. }, None) => format!("not measured: {BEFORE_FAILURE}"),
     }
 }
 
@@ -504,7 +511,7 @@ pub fn markdown(m: &Measurements) -> String {
             let _ = writeln!(o, "**No RTO claimed**: {reason}{v}.");
         }
         (Recovery::Recovered { .. }, None) => {
-            let _ = writeln!(o, "No RTO measured.");
+            let _ = writeln!(o, "**No RTO measured**: {BEFORE_FAILURE} ({when}){v}.");
         }
     }
     if !m.proof_steps.is_empty() {
@@ -530,11 +537,12 @@ pub fn markdown(m: &Measurements) -> String {
         for c in &m.contributions {
             let _ = writeln!(
                 o,
-                "| `{}` | {} | {} | +{} |",
+                "| `{}` | {} | {} | {} |",
                 c.step,
                 c.action,
                 ms(c.duration_ms),
-                ms(c.ended_at_ms)
+                c.ended_at_ms
+                    .map_or_else(|| "before it".to_string(), |e| format!("+{}", ms(e)))
             );
         }
         let _ = writeln!(o);

@@ -279,3 +279,29 @@ fn a_resume_with_a_changed_runbook_replaces_the_proofs() {
     assert_eq!(m.recovery_step.as_deref(), Some("new"));
     assert_eq!(m.rto_ms, Some(3_001));
 }
+
+#[test]
+fn a_failure_declared_after_the_recovery_measures_no_rto_never_zero() {
+    // `drctl failover --failed-at` a minute in the future of the run.
+    let mut j = J::new(Some(vec!["smoke"]), Some(60_000));
+    if let Some(v) = j.view.as_mut() {
+        v.failed_at_ms = Some(61_000);
+    }
+    let m = j
+        .step(2_000, "smoke", "checks.run", json!({}), true)
+        .end(2_100, RunStatus::Succeeded);
+    assert_eq!(m.rto_ms, None, "{:?}", m.rto_ms);
+    assert!(
+        matches!(m.rto_verdict, Verdict::Unknown(_)),
+        "{:?}",
+        m.rto_verdict
+    );
+    assert_eq!(m.rto_verdict.met(), None);
+    assert!(m.contributions.iter().all(|c| c.ended_at_ms.is_none()));
+    let line = rto_line(&m);
+    assert!(line.contains("before the declared failure time"), "{line}");
+    assert!(!line.contains("0ms"), "{line}");
+    let md = markdown(&m);
+    assert!(!md.contains("+0ms"), "{md}");
+    assert!(!md.contains("met)"), "{md}");
+}
