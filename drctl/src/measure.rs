@@ -152,6 +152,10 @@ pub struct Measurements {
     /// `rpo` objects from step outputs, keyed by step.
     pub rpo: Vec<(String, Value)>,
     pub rpo_truth: Vec<Value>,
+    /// How long after the failure the journal's last timed record is: a
+    /// run not yet recovered this long after it has missed a shorter target.
+    #[serde(skip)]
+    pub journaled_for_ms: u64,
 }
 
 /// Why a run that did not succeed cannot meet a target: `NotMet` when it
@@ -185,9 +189,18 @@ impl Measurements {
                     run_not_succeeded(self.run_status).unwrap_or(Verdict::Met)
                 }
             }
-            (Recovery::NotRecovered { gaps }, _) => {
-                Verdict::NotMet(format!("not recovered: {}", gaps_text(gaps)))
+            (Recovery::NotRecovered { .. }, _) if self.journaled_for_ms > target => {
+                // Whenever it recovers, the RTO will be above the target.
+                Verdict::Missed
             }
+            (Recovery::NotRecovered { gaps }, _) => match run_not_succeeded(self.run_status) {
+                // Still running, interrupted or awaiting an approval: it may
+                // yet recover within the target.
+                Some(Verdict::Unknown(why)) => {
+                    Verdict::Unknown(format!("not recovered yet, and {why}"))
+                }
+                _ => Verdict::NotMet(format!("not recovered: {}", gaps_text(gaps))),
+            },
             (Recovery::NoProof { reason }, _) => Verdict::Unknown(reason.clone()),
             (Recovery::Recovered { .. }, None) => Verdict::Unknown(BEFORE_FAILURE.into()),
         }
@@ -435,6 +448,7 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         contributions,
         rpo,
         rpo_truth,
+        journaled_for_ms: view.last_ts_ms().saturating_sub(failed_at_ms),
     };
     m.rto_verdict = m.rto_verdict();
     m.rpo_verdict = m.rpo_verdict();

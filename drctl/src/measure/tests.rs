@@ -305,3 +305,34 @@ fn a_failure_declared_after_the_recovery_measures_no_rto_never_zero() {
     assert!(!md.contains("+0ms"), "{md}");
     assert!(!md.contains("met)"), "{md}");
 }
+
+#[test]
+fn a_run_not_yet_recovered_has_not_missed_a_target_it_may_still_meet() {
+    // An approval pending 10 s after the failure, target 1m: the run may
+    // still recover in time, so not "not met".
+    let waiting = J::new(Some(vec!["smoke"]), Some(60_000))
+        .step(1_001, "confirm-outage", "http.check", json!({}), true)
+        .at(
+            11_000,
+            Event::StepStarted {
+                step: "approve".into(),
+                action: "approval".into(),
+                inputs: json!({}),
+            },
+        );
+    let m = waiting.view.as_ref().and_then(from_view).expect("measured");
+    assert!(
+        matches!(&m.rto_verdict, Verdict::Unknown(r) if r.contains("not finished")),
+        "{:?}",
+        m.rto_verdict
+    );
+    assert_eq!(m.rto_verdict.met(), None);
+    let m = waiting.end(12_000, RunStatus::Interrupted);
+    assert_eq!(m.rto_verdict.met(), None, "{:?}", m.rto_verdict);
+    // Interrupted 2 minutes after the failure, still not recovered: it
+    // can only be above the target now.
+    let m = J::new(Some(vec!["smoke"]), Some(60_000))
+        .step(121_000, "confirm-outage", "http.check", json!({}), true)
+        .end(121_100, RunStatus::Interrupted);
+    assert_eq!(m.rto_verdict, Verdict::Missed);
+}
