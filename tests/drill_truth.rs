@@ -484,3 +484,30 @@ fn the_old_primary_is_never_writable_even_when_the_drill_is_killed() {
         }
     }
 }
+
+/// `lab status` right after `lab break primary` shows the killed primary
+/// down: the supervisor answers from a fresh look, not its last tick's.
+#[test]
+fn lab_status_right_after_a_break_shows_the_primary_down() {
+    let lab = Lab::up();
+    let broke = lab.w.run(&["lab", "break", "primary"]);
+    assert_eq!(broke.code, 0, "{broke:?}");
+    let o = lab.w.run(&["--output", "json", "lab", "status"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).expect("json");
+    let svc = |n: &str| {
+        v["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == n))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for name in ["pg-primary", "app-primary", "heartbeat"] {
+        assert_eq!(
+            svc(name)["alive"],
+            false,
+            "{name} shown up after the break: {v}"
+        );
+    }
+    assert_eq!(svc("pg-dr")["alive"], true, "{v}");
+}
