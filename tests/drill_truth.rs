@@ -484,3 +484,87 @@ fn the_old_primary_is_never_writable_even_when_the_drill_is_killed() {
         }
     }
 }
+
+/// `lab status` right after `lab break primary` shows the killed primary
+/// down: the supervisor answers from a fresh look, not its last tick's.
+#[test]
+fn lab_status_right_after_a_break_shows_the_primary_down() {
+    let lab = Lab::up();
+    let broke = lab.w.run(&["lab", "break", "primary"]);
+    assert_eq!(broke.code, 0, "{broke:?}");
+    let o = lab.w.run(&["--output", "json", "lab", "status"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: Value = serde_json::from_str(&o.stdout).expect("json");
+    let svc = |n: &str| {
+        v["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == n))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    for name in ["pg-primary", "app-primary", "heartbeat"] {
+        assert_eq!(
+            svc(name)["alive"],
+            false,
+            "{name} shown up after the break: {v}"
+        );
+    }
+    assert_eq!(svc("pg-dr")["alive"], true, "{v}");
+}
+
+/// `plan --check` runs a check's query for real, so a query that promotes
+/// must never reach the server: not hidden behind a comment (refused by
+/// validation), not built from a parameter (refused at run time, on the SQL
+/// as resolved). The lab's standby is still a standby afterwards.
+#[test]
+fn a_check_query_cannot_promote_the_standby_through_a_comment_or_a_parameter() {
+    let lab = Lab::up();
+    let st = state(&lab);
+    let commented = lab.runbook(
+        "commented.yaml",
+        "name: q\nsteps:\n  - id: q\n    action: postgres.query\n    with: {server: \"${target.postgres}\", sql: \"select pg_promote/**/()\"}\n",
+    );
+    let o = lab.w.run(&[
+        "plan",
+        &commented,
+        "--env",
+        &lab.env(),
+        "--region",
+        "dr",
+        "--check",
+    ]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("refuses `pg_promote()`"), "{o:?}");
+    let param = lab.runbook(
+        "param.yaml",
+        "name: q\nparams:\n  f: {default: pg_promote}\nsteps:\n  - id: q\n    action: postgres.query\n    with: {server: \"${target.postgres}\", sql: \"select ${params.f}()\"}\n",
+    );
+    let o = lab.w.run(&[
+        "plan",
+        &param,
+        "--env",
+        &lab.env(),
+        "--region",
+        "dr",
+        "--check",
+    ]);
+    assert!(o.stdout.contains("refuses `pg_promote()`"), "{o:?}");
+    let o = lab.w.run(&[
+        "run",
+        &param,
+        "--env",
+        &lab.env(),
+        "--region",
+        "dr",
+        "--yes",
+    ]);
+    assert_ne!(o.code, 0, "{o:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let roles = block_on(drctl::lab::control(&st.control, "GET", "/roles")).unwrap();
+    let dr = roles["servers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "pg-dr"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(dr["in_recovery"], true, "the standby was promoted: {roles}");
+}

@@ -172,3 +172,19 @@ fn rto_after_kill_and_resumes_ends_at_the_last_proof() {
     );
     assert!(!md.contains("## Skipped steps"), "{md}");
 }
+
+/// `--failed-at` in the future (or before 1970) is refused before anything
+/// runs: an RTO from a failure that has not happened would be made up.
+#[test]
+fn a_failure_time_in_the_future_is_refused_before_anything_runs() {
+    let w = Work::new();
+    let ok = TinyHttp::start(200, "{}");
+    let rb = w.write("rb.yaml", &runbook(&ok.url("/health"), "abort"));
+    let rb = rb.to_str().unwrap();
+    for t in ["2999-01-01T00:00:00Z", "1969-12-31T23:00:00Z"] {
+        let o = w.run(&["run", rb, "--yes", "--failed-at", t]);
+        assert_eq!(o.code, 2, "{t}: {o:?}");
+        assert!(o.stderr.contains("--failed-at"), "{t}: {o:?}");
+    }
+    assert!(w.runs().is_empty(), "a run was started: {:?}", w.runs());
+}

@@ -34,8 +34,9 @@ pub struct StepShare {
     pub step: String,
     pub action: String,
     pub duration_ms: u64,
-    /// When the step ended, relative to the failure time.
-    pub ended_at_ms: u64,
+    /// When the step ended, relative to the failure time; `None` when it
+    /// ended before the declared failure time (never shown as +0).
+    pub ended_at_ms: Option<u64>,
 }
 
 /// A proof step that did not succeed, and what became of it.
@@ -151,6 +152,10 @@ pub struct Measurements {
     /// `rpo` objects from step outputs, keyed by step.
     pub rpo: Vec<(String, Value)>,
     pub rpo_truth: Vec<Value>,
+    /// How long after the failure the journal's last timed record is: a
+    /// run not yet recovered this long after it has missed a shorter target.
+    #[serde(skip)]
+    pub journaled_for_ms: u64,
 }
 
 /// Why a run that did not succeed cannot meet a target: `NotMet` when it
@@ -184,11 +189,20 @@ impl Measurements {
                     run_not_succeeded(self.run_status).unwrap_or(Verdict::Met)
                 }
             }
-            (Recovery::NotRecovered { gaps }, _) => {
-                Verdict::NotMet(format!("not recovered: {}", gaps_text(gaps)))
+            (Recovery::NotRecovered { .. }, _) if self.journaled_for_ms > target => {
+                // Whenever it recovers, the RTO will be above the target.
+                Verdict::Missed
             }
+            (Recovery::NotRecovered { gaps }, _) => match run_not_succeeded(self.run_status) {
+                // Still running, interrupted or awaiting an approval: it may
+                // yet recover within the target.
+                Some(Verdict::Unknown(why)) => {
+                    Verdict::Unknown(format!("not recovered yet, and {why}"))
+                }
+                _ => Verdict::NotMet(format!("not recovered: {}", gaps_text(gaps))),
+            },
             (Recovery::NoProof { reason }, _) => Verdict::Unknown(reason.clone()),
-            (Recovery::Recovered { .. }, None) => Verdict::Unknown("no RTO measured".into()),
+            (Recovery::Recovered { .. }, None) => Verdict::Unknown(BEFORE_FAILURE.into()),
         }
     }
 
@@ -220,6 +234,10 @@ impl Measurements {
         }
     }
 }
+
+/// Why a recovery has no RTO: the proofs ended before the declared failure.
+const BEFORE_FAILURE: &str =
+    "the last proof step ended before the declared failure time, so the outage cannot be measured";
 
 fn gaps_text(gaps: &[ProofGap]) -> String {
     gaps.iter()
@@ -390,7 +408,7 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
                 step: s.id.clone(),
                 action: s.action.clone(),
                 duration_ms: s.duration_ms?,
-                ended_at_ms: s.finished_ms?.saturating_sub(failed_at_ms),
+                ended_at_ms: s.finished_ms?.checked_sub(failed_at_ms),
             })
         })
         .collect();
@@ -410,7 +428,9 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         failure_time_source: source.to_string(),
         run_status: view.status,
         recovered_at_ms,
-        rto_ms: recovered_at_ms.map(|r| r.saturating_sub(failed_at_ms)),
+        // A recovery journaled before the declared failure time (a
+        // `--failed-at` in the future) measures nothing: no RTO, never 0.
+        rto_ms: recovered_at_ms.and_then(|r| r.checked_sub(failed_at_ms)),
         recovery_step,
         recovery,
         proof_steps: view.proof_steps().iter().map(|s| s.id.clone()).collect(),
@@ -428,6 +448,7 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         contributions,
         rpo,
         rpo_truth,
+        journaled_for_ms: view.last_ts_ms().saturating_sub(failed_at_ms),
     };
     m.rto_verdict = m.rto_verdict();
     m.rpo_verdict = m.rpo_verdict();
@@ -446,7 +467,7 @@ fn recovery_text(m: &Measurements) -> String {
         }
         (Recovery::NotRecovered { gaps }, _) => format!("not recovered: {}", gaps_text(gaps)),
         (Recovery::NoProof { reason }, _) => format!("not claimed: {reason}"),
-        (Recovery::Recovered { .. }, None) => "not measured".into(),
+        (Recovery::Recovered { .. }, None) => format!("not measured: {BEFORE_FAILURE}"),
     }
 }
 
@@ -504,7 +525,7 @@ pub fn markdown(m: &Measurements) -> String {
             let _ = writeln!(o, "**No RTO claimed**: {reason}{v}.");
         }
         (Recovery::Recovered { .. }, None) => {
-            let _ = writeln!(o, "No RTO measured.");
+            let _ = writeln!(o, "**No RTO measured**: {BEFORE_FAILURE} ({when}){v}.");
         }
     }
     if !m.proof_steps.is_empty() {
@@ -530,11 +551,12 @@ pub fn markdown(m: &Measurements) -> String {
         for c in &m.contributions {
             let _ = writeln!(
                 o,
-                "| `{}` | {} | {} | +{} |",
+                "| `{}` | {} | {} | {} |",
                 c.step,
                 c.action,
                 ms(c.duration_ms),
-                ms(c.ended_at_ms)
+                c.ended_at_ms
+                    .map_or_else(|| "before it".to_string(), |e| format!("+{}", ms(e)))
             );
         }
         let _ = writeln!(o);

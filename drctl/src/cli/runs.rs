@@ -13,17 +13,33 @@ use crate::journal::RunStatus;
 use crate::runbook::Mode;
 use crate::store::{Approval, Store};
 
+/// How far ahead of this host's clock a `--failed-at` may be (clock skew
+/// between the machine that saw the failure and this one).
+const FAILED_AT_SKEW_MS: u64 = 60_000;
+
+/// `--failed-at`: RFC 3339, not before 1970 and not in the future (an RTO
+/// from a failure that has not happened yet would be made up).
 pub fn parse_time(s: &str) -> Result<u64, CliError> {
-    humantime::parse_rfc3339_weak(s)
-        .map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0)
-        })
-        .map_err(|e| {
-            CliError::new(exit::USAGE, format!("--failed-at `{s}`: {e}"))
-                .hint("use RFC 3339, e.g. 2026-11-22T03:12:00Z")
-        })
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        CliError::new(exit::USAGE, format!("--failed-at `{s}`: {e}"))
+            .hint("use RFC 3339, e.g. 2026-11-22T03:12:00Z")
+    })?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| CliError::new(exit::USAGE, format!("--failed-at `{s}` is before 1970")))?;
+    let now = crate::journal::now_ms();
+    if ms > now + FAILED_AT_SKEW_MS {
+        return Err(CliError::new(
+            exit::USAGE,
+            format!(
+                "--failed-at `{s}` is in the future (now is {}): the RTO would be made up",
+                crate::journal::format_ms(now)
+            ),
+        )
+        .hint("give the time the failure was observed, in UTC (e.g. 2026-11-22T03:12:00Z), or leave --failed-at out to use now"));
+    }
+    Ok(ms)
 }
 
 pub fn outcome_code(o: &RunOutcome) -> i32 {

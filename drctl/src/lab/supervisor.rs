@@ -506,7 +506,11 @@ fn control_handler(lab: Arc<Lab>) -> Handler {
         Box::pin(async move {
             match (method.as_str(), path.split('?').next().unwrap_or("")) {
                 ("GET", "/status") => {
-                    let st = lab.state.lock().await;
+                    // Fresh, not the last tick's: right after a break (or a
+                    // drill) the killed primary must not be shown up.
+                    let mut st = lab.state.lock().await;
+                    refresh(&lab, &mut st).await;
+                    save(&lab.dir, &st);
                     json(200, serde_json::to_value(&*st).unwrap_or(Value::Null))
                 }
                 ("POST", "/break/primary") => break_primary(&lab).await,

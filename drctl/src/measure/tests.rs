@@ -279,3 +279,60 @@ fn a_resume_with_a_changed_runbook_replaces_the_proofs() {
     assert_eq!(m.recovery_step.as_deref(), Some("new"));
     assert_eq!(m.rto_ms, Some(3_001));
 }
+
+#[test]
+fn a_failure_declared_after_the_recovery_measures_no_rto_never_zero() {
+    // `drctl failover --failed-at` a minute in the future of the run.
+    let mut j = J::new(Some(vec!["smoke"]), Some(60_000));
+    if let Some(v) = j.view.as_mut() {
+        v.failed_at_ms = Some(61_000);
+    }
+    let m = j
+        .step(2_000, "smoke", "checks.run", json!({}), true)
+        .end(2_100, RunStatus::Succeeded);
+    assert_eq!(m.rto_ms, None, "{:?}", m.rto_ms);
+    assert!(
+        matches!(m.rto_verdict, Verdict::Unknown(_)),
+        "{:?}",
+        m.rto_verdict
+    );
+    assert_eq!(m.rto_verdict.met(), None);
+    assert!(m.contributions.iter().all(|c| c.ended_at_ms.is_none()));
+    let line = rto_line(&m);
+    assert!(line.contains("before the declared failure time"), "{line}");
+    assert!(!line.contains("0ms"), "{line}");
+    let md = markdown(&m);
+    assert!(!md.contains("+0ms"), "{md}");
+    assert!(!md.contains("met)"), "{md}");
+}
+
+#[test]
+fn a_run_not_yet_recovered_has_not_missed_a_target_it_may_still_meet() {
+    // An approval pending 10 s after the failure, target 1m: the run may
+    // still recover in time, so not "not met".
+    let waiting = J::new(Some(vec!["smoke"]), Some(60_000))
+        .step(1_001, "confirm-outage", "http.check", json!({}), true)
+        .at(
+            11_000,
+            Event::StepStarted {
+                step: "approve".into(),
+                action: "approval".into(),
+                inputs: json!({}),
+            },
+        );
+    let m = waiting.view.as_ref().and_then(from_view).expect("measured");
+    assert!(
+        matches!(&m.rto_verdict, Verdict::Unknown(r) if r.contains("not finished")),
+        "{:?}",
+        m.rto_verdict
+    );
+    assert_eq!(m.rto_verdict.met(), None);
+    let m = waiting.end(12_000, RunStatus::Interrupted);
+    assert_eq!(m.rto_verdict.met(), None, "{:?}", m.rto_verdict);
+    // Interrupted 2 minutes after the failure, still not recovered: it
+    // can only be above the target now.
+    let m = J::new(Some(vec!["smoke"]), Some(60_000))
+        .step(121_000, "confirm-outage", "http.check", json!({}), true)
+        .end(121_100, RunStatus::Interrupted);
+    assert_eq!(m.rto_verdict, Verdict::Missed);
+}

@@ -530,6 +530,11 @@ fn rpo(
     rpo_figures(cp, hb, newest, failed_at_ms)
 }
 
+/// How much later than the newest heartbeat the standby's last replayed
+/// transaction may be before the heartbeat counts as not covering the end
+/// of the old primary's writes (at least three heartbeat intervals).
+const HEARTBEAT_STALE_MS: i64 = 1_000;
+
 /// [`rpo`] on plain values (unit-tested).
 fn rpo_figures(
     cp: &Checkpoint,
@@ -600,7 +605,26 @@ fn rpo_figures(
         }
     }
 
+    // The heartbeat covers the end of the old primary's writes only if it
+    // was still writing then: a transaction the standby replayed well after
+    // the newest heartbeat (same clock: the old primary's) shows writes the
+    // heartbeat never saw, so its acknowledgements say nothing about what
+    // came after them (a stopped writer would otherwise read as 0 lost).
+    let stale = match (newest, cp.last_replay_ms) {
+        (Some(b), Some(replay)) => {
+            let margin = interval.map_or(0, |i| 3 * i as i64).max(HEARTBEAT_STALE_MS);
+            (replay - b.at_ms > margin).then_some(replay - b.at_ms)
+        }
+        _ => None,
+    };
     match (acked_at, newest) {
+        (Some(_), Some(_)) if stale.is_some() => {
+            v.insert("time_lost_ms".into(), Value::Null);
+            unknown.insert("time_lost_ms".into(), json!(format!(
+                "the heartbeat stopped before the old primary's last writes: the standby replayed a transaction {} after the newest heartbeat, so writes after the last acknowledgement were not probed",
+                crate::duration::format_duration(Duration::from_millis(stale.unwrap_or(0).max(0) as u64))
+            )));
+        }
         (Some(a), Some(b)) => {
             v.insert("time_lost_ms".into(), json!((a - b.at_ms).max(0)));
             methods.insert("time_lost_ms".into(), json!("newest acknowledged heartbeat time minus newest surviving heartbeat time (both stamped by the old primary's clock)"));
@@ -726,6 +750,28 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("no reference LSN"));
+    }
+
+    #[test]
+    fn a_heartbeat_that_stopped_before_the_last_writes_gives_no_time_lost() {
+        // The writer stopped an hour before the failure; the old primary
+        // went on committing (the standby replayed a transaction at +1h).
+        let beat = ops::Beat {
+            id: 90,
+            at_ms: 1_000_000,
+        };
+        let mut c = cp(Some("0/3000200"), Some("0/3000100"));
+        c.last_replay_ms = Some(1_000_000 + 3_600_000);
+        let v = rpo_figures(&c, Some(&acks(90, 1_000_000)), Some(beat), Some(4_700_000));
+        assert_eq!(v["time_lost_ms"], Value::Null, "{v}");
+        assert!(v["unknown"]["time_lost_ms"]
+            .as_str()
+            .unwrap()
+            .contains("heartbeat stopped"));
+        // A replay at the newest heartbeat (the usual case) keeps the figure.
+        c.last_replay_ms = Some(1_000_050);
+        let v = rpo_figures(&c, Some(&acks(95, 1_000_500)), Some(beat), Some(4_700_000));
+        assert_eq!(v["time_lost_ms"], 500, "{v}");
     }
 
     #[test]

@@ -72,9 +72,66 @@ pub const ACTING_FUNCTIONS: &[&str] = &[
     "pg_import_system_collations",
 ];
 
+/// `sql` with its comments (`-- …` to the end of the line, `/* … */`,
+/// nested as the server nests them) replaced by a space. String literals
+/// are not parsed: a comment marker inside one only makes the scan more
+/// conservative.
+fn without_comments(sql: &str) -> String {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let (mut i, mut depth) = (0, 0usize);
+    let mut line = false;
+    while i < b.len() {
+        let two = &b[i..(i + 2).min(b.len())];
+        if line {
+            if b[i] == b'\n' {
+                line = false;
+                out.push(' ');
+            }
+            i += 1;
+        } else if two == b"/*" {
+            depth += 1;
+            i += 2;
+        } else if depth > 0 && two == b"*/" {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                out.push(' ');
+            }
+        } else if depth > 0 {
+            i += 1;
+        } else if two == b"--" {
+            line = true;
+            i += 2;
+        } else {
+            let ch = sql[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+/// Why `sql`, as it will be sent, may not run as a check: not a query, a
+/// call that acts, or more than one statement.
+fn refused_sql(sql: &str) -> Option<String> {
+    not_a_check(sql).or_else(|| {
+        let s = without_comments(sql);
+        (s.trim_end().trim_end_matches(';').contains(';'))
+            .then(|| "postgres.query takes one statement".to_string())
+    })
+}
+
 /// Why `sql` is not a query a check may run, if it is not.
 fn not_a_check(sql: &str) -> Option<String> {
-    let lower = sql.to_ascii_lowercase();
+    // Comments are whitespace to the server (`pg_promote/**/()` calls it).
+    let lower = without_comments(&sql.to_ascii_lowercase());
+    if lower.contains("u&\"") {
+        // A Unicode-escaped identifier can spell any function name.
+        return Some(
+            "postgres.query refuses Unicode-escaped identifiers (U&\"...\"): they can name a function that acts".into(),
+        );
+    }
     let first: String = lower
         .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
         .chars()
@@ -129,6 +186,14 @@ fn same(got: &str, want: &Value) -> bool {
 }
 
 async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
+    // Again on the SQL as resolved: one built from `${...}` was not seen
+    // by the decoder's check.
+    if let Some(why) = refused_sql(&p.sql) {
+        return Err(ActionError::Refused {
+            message: why,
+            hint: "a check only reads: do what changes the server in a runbook step (postgres.promote, postgres.fence, exec)".into(),
+        });
+    }
     let limit = ctx.remaining();
     let client = p.server.connect(limit).await?;
     let sql = format!(
@@ -281,7 +346,18 @@ impl ActionKind for PgQuery {
 
 #[cfg(test)]
 mod tests {
-    use super::not_a_check;
+    use super::{not_a_check, refused_sql};
+
+    /// The check the step makes again on its SQL as resolved (a `${...}`
+    /// the decoder could not see through).
+    #[test]
+    fn resolved_sql_is_checked_too() {
+        assert_eq!(refused_sql("select 1 -- one;"), None);
+        assert_eq!(refused_sql("/* lead */ select 1;"), None);
+        assert!(refused_sql("select 1; commit; select pg_promote()").is_some());
+        assert!(refused_sql("select 1; commit; create table t (x int)").is_some());
+        assert!(refused_sql("select pg_promote/**/()").is_some());
+    }
 
     #[test]
     fn only_queries_that_act_on_nothing_are_checks() {
@@ -302,6 +378,11 @@ mod tests {
             "select pg_promote()",
             "SELECT pg_catalog.PG_TERMINATE_BACKEND (42)",
             "select \"pg_reload_conf\"()",
+            // Comments are whitespace to the server.
+            "select pg_promote/**/()",
+            "select pg_promote /* a /* nested */ comment */ ()",
+            "select pg_promote -- x\n ()",
+            "select U&\"pg\\005fpromote\"()",
             // Conservative: the scan does not parse string literals.
             "select 'pg_promote()'::text is not null",
             "",
