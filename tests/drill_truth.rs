@@ -568,3 +568,41 @@ fn a_check_query_cannot_promote_the_standby_through_a_comment_or_a_parameter() {
         .unwrap_or(Value::Null);
     assert_eq!(dr["in_recovery"], true, "the standby was promoted: {roles}");
 }
+
+/// A drill whose promote is refused (more lag than `max_lag`) fails, and
+/// measures no truth: the DR server was never promoted, so what the old
+/// primary holds beyond it was not lost to a failover. The old primary
+/// stays down and is not restarted.
+#[test]
+fn a_drill_whose_promote_was_refused_measures_no_truth() {
+    let lab = Lab::up();
+    let st = state(&lab);
+    let env = lab.env();
+    let rb = failover();
+    let o = lab.w.run(&[
+        "drill",
+        &rb,
+        "--env",
+        &env,
+        "--yes",
+        "--inject-lag",
+        "2s",
+        "--param",
+        "max_lag=500ms",
+    ]);
+    assert_eq!(o.code, 5, "the refused promote fails the drill: {o:?}");
+    assert!(
+        o.stderr.contains("could not measure the RPO truth")
+            && o.stderr.contains("pg-dr was not promoted"),
+        "{o:?}"
+    );
+    let run = lab.last_run();
+    let journal = std::fs::read_to_string(lab.w.journal_path(&run)).unwrap();
+    assert!(!journal.contains("rpo_truth"), "a truth was journaled");
+    assert!(o.stdout.contains("RTO  not recovered"), "{o:?}");
+    assert!(!o.stdout.contains("RPO  truth"), "{o:?}");
+    assert!(
+        primary_pids(&st).iter().all(|p| !alive(*p)),
+        "the old primary was restarted"
+    );
+}

@@ -649,6 +649,12 @@ async fn measure_truth(lab: &Lab) -> super::http::Reply {
         Ok(s) => s,
         Err(e) => return json(500, json!({"error": format!("promoted server: {e}")})),
     };
+    if !surv.promoted {
+        return json(
+            409,
+            json!({"error": "pg-dr was not promoted (it is still a standby): no failover happened, so there is no loss to measure; the old primary stays down"}),
+        );
+    }
     let server = match truth::start_isolated(&st).await {
         Ok(s) => s,
         Err(e) => {

@@ -51,6 +51,11 @@ pub struct Survivor {
     pub newest: Option<ops::Beat>,
     pub switch_lsn: Option<Lsn>,
     pub timeline: Option<u32>,
+    /// Out of recovery: a failover happened. While the DR server is still
+    /// a standby (the promote was refused or never ran), what the old
+    /// primary holds beyond it is what a failover *now* would lose, not a
+    /// loss that happened, and no truth is measured.
+    pub promoted: bool,
 }
 
 pub async fn survivor(st: &LabState) -> Result<Survivor, LabError> {
@@ -72,6 +77,7 @@ pub async fn survivor(st: &LabState) -> Result<Survivor, LabError> {
         newest,
         switch_lsn,
         timeline: status.timeline,
+        promoted: !status.is_standby(),
     })
 }
 
@@ -312,6 +318,7 @@ mod tests {
             newest: None,
             switch_lsn: None,
             timeline: None,
+            promoted: true,
         };
         let v = truth_value(&broken, &none, 3, Some(beat(3, 300)), None);
         assert!(v["time_lost_ms"].is_null(), "{v}");
@@ -321,6 +328,7 @@ mod tests {
             newest: Some(beat(10, 1000)),
             switch_lsn: Lsn::parse("0/100"),
             timeline: Some(2),
+            promoted: true,
         };
         let v = truth_value(&broken, &some, 2, Some(beat(12, 1250)), Lsn::parse("0/180"));
         assert_eq!(v["time_lost_ms"], 250, "{v}");
