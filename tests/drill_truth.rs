@@ -606,3 +606,67 @@ fn a_drill_whose_promote_was_refused_measures_no_truth() {
         "the old primary was restarted"
     );
 }
+
+/// The heartbeat writer stopped (here: its process frozen) while the
+/// primary kept committing other writes: its last acknowledgement equals
+/// the newest surviving heartbeat, which would read as "0 behind". The
+/// standby replayed transactions long after that heartbeat, so the lag is
+/// not measured by it, and promote with `max_lag` refuses instead of
+/// promoting unguarded.
+#[test]
+fn a_stopped_heartbeat_does_not_let_promote_past_max_lag() {
+    let lab = Lab::up();
+    let st = state(&lab);
+    let sup = st.supervisor_pid.to_string();
+    let signal = |sig: &str, pid: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    // The heartbeat runs inside the supervisor; the servers are their own
+    // processes and keep running.
+    signal("-STOP", &sup);
+    let (stop, writer) = start_writer(&st);
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::SeqCst);
+    let acks = writer.join().unwrap();
+    // Let the standby replay them, then the disaster.
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in primary_pids(&st) {
+        signal("-KILL", &pid.to_string());
+    }
+    signal("-CONT", &sup);
+    assert!(
+        acks.len() >= 20,
+        "the test's writer committed: {}",
+        acks.len()
+    );
+    let rb = lab.runbook(
+        "p.yaml",
+        "name: guarded\nsteps:\n  - id: promote\n    action: postgres.promote\n    with: {server: \"${regions.dr.postgres}\", old_primary: \"${regions.primary.postgres}\", max_lag: 30s}\n",
+    );
+    let o = lab.w.run(&["run", &rb, "--env", &lab.env(), "--yes"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    let e = lab.error(&lab.last_run(), "promote");
+    assert!(
+        e.contains("standby time lag cannot be measured: the heartbeat stopped before the old primary's last writes"),
+        "{e}"
+    );
+    let status = lab.runbook(
+        "s.yaml",
+        "name: s\nsteps:\n  - id: dr\n    action: postgres.status\n    with: {server: \"${regions.dr.postgres}\"}\n",
+    );
+    assert_eq!(
+        lab.w
+            .run(&["run", &status, "--env", &lab.env(), "--yes"])
+            .code,
+        0
+    );
+    assert_eq!(
+        lab.outputs(&lab.last_run(), "dr")["role"],
+        "standby",
+        "not promoted"
+    );
+}

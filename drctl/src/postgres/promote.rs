@@ -381,11 +381,17 @@ impl ActionKind for PgPromote {
                     .ok()
                     .map(|d| d.as_millis() as i64)
             });
+            let stale = heartbeat_stale(
+                newest,
+                st.last_replay_ms,
+                hb.as_ref().map(|h| h.interval_ms),
+            );
             let (time_lag_ms, lag_is_bound) = match (
                 hb.as_ref().and_then(|h| h.last_acked_at_ms),
                 newest,
                 failed_at_ms,
             ) {
+                _ if stale.is_some() => (None, false),
                 (Some(acked), Some(b), _) => (Some((acked - b.at_ms).max(0)), false),
                 (None, Some(b), Some(f)) => (Some((f - b.at_ms).max(0)), true),
                 _ => (None, false),
@@ -408,6 +414,11 @@ impl ActionKind for PgPromote {
                     Some(t) if t as u128 > max.as_millis() => problems.push(format!(
                         "standby is {} behind the last heartbeat (max_lag {})",
                         crate::duration::format_duration(Duration::from_millis(t as u64)),
+                        crate::duration::format_duration(max)
+                    )),
+                    None if stale.is_some() => problems.push(format!(
+                        "standby time lag cannot be measured: the heartbeat stopped before the old primary's last writes (the standby replayed a transaction {} after the newest heartbeat), so its acknowledgements say nothing about what came after (max_lag {})",
+                        crate::duration::format_duration(Duration::from_millis(stale.unwrap_or(0).max(0) as u64)),
                         crate::duration::format_duration(max)
                     )),
                     None => problems.push(format!(
@@ -535,6 +546,22 @@ fn rpo(
 /// of the old primary's writes (at least three heartbeat intervals).
 const HEARTBEAT_STALE_MS: i64 = 1_000;
 
+/// How much later than the newest surviving heartbeat the standby's last
+/// replayed transaction is, when that is more than the heartbeat can
+/// explain: the writer had stopped while the old primary kept writing, so
+/// the heartbeat measures neither the lag nor the loss.
+fn heartbeat_stale(
+    newest: Option<ops::Beat>,
+    last_replay_ms: Option<i64>,
+    interval_ms: Option<u64>,
+) -> Option<i64> {
+    let (b, replay) = (newest?, last_replay_ms?);
+    let margin = interval_ms
+        .map_or(0, |i| 3 * i as i64)
+        .max(HEARTBEAT_STALE_MS);
+    (replay - b.at_ms > margin).then_some(replay - b.at_ms)
+}
+
 /// [`rpo`] on plain values (unit-tested).
 fn rpo_figures(
     cp: &Checkpoint,
@@ -610,13 +637,7 @@ fn rpo_figures(
     // the newest heartbeat (same clock: the old primary's) shows writes the
     // heartbeat never saw, so its acknowledgements say nothing about what
     // came after them (a stopped writer would otherwise read as 0 lost).
-    let stale = match (newest, cp.last_replay_ms) {
-        (Some(b), Some(replay)) => {
-            let margin = interval.map_or(0, |i| 3 * i as i64).max(HEARTBEAT_STALE_MS);
-            (replay - b.at_ms > margin).then_some(replay - b.at_ms)
-        }
-        _ => None,
-    };
+    let stale = heartbeat_stale(newest, cp.last_replay_ms, interval);
     match (acked_at, newest) {
         (Some(_), Some(_)) if stale.is_some() => {
             v.insert("time_lost_ms".into(), Value::Null);
