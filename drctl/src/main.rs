@@ -278,12 +278,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let (text, json) = drctl::bench::engine_bench(&dir, *steps, *rounds, pg)
                 .await
                 .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
-            cli::ui::out(&if output == OutputFormat::Json {
-                json.to_string()
-            } else {
-                text
-            });
-            Ok(exit::OK)
+            Ok(bench_out(output, text, &json))
         }
         Command::Bench(cli::BenchCmd::Follow {
             records,
@@ -301,12 +296,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let (text, json) = drctl::store::bench::follow_bench(target, *records, *polls)
                 .await
                 .map_err(CliError::from)?;
-            cli::ui::out(&if output == OutputFormat::Json {
-                json.to_string()
-            } else {
-                text
-            });
-            Ok(exit::OK)
+            Ok(bench_out(output, text, &json))
         }
         Command::Drill {
             runbook,
@@ -364,12 +354,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
             .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark task: {e}")))?
             .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
-            cli::ui::out(&if output == OutputFormat::Json {
-                json.to_string()
-            } else {
-                text
-            });
-            Ok(exit::OK)
+            Ok(bench_out(output, text, &json))
         }
         Command::Bench(cli::BenchCmd::Immudb) => {
             let rows = drctl::immudb::bench::bench_workloads();
@@ -383,12 +368,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 text.push_str(&format!("  {name:<58} {v:>16.0}\n"));
             }
             text.push_str(&format!("  raw SHA-256: {:.2} GB/s\n", sha / 1e9));
-            cli::ui::out(&if output == OutputFormat::Json {
-                serde_json::json!(rows).to_string()
-            } else {
-                text
-            });
-            Ok(exit::OK)
+            Ok(bench_out(output, text, &serde_json::json!(rows)))
         }
         Command::Approve { run_id, step, by } => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
@@ -464,4 +444,14 @@ fn main() {
     // Do not wait for stray blocking tasks (a TTY prompt thread) at exit.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::exit(code);
+}
+
+/// Prints a benchmark's figures: the table, or its JSON with `--output json`.
+fn bench_out(output: OutputFormat, text: String, json: &serde_json::Value) -> i32 {
+    cli::ui::out(&if output == OutputFormat::Json {
+        json.to_string()
+    } else {
+        text
+    });
+    exit::OK
 }
