@@ -576,6 +576,27 @@ mod tests {
         Arc::new(Registry::new(kinds).expect("distinct kinds"))
     }
 
+    /// A `checks.run` step over a check set written to a fresh directory,
+    /// with its context (keep the directory alive while it runs).
+    fn prepared_set(
+        set: &str,
+    ) -> (
+        tempfile::TempDir,
+        StepContext,
+        Box<dyn crate::action::PreparedStep>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("set.yaml"), set).expect("write check set");
+        let registry = registry();
+        let ctx = ctx(dir.path(), registry.clone());
+        let step = registry
+            .get("checks.run")
+            .expect("checks.run")
+            .prepare(&json!({"file": "set.yaml"}))
+            .expect("decodes");
+        (dir, ctx, step)
+    }
+
     fn ctx(dir: &Path, registry: Arc<Registry>) -> StepContext {
         let store: Arc<dyn Store> = Arc::new(DirStore::open(dir.join("state")).expect("state dir"));
         StepContext {
@@ -651,19 +672,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_check_fails_the_set_in_execute_and_preflight() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("set.yaml"),
-            "checks:\n  - {id: boom, action: test.panics}\n  - {id: fine, action: wait, with: {duration: 1ms}}\n",
-        )
-        .expect("write check set");
-        let registry = registry();
-        let ctx = ctx(dir.path(), registry.clone());
-        let step = registry
-            .get("checks.run")
-            .expect("checks.run")
-            .prepare(&json!({"file": "set.yaml"}))
-            .expect("decodes");
+        let (_dir, ctx, step) = prepared_set("checks:\n  - {id: boom, action: test.panics}\n  - {id: fine, action: wait, with: {duration: 1ms}}\n");
 
         let e = step.execute(&ctx).await.expect_err("a panic is a failure");
         let msg = e.to_string();
@@ -687,19 +696,8 @@ mod tests {
         // A check set is validated read-only, but the runner itself must
         // not call execute either: `wait`'s preflight returns at once while
         // its execute would sleep for an hour.
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("set.yaml"),
-            "checks:\n  - {id: slow, action: wait, with: {duration: 1h}}\n",
-        )
-        .expect("write check set");
-        let registry = registry();
-        let ctx = ctx(dir.path(), registry.clone());
-        let step = registry
-            .get("checks.run")
-            .expect("checks.run")
-            .prepare(&json!({"file": "set.yaml"}))
-            .expect("decodes");
+        let (_dir, ctx, step) =
+            prepared_set("checks:\n  - {id: slow, action: wait, with: {duration: 1h}}\n");
         let p = tokio::time::timeout(Duration::from_secs(5), step.preflight(&ctx))
             .await
             .expect("the preflight ran the check's execute (it sleeps)")
