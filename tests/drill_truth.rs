@@ -670,3 +670,32 @@ fn a_stopped_heartbeat_does_not_let_promote_past_max_lag() {
         "not promoted"
     );
 }
+
+/// A drill killed during the promotion and resumed finishes (the RTO is
+/// measured to the end of `smoke` in the resumed process), but it has no
+/// truth: the report says the RPO figures are estimates and why.
+#[test]
+fn a_resumed_drill_says_its_rpo_is_an_unchecked_estimate() {
+    let lab = Lab::up();
+    let env = lab.env();
+    let rb = failover();
+    let mut c = lab.w.cmd(&["drill", &rb, "--env", &env, "--yes"]);
+    c.env("DRCTL_TEST_CRASH_AT", "promote");
+    let o = drctl_tests::Out::from(c.output().unwrap());
+    assert_eq!(o.code, -1, "expected a SIGKILL mid-promotion: {o:?}");
+    let run = lab.last_run();
+    let r = lab.w.run(&["resume", &run]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let report = lab.w.run(&["report", &run]);
+    assert_eq!(report.code, 0, "{report:?}");
+    assert!(
+        report.stdout.contains(
+            "- truth: not measured: the drill was interrupted and resumed, and the lab measures the truth only at the end of an uninterrupted drill; the figures above are estimates"
+        ),
+        "{report:?}"
+    );
+    assert!(
+        report.stdout.contains("to the end of `smoke`"),
+        "{report:?}"
+    );
+}

@@ -380,6 +380,10 @@ pub fn summary(r: &DrillResult) -> String {
             for c in measure::comparisons(&m.rpo, t) {
                 o.push_str(&format!("  RPO  {c}\n"));
             }
+        } else if let Some(why) = &m.truth_missing {
+            o.push_str(&format!(
+                "  RPO  truth: {why}; the figures above are estimates\n"
+            ));
         }
         o.push_str(&format!("  RPO  {}\n", measure::rpo_line(m)));
     }

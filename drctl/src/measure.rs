@@ -152,6 +152,10 @@ pub struct Measurements {
     /// `rpo` objects from step outputs, keyed by step.
     pub rpo: Vec<(String, Value)>,
     pub rpo_truth: Vec<Value>,
+    /// Why a drill that measured data loss has no truth beside its
+    /// estimate: said, so a reader does not take the estimate for a
+    /// checked figure.
+    pub truth_missing: Option<String>,
     /// How long after the failure the journal's last timed record is: a
     /// run not yet recovered this long after it has missed a shorter target.
     #[serde(skip)]
@@ -423,6 +427,16 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         .filter(|n| n.data.get("kind").and_then(Value::as_str) == Some("rpo_truth"))
         .map(|n| n.data.clone())
         .collect();
+    let truth_missing = (view.mode == crate::runbook::Mode::Drill
+        && !rpo.is_empty()
+        && rpo_truth.is_empty())
+    .then(|| {
+        if view.resumes.is_empty() {
+            "not measured: a truth needs the lab, which restarts the old primary isolated after the promotion".to_string()
+        } else {
+            "not measured: the drill was interrupted and resumed, and the lab measures the truth only at the end of an uninterrupted drill".to_string()
+        }
+    });
     let mut m = Measurements {
         failed_at_ms,
         failure_time_source: source.to_string(),
@@ -448,6 +462,7 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         contributions,
         rpo,
         rpo_truth,
+        truth_missing,
         journaled_for_ms: view.last_ts_ms().saturating_sub(failed_at_ms),
     };
     m.rto_verdict = m.rto_verdict();
@@ -593,6 +608,9 @@ pub fn markdown(m: &Measurements) -> String {
             for c in comparisons(&m.rpo, t) {
                 let _ = writeln!(o, "  - {c}");
             }
+        }
+        if let Some(why) = &m.truth_missing {
+            let _ = writeln!(o, "- truth: {why}; the figures above are estimates");
         }
         let _ = writeln!(o, "- headline: {}", rpo_line(m));
         let _ = writeln!(o);
