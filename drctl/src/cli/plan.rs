@@ -412,11 +412,10 @@ pub async fn render_plan(
                         ),
                         Err(e) => (preflight::run(Err(e), &ctx).await, None),
                     };
-                    let injected = [preflight::DRILL_INJECTION.to_string()];
                     let after = match ancestors.get(id).map(Vec::as_slice) {
-                        Some(a) if !a.is_empty() => a,
-                        _ if lab_drill => &injected,
-                        _ => &[],
+                        Some(a) if !a.is_empty() => preflight::Earlier::Steps(a),
+                        _ if lab_drill => preflight::Earlier::Injection,
+                        _ => preflight::Earlier::Steps(&[]),
                     };
                     let tolerated = step.on_failure == crate::runbook::OnFailure::Continue;
                     let judged = preflight::judge(&pre, after, tolerated);

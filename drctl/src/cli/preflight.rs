@@ -143,7 +143,7 @@ pub struct Judged {
 /// Applies the rule of this module to a step's preflight. A step with
 /// `on_failure: continue` (`tolerated`) cannot fail the run: what would be
 /// a problem is a warning.
-pub fn judge(p: &Preflight, after: &[String], tolerated: bool) -> Judged {
+pub fn judge(p: &Preflight, after: Earlier<'_>, tolerated: bool) -> Judged {
     let mut j = judge_strict(p, after);
     if j.problem && tolerated {
         for (marker, _) in &mut j.lines {
@@ -162,48 +162,47 @@ pub fn judge(p: &Preflight, after: &[String], tolerated: bool) -> Judged {
     j
 }
 
-/// Stands in the `after` list of a step with no changing step before it
-/// when the plan is for a lab drill: the drill kills the primary region
-/// before step 1, so a check of the outage (`confirm-outage`) fails now and
-/// is expected to pass once the failure is injected.
-pub const DRILL_INJECTION: &str = "the drill's injected failure (kill -9 of the primary region)";
+/// What changes the systems before a step runs, so that a check failing
+/// now may pass by then.
+#[derive(Clone, Copy)]
+pub enum Earlier<'a> {
+    /// The changing steps it depends on, in plan order (maybe none).
+    Steps(&'a [String]),
+    /// No changing step, but a lab drill kills the primary region before
+    /// step 1: a check of the outage (`confirm-outage`) fails now and is
+    /// expected to pass once the failure is injected.
+    Injection,
+}
 
-fn judge_strict(p: &Preflight, after: &[String]) -> Judged {
-    let quoted = || {
-        after
-            .iter()
-            .map(|s| {
-                if s == DRILL_INJECTION {
-                    s.clone()
-                } else {
-                    format!("`{s}`")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let injected_only = after.len() == 1 && after[0] == DRILL_INJECTION;
+fn judge_strict(p: &Preflight, after: Earlier<'_>) -> Judged {
     let (lines, problem, expected_after) = match p.verdict {
         Verdict::Passes => (
             p.lines.iter().map(|l| ("check:", l.clone())).collect(),
             false,
             None,
         ),
-        Verdict::FailsNow if !after.is_empty() => {
-            let mut v = vec![(
-                "expected:",
-                if injected_only {
-                    format!("fails now; expected to pass after {}", quoted())
-                } else {
+        Verdict::FailsNow if !matches!(after, Earlier::Steps([])) => {
+            let (text, names) = match after {
+                Earlier::Steps(steps) => (
                     format!(
                         "fails now; expected to pass after {} (it depends on {})",
-                        quoted(),
-                        if after.len() == 1 { "it" } else { "them" }
-                    )
-                },
-            )];
+                        steps
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if steps.len() == 1 { "it" } else { "them" }
+                    ),
+                    json!(steps),
+                ),
+                Earlier::Injection => (
+                    "fails now; expected to pass after the drill's injected failure (kill -9 of the primary region)".to_string(),
+                    json!([]),
+                ),
+            };
+            let mut v = vec![("expected:", text)];
             v.extend(p.lines.iter().map(|l| ("  now:", l.clone())));
-            (v, false, Some(after.to_vec()))
+            (v, false, Some(names))
         }
         Verdict::FailsNow => {
             let mut v: Vec<_> = p.lines.iter().map(|l| ("PROBLEM:", l.clone())).collect();
@@ -224,6 +223,7 @@ fn judge_strict(p: &Preflight, after: &[String]) -> Judged {
         "lines": p.lines,
         "problem": problem,
         "expected_after": expected_after,
+        "expected_after_injection": matches!(after, Earlier::Injection) && expected_after.is_some(),
     });
     Judged {
         lines,
@@ -274,25 +274,34 @@ mod tests {
     #[test]
     fn failing_now_is_expected_only_after_a_mutating_step() {
         let p = Preflight::fails_now("GET x -> fails now: 503");
-        let first = judge(&p, &[], false);
+        let first = judge(&p, Earlier::Steps(&[]), false);
         assert!(first.problem, "nothing before it can change the answer");
-        let later = judge(&p, &["promote".into(), "dns".into()], false);
+        let later = judge(&p, Earlier::Steps(&["promote".into(), "dns".into()]), false);
         assert!(!later.problem);
         assert_eq!(
             later.lines[0].1,
             "fails now; expected to pass after `promote`, `dns` (it depends on them)"
         );
-        let blocked = judge(&Preflight::problem("unreachable"), &["fence".into()], false);
+        let blocked = judge(
+            &Preflight::problem("unreachable"),
+            Earlier::Steps(&["fence".into()]),
+            false,
+        );
         assert!(blocked.problem, "a problem stays one whatever came before");
-        assert!(!judge(&Preflight::ok("fine"), &[], false).problem);
-        let injected = judge(&p, &[DRILL_INJECTION.into()], false);
+        assert!(!judge(&Preflight::ok("fine"), Earlier::Steps(&[]), false).problem);
+        let injected = judge(&p, Earlier::Injection, false);
         assert!(!injected.problem);
         assert!(
-            injected.lines[0].1 == format!("fails now; expected to pass after {DRILL_INJECTION}"),
+            injected.lines[0].1
+                == "fails now; expected to pass after the drill's injected failure (kill -9 of the primary region)",
             "{:?}",
             injected.lines
         );
-        let tolerated = judge(&Preflight::problem("unreachable"), &[], true);
+        let tolerated = judge(
+            &Preflight::problem("unreachable"),
+            Earlier::Steps(&[]),
+            true,
+        );
         assert!(
             !tolerated.problem,
             "on_failure: continue cannot fail the run"
