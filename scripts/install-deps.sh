@@ -12,6 +12,16 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v named >/dev/null || need+=(bind9)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v curl >/dev/null || need+=(curl)
+# Test-only components: backup tools the restore proofs drive, Prometheus'
+# Pushgateway and promtool for metrics and alert rules, headless Chromium for
+# the HTML report.
+if [ "${DRCTL_INSTALL_TEST_DEPS:-0}" = 1 ]; then
+  command -v pgbackrest >/dev/null || need+=(pgbackrest)
+  command -v barman >/dev/null || need+=(barman)
+  command -v promtool >/dev/null || need+=(prometheus)
+  command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
