@@ -27,6 +27,7 @@ pub mod postgres;
 pub mod registry;
 pub mod report;
 pub mod runbook;
+pub mod schedule;
 pub mod secret;
 pub mod secretscan;
 pub mod store;

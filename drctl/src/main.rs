@@ -62,6 +62,50 @@ async fn open_store(
     Ok(store)
 }
 
+/// `--now` for tests, else the wall clock.
+fn clock(now: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, CliError> {
+    match now {
+        None => Ok(chrono::Utc::now()),
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                CliError::new(exit::USAGE, format!("--now `{s}`: {e}"))
+                    .hint("use RFC 3339, e.g. 2026-12-01T03:00:00Z")
+            }),
+    }
+}
+
+/// The daemon keeps one state store for every drill it runs (leases,
+/// slots, history): the drills' environments must agree on it. Returns an
+/// environment file to locate it by (`--state` wins over all of them).
+fn daemon_env(
+    cli: &Cli,
+    defs: &[drctl::drill::DrillDef],
+) -> Result<Option<std::path::PathBuf>, CliError> {
+    let mut seen: Option<(String, std::path::PathBuf)> = None;
+    for d in defs {
+        let Some(env) = &d.environment else { continue };
+        let (loc, _) = cli::statecmd::resolve(cli, Some(env))?;
+        let key = format!("{loc:?}");
+        match &seen {
+            None => seen = Some((key, env.clone())),
+            Some((k, first)) if *k != key => {
+                return Err(CliError::new(
+                    exit::INVALID_INPUT,
+                    format!(
+                        "the drills' environments use different state stores ({} and {})",
+                        first.display(),
+                        env.display()
+                    ),
+                )
+                .hint("one daemon schedules drills that share a state store: pass --state, or run one daemon per store"));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(seen.map(|(_, e)| e))
+}
+
 /// A run whose runbook or environment file is not there stops before it
 /// creates any state (exit 17); everything else about the files is
 /// validated later, in full.
@@ -333,6 +377,37 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             pubkey.as_deref(),
             output,
         ),
+        Command::Drills(cli::DrillsCmd::List { drills, now }) => {
+            let now = clock(now.as_deref())?;
+            let (store, _scratch) = open_store_to_read(&cli, None).await?;
+            cli::drillscmd::cmd_list(drills, store, now, output).await
+        }
+        Command::Drills(cli::DrillsCmd::History { name, window }) => {
+            let (store, _scratch) = open_store_to_read(&cli, None).await?;
+            cli::drillscmd::cmd_history(name.as_deref(), *window, store, output).await
+        }
+        Command::Daemon { drills, once, now } => {
+            let now = now.as_deref().map(|n| clock(Some(n))).transpose()?;
+            let defs = cli::drillscmd::load_defs(drills)?;
+            let env = daemon_env(&cli, &defs)?;
+            let store = open_store(&cli, env.as_deref(), OpenMode::Create, true).await?;
+            cli::drillscmd::cmd_daemon(drills, *once, now, store, &registry, output).await
+        }
+        Command::Manifests(cli::ManifestsCmd::Cronjobs {
+            drills,
+            namespace,
+            image,
+            env_dir,
+        }) => {
+            let defs = cli::drillscmd::load_defs(drills)?;
+            let o = cli::manifests::CronJobOptions {
+                namespace,
+                image,
+                env_dir,
+            };
+            cli::ui::out(cli::manifests::render(&defs, drills, &o).trim_end());
+            Ok(exit::OK)
+        }
         Command::Lab(cmd) => {
             cli::labcmd::cmd_lab(cmd, &cli::statecmd::local_dir(&cli), output).await
         }

@@ -22,21 +22,86 @@ pub async fn cmd_drill(
     // A drill definition names the runbook, environment and injection;
     // flags given on the command line win.
     let text = std::fs::read_to_string(file).unwrap_or_default();
-    let (runbook, inject_lag, args) = if crate::drill::is_definition(&text) {
+    if crate::drill::is_definition(&text) {
         let def = crate::drill::load_definition(file).map_err(CliError::invalid)?;
-        let mut a = args.clone();
-        if a.env.is_none() {
-            a.env = def.environment.clone();
-        }
-        let mut params = def.params.clone();
-        params.extend(a.params.iter().cloned());
-        a.params = params;
-        (def.runbook.clone(), inject_lag.or(def.inject_lag), a)
-    } else {
-        (file.to_path_buf(), inject_lag, args.clone())
+        return run_definition(
+            &def, region, inject_lag, args, store, output, registry, None,
+        )
+        .await;
+    }
+    let label = crate::drill::DrillLabel {
+        name: None,
+        mode: crate::drill::DrillMode::Full,
     };
-    let (runbook, args) = (runbook.as_path(), &args);
-    let prepared = super::runs::prepare(
+    run_drill(
+        file,
+        region,
+        inject_lag,
+        args,
+        (None, None),
+        label,
+        store,
+        output,
+        registry,
+        None,
+    )
+    .await
+}
+
+/// Runs a drill definition (`drctl drill FILE`, `drctl daemon`): its
+/// environment, parameters, injection and targets, under the flags given.
+/// `run_id` names the run in advance (the scheduler claims its slot with it).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_definition(
+    def: &crate::drill::DrillDef,
+    region: Option<&str>,
+    inject_lag: Option<Duration>,
+    args: &RunArgs,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+    registry: &Arc<Registry>,
+    run_id: Option<String>,
+) -> Result<i32, CliError> {
+    let mut a = args.clone();
+    if a.env.is_none() {
+        a.env = def.environment.clone();
+    }
+    let mut params = def.params.clone();
+    params.extend(a.params.iter().cloned());
+    a.params = params;
+    let label = crate::drill::DrillLabel {
+        name: Some(def.name.clone()),
+        mode: def.mode,
+    };
+    run_drill(
+        &def.runbook,
+        region,
+        inject_lag.or(def.inject_lag),
+        &a,
+        (def.rto_target, def.rpo_target),
+        label,
+        store,
+        output,
+        registry,
+        run_id,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_drill(
+    runbook: &Path,
+    region: Option<&str>,
+    inject_lag: Option<Duration>,
+    args: &RunArgs,
+    targets: (Option<Duration>, Option<Duration>),
+    label: crate::drill::DrillLabel,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+    registry: &Arc<Registry>,
+    run_id: Option<String>,
+) -> Result<i32, CliError> {
+    let mut prepared = super::runs::prepare(
         runbook,
         region,
         Mode::Drill,
@@ -46,6 +111,15 @@ pub async fn cmd_drill(
         registry,
     )
     .await?;
+    // The definition's targets win over the runbook's; they are journaled
+    // in `run_started` like the runbook's would be.
+    if targets.0.is_some() || targets.1.is_some() {
+        let mut rb = (*prepared.spec.runbook).clone();
+        rb.rto = targets.0.or(rb.rto);
+        rb.rpo = targets.1.or(rb.rpo);
+        prepared.spec.runbook = Arc::new(rb);
+    }
+    prepared.spec.run_id = run_id;
     let lab = prepared
         .spec
         .env
@@ -73,6 +147,7 @@ pub async fn cmd_drill(
         prepared.spec,
         lab,
         crate::drill::Injection { lag: inject_lag },
+        label,
         ui::human_ui(output == OutputFormat::Json),
     )
     .await

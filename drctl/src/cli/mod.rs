@@ -1,10 +1,12 @@
 //! The command-line edge: argument parsing, human/JSON output, and the
 //! mapping of library errors to documented exit codes ([`crate::exit`]).
 
+pub mod drillscmd;
 pub mod error;
 pub mod immudbcmd;
 pub mod inspect;
 pub mod labcmd;
+pub mod manifests;
 pub mod plan;
 pub mod preflight;
 pub mod runs;
@@ -229,6 +231,24 @@ pub enum Command {
         #[command(flatten)]
         args: RunArgs,
     },
+    /// Drill definitions: schedules, next runs, overdue drills, results over time.
+    #[command(subcommand)]
+    Drills(DrillsCmd),
+    /// Run scheduled drills (leader-elected through the state store's lease).
+    Daemon {
+        /// Directory of drill definitions.
+        #[arg(long, default_value = "drills")]
+        drills: PathBuf,
+        /// One scheduling pass, then exit (tests, cron).
+        #[arg(long)]
+        once: bool,
+        /// Pretend it is this time (RFC 3339): tests drive the clock.
+        #[arg(long, hide = true)]
+        now: Option<String>,
+    },
+    /// Generate Kubernetes manifests from drctl's definitions.
+    #[command(subcommand)]
+    Manifests(ManifestsCmd),
     /// The local two-region lab (real Postgres primary/standby, demo apps).
     #[command(subcommand)]
     Lab(LabCmd),
@@ -255,6 +275,44 @@ pub enum Command {
     /// Run a benchmark with a fixed workload (figures are ratios to a baseline measured in the same run).
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillsCmd {
+    /// Each definition's schedule, next run, last result and whether it is overdue.
+    List {
+        /// Directory of drill definitions.
+        #[arg(long, default_value = "drills")]
+        drills: PathBuf,
+        /// Pretend it is this time (RFC 3339): tests drive the clock.
+        #[arg(long, hide = true)]
+        now: Option<String>,
+    },
+    /// Past drills with RTO/RPO, targets, the change against the previous drill and the median.
+    History {
+        /// Only this drill (a definition's name).
+        name: Option<String>,
+        /// How many earlier drills the median covers.
+        #[arg(long, default_value_t = 5)]
+        window: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestsCmd {
+    /// One Kubernetes CronJob per scheduled drill definition (YAML on stdout).
+    Cronjobs {
+        /// Directory of drill definitions (as the image holds it, relative to its working directory).
+        #[arg(long, default_value = "drills")]
+        drills: PathBuf,
+        #[arg(long, default_value = "drctl")]
+        namespace: String,
+        #[arg(long, default_value = "registry.example.com/drctl:0.1.0")]
+        image: String,
+        /// Where the pods mount the environment files (ConfigMap `drctl-env`).
+        #[arg(long, default_value = "/etc/drctl/env")]
+        env_dir: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

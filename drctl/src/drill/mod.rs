@@ -25,6 +25,13 @@ use crate::lab::LabError;
 use crate::measure::{self, Measurements};
 use crate::store::{Store, StoreError};
 
+mod definition;
+pub mod history;
+pub mod scheduler;
+pub use definition::{
+    is_definition, load_definition, load_dir, DrillDef, DrillMode, DrillSchedule,
+};
+
 pub const HISTORY: &str = "drills";
 
 /// Why a drill could not run or be recorded. The run's own outcome
@@ -52,6 +59,14 @@ pub enum DrillError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Which drill a run rehearses, for its history record: the definition's
+/// name (or, for `drctl drill RUNBOOK`, none: the runbook's name keys it).
+#[derive(Debug, Clone)]
+pub struct DrillLabel {
+    pub name: Option<String>,
+    pub mode: DrillMode,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -285,6 +300,7 @@ pub async fn run(
     mut spec: RunSpec,
     lab_control: Option<String>,
     inj: Injection,
+    label: DrillLabel,
     ui: engine::Ui,
 ) -> Result<DrillResult, DrillError> {
     // On the lab the lease is taken before the injection and held across
@@ -334,6 +350,9 @@ pub async fn run(
         .await?;
     let record = json!({
         "run_id": outcome.run_id,
+        "drill": label.name.clone().unwrap_or_else(|| view.runbook.name.clone()),
+        "mode": label.mode.as_str(),
+        "finished_at": journal::format_ms(journal::now_ms()),
         "runbook": view.runbook.name,
         "environment": view.environment.as_ref().map(|e| e.name.clone()),
         "status": outcome.status.as_str(),
@@ -389,93 +408,4 @@ pub fn summary(r: &DrillResult) -> String {
     }
     o.push_str(&format!("  report: {}\n", r.report_path));
     o
-}
-
-/// A drill definition (`drills/*.yaml`): what to rehearse, where, how to
-/// inject the failure, and when it runs on a schedule.
-#[derive(Debug, Clone)]
-pub struct DrillDef {
-    pub name: String,
-    pub runbook: std::path::PathBuf,
-    pub environment: Option<std::path::PathBuf>,
-    pub inject_lag: Option<Duration>,
-    pub params: Vec<String>,
-    /// Five-field cron expression, for the scheduler that runs the drill
-    /// (a Kubernetes CronJob, cron); drctl itself does not wait for it.
-    pub schedule: Option<String>,
-}
-
-/// Whether a file is a drill definition rather than a runbook.
-pub fn is_definition(text: &str) -> bool {
-    text.lines().any(|l| l.starts_with("runbook:"))
-}
-
-pub fn load_definition(path: &std::path::Path) -> Result<DrillDef, crate::diag::Diagnostics> {
-    use crate::decode::{Ctx, MapReader};
-    let (file, _) = crate::yaml::load_source(path, "drill definition", "see drills/ for examples")?;
-    let mut diags = crate::diag::Diagnostics::default();
-    let Some(root) = crate::yaml::parse(&file, &mut diags) else {
-        return Err(diags);
-    };
-    let base = path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let mut ctx = Ctx::new(&file, &mut diags);
-    let Some(mut r) = MapReader::new(&mut ctx, &root, "drill definition") else {
-        return Err(diags);
-    };
-    let name = r.req(&mut ctx, "name").and_then(|n| ctx.string(n, "name"));
-    r.opt("description")
-        .and_then(|n| ctx.string(n, "description"));
-    let runbook = r
-        .req(&mut ctx, "runbook")
-        .and_then(|n| ctx.string(n, "runbook"))
-        .map(|p| base.join(p));
-    let environment = r
-        .opt("environment")
-        .and_then(|n| ctx.string(n, "environment"))
-        .map(|p| base.join(p));
-    let inject_lag = r
-        .opt("inject_lag")
-        .and_then(|n| ctx.duration(n, "inject_lag"));
-    let mut params = Vec::new();
-    if let Some(p) = r.opt("params") {
-        match p.as_map() {
-            Some(entries) => {
-                params = entries
-                    .iter()
-                    .map(|(k, v)| format!("{}={}", k.key_text(), v))
-                    .collect()
-            }
-            None => ctx.expected(p, "a mapping of parameter values", "params"),
-        }
-    }
-    let sched_node = r.opt("schedule");
-    let schedule = sched_node.and_then(|n| ctx.string(n, "schedule"));
-    if let (Some(s), Some(n)) = (&schedule, sched_node) {
-        if s.split_whitespace().count() != 5 {
-            ctx.error(
-                "E-VALUE",
-                n,
-                format!("schedule `{s}` is not a five-field cron expression"),
-                Some("e.g. \"0 3 * * 1\" (Mondays 03:00)".into()),
-            );
-        }
-    }
-    r.finish(&mut ctx);
-    if diags.has_errors() {
-        return Err(diags);
-    }
-    match (name, runbook) {
-        (Some(name), Some(runbook)) => Ok(DrillDef {
-            name,
-            runbook,
-            environment,
-            inject_lag,
-            params,
-            schedule,
-        }),
-        _ => Err(diags),
-    }
 }

@@ -1,0 +1,209 @@
+//! Drills as a product: definitions, the scheduler (`drctl daemon`), the
+//! history and the generated CronJobs, driven through the real binary on
+//! the directory store and (under `DRCTL_TEST_STORE=postgres`) on a real
+//! PostgreSQL state store. The clock is the hidden `--now`: no test sleeps
+//! until a cron slot.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use drctl_tests::{wait_until, Work};
+use serde_json::Value;
+
+/// A drill whose runbook appends the drill's name to `witness` (so every
+/// execution is counted independently of drctl's own records) and proves
+/// recovery with a second command.
+fn runbook(w: &Work, sleep: &str) -> String {
+    let rb = format!(
+        r#"
+name: tiny-drill
+targets: {{rto: 1m}}
+steps:
+  - id: act
+    action: exec
+    with: {{argv: [sh, -c, "echo $DRILL >> witness; sleep {sleep}"], env: {{DRILL: "${{params.drill}}"}}, idempotent: true}}
+  - id: smoke
+    action: exec
+    needs: [act]
+    proves_recovery: true
+    with: {{argv: ["true"]}}
+params:
+  drill: {{description: which drill runs}}
+"#
+    );
+    w.write("rb.yaml", &rb).display().to_string()
+}
+
+fn definition(w: &Work, name: &str, schedule: &str) {
+    let text = format!(
+        "name: {name}\nrunbook: ../rb.yaml\nparams:\n  drill: {name}\nschedule:\n{schedule}\n"
+    );
+    std::fs::create_dir_all(w.path().join("drills")).unwrap();
+    w.write(&format!("drills/{name}.yaml"), &text);
+}
+
+fn daemon(w: &Work, now: &str) -> std::process::Command {
+    let mut c = w.cmd(&[
+        "daemon",
+        "--drills",
+        w.path().join("drills").to_str().unwrap(),
+        "--once",
+        "--now",
+        now,
+    ]);
+    c.current_dir(w.path());
+    c
+}
+
+fn witness(w: &Work) -> Vec<String> {
+    std::fs::read_to_string(w.path().join("witness"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn history(w: &Work, coll: &str) -> Vec<Value> {
+    let store = w.store();
+    drctl_tests::block_on(store.read_history(coll)).expect("history")
+}
+
+#[test]
+fn two_daemons_run_each_due_drill_once_and_missed_runs_follow_their_policy() {
+    let w = Work::new();
+    runbook(&w, "0.2");
+    definition(&w, "nightly", "  cron: \"0 3 * * *\"\n  missed: run-once");
+    definition(
+        &w,
+        "skipper",
+        "  cron: \"30 3 * * *\"\n  timezone: UTC\n  missed: skip",
+    );
+    // First sight: both schedules start now, nothing runs.
+    let o = daemon(&w, "2026-12-01T00:00:00Z").output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.matches("registered").count(), 2, "{text}");
+    assert!(witness(&w).is_empty());
+
+    // 03:31: `nightly` is 31 minutes late (run once), `skipper` on time.
+    // Two daemons at once: each drill runs exactly once.
+    let kids: Vec<_> = (0..2)
+        .map(|_| {
+            daemon(&w, "2026-12-01T03:31:00Z")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = kids
+        .into_iter()
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "{o:?}");
+    }
+    let mut got = witness(&w);
+    got.sort();
+    assert_eq!(got, vec!["nightly", "skipper"], "{outs:?}");
+    let drills = history(&w, "drills");
+    assert_eq!(drills.len(), 2, "{drills:?}");
+    assert!(
+        drills.iter().all(|r| r["status"] == "succeeded"),
+        "{drills:?}"
+    );
+
+    // Down until the 4th at noon: `nightly` missed three slots and runs
+    // once (the newest); `skipper` records three missed slots and runs none.
+    let o = daemon(&w, "2026-12-04T12:00:00Z").output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let mut got = witness(&w);
+    got.sort();
+    assert_eq!(got, vec!["nightly", "nightly", "skipper"]);
+    let events = history(&w, "drill-schedule-events");
+    let missed: Vec<&Value> = events.iter().filter(|e| e["event"] == "missed").collect();
+    let slots = |d: &str| {
+        missed
+            .iter()
+            .filter(|e| e["drill"] == d)
+            .map(|e| e["slots"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    };
+    assert_eq!(slots("nightly"), 2, "{events:?}");
+    assert_eq!(slots("skipper"), 3, "{events:?}");
+    let started = events.iter().filter(|e| e["event"] == "started").count();
+    assert_eq!(started, 3, "{events:?}");
+
+    // The history and trends see every drill, and nothing not measured.
+    let h = w.run(&["drills", "history", "nightly", "--output", "json"]);
+    assert_eq!(h.code, 0, "{h:?}");
+    let t: Vec<Value> = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(t.len(), 2);
+    assert!(t[1]["rto_ms"].is_u64(), "{t:?}");
+    assert!(t[1]["rto_delta_ms"].is_i64(), "{t:?}");
+    assert_eq!(t[1]["rto_median_before_ms"], t[0]["rto_ms"]);
+}
+
+#[test]
+fn a_daemon_killed_mid_drill_leaves_a_run_the_next_leader_resumes() {
+    let w = Work::new();
+    runbook(&w, "3");
+    definition(&w, "long", "  cron: \"0 3 * * *\"");
+    assert!(daemon(&w, "2026-12-01T00:00:00Z")
+        .status()
+        .unwrap()
+        .success());
+    let mut child = daemon(&w, "2026-12-01T03:00:10Z")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill -9 once the drill's command runs.
+    assert!(wait_until(Duration::from_secs(20), || witness(&w).len() == 1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs = w.runs();
+    assert_eq!(runs.len(), 1);
+    // The command is declared idempotent, so the resume runs it again.
+    let o = daemon(&w, "2026-12-01T03:05:00Z").output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(text.contains(&format!("resumed run {}", runs[0])), "{text}");
+    let st = w.run(&["status", &runs[0]]);
+    assert!(st.stdout.contains("status: succeeded"), "{st:?}");
+    assert_eq!(w.runs().len(), 1, "no second run for the same slot");
+    assert_eq!(witness(&w), vec!["long", "long"]);
+    // The next pass has nothing to do.
+    let o = daemon(&w, "2026-12-01T03:06:00Z").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("not due"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn invalid_schedules_are_located_errors() {
+    let w = Work::new();
+    runbook(&w, "0");
+    for (sched, needle) in [
+        ("\"0 25 * * *\"", "not a valid cron expression"),
+        ("\"every monday\"", "has 2 fields"),
+        (
+            "\n  cron: \"0 3 * * *\"\n  timezone: Mars/Olympus",
+            "not an IANA time zone",
+        ),
+        (
+            "\n  cron: \"0 3 * * *\"\n  missed: later",
+            "unknown value `later`",
+        ),
+    ] {
+        let f = w.write(
+            "d.yaml",
+            &format!("name: d\nrunbook: rb.yaml\nschedule: {sched}\n"),
+        );
+        let o = w.run(&["validate", f.to_str().unwrap()]);
+        assert_eq!(o.code, 3, "{sched}: {o:?}");
+        assert!(o.stderr.contains(needle), "{sched}: {}", o.stderr);
+        assert!(o.stderr.contains("d.yaml:"), "located: {}", o.stderr);
+    }
+}
