@@ -305,7 +305,7 @@ fn broken_drill_definition_is_located() {
     assert_eq!(o.code, 3, "{o:?}");
     for needle in [
         "d.yaml:3:11",
-        "five-field cron",
+        "has 2 fields; a drill schedule has five",
         "d.yaml:4:13",
         "unknown field `extra`",
     ] {

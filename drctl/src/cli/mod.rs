@@ -305,8 +305,10 @@ pub enum ManifestsCmd {
         /// Directory of drill definitions (as the image holds it, relative to its working directory).
         #[arg(long, default_value = "drills")]
         drills: PathBuf,
+        /// Namespace of the CronJobs.
         #[arg(long, default_value = "drctl")]
         namespace: String,
+        /// drctl's container image.
         #[arg(long, default_value = "registry.example.com/drctl:0.1.0")]
         image: String,
         /// Where the pods mount the environment files (ConfigMap `drctl-env`).
