@@ -268,3 +268,79 @@ fn dockerfile_is_multi_stage_and_runs_as_non_root() {
     );
     assert!(d.contains("--locked"), "reproducible: the lockfile is used");
 }
+
+/// The drill CronJobs are generated from the drill definitions: the file
+/// in deploy/ is what `drctl manifests cronjobs --drills drills` prints
+/// (no hand edits drift from the definitions), every scheduled definition
+/// meant for Kubernetes has one with its schedule, time zone and suspend
+/// flag, and each names a definition that exists and validates.
+#[test]
+fn drill_cronjobs_are_generated_from_the_definitions() {
+    let w = Work::new();
+    let mut c = w.cmd(&["manifests", "cronjobs", "--drills", "drills"]);
+    c.current_dir(repo_root());
+    let o = drctl_tests::Out::from(c.output().unwrap());
+    assert_eq!(o.code, 0, "{o:?}");
+    let committed =
+        std::fs::read_to_string(repo_root().join("deploy/kubernetes/drills.yaml")).unwrap();
+    assert_eq!(
+        committed.trim_end(),
+        o.stdout.trim_end(),
+        "deploy/kubernetes/drills.yaml is stale: regenerate it with `drctl manifests cronjobs --drills drills > deploy/kubernetes/drills.yaml`"
+    );
+    let jobs: Vec<(String, CronJob)> = documents()
+        .into_iter()
+        .filter(|(n, _)| n.contains("drills.yaml"))
+        .map(|(n, v)| {
+            let cj: CronJob = typed(&n, &v);
+            (n, cj)
+        })
+        .collect();
+    let defs = drctl::drill::load_dir(&repo_root().join("drills")).expect("definitions");
+    let scheduled: Vec<_> = defs
+        .iter()
+        .filter(|d| d.kubernetes && d.schedule.is_some())
+        .collect();
+    assert!(!scheduled.is_empty());
+    assert_eq!(
+        jobs.len(),
+        scheduled.len(),
+        "one CronJob per scheduled definition"
+    );
+    for d in scheduled {
+        let s = d.schedule.as_ref().unwrap();
+        let (name, cj) = jobs
+            .iter()
+            .find(|(_, cj)| {
+                cj.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("drctl.example.com/drill"))
+                    == Some(&d.name)
+            })
+            .unwrap_or_else(|| panic!("no CronJob for drill {}", d.name));
+        let spec = cj.spec.as_ref().unwrap();
+        assert_eq!(spec.schedule, s.cron.expr(), "{name}");
+        assert_eq!(spec.time_zone.as_deref(), Some(s.cron.tz_name()), "{name}");
+        assert_eq!(spec.suspend, Some(s.suspend), "{name}");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"), "{name}");
+        let job = spec.job_template.spec.as_ref().unwrap();
+        assert_eq!(job.backoff_limit, Some(0), "{name}");
+        assert_eq!(
+            job.active_deadline_seconds,
+            d.max_runtime.map(|m| m.as_secs() as i64),
+            "{name}"
+        );
+        let args = job.template.spec.as_ref().unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let file = repo_root().join(&args[1]);
+        assert_eq!(
+            drctl::drill::load_definition(&file)
+                .expect("the definition the CronJob runs")
+                .name,
+            d.name
+        );
+    }
+}

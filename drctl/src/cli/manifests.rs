@@ -38,7 +38,7 @@ fn k8s_name(drill: &str) -> String {
 /// The CronJob for one definition; `rel` is the definition's path as the
 /// image holds it (relative to its working directory, like the runbooks).
 pub fn cronjob(def: &DrillDef, rel: &Path, o: &CronJobOptions<'_>) -> Option<Value> {
-    let sched = def.schedule.as_ref()?;
+    let sched = def.schedule.as_ref().filter(|_| def.kubernetes)?;
     let mut args = vec![
         "drill".to_string(),
         rel.display().to_string(),
@@ -94,11 +94,15 @@ pub fn cronjob(def: &DrillDef, rel: &Path, o: &CronJobOptions<'_>) -> Option<Val
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                     "volumeMounts": [
                         {"name": "env", "mountPath": o.env_dir, "readOnly": true},
+                        {"name": "kubeconfig", "mountPath": "/etc/drctl/kubeconfig", "readOnly": true},
+                        {"name": "immudb-key", "mountPath": "/etc/drctl/immudb", "readOnly": true},
                         {"name": "tmp", "mountPath": "/tmp"}
                     ]
                 }],
                 "volumes": [
                     {"name": "env", "configMap": {"name": "drctl-env"}},
+                    {"name": "kubeconfig", "secret": {"secretName": "drctl-kubeconfig"}},
+                    {"name": "immudb-key", "secret": {"secretName": "drctl-immudb-key"}},
                     {"name": "tmp", "emptyDir": {}}
                 ]
             }

@@ -63,6 +63,9 @@ pub struct DrillDef {
     /// The drill's time budget: the daemon interrupts (resumably) a drill
     /// still running after it, and a CronJob's `activeDeadlineSeconds`.
     pub max_runtime: Option<Duration>,
+    /// Whether `drctl manifests cronjobs` makes a CronJob of it (`false`
+    /// for drills of the local lab, which only a local daemon can reach).
+    pub kubernetes: bool,
 }
 
 /// Whether a file is a drill definition rather than a runbook.
@@ -124,6 +127,10 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
     let max_runtime = r
         .opt("max_runtime")
         .and_then(|n| ctx.duration(n, "max_runtime"));
+    let kubernetes = r
+        .opt("kubernetes")
+        .and_then(|n| ctx.boolean(n, "kubernetes"))
+        .unwrap_or(true);
     r.finish(&mut ctx);
     if diags.has_errors() {
         return Err(diags);
@@ -142,6 +149,7 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
             rpo_target,
             schedule,
             max_runtime,
+            kubernetes,
         }),
         _ => Err(diags),
     }
