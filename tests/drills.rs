@@ -207,3 +207,90 @@ fn invalid_schedules_are_located_errors() {
         assert!(o.stderr.contains("d.yaml:"), "located: {}", o.stderr);
     }
 }
+
+/// `drills list` and `drills history` as an operator reads them, from a
+/// synthesized history (five drills, one with nothing measured, one that
+/// missed its target): unknowns stay unknown, deltas and medians skip them.
+#[test]
+fn list_and_history_text() {
+    let w = Work::new();
+    runbook(&w, "0");
+    definition(
+        &w,
+        "monthly",
+        "  cron: \"0 10 2 * *\"\n  timezone: Europe/Berlin\n  grace: 2d",
+    );
+    let store = w.store();
+    let recs = [
+        (
+            "2026-07-02T08:00:01.000Z",
+            Some(4200u64),
+            Some(900u64),
+            "succeeded",
+            "met",
+            "met",
+        ),
+        (
+            "2026-08-02T08:00:01.000Z",
+            Some(3900),
+            Some(1100),
+            "succeeded",
+            "met",
+            "met",
+        ),
+        (
+            "2026-09-02T08:00:01.000Z",
+            None,
+            None,
+            "failed",
+            "not_met",
+            "unknown",
+        ),
+        (
+            "2026-10-02T08:00:01.000Z",
+            Some(5100),
+            Some(800),
+            "succeeded",
+            "met",
+            "met",
+        ),
+        (
+            "2026-11-02T09:00:01.000Z",
+            Some(130000),
+            Some(700),
+            "succeeded",
+            "missed",
+            "met",
+        ),
+    ];
+    for (i, (at, rto, rpo, status, rv, pv)) in recs.iter().enumerate() {
+        let r = serde_json::json!({
+            "run_id": format!("2026110{i}T080001000Z-00000{i}"), "drill": "monthly", "mode": "full",
+            "status": status, "failed_at": at, "rto_ms": rto, "rto_target_ms": 120000,
+            "rpo_time_ms": rpo, "rpo_target_ms": 5000,
+            "rpo_truth": if i == 3 { serde_json::json!({"time_lost_ms": 800}) } else { Value::Null },
+            "rto_verdict": {"verdict": rv}, "rpo_verdict": {"verdict": pv},
+        });
+        drctl_tests::block_on(store.append_history("drills", &r)).unwrap();
+    }
+    let list = w.run(&[
+        "drills",
+        "list",
+        "--drills",
+        w.path().join("drills").to_str().unwrap(),
+        "--now",
+        "2026-11-20T12:00:00Z",
+    ]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let hist = w.run(&["drills", "history", "monthly", "--window", "3"]);
+    assert_eq!(hist.code, 0, "{hist:?}");
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(
+        &drctl_tests::regex_escape(&w.path().display().to_string()),
+        "[WORK]",
+    );
+    s.bind(|| {
+        insta::assert_snapshot!("drills_list", list.stdout);
+        insta::assert_snapshot!("drills_history", hist.stdout);
+    });
+}

@@ -64,6 +64,17 @@ fn list_entry(def: &DrillDef, records: &[Entry], now: DateTime<Utc>) -> Value {
     })
 }
 
+/// Ages and allowances in days and hours (an overdue monthly drill is
+/// "49d 3h", not "1179h").
+fn age(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 fn render_list(items: &[Value]) -> String {
     let mut out = String::new();
     for v in items {
@@ -122,16 +133,12 @@ fn render_list(items: &[Value]) -> String {
         }
         let o = &v["overdue"];
         if !o.is_null() {
-            let allowed = crate::duration::format_duration(Duration::from_secs(
-                o["allowed_s"].as_u64().unwrap_or(0),
-            ));
+            let allowed = age(o["allowed_s"].as_u64().unwrap_or(0));
             let text = match (o["overdue"].as_bool(), o["reason"].as_str()) {
                 (Some(true), Some(r)) => format!("OVERDUE: {r}"),
                 (Some(true), None) => format!(
                     "OVERDUE: last success {} ago, allowed {allowed}",
-                    crate::duration::format_duration(Duration::from_secs(
-                        o["since_success_s"].as_u64().unwrap_or(0)
-                    ))
+                    age(o["since_success_s"].as_u64().unwrap_or(0))
                 ),
                 _ => format!("no (last success {}, allowed {allowed})", s("last_success")),
             };

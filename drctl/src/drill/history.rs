@@ -172,8 +172,8 @@ pub fn render(trends: &[Trend], window: usize) -> String {
         "RPO est.".into(),
         "RPO truth".into(),
         "ΔRPO".into(),
-        "RTO target".into(),
-        "RPO target".into(),
+        "RTO vs target".into(),
+        "RPO vs target".into(),
     ]];
     for t in trends {
         let e = &t.entry;
