@@ -294,3 +294,59 @@ fn list_and_history_text() {
         insta::assert_snapshot!("drills_history", hist.stdout);
     });
 }
+
+/// A definition's notifications reach the environment's notify targets:
+/// started, finished, and target missed (here the RTO target is 1 ms, so
+/// the drill exits 12), and the webhook URL (a secret) stays out of the
+/// journal and the output.
+#[test]
+fn drill_notifications_started_finished_and_target_missed() {
+    let w = Work::new();
+    runbook(&w, "0.05");
+    let hook = drctl_tests::TinyHttp::start(200, "ok");
+    let env = w.write(
+        "env.yaml",
+        "name: n\nactive_region: a\nregions:\n  a: {}\n  b: {}\nnotify:\n  - {type: slack, name: chat, webhook_url: \"env:T_SLACK\"}\n",
+    );
+    let def = w.write(
+        "d.yaml",
+        &format!(
+            "name: told\nrunbook: rb.yaml\nenvironment: {}\nparams:\n  drill: told\ntargets:\n  rto: 1ms\nnotify:\n  on: [started, finished, target_missed]\n  targets: [chat]\n",
+            env.display()
+        ),
+    );
+    let secret_url = hook.url("/hooks/T0KEN-s3cr3t-path");
+    let o = drctl_tests::Out::from(
+        w.cmd(&["drill", def.to_str().unwrap(), "--yes"])
+            .env("T_SLACK", &secret_url)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(o.code, 12, "{o:?}");
+    assert!(wait_until(Duration::from_secs(5), || hook
+        .requests
+        .lock()
+        .unwrap()
+        .len()
+        == 3));
+    let reqs = hook.requests.lock().unwrap().clone();
+    assert!(
+        reqs[0].contains("drill `told` (full, runbook `tiny-drill`) started"),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs[1].contains("finished (exit 12, target-missed)"),
+        "{reqs:?}"
+    );
+    assert!(reqs[1].contains("RTO"), "{reqs:?}");
+    assert!(
+        reqs[2].contains("did not show its RTO/RPO targets met"),
+        "{reqs:?}"
+    );
+    let run = w.runs().pop().unwrap();
+    assert!(reqs.iter().all(|r| r.contains(&run)), "each names the run");
+    let journal = String::from_utf8_lossy(&w.journal_bytes(&run)).into_owned();
+    for hay in [&journal, &o.stdout, &o.stderr] {
+        assert!(!hay.contains("T0KEN-s3cr3t-path"), "secret leaked: {hay}");
+    }
+}

@@ -106,58 +106,16 @@ impl ActionKind for Notify {
         )))
     }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
-        let targets: Vec<_> = match &ctx.env {
-            Some(env) => env
-                .notify
-                .iter()
-                .filter(|t| p.targets.is_empty() || p.targets.contains(&t.name))
-                .cloned()
-                .collect(),
-            None => Vec::new(),
-        };
-        let client = reqwest::Client::builder()
-            .timeout(ctx.remaining().min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
         let text = format!("[drctl {} {}] {}", ctx.mode.as_str(), ctx.run_id, p.message);
-        let (mut sent, mut failed) = (Vec::new(), Vec::new());
-        for t in &targets {
-            let res = match t.kind.as_str() {
-                "slack" => {
-                    let url = secret_field(&t.config, "webhook_url")?;
-                    let mut body = json!({ "text": text });
-                    if let Some(ch) = t.config.get("channel") {
-                        body["channel"] = ch.clone();
-                    }
-                    client.post(url).json(&body).send().await
-                }
-                _ => {
-                    let key = secret_field(&t.config, "routing_key")?;
-                    let url = t
-                        .config
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .unwrap_or(PAGERDUTY_URL)
-                        .to_string();
-                    let body = json!({
-                        "routing_key": key,
-                        "event_action": "trigger",
-                        "dedup_key": format!("drctl-{}", ctx.run_id),
-                        "payload": {
-                            "summary": text,
-                            "source": "drctl",
-                            "severity": p.severity,
-                        }
-                    });
-                    client.post(url).json(&body).send().await
-                }
-            };
-            match res {
-                Ok(r) if r.status().is_success() => sent.push(t.name.clone()),
-                Ok(r) => failed.push(format!("{}: HTTP {}", t.name, r.status())),
-                Err(e) => failed.push(format!("{}: {}", t.name, crate::diag::error_chain(&e))),
-            }
-        }
+        let (sent, failed) = send(
+            ctx.env.as_deref(),
+            &p.targets,
+            &text,
+            &p.severity,
+            &ctx.run_id,
+            ctx.remaining().min(Duration::from_secs(10)),
+        )
+        .await?;
         if p.required && !failed.is_empty() {
             return Err(ActionError::failed(format!(
                 "notification failed: {}",
@@ -172,4 +130,70 @@ impl ActionKind for Notify {
         out.insert("failed".into(), json!(failed));
         Ok(out)
     }
+}
+
+/// Sends `text` to the environment's notify targets named in `targets`
+/// (all when empty); returns the names reached and the failures. Used by
+/// the `notify` step and by drill notifications. Secrets (webhook URLs,
+/// routing keys) are resolved here and never returned.
+pub async fn send(
+    env: Option<&crate::environment::Environment>,
+    targets: &[String],
+    text: &str,
+    severity: &str,
+    dedup: &str,
+    timeout: Duration,
+) -> Result<(Vec<String>, Vec<String>), ActionError> {
+    let targets: Vec<_> = match env {
+        Some(env) => env
+            .notify
+            .iter()
+            .filter(|t| targets.is_empty() || targets.contains(&t.name))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ActionError::failed(format!("http client: {e}")))?;
+    let (mut sent, mut failed) = (Vec::new(), Vec::new());
+    for t in &targets {
+        let res = match t.kind.as_str() {
+            "slack" => {
+                let url = secret_field(&t.config, "webhook_url")?;
+                let mut body = json!({ "text": text });
+                if let Some(ch) = t.config.get("channel") {
+                    body["channel"] = ch.clone();
+                }
+                client.post(url).json(&body).send().await
+            }
+            _ => {
+                let key = secret_field(&t.config, "routing_key")?;
+                let url = t
+                    .config
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or(PAGERDUTY_URL)
+                    .to_string();
+                let body = json!({
+                    "routing_key": key,
+                    "event_action": "trigger",
+                    "dedup_key": format!("drctl-{dedup}"),
+                    "payload": {
+                        "summary": text,
+                        "source": "drctl",
+                        "severity": severity,
+                    }
+                });
+                client.post(url).json(&body).send().await
+            }
+        };
+        match res {
+            Ok(r) if r.status().is_success() => sent.push(t.name.clone()),
+            Ok(r) => failed.push(format!("{}: HTTP {}", t.name, r.status())),
+            Err(e) => failed.push(format!("{}: {}", t.name, crate::diag::error_chain(&e))),
+        }
+    }
+    Ok((sent, failed))
 }

@@ -17,6 +17,112 @@ use crate::drill::{DrillDef, HISTORY};
 use crate::exit;
 use crate::store::Store;
 
+/// How one drill runs beyond its runbook and flags.
+pub struct DrillOpts {
+    pub label: crate::drill::DrillLabel,
+    /// RTO/RPO targets overriding the runbook's.
+    pub targets: (Option<Duration>, Option<Duration>),
+    pub notify: Option<crate::drill::DrillNotify>,
+    /// The run id to use (the scheduler's claim); a fresh one otherwise.
+    pub run_id: Option<String>,
+}
+
+/// Drill notifications (started, finished, target missed) through the
+/// environment's notify targets. A notification that cannot be delivered
+/// is logged, never fails the drill (like a `notify` step by default).
+pub struct Notifier {
+    cfg: Option<crate::drill::DrillNotify>,
+    env: Option<Arc<crate::environment::Environment>>,
+    run_id: String,
+    what: String,
+}
+
+impl Notifier {
+    pub fn new(
+        cfg: Option<crate::drill::DrillNotify>,
+        env: Option<Arc<crate::environment::Environment>>,
+        run_id: &str,
+        label: &crate::drill::DrillLabel,
+        runbook: &str,
+    ) -> Self {
+        let what = match &label.name {
+            Some(n) => format!("drill `{n}` ({}, runbook `{runbook}`)", label.mode.as_str()),
+            None => format!("drill of runbook `{runbook}`"),
+        };
+        Notifier {
+            cfg,
+            env,
+            run_id: run_id.to_string(),
+            what,
+        }
+    }
+
+    async fn send(&self, text: String, severity: &str, dedup: String) {
+        let Some(cfg) = &self.cfg else { return };
+        let text = format!("[drctl drill {}] {text}", self.run_id);
+        match crate::actions::notify::send(
+            self.env.as_deref(),
+            &cfg.targets,
+            &text,
+            severity,
+            &dedup,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok((_, failed)) => {
+                for f in failed {
+                    tracing::warn!(target_failure = %f, "drill notification not delivered");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "drill notification not sent"),
+        }
+    }
+
+    pub async fn started(&self) {
+        if self.cfg.as_ref().is_some_and(|c| c.started) {
+            self.send(
+                format!("{} started", self.what),
+                "info",
+                self.run_id.clone(),
+            )
+            .await;
+        }
+    }
+
+    /// `summary` is the drill's printed summary; `code` its exit code.
+    pub async fn finished(&self, summary: &str, code: i32) {
+        let Some(cfg) = &self.cfg else { return };
+        if cfg.finished {
+            let severity = if code == exit::OK { "info" } else { "warning" };
+            let verdict = exit::TABLE
+                .iter()
+                .find(|(c, _, _)| *c == code)
+                .map_or("unknown exit", |(_, name, _)| name);
+            self.send(
+                format!(
+                    "{} finished (exit {code}, {verdict}):\n{summary}",
+                    self.what
+                ),
+                severity,
+                self.run_id.clone(),
+            )
+            .await;
+        }
+        if cfg.target_missed && code == exit::TARGET_MISSED {
+            self.send(
+                format!(
+                    "{} did not show its RTO/RPO targets met:\n{summary}",
+                    self.what
+                ),
+                "error",
+                format!("{}-target", self.run_id),
+            )
+            .await;
+        }
+    }
+}
+
 /// Loads every definition in `dir`, located errors on failure (exit 3).
 pub fn load_defs(dir: &Path) -> Result<Vec<DrillDef>, CliError> {
     crate::drill::load_dir(dir).map_err(CliError::invalid)

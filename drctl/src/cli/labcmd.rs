@@ -29,21 +29,17 @@ pub async fn cmd_drill(
         )
         .await;
     }
-    let label = crate::drill::DrillLabel {
-        name: None,
-        mode: crate::drill::DrillMode::Full,
+    let opts = super::drillscmd::DrillOpts {
+        label: crate::drill::DrillLabel {
+            name: None,
+            mode: crate::drill::DrillMode::Full,
+        },
+        targets: (None, None),
+        notify: None,
+        run_id: None,
     };
     run_drill(
-        file,
-        region,
-        inject_lag,
-        args,
-        (None, None),
-        label,
-        store,
-        output,
-        registry,
-        None,
+        file, region, inject_lag, args, opts, store, output, registry,
     )
     .await
 }
@@ -69,21 +65,24 @@ pub async fn run_definition(
     let mut params = def.params.clone();
     params.extend(a.params.iter().cloned());
     a.params = params;
-    let label = crate::drill::DrillLabel {
-        name: Some(def.name.clone()),
-        mode: def.mode,
+    let opts = super::drillscmd::DrillOpts {
+        label: crate::drill::DrillLabel {
+            name: Some(def.name.clone()),
+            mode: def.mode,
+        },
+        targets: (def.rto_target, def.rpo_target),
+        notify: def.notify.clone(),
+        run_id,
     };
     run_drill(
         &def.runbook,
         region,
         inject_lag.or(def.inject_lag),
         &a,
-        (def.rto_target, def.rpo_target),
-        label,
+        opts,
         store,
         output,
         registry,
-        run_id,
     )
     .await
 }
@@ -94,13 +93,12 @@ async fn run_drill(
     region: Option<&str>,
     inject_lag: Option<Duration>,
     args: &RunArgs,
-    targets: (Option<Duration>, Option<Duration>),
-    label: crate::drill::DrillLabel,
+    opts: super::drillscmd::DrillOpts,
     store: Arc<dyn Store>,
     output: OutputFormat,
     registry: &Arc<Registry>,
-    run_id: Option<String>,
 ) -> Result<i32, CliError> {
+    let targets = opts.targets;
     let mut prepared = super::runs::prepare(
         runbook,
         region,
@@ -119,7 +117,10 @@ async fn run_drill(
         rb.rpo = targets.1.or(rb.rpo);
         prepared.spec.runbook = Arc::new(rb);
     }
-    prepared.spec.run_id = run_id;
+    // Named up front: the scheduler claims its slot with it, and the
+    // "started" notification carries it.
+    let run_id = opts.run_id.unwrap_or_else(crate::engine::new_run_id);
+    prepared.spec.run_id = Some(run_id.clone());
     let lab = prepared
         .spec
         .env
@@ -142,16 +143,32 @@ async fn run_drill(
         &format!("About to run drill `{}`.", prepared.spec.runbook.name),
         args.yes,
     )?;
+    let tell = super::drillscmd::Notifier::new(
+        opts.notify,
+        prepared.spec.env.clone(),
+        &run_id,
+        &opts.label,
+        &prepared.spec.runbook.name,
+    );
+    tell.started().await;
     let r = crate::drill::run(
         store,
         prepared.spec,
         lab,
         crate::drill::Injection { lag: inject_lag },
-        label,
+        opts.label,
         ui::human_ui(output == OutputFormat::Json),
     )
-    .await
-    .map_err(CliError::from)?;
+    .await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            let e = CliError::from(e);
+            tell.finished(&format!("could not run: {}", e.message), e.code)
+                .await;
+            return Err(e);
+        }
+    };
     if output == OutputFormat::Json {
         ui::out(&serde_json::json!({
             "run_id": r.outcome.run_id, "status": r.outcome.status.as_str(), "measurements": r.measurements,
@@ -160,12 +177,19 @@ async fn run_drill(
     } else {
         ui::out(&crate::drill::summary(&r));
     }
+    let code = drill_code(&r);
+    let summary = crate::drill::summary(&r);
+    tell.finished(summary.trim_end(), code).await;
+    Ok(code)
+}
+
+/// The drill's exit code: the run's, or `TARGET_MISSED` when a target the
+/// drill could not show met (unknown figure, no proof of recovery).
+fn drill_code(r: &crate::drill::DrillResult) -> i32 {
     let code = super::runs::outcome_code(&r.outcome);
     if code != exit::OK {
-        return Ok(code);
+        return code;
     }
-    // A target the drill could not show met (unknown figure, no proof of
-    // recovery) is not a pass.
     let unproven = |v: &crate::measure::Verdict| {
         !matches!(
             v,
@@ -176,13 +200,11 @@ async fn run_drill(
         .measurements
         .as_ref()
         .is_some_and(|m| unproven(&m.rto_verdict) || unproven(&m.rpo_verdict));
-    Ok(
-        if not_met || r.rto_met == Some(false) || r.rpo_met == Some(false) {
-            exit::TARGET_MISSED
-        } else {
-            exit::OK
-        },
-    )
+    if not_met || r.rto_met == Some(false) || r.rpo_met == Some(false) {
+        exit::TARGET_MISSED
+    } else {
+        exit::OK
+    }
 }
 
 fn lab_dir(dir: &Option<PathBuf>, state: &Path) -> PathBuf {

@@ -41,6 +41,16 @@ pub struct DrillSchedule {
     pub grace: Duration,
 }
 
+/// When a drill tells people, through the environment's `notify` targets.
+#[derive(Debug, Clone)]
+pub struct DrillNotify {
+    pub started: bool,
+    pub finished: bool,
+    pub target_missed: bool,
+    /// Environment notify target names; empty: all of them.
+    pub targets: Vec<String>,
+}
+
 /// Default grace before a drill counts as overdue.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -63,6 +73,7 @@ pub struct DrillDef {
     /// The drill's time budget: the daemon interrupts (resumably) a drill
     /// still running after it, and a CronJob's `activeDeadlineSeconds`.
     pub max_runtime: Option<Duration>,
+    pub notify: Option<DrillNotify>,
     /// Whether `drctl manifests cronjobs` makes a CronJob of it (`false`
     /// for drills of the local lab, which only a local daemon can reach).
     pub kubernetes: bool,
@@ -127,6 +138,7 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
     let max_runtime = r
         .opt("max_runtime")
         .and_then(|n| ctx.duration(n, "max_runtime"));
+    let notify = r.opt("notify").and_then(|n| notify(&mut ctx, n));
     let kubernetes = r
         .opt("kubernetes")
         .and_then(|n| ctx.boolean(n, "kubernetes"))
@@ -149,6 +161,7 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
             rpo_target,
             schedule,
             max_runtime,
+            notify,
             kubernetes,
         }),
         _ => Err(diags),
@@ -168,6 +181,47 @@ fn mode(ctx: &mut Ctx<'_>, n: &Node) -> Option<DrillMode> {
             None
         }
     }
+}
+
+/// `notify: {on: [started, finished, target_missed], targets: [NAME, …]}`;
+/// `on` defaults to all three.
+fn notify(ctx: &mut Ctx<'_>, n: &Node) -> Option<DrillNotify> {
+    let mut r = MapReader::new(ctx, n, "notify")?;
+    let mut out = DrillNotify {
+        started: true,
+        finished: true,
+        target_missed: true,
+        targets: Vec::new(),
+    };
+    if let Some(on) = r.opt("on") {
+        if let Some(items) = on.as_seq() {
+            out.started = false;
+            out.finished = false;
+            out.target_missed = false;
+            for i in items {
+                match ctx.one_of(i, &["started", "finished", "target_missed"], "notify.on") {
+                    Some("started") => out.started = true,
+                    Some("finished") => out.finished = true,
+                    Some(_) => out.target_missed = true,
+                    None => {}
+                }
+            }
+        } else {
+            ctx.expected(
+                on,
+                "a list of events (started, finished, target_missed)",
+                "notify.on",
+            );
+        }
+    }
+    if let Some(t) = r.opt("targets") {
+        out.targets = ctx
+            .string_list(t, "notify.targets")
+            .map(|v| v.into_iter().map(|(s, _)| s).collect())
+            .unwrap_or_default();
+    }
+    r.finish(ctx);
+    Some(out)
 }
 
 /// `schedule: "0 3 * * 1"` (UTC, defaults) or a mapping with `cron`,

@@ -29,7 +29,7 @@ mod definition;
 pub mod history;
 pub mod scheduler;
 pub use definition::{
-    is_definition, load_definition, load_dir, DrillDef, DrillMode, DrillSchedule,
+    is_definition, load_definition, load_dir, DrillDef, DrillMode, DrillNotify, DrillSchedule,
 };
 
 pub const HISTORY: &str = "drills";
