@@ -22,6 +22,7 @@ pub mod journal;
 pub mod kube;
 pub mod lab;
 pub mod measure;
+pub mod metrics;
 pub mod pgconn;
 pub mod postgres;
 pub mod registry;

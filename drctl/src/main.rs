@@ -386,12 +386,45 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let (store, _scratch) = open_store_to_read(&cli, None).await?;
             cli::drillscmd::cmd_history(name.as_deref(), *window, store, output).await
         }
-        Command::Daemon { drills, once, now } => {
+        Command::Daemon {
+            drills,
+            once,
+            now,
+            metrics,
+            metrics_listen,
+        } => {
             let now = now.as_deref().map(|n| clock(Some(n))).transpose()?;
             let defs = cli::drillscmd::load_defs(drills)?;
             let env = daemon_env(&cli, &defs)?;
             let store = open_store(&cli, env.as_deref(), OpenMode::Create, true).await?;
-            cli::drillscmd::cmd_daemon(drills, *once, now, store, &registry, output).await
+            let m = cli::drillscmd::MetricsOut {
+                push: metrics.push.clone(),
+                textfile: metrics.textfile.clone(),
+            };
+            cli::drillscmd::cmd_daemon(
+                drills,
+                *once,
+                now,
+                &m,
+                metrics_listen.as_deref(),
+                store,
+                &registry,
+                output,
+            )
+            .await
+        }
+        Command::Drills(cli::DrillsCmd::Metrics {
+            drills,
+            metrics,
+            now,
+        }) => {
+            let now = clock(now.as_deref())?;
+            let (store, _scratch) = open_store_to_read(&cli, None).await?;
+            let m = cli::drillscmd::MetricsOut {
+                push: metrics.push.clone(),
+                textfile: metrics.textfile.clone(),
+            };
+            cli::drillscmd::cmd_metrics(drills, &m, store, now).await
         }
         Command::Manifests(cli::ManifestsCmd::Cronjobs {
             drills,

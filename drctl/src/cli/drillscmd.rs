@@ -293,6 +293,98 @@ pub async fn cmd_history(
     Ok(exit::OK)
 }
 
+/// Where drill metrics go besides stdout.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsOut {
+    /// A Pushgateway base URL (push-add, job `drctl_drill`).
+    pub push: Option<String>,
+    /// A node_exporter textfile (written atomically).
+    pub textfile: Option<std::path::PathBuf>,
+}
+
+/// Computes the drill gauges from the store's history and sends them where
+/// `out` says; returns the exposition text.
+pub async fn export_metrics(
+    store: &Arc<dyn Store>,
+    defs: &[DrillDef],
+    out: &MetricsOut,
+    now: DateTime<Utc>,
+) -> Result<String, CliError> {
+    let records = store.read_history(HISTORY).await?;
+    let gauges = crate::drill::metrics::gauges(defs, &records, now);
+    let fail = |e: crate::metrics::MetricsError| {
+        CliError::new(exit::INTERNAL, format!("drill metrics: {}", crate::diag::error_chain(&e)))
+            .hint("check the Pushgateway URL (--push) and that the textfile's directory is writable (--textfile)")
+    };
+    if let Some(url) = &out.push {
+        crate::metrics::push_add(
+            url,
+            "drctl_drill",
+            &Default::default(),
+            &gauges,
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(fail)?;
+    }
+    if let Some(path) = &out.textfile {
+        let (path, g) = (path.clone(), gauges.clone());
+        tokio::task::spawn_blocking(move || crate::metrics::write_textfile(&path, &g))
+            .await
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("textfile task: {e}")))?
+            .map_err(fail)?;
+    }
+    Ok(crate::metrics::render(&gauges))
+}
+
+/// `drctl drills metrics`: print, push or write the drill gauges.
+pub async fn cmd_metrics(
+    dir: &Path,
+    out: &MetricsOut,
+    store: Arc<dyn Store>,
+    now: DateTime<Utc>,
+) -> Result<i32, CliError> {
+    let defs = load_defs(dir)?;
+    let text = export_metrics(&store, &defs, out, now).await?;
+    if out.push.is_none() && out.textfile.is_none() {
+        ui::out(text.trim_end());
+    }
+    Ok(exit::OK)
+}
+
+/// Serves `/metrics` (the drill gauges, fresh from the store) until the
+/// task is aborted.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    defs: Arc<Vec<DrillDef>>,
+) {
+    let handler: crate::lab::http::Handler = Arc::new(move |method, path, _body| {
+        let (store, defs) = (store.clone(), defs.clone());
+        Box::pin(async move {
+            let text = if method == "GET" && path.split('?').next() == Some("/metrics") {
+                export_metrics(&store, &defs, &MetricsOut::default(), Utc::now())
+                    .await
+                    .map_err(|e| e.message)
+            } else {
+                return crate::lab::http::json(404, json!({"error": "only GET /metrics"}));
+            };
+            let (status, body) = match text {
+                Ok(t) => (200, t),
+                Err(e) => (503, format!("# drill metrics unavailable: {e}\n")),
+            };
+            let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        })
+    });
+    crate::lab::http::serve(listener, handler).await
+}
+
 /// Runs drills in-process for the scheduler, like `drctl drill FILE --yes`.
 struct CliRunner {
     store: Arc<dyn Store>,
@@ -374,6 +466,15 @@ impl DrillRunner for CliRunner {
     }
 }
 
+/// Stops the `/metrics` server with the daemon.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn action_text(name: &str, a: &Action) -> String {
     match a {
         Action::Registered => format!("{name}: registered; its schedule starts now"),
@@ -404,15 +505,29 @@ fn action_text(name: &str, a: &Action) -> String {
 }
 
 /// `drctl daemon`: lead (store lease), tick, sleep until the next slot.
+#[allow(clippy::too_many_arguments)]
 pub async fn cmd_daemon(
     dir: &Path,
     once: bool,
     now_override: Option<DateTime<Utc>>,
+    metrics: &MetricsOut,
+    listen: Option<&str>,
     store: Arc<dyn Store>,
     registry: &Arc<Registry>,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
     let defs = load_defs(dir)?;
+    let _server = match listen {
+        None => None,
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                CliError::new(exit::USAGE, format!("--metrics-listen {addr}: {e}"))
+                    .hint("an address such as 127.0.0.1:9187 that nothing else listens on")
+            })?;
+            let task = tokio::spawn(serve_metrics(l, store.clone(), Arc::new(defs.clone())));
+            Some(AbortOnDrop(task))
+        }
+    };
     let runner = CliRunner {
         store: store.clone(),
         registry: registry.clone(),
@@ -461,6 +576,18 @@ pub async fn cmd_daemon(
         }
         if lease.is_some() {
             let actions = scheduler::tick(&store, &defs, now, &runner).await?;
+            let ran = actions
+                .iter()
+                .any(|(_, a)| matches!(a, Action::Ran { .. } | Action::Resumed { .. }));
+            if ran && (metrics.push.is_some() || metrics.textfile.is_some()) {
+                // A scheduler keeps scheduling when the Pushgateway is down.
+                if let Err(e) = export_metrics(&store, &defs, metrics, now).await {
+                    tracing::warn!(error = %e.message, "drill metrics not exported");
+                    if once {
+                        ui::err(&e.render());
+                    }
+                }
+            }
             for (name, a) in &actions {
                 let line = action_text(name, a);
                 tracing::info!(drill = %name, "{line}");

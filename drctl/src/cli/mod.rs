@@ -245,6 +245,11 @@ pub enum Command {
         /// Pretend it is this time (RFC 3339): tests drive the clock.
         #[arg(long, hide = true)]
         now: Option<String>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        /// Serve the drill gauges on http://ADDR/metrics (e.g. 127.0.0.1:9187).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Generate Kubernetes manifests from drctl's definitions.
     #[command(subcommand)]
@@ -288,6 +293,17 @@ pub enum DrillsCmd {
         #[arg(long, hide = true)]
         now: Option<String>,
     },
+    /// The drill gauges (Prometheus text), computed from the history; or pushed / written.
+    Metrics {
+        /// Directory of drill definitions (for overdue allowances).
+        #[arg(long, default_value = "drills")]
+        drills: PathBuf,
+        #[command(flatten)]
+        metrics: MetricsArgs,
+        /// Pretend it is this time (RFC 3339): tests drive the clock.
+        #[arg(long, hide = true)]
+        now: Option<String>,
+    },
     /// Past drills with RTO/RPO, targets, the change against the previous drill and the median.
     History {
         /// Only this drill (a definition's name).
@@ -296,6 +312,17 @@ pub enum DrillsCmd {
         #[arg(long, default_value_t = 5)]
         window: usize,
     },
+}
+
+/// Where drill metrics go.
+#[derive(Debug, Args, Clone)]
+pub struct MetricsArgs {
+    /// Push-add the drill gauges to this Pushgateway (job `drctl_drill`).
+    #[arg(long, value_name = "URL")]
+    pub push: Option<String>,
+    /// Write the drill gauges to this node_exporter textfile (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,7 @@ use crate::store::{Store, StoreError};
 
 mod definition;
 pub mod history;
+pub mod metrics;
 pub mod scheduler;
 pub use definition::{
     is_definition, load_definition, load_dir, DrillDef, DrillMode, DrillNotify, DrillSchedule,

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 server on loopback (hyper), for the lab's demo apps
-//! and its control endpoint. Not a general web framework on purpose.
+//! A minimal HTTP/1.1 server (hyper), for the lab's demo apps, its
+//! control endpoint and `drctl daemon --metrics-listen`. Not a general web
+//! framework on purpose.
 
 use std::future::Future;
 use std::pin::Pin;
