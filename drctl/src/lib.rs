@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod actions;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod decode;
@@ -22,6 +23,7 @@ pub mod journal;
 pub mod kube;
 pub mod lab;
 pub mod measure;
+pub mod metrics;
 pub mod pgconn;
 pub mod postgres;
 pub mod registry;

@@ -1,6 +1,7 @@
 //! The command-line edge: argument parsing, human/JSON output, and the
 //! mapping of library errors to documented exit codes ([`crate::exit`]).
 
+pub mod backupcmd;
 pub mod error;
 pub mod immudbcmd;
 pub mod inspect;
@@ -247,6 +248,9 @@ pub enum Command {
     /// immudb audit ledger: trusted-state custody and offline proof checks.
     #[command(subcommand)]
     Immudb(ImmudbCmd),
+    /// Restore the active region's backups into a scratch instance and prove
+    /// them (runs runbooks/verify-backups.yaml; exit codes 30-34 say what failed).
+    VerifyBackup(backupcmd::VerifyBackupArgs),
     /// The state store: initialise, check, migrate, prune.
     #[command(subcommand)]
     State(StateCmd),

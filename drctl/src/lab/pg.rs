@@ -127,7 +127,7 @@ pub fn chown(path: &Path, who: RunAs) -> Result<(), LabError> {
     Ok(())
 }
 
-fn command(bin: &Path, who: RunAs) -> tokio::process::Command {
+pub(crate) fn command(bin: &Path, who: RunAs) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(bin);
     if who.drop {
         c.uid(who.uid).gid(who.gid);
