@@ -63,9 +63,10 @@ impl Primary {
             ],
         );
         let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nwal_level = replica\narchive_mode = on\n\
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{r}'\nwal_level = replica\narchive_mode = on\n\
              archive_command = 'test ! -f {a}/%f && cp %p {a}/%f'\nmax_wal_senders = 5\nshared_buffers = 32MB\nfsync = off\n",
-            a = p.archive.display()
+            a = p.archive.display(),
+            r = p.root.display()
         );
         std::fs::OpenOptions::new()
             .append(true)
@@ -138,6 +139,17 @@ impl Primary {
             "segment {seg} archived"
         );
         seg
+    }
+
+    /// Waits until the server reports `seg` archived (any archive_command).
+    fn wait_archived(&self, seg: &str) {
+        assert!(
+            wait_until(Duration::from_secs(30), || self
+                .sql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
+                .as_str()
+                >= seg),
+            "segment {seg} archived"
+        );
     }
 
     fn basebackup(&self, name: &str, format: &str) -> PathBuf {
@@ -621,4 +633,66 @@ fn kill_9_during_the_restore_leaves_no_running_server_after_cleanup_or_the_next_
         assert!(!data.exists());
         assert_scratch_clean(&w);
     }
+}
+
+#[test]
+fn a_pgbackrest_backup_restores_to_the_repositorys_newest_segment() {
+    let p = Primary::start();
+    let conf = p.root.join("pgbackrest.conf");
+    let r = p.root.display();
+    let text = format!(
+        "[global]\nrepo1-path={r}/pgbr\nlog-path={r}/pgbr-log\nlock-path={r}/pgbr-lock\nlog-level-file=off\nstart-fast=y\narchive-timeout=30\n\
+         [main]\npg1-path={r}/data\npg1-port={}\npg1-socket-path={r}\npg1-user=postgres\n",
+        p.port
+    );
+    std::fs::write(&conf, text).unwrap();
+    p.as_server(
+        Path::new("mkdir"),
+        &[
+            &format!("{r}/pgbr"),
+            &format!("{r}/pgbr-log"),
+            &format!("{r}/pgbr-lock"),
+        ],
+    );
+    let c = conf.display().to_string();
+    p.sql(&format!("alter system set archive_command = 'pgbackrest --config={c} --stanza=main archive-push %p'"));
+    p.sql("select pg_reload_conf()");
+    let br = |args: &[&str]| {
+        let mut a = vec![format!("--config={c}"), "--stanza=main".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        p.as_server(Path::new("pgbackrest"), &a)
+    };
+    br(&["stanza-create"]);
+    p.heartbeats(1, 20);
+    br(&["--type=full", "backup"]);
+    for k in 0..3 {
+        p.heartbeats(21 + 5 * k, 25 + 5 * k);
+        let seg = p.sql("select pg_walfile_name(pg_switch_wal())");
+        p.wait_archived(&seg);
+    }
+    let w = work();
+    let src = format!("      br: {{kind: pgbackrest, stanza: main, pgbackrest_config: \"{c}\", superuser: postgres}}\n");
+    let env = p.env(&w, "env.yaml", &src);
+    let before = tree_hash(&p.root.join("pgbr"));
+    let o = verify(&w, &env, &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        tree_hash(&p.root.join("pgbr")),
+        before,
+        "the repository is only read"
+    );
+    let out = w.outputs(&w.runs().pop().unwrap(), "verify");
+    let s = &out["sources"][0];
+    assert_eq!(s["recovered_heartbeat_id"], 35, "{s}");
+    assert_eq!(s["rpo_gap_bytes"], 0, "{s}");
+    assert!(
+        s["expected_method"]
+            .as_str()
+            .unwrap()
+            .contains("pgbackrest info"),
+        "{s}"
+    );
+    assert!(s["backup_label"].as_str().unwrap().ends_with('F'), "{s}");
+    assert_scratch_clean(&w);
 }

@@ -75,6 +75,19 @@ impl PgVerifyBackup {
     }
 }
 
+/// `name` found in `$PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+}
+
 /// The metrics of one source's verification. A figure not measured is
 /// left out; the success timestamp only on success (push-add keeps the
 /// previous one otherwise).
@@ -166,6 +179,10 @@ async fn verify_one(
     let res = match &source.kind {
         Kind::BaseBackup { .. } => {
             restore::verify_basebackup(source, &p.opts, &p.scratch, ctx, &mut report).await
+        }
+        Kind::PgBackRest { .. } => {
+            super::pgbackrest::verify_pgbackrest(source, &p.opts, &p.scratch, ctx, &mut report)
+                .await
         }
         Kind::PgDump { .. } => {
             super::dump::verify_dump(source, &p.opts, &p.scratch, ctx, &mut report).await
@@ -326,6 +343,27 @@ impl ActionKind for PgVerifyBackup {
                         p.scratch.display()
                     ))
                 }),
+                // Preflight runs no command: the binary and its
+                // configuration are looked at, `pgbackrest info` is not run.
+                Kind::PgBackRest { stanza, config } => on_path("pgbackrest")
+                    .ok_or_else(|| {
+                        BackupError::verify(Class::CouldNotRun, "pgbackrest is not on PATH")
+                    })
+                    .and_then(|b| {
+                        if let Some(c) = config {
+                            std::fs::metadata(c).map_err(|e| {
+                                BackupError::verify(
+                                    Class::CouldNotRun,
+                                    format!("cannot read {}: {e}", c.display()),
+                                )
+                            })?;
+                        }
+                        Ok(format!(
+                            "`{}`: pgbackrest stanza {stanza} ({}); the newest backup is found when the step runs",
+                            s.name,
+                            b.display()
+                        ))
+                    }),
                 Kind::PgDump { dump_file, .. } => std::fs::metadata(dump_file)
                     .map_err(|e| {
                         BackupError::verify(

@@ -43,14 +43,16 @@ impl SegName {
 pub struct ArchiveView {
     pub segments: Vec<SegName>,
     /// The newest segment (highest timeline, then position) and when it
-    /// was archived (its file's mtime).
-    pub newest: Option<(SegName, SystemTime)>,
+    /// was archived (its file's mtime), when known.
+    pub newest: Option<(SegName, Option<SystemTime>)>,
     pub bytes: u64,
+    /// Where the view comes from, for the report's method.
+    pub what: String,
 }
 
 pub fn scan(dir: &Path) -> std::io::Result<ArchiveView> {
     let mut segments = Vec::new();
-    let mut newest: Option<(SegName, SystemTime)> = None;
+    let mut newest: Option<(SegName, Option<SystemTime>)> = None;
     let mut bytes = 0;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
@@ -62,11 +64,12 @@ pub fn scan(dir: &Path) -> std::io::Result<ArchiveView> {
         bytes += md.len();
         segments.push(s);
         if newest.is_none_or(|(n, _)| s > n) {
-            newest = Some((s, md.modified()?));
+            newest = Some((s, Some(md.modified()?)));
         }
     }
     segments.sort();
     Ok(ArchiveView {
+        what: format!("{} segments in {}", segments.len(), dir.display()),
         segments,
         newest,
         bytes,

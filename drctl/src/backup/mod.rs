@@ -18,6 +18,8 @@
 pub mod action;
 pub mod archive;
 pub mod dump;
+pub mod instance;
+pub mod pgbackrest;
 pub mod restore;
 pub mod scratch;
 pub mod source;

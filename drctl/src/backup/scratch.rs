@@ -56,41 +56,27 @@ fn postmaster_of(data: &Path) -> Option<u32> {
     cmd.contains(&data.display().to_string()).then_some(pid)
 }
 
-/// SIGKILL to a server and its process group, then waits (bounded) until
-/// it is gone. A scratch copy has nothing worth a clean shutdown here.
+/// SIGKILL to a server and every process it started, then waits
+/// (bounded) until they are gone. Its backends are not in its process
+/// group (PostgreSQL puts each child in a session of its own), so they are
+/// found by parent pid. A scratch copy has nothing worth a clean shutdown.
 fn kill_server(pid: u32) {
+    let children = crate::lab::pg::children_of(pid);
     // SAFETY: signalling a postmaster proven to run from our scratch
-    // directory, and the process group it leads (we start it with its own).
+    // directory, its process group and its children.
     unsafe {
         libc::kill(-(pid as i32), libc::SIGKILL);
         libc::kill(pid as i32, libc::SIGKILL);
+        for c in &children {
+            libc::kill(*c as i32, libc::SIGKILL);
+        }
     }
-    // The backends die with it but not at once: wait until no live
-    // process is left in its group, or files may still appear while the
-    // directory is removed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while group_alive(pid) && std::time::Instant::now() < deadline {
+    let alive = |p: u32| proc_start(p).is_some() && !crate::lab::pg::is_zombie(p);
+    while (alive(pid) || children.iter().any(|c| alive(*c))) && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Whether a process of group `pgid` is alive (zombies are not).
-fn group_alive(pgid: u32) -> bool {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let Ok(text) = std::fs::read_to_string(e.path().join("stat")) else {
-                return false;
-            };
-            let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
-                return false;
-            };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            f.first().is_some_and(|st| *st != "Z")
-                && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-        })
 }
 
 /// What a sweep of the scratch area found and did.
@@ -108,6 +94,9 @@ pub struct Sweep {
 /// missing). Only `verify-*` directories whose marker names a dead drctl
 /// process are touched.
 pub fn sweep(root: &Path) -> Result<Sweep, BackupError> {
+    // Absolute: a postmaster is recognised by the data directory on its
+    // command line, which is absolute.
+    let root = &crate::environment::paths::absolute(root);
     let mut out = Sweep::default();
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(out);
@@ -169,6 +158,7 @@ impl Scratch {
     /// replaced (the marker proves it is this run's).
     pub fn create(root: &Path, run_id: &str, port: u16) -> Result<Scratch, BackupError> {
         let io = |what: String| move |source| BackupError::Io { what, source };
+        let root = &crate::environment::paths::absolute(root);
         std::fs::create_dir_all(root).map_err(io(format!("create {}", root.display())))?;
         let dir = root.join(format!("{PREFIX}{run_id}"));
         if dir.exists() {

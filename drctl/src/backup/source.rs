@@ -5,7 +5,7 @@
 //!   primary:
 //!     backups:
 //!       nightly:
-//!         kind: basebackup          # or pg_dump
+//!         kind: basebackup          # or pgbackrest (stanza, pgbackrest_config), pg_dump (dump_file)
 //!         backup_dir: /backups/base # pg_basebackup output (tar or plain, with backup_manifest)
 //!         wal_archive: /backups/wal # what archive_command copies (optional)
 //!         superuser: postgres       # a superuser of the backed-up cluster
@@ -24,7 +24,7 @@ use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
 /// The kinds of backup drctl can restore and verify.
-pub const KINDS: &[&str] = &["basebackup", "pg_dump"];
+pub const KINDS: &[&str] = &["basebackup", "pgbackrest", "pg_dump"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -32,6 +32,11 @@ pub enum Kind {
     BaseBackup {
         backup_dir: PathBuf,
         wal_archive: Option<PathBuf>,
+    },
+    /// A pgBackRest stanza (its repository as its configuration says).
+    PgBackRest {
+        stanza: String,
+        config: Option<PathBuf>,
     },
     /// A custom-format `pg_dump` archive restored with `pg_restore`.
     PgDump {
@@ -56,6 +61,7 @@ impl Source {
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             Kind::BaseBackup { .. } => "basebackup",
+            Kind::PgBackRest { .. } => "pgbackrest",
             Kind::PgDump { .. } => "pg_dump",
         }
     }
@@ -130,6 +136,16 @@ fn decode_source(ctx: &mut Ctx<'_>, node: &Node, what: &str, name: &str) -> Opti
             Kind::BaseBackup {
                 backup_dir: backup_dir?,
                 wal_archive,
+            }
+        }
+        "pgbackrest" => {
+            let stanza = r
+                .req(ctx, "stanza")
+                .and_then(|n| ctx.string(n, &format!("{what}.stanza")));
+            let config = path_field(ctx, &mut r, "pgbackrest_config", what, false);
+            Kind::PgBackRest {
+                stanza: stanza?,
+                config,
             }
         }
         _ => {

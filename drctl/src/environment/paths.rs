@@ -17,6 +17,7 @@ pub const PATH_FIELDS: &[&str] = &[
     "wal_archive",
     "dump_file",
     "check_set",
+    "pgbackrest_config",
 ];
 
 /// The absolute directory holding `file_path`.
