@@ -696,3 +696,40 @@ fn a_pgbackrest_backup_restores_to_the_repositorys_newest_segment() {
     assert!(s["backup_label"].as_str().unwrap().ends_with('F'), "{s}");
     assert_scratch_clean(&w);
 }
+
+/// The lab archives WAL from `lab up` and takes backups, so a fresh lab
+/// verifies with nothing but its own environment file.
+#[test]
+fn a_fresh_lab_archives_wal_and_its_backup_verifies() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = drctl_tests::Lab::up();
+    // The scratch area sits in the lab's state dir (a temp dir is 0700).
+    std::fs::set_permissions(lab.w.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = verify(&lab.w, &lab.env(), &[]);
+    assert_eq!(o.code, 34, "no backup yet: {o:?}");
+    assert!(
+        o.stderr.contains("drctl lab backup"),
+        "the hint names it: {o:?}"
+    );
+    let o = lab.w.run(&["lab", "backup"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("base backup of pg-primary"), "{o:?}");
+    let o = verify(&lab.w, &lab.env(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let out = lab.w.outputs(&lab.w.runs().pop().unwrap(), "verify");
+    let s = &out["sources"][0];
+    assert_eq!(s["source"], "lab");
+    assert!(
+        s["recovered_heartbeat_id"]
+            .as_i64()
+            .is_some_and(|id| id > 0),
+        "{s}"
+    );
+    assert!(
+        s["rpo_gap_rows"].as_i64().is_some(),
+        "measured against the lab primary: {s}"
+    );
+    assert_eq!(s["rpo_gap_bytes"], 0, "{s}");
+    let standby = lab.w.outputs(&lab.w.runs().pop().unwrap(), "standby");
+    assert_eq!(standby["role"], "standby", "{standby}");
+}

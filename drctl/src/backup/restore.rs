@@ -196,7 +196,7 @@ pub fn locate_backup(dir: &Path) -> Result<PathBuf, BackupError> {
         BackupError::verify_hint(
             Class::CouldNotRun,
             format!("cannot read the backup directory {}: {e}", dir.display()),
-            "check backup_dir in the environment file and that the backup volume is mounted",
+            "take a backup first (pg_basebackup -D DIR/NAME; on the lab: drctl lab backup), and check backup_dir in the environment file and that the backup volume is mounted",
         )
     })?;
     for e in entries.flatten() {

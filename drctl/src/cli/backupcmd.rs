@@ -209,6 +209,9 @@ pub async fn cmd_verify_backup(
                 ui::err(&l);
             }
         }
+        if let Some(h) = step.error.as_ref().and_then(|e| e.hint.as_deref()) {
+            ui::err(&format!("  hint: {h}"));
+        }
     }
     Ok(match step.status {
         StepStatus::Succeeded => super::runs::outcome_code(&outcome),

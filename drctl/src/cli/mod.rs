@@ -402,6 +402,16 @@ pub enum LabCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Take a backup of the lab's primary (its WAL is archived since `lab up`),
+    /// for `drctl verify-backup --env STATE/lab/env.yaml`.
+    Backup {
+        /// Backup kind: `basebackup` (pg_basebackup, tar, with its manifest).
+        #[arg(long, value_parser = ["basebackup"], default_value = "basebackup")]
+        kind: String,
+        /// Lab directory (default: STATE/lab).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// (internal) The supervisor process `lab up` starts.
     #[command(hide = true)]
     Supervise {
