@@ -733,3 +733,35 @@ fn a_fresh_lab_archives_wal_and_its_backup_verifies() {
     let standby = lab.w.outputs(&lab.w.runs().pop().unwrap(), "standby");
     assert_eq!(standby["role"], "standby", "{standby}");
 }
+
+/// A scratch area too small for the backup is a clear error before
+/// anything is written (a 2 MiB tmpfs against a ~30 MiB backup).
+#[test]
+fn a_backup_that_does_not_fit_is_refused_before_anything_is_written() {
+    let p = Primary::start();
+    let (backup, _) = workload(&p, "t");
+    let w = work();
+    let env = p.env(&w, "env.yaml", &base_source("nightly", &backup, &p.archive));
+    let small = w.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let m = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount (the tests run as root)");
+    assert!(m.success(), "mount a 2 MiB tmpfs");
+    let o = verify(&w, &env, &["--scratch", &small.display().to_string()]);
+    let listed: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(o.code, 34, "{o:?}");
+    let err = w.step_error(&w.runs().pop().unwrap(), "verify");
+    assert!(
+        err.contains("not enough disk for the restore") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(listed.is_empty(), "nothing written: {listed:?}");
+}
