@@ -180,12 +180,13 @@ fn pods_run_unprivileged_with_drctl_command_lines_that_parse() {
         assert_eq!(psc.run_as_non_root, Some(true), "{name}");
         assert!(psc.run_as_user.unwrap() > 0, "{name}");
         // State lives in the shared PostgreSQL store, never on a volume
-        // (flock across nodes on ReadWriteMany storage is not a lease).
+        // (flock across nodes on ReadWriteMany storage is not a lease); a
+        // claim may only be mounted read-only (the backups a restore test reads).
         assert!(
-            pod.volumes
-                .iter()
-                .flatten()
-                .all(|v| v.persistent_volume_claim.is_none()),
+            pod.volumes.iter().flatten().all(|v| v
+                .persistent_volume_claim
+                .as_ref()
+                .is_none_or(|c| c.read_only == Some(true))),
             "{name}: no state volume"
         );
         for c in &pod.containers {
@@ -241,6 +242,67 @@ fn pods_run_unprivileged_with_drctl_command_lines_that_parse() {
             }
         }
     }
+}
+
+/// The restore test's Job: a finding is alerted on, not retried; its
+/// deadline is the restore-time budget; its scratch volume is where
+/// `--scratch` points and is sized; the backups are mounted read-only.
+#[test]
+fn the_backup_verification_cronjob_is_bounded_and_reads_backups_read_only() {
+    let (name, v) = documents()
+        .into_iter()
+        .find(|(_, v)| v["metadata"]["name"] == "drctl-verify-backups")
+        .expect("the drctl-verify-backups CronJob");
+    let c: CronJob = typed(&name, &v);
+    let spec = c.spec.unwrap();
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    assert!(spec.starting_deadline_seconds.is_some());
+    assert!(spec.failed_jobs_history_limit.is_some());
+    let job = spec.job_template.spec.unwrap();
+    assert_eq!(job.backoff_limit, Some(0));
+    assert!(job.ttl_seconds_after_finished.is_some());
+    let runbook =
+        std::fs::read_to_string(repo_root().join("runbooks/verify-backups.yaml")).unwrap();
+    assert!(runbook.contains("timeout: 2h"), "the step's timeout");
+    assert_eq!(
+        job.active_deadline_seconds,
+        Some(7200),
+        "the Job's deadline is the step's timeout"
+    );
+    let pod = job.template.spec.unwrap();
+    let ctr = &pod.containers[0];
+    let args = ctr.args.clone().unwrap();
+    assert_eq!(args[0], "verify-backup");
+    let scratch = &args[args.iter().position(|a| a == "--scratch").unwrap() + 1];
+    let mounts = ctr.volume_mounts.clone().unwrap();
+    let m = mounts
+        .iter()
+        .find(|m| &m.mount_path == scratch)
+        .expect("--scratch is a mounted volume");
+    let vol = pod
+        .volumes
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == m.name)
+        .unwrap();
+    let size = vol
+        .ephemeral
+        .unwrap()
+        .volume_claim_template
+        .unwrap()
+        .spec
+        .resources
+        .unwrap()
+        .requests
+        .unwrap();
+    assert!(size.contains_key("storage"), "the scratch volume is sized");
+    let b = mounts
+        .iter()
+        .find(|m| m.mount_path == "/backups")
+        .expect("backups mounted");
+    assert_eq!(b.read_only, Some(true));
+    assert!(args.iter().any(|a| a == "--pushgateway"));
 }
 
 #[test]

@@ -59,6 +59,23 @@ pub const IMMUDB_UNAVAILABLE: i32 = 21;
 /// state (the primary region's server is not the primary, or the DR server
 /// is not a streaming standby); nothing was injected.
 pub const NOT_INITIAL: i32 = 22;
+/// `verify-backup`: the backup could not be restored (a tool failed, the
+/// restored server did not start or recover, the target time lies beyond
+/// the archive).
+pub const BACKUP_CANNOT_RESTORE: i32 = 30;
+/// `verify-backup`: the backup restored, but to a point older than the
+/// independent expectation (the newest archived WAL segment, the backup's
+/// stop LSN, the primary's heartbeat); the gap is in the output.
+pub const BACKUP_OLD_POINT: i32 = 31;
+/// `verify-backup`: a data check failed on the restored copy
+/// (pg_verifybackup, pg_amcheck, a check-set assertion, the full read,
+/// pg_checksums); the message names it.
+pub const BACKUP_CHECK_FAILED: i32 = 32;
+/// `verify-backup`: the newest backup is older than the source's `max_age`.
+pub const BACKUP_TOO_OLD: i32 = 33;
+/// `verify-backup`: the verification itself could not run (no disk, a
+/// tool missing, no backup found, the state store); nothing was proven.
+pub const BACKUP_NOT_VERIFIED: i32 = 34;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -163,5 +180,30 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         NOT_INITIAL,
         "not-initial-state",
         "drill refused: the lab is not in its initial state (primary, streaming standby); nothing injected",
+    ),
+    (
+        BACKUP_CANNOT_RESTORE,
+        "backup-cannot-restore",
+        "verify-backup: the backup could not be restored (tool, server, target time beyond the archive)",
+    ),
+    (
+        BACKUP_OLD_POINT,
+        "backup-old-point",
+        "verify-backup: restored to an older point than expected (gap in the output)",
+    ),
+    (
+        BACKUP_CHECK_FAILED,
+        "backup-check-failed",
+        "verify-backup: a data check failed on the restored copy (named in the message)",
+    ),
+    (
+        BACKUP_TOO_OLD,
+        "backup-too-old",
+        "verify-backup: the newest backup is older than the source's max_age",
+    ),
+    (
+        BACKUP_NOT_VERIFIED,
+        "backup-not-verified",
+        "verify-backup: the verification could not run (disk, tool, no backup, store); nothing proven",
     ),
 ];

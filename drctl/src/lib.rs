@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod actions;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod decode;

@@ -361,6 +361,18 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             )
             .await
         }
+        Command::VerifyBackup(a) => {
+            let scratch = a
+                .scratch
+                .clone()
+                .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("scratch"));
+            if a.cleanup {
+                return cli::backupcmd::cmd_cleanup(&scratch, output);
+            }
+            files_exist(&a.runbook, a.env.as_deref())?;
+            let store = open_store(&cli, a.env.as_deref(), OpenMode::Create, true).await?;
+            cli::backupcmd::cmd_verify_backup(a, scratch, store, output, &registry).await
+        }
         Command::Immudb(cli::ImmudbCmd::Trust { env, region }) => {
             let store = open_store(&cli, Some(env), OpenMode::Create, true).await?;
             cli::immudbcmd::cmd_trust(env, region, store, output).await

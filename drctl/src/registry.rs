@@ -29,6 +29,7 @@ pub fn standard() -> Registry {
         Box::new(crate::postgres::fence::PgFence),
         Box::new(crate::postgres::promote::PgPromote),
         Box::new(crate::postgres::query::PgQuery),
+        Box::new(crate::backup::action::PgVerifyBackup),
     ];
     // Invariant: the names above are distinct literals; the test below
     // proves it, so this cannot fail at run time.
@@ -43,7 +44,7 @@ mod tests {
     fn standard_kinds_are_distinct_and_ordered() {
         let r = standard();
         let kinds = r.kinds();
-        assert_eq!(kinds.len(), 18);
+        assert_eq!(kinds.len(), 19);
         assert_eq!(kinds[0], "wait");
         assert_eq!(kinds[17], "postgres.query");
         for k in &kinds {
@@ -118,6 +119,7 @@ mod tests {
             "exec",
             "notify",
             "postgres.promote",
+            "postgres.verify_backup",
             "dns.switch",
             "kube.scale",
         ] {

@@ -292,6 +292,24 @@ pub async fn cmd_lab(
             }
             Ok(exit::OK)
         }
+        LabCmd::Backup { dir, .. } => {
+            let dir = lab_dir(dir, state_dir);
+            let st = crate::lab::running(&dir).ok_or_else(|| {
+                CliError::new(exit::NOT_FOUND, "no running lab").hint("`drctl lab up`")
+            })?;
+            let port = st.ports.get("pg-primary").copied().unwrap_or(0);
+            let dest = crate::lab::pg::base_backup(&st.spec, port).await?;
+            if output == OutputFormat::Json {
+                ui::out(&serde_json::json!({"kind": "basebackup", "backup": dest}).to_string());
+            } else {
+                ui::out(&format!(
+                    "base backup of pg-primary: {}\nnext: drctl verify-backup --env {}",
+                    dest.display(),
+                    st.env_file.display()
+                ));
+            }
+            Ok(exit::OK)
+        }
         LabCmd::Supervise { dir, state_backend } => {
             crate::lab::supervisor::supervise(dir.clone(), state_dir.to_path_buf(), *state_backend)
                 .await?;

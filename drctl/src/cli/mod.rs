@@ -1,6 +1,7 @@
 //! The command-line edge: argument parsing, human/JSON output, and the
 //! mapping of library errors to documented exit codes ([`crate::exit`]).
 
+pub mod backupcmd;
 pub mod drillscmd;
 pub mod error;
 pub mod immudbcmd;
@@ -272,6 +273,9 @@ pub enum Command {
     /// immudb audit ledger: trusted-state custody and offline proof checks.
     #[command(subcommand)]
     Immudb(ImmudbCmd),
+    /// Restore the active region's backups into a scratch instance and prove
+    /// them (runs runbooks/verify-backups.yaml; exit codes 30-34 say what failed).
+    VerifyBackup(backupcmd::VerifyBackupArgs),
     /// The state store: initialise, check, migrate, prune.
     #[command(subcommand)]
     State(StateCmd),
@@ -481,6 +485,16 @@ pub enum LabCmd {
         /// What to break: `primary` (its Postgres and app, kill -9).
         #[arg(value_parser = ["primary"])]
         what: String,
+        /// Lab directory (default: STATE/lab).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Take a backup of the lab's primary (its WAL is archived since `lab up`),
+    /// for `drctl verify-backup --env STATE/lab/env.yaml`.
+    Backup {
+        /// Backup kind: `basebackup` (pg_basebackup, tar, with its manifest).
+        #[arg(long, value_parser = ["basebackup"], default_value = "basebackup")]
+        kind: String,
         /// Lab directory (default: STATE/lab).
         #[arg(long)]
         dir: Option<PathBuf>,

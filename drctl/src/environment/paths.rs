@@ -9,7 +9,16 @@ use std::path::{Component, Path, PathBuf};
 use crate::yaml::{Kind, Node};
 
 /// Keys whose values are file paths (besides `file:` secret references).
-pub const PATH_FIELDS: &[&str] = &["failover_runbook", "kubeconfig", "pubkey_file"];
+pub const PATH_FIELDS: &[&str] = &[
+    "failover_runbook",
+    "kubeconfig",
+    "pubkey_file",
+    "backup_dir",
+    "wal_archive",
+    "dump_file",
+    "check_set",
+    "pgbackrest_config",
+];
 
 /// The absolute directory holding `file_path`.
 pub fn base_dir(file_path: &str) -> PathBuf {

@@ -127,7 +127,7 @@ pub fn chown(path: &Path, who: RunAs) -> Result<(), LabError> {
     Ok(())
 }
 
-fn command(bin: &Path, who: RunAs) -> tokio::process::Command {
+pub(crate) fn command(bin: &Path, who: RunAs) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(bin);
     if who.drop {
         c.uid(who.uid).gid(who.gid);
@@ -366,6 +366,73 @@ pub async fn init_primary(
     append(&data.join("postgresql.conf"), "ssl = on\n")?;
     append(&data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n")?;
     Ok(())
+}
+
+/// The lab primary's WAL archive (what `archive_command` copies), beside
+/// its data directories under the server user's root.
+pub fn wal_archive(spec: &ClusterSpec) -> PathBuf {
+    spec.root.join("wal-archive")
+}
+
+/// Where `drctl lab backup` puts base backups, one directory each.
+pub fn backups_dir(spec: &ClusterSpec) -> PathBuf {
+    spec.root.join("backups")
+}
+
+/// Turns on WAL archiving into [`wal_archive`] for the primary in `data`
+/// (a standby only archives with `always`, so the DR server archives once
+/// promoted, on its own timeline).
+pub fn enable_archiving(spec: &ClusterSpec, data: &Path) -> Result<(), LabError> {
+    let who = run_as()?;
+    let dir = wal_archive(spec);
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    chown(&dir, who)?;
+    append(
+        &data.join("postgresql.conf"),
+        &format!(
+            "archive_mode = on\narchive_command = 'test ! -f {a}/%f && cp %p {a}/%f'\n",
+            a = dir.display()
+        ),
+    )
+}
+
+/// A base backup of the server on `port` (tar, WAL streamed, with its
+/// manifest) into a new directory under [`backups_dir`]; returns it.
+pub async fn base_backup(spec: &ClusterSpec, port: u16) -> Result<PathBuf, LabError> {
+    let bin = bindir()?;
+    let who = run_as()?;
+    let root = backups_dir(spec);
+    std::fs::create_dir_all(&root).map_err(io(format!("create {}", root.display())))?;
+    chown(&root, who)?;
+    let stamp = crate::journal::format_ms(crate::journal::now_ms())
+        .replace([':', '-'], "")
+        .replace('.', "");
+    let dest = root.join(stamp);
+    let passfile = spec.root.join("standby.pgpass");
+    let mut c = command(&bin.join("pg_basebackup"), who);
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        &spec.superuser,
+        "-D",
+    ])
+    .arg(&dest)
+    .args([
+        "-F",
+        "t",
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+        "-l",
+        "drctl lab backup",
+    ]);
+    c.env("PGPASSFILE", &passfile);
+    run(c, "pg_basebackup", Duration::from_secs(600)).await?;
+    Ok(dest)
 }
 
 fn append(path: &Path, text: &str) -> Result<(), LabError> {

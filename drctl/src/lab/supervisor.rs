@@ -99,6 +99,12 @@ fn env_yaml(st: &LabState) -> String {
         "  primary:".into(),
         format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\", {tls}}}", p("pg-primary")),
         format!("    app: {{url: \"http://127.0.0.1:{}\", public_url: \"http://app.lab.example:{}\"}}", p("app"), p("app")),
+        // `drctl lab backup` fills backup_dir; `drctl verify-backup` restores the newest.
+        format!(
+            "    backups:\n      lab: {{kind: basebackup, backup_dir: \"{}\", wal_archive: \"{}\", superuser: {su}, database: postgres, max_age: 26h}}",
+            pg::backups_dir(&st.spec).display(),
+            pg::wal_archive(&st.spec).display()
+        ),
         "  dr:".into(),
         format!("    postgres: {{host: 127.0.0.1, port: {}, dbname: postgres, user: {su}, password: \"file:{pw}\", {tls}}}", p("pg-dr")),
         format!("    app: {{url: \"http://127.0.0.2:{}\", public_url: \"http://app.lab.example:{}\"}}", p("app"), p("app")),
@@ -293,6 +299,7 @@ async fn bring_up(
     let primary_data = spec.root.join("primary");
     let dr_data = spec.root.join("dr");
     pg::init_primary(spec, &primary_data, ports["pg-primary"], password).await?;
+    pg::enable_archiving(spec, &primary_data)?;
     let primary = pg::start(
         "pg-primary",
         &primary_data,
