@@ -59,6 +59,15 @@ pub const IMMUDB_UNAVAILABLE: i32 = 21;
 /// state (the primary region's server is not the primary, or the DR server
 /// is not a streaming standby); nothing was injected.
 pub const NOT_INITIAL: i32 = 22;
+/// `failback` refused: the run named is not a completed failover (or the
+/// primary is no longer where it put it); nothing was changed.
+pub const NOT_A_FAILOVER: i32 = 40;
+/// `failback` refused: the old primary's node cannot be reached (its data
+/// directory is needed to extract and rewind); nothing was changed.
+pub const OLD_PRIMARY_UNREACHABLE: i32 = 41;
+/// `failback` refused: a DNS record changed since the failover (neither
+/// the failover's value nor the one before); nothing was changed.
+pub const DNS_DRIFT: i32 = 42;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -163,5 +172,20 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         NOT_INITIAL,
         "not-initial-state",
         "drill refused: the lab is not in its initial state (primary, streaming standby); nothing injected",
+    ),
+    (
+        NOT_A_FAILOVER,
+        "not-a-failover",
+        "failback refused: the run is not a completed failover, or the primary moved since; nothing changed",
+    ),
+    (
+        OLD_PRIMARY_UNREACHABLE,
+        "old-primary-unreachable",
+        "failback refused: the old primary's node cannot be reached; nothing changed",
+    ),
+    (
+        DNS_DRIFT,
+        "dns-drift",
+        "failback refused: DNS changed since the failover (--force restores anyway); nothing changed",
     ),
 ];

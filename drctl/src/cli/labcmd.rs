@@ -44,6 +44,7 @@ pub async fn cmd_drill(
         store.clone(),
         None,
         registry,
+        lab_active(args.env.as_deref()),
     )
     .await?;
     let lab = prepared
@@ -68,6 +69,9 @@ pub async fn cmd_drill(
         &format!("About to run drill `{}`.", prepared.spec.runbook.name),
         args.yes,
     )?;
+    let env = prepared.spec.env.clone();
+    let target = prepared.spec.target_region.clone();
+    let state = store.clone();
     let r = crate::drill::run(
         store,
         prepared.spec,
@@ -86,6 +90,18 @@ pub async fn cmd_drill(
         ui::out(&crate::drill::summary(&r));
     }
     let code = super::runs::outcome_code(&r.outcome);
+    // A drill that promoted moved the primary for real (on the lab too):
+    // where it runs now is recorded, so `failback` and the next run see it.
+    if code == exit::OK {
+        super::failback::record_active(
+            state.as_ref(),
+            env.as_deref(),
+            target.as_deref(),
+            &r.outcome.run_id,
+            "drill",
+        )
+        .await;
+    }
     if code != exit::OK {
         return Ok(code);
     }
@@ -108,6 +124,14 @@ pub async fn cmd_drill(
             exit::OK
         },
     )
+}
+
+/// On a lab the drill runs from `primary` whatever a store recorded: the
+/// lab breaks `pg-primary`, and the drill refuses a lab whose primary is
+/// not there (its initial-state check).
+fn lab_active(env: Option<&Path>) -> Option<String> {
+    let (e, _) = crate::environment::load_environment(env?).ok()?;
+    e.lab_control.map(|_| "primary".to_string())
 }
 
 fn lab_dir(dir: &Option<PathBuf>, state: &Path) -> PathBuf {
