@@ -402,7 +402,11 @@ pub async fn cmd_failback(
         args.params.push(format!("failover_run={}", f.run_id));
     }
     precheck(&env, &f, &args, store.as_ref()).await?;
-    let rb = sibling_runbook(runbook, Some(&f.env), "failback.yaml");
+    // Beside the runbook the failover ran (journaled by absolute path).
+    let rb = match (runbook, Path::new(&v.runbook.path).parent()) {
+        (None, Some(dir)) if dir.join("failback.yaml").exists() => dir.join("failback.yaml"),
+        _ => sibling_runbook(runbook, Some(&f.env), "failback.yaml"),
+    };
     let hooks = hooks(store.clone(), Some(&env));
     if output == OutputFormat::Human {
         ui::err(&format!(

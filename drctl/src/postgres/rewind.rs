@@ -556,6 +556,7 @@ impl ActionKind for PgRewind {
                 let line = outputs(&d, "extracted", None, false)["summary"].to_string();
                 let ph = Phase::Extracted { discarded: d };
                 ctx.checkpoint(&ph).await?;
+                crate::journal::test_crash_at("rewind-extracted");
                 ctx.progress(line);
                 ph
             }
