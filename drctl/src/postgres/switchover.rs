@@ -299,9 +299,31 @@ impl ActionKind for PgSwitchover {
             }
             let st = ops::status(&client, &addr, limit).await?;
             if !st.is_standby() {
-                return Err(ActionError::failed(format!(
-                    "{addr} left recovery before drctl promoted it"
-                )));
+                // Promoted already (an attempt killed after pg_promote): zero
+                // loss only if its new timeline forked after the shutdown
+                // checkpoint, which its history file says.
+                let tli = st.timeline.unwrap_or(0);
+                let rows = query(
+                    &client,
+                    &addr,
+                    "read timeline history",
+                    &format!("select pg_read_file('pg_wal/{tli:08X}.history')"),
+                    limit,
+                )
+                .await?;
+                let hist: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
+                match super::rewind::fork_of(&hist, checked.timeline) {
+                    Some(fork) if fork > ck => break,
+                    fork => {
+                        return Err(ActionError::Refused {
+                            message: format!(
+                                "{addr} was promoted at {} on timeline {tli}, before the old primary's shutdown checkpoint {ck}: writes of the old primary are missing",
+                                fork.map(|f| f.to_string()).unwrap_or_else(|| "an unknown point".into())
+                            ),
+                            hint: "the old primary must be rewound (a failback), not rejoined".into(),
+                        })
+                    }
+                }
             }
             if st.replay_lsn.is_some_and(|r| r > ck) {
                 break;
