@@ -44,6 +44,12 @@ pub async fn record_active(
     let (Some(env), Some(region)) = (env, region) else {
         return;
     };
+    // Only a run that did move it: a promote or switchover that succeeded
+    // (a read-only drill, or one whose promote was skipped, moved nothing).
+    match engine::run::load_view_only(store, run_id).await {
+        Ok(v) if moved_primary(&v) => {}
+        _ => return,
+    }
     let rec = ActiveRegion {
         region: region.to_string(),
         run_id: run_id.to_string(),
@@ -340,6 +346,16 @@ pub fn moves_primary(v: &RunView) -> bool {
             s.action.as_str(),
             "postgres.promote" | "postgres.switchover"
         )
+    })
+}
+
+/// A run in which a promote or switchover step succeeded.
+pub fn moved_primary(v: &RunView) -> bool {
+    v.steps.iter().any(|s| {
+        matches!(
+            s.action.as_str(),
+            "postgres.promote" | "postgres.switchover"
+        ) && s.status == StepStatus::Succeeded
     })
 }
 
