@@ -68,10 +68,13 @@ async fn role(s: &PgServer) -> Option<(bool, Option<String>, Option<i32>)> {
 
 async fn timeline(s: &PgServer) -> i32 {
     let c = s.connect(Duration::from_secs(3)).await.expect("connect");
-    c.query_one("select timeline_id from pg_control_checkpoint()", &[])
-        .await
-        .expect("timeline")
-        .get(0)
+    c.query_one(
+        "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+        &[],
+    )
+    .await
+    .expect("timeline")
+    .get(0)
 }
 
 /// The lab's topology is initial: pg-primary a primary, pg-dr streaming

@@ -242,6 +242,17 @@ impl ActionKind for PgSwitchover {
                         .into(),
                 });
             }
+            // The CHECKPOINT the earlier attempt may not have reached
+            // (idempotent; pg_rewind and rejoins read the new timeline from it).
+            let c = p.standby.connect(limit).await?;
+            super::conn::execute(
+                &c,
+                &p.standby.addr(),
+                "checkpoint",
+                "CHECKPOINT",
+                ctx.remaining(),
+            )
+            .await?;
             let mut o = Outputs::new();
             o.insert("already_switched".into(), json!(true));
             o.insert("old_timeline".into(), json!(checked.timeline));
