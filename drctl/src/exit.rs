@@ -76,6 +76,15 @@ pub const BACKUP_TOO_OLD: i32 = 33;
 /// `verify-backup`: the verification itself could not run (no disk, a
 /// tool missing, no backup found, the state store); nothing was proven.
 pub const BACKUP_NOT_VERIFIED: i32 = 34;
+/// `failback` refused: the run named is not a completed failover (or the
+/// primary is no longer where it put it); nothing was changed.
+pub const NOT_A_FAILOVER: i32 = 40;
+/// `failback` refused: the old primary's node cannot be reached (its data
+/// directory is needed to extract and rewind); nothing was changed.
+pub const OLD_PRIMARY_UNREACHABLE: i32 = 41;
+/// `failback` refused: a DNS record changed since the failover (neither
+/// the failover's value nor the one before); nothing was changed.
+pub const DNS_DRIFT: i32 = 42;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -205,5 +214,20 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         BACKUP_NOT_VERIFIED,
         "backup-not-verified",
         "verify-backup: the verification could not run (disk, tool, no backup, store); nothing proven",
+    ),
+    (
+        NOT_A_FAILOVER,
+        "not-a-failover",
+        "failback refused: the run is not a completed failover, or the primary moved since; nothing changed",
+    ),
+    (
+        OLD_PRIMARY_UNREACHABLE,
+        "old-primary-unreachable",
+        "failback refused: the old primary's node cannot be reached; nothing changed",
+    ),
+    (
+        DNS_DRIFT,
+        "dns-drift",
+        "failback refused: DNS changed since the failover (--force restores anyway); nothing changed",
     ),
 ];

@@ -269,6 +269,20 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             )
             .await
         }
+        Command::Switchover { to, runbook, args } => {
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Create, true).await?;
+            cli::failback::cmd_switchover(to, runbook.as_deref(), args, store, output, &registry)
+                .await
+        }
+        Command::Failback {
+            run_id,
+            runbook,
+            args,
+        } => {
+            let store = open_store(&cli, args.env.as_deref(), OpenMode::Existing, false).await?;
+            cli::failback::cmd_failback(run_id, runbook.as_deref(), args, store, output, &registry)
+                .await
+        }
         Command::Resume {
             run_id,
             runbook,
@@ -296,6 +310,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 accept_data_loss: *accept_data_loss,
                 force: *force,
                 yes: *yes,
+                hooks: Default::default(),
             };
             cli::runs::cmd_resume(
                 run_id,

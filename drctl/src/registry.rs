@@ -20,6 +20,7 @@ pub fn standard() -> Registry {
         Box::new(crate::dns::switch::DnsSwitch),
         Box::new(crate::dns::check::DnsCheck),
         Box::new(crate::dns::lower_ttl::DnsLowerTtl),
+        Box::new(crate::dns::restore::DnsRestore),
         Box::new(crate::immudb::action::ImmudbVerify),
         Box::new(crate::kube::snapshot::KubeSnapshot),
         Box::new(crate::kube::fence::KubeFence),
@@ -30,6 +31,9 @@ pub fn standard() -> Registry {
         Box::new(crate::postgres::promote::PgPromote),
         Box::new(crate::postgres::query::PgQuery),
         Box::new(crate::backup::action::PgVerifyBackup),
+        Box::new(crate::postgres::switchover::PgSwitchover),
+        Box::new(crate::postgres::rewind::PgRewind),
+        Box::new(crate::postgres::rejoin::PgRejoin),
     ];
     // Invariant: the names above are distinct literals; the test below
     // proves it, so this cannot fail at run time.
@@ -44,9 +48,10 @@ mod tests {
     fn standard_kinds_are_distinct_and_ordered() {
         let r = standard();
         let kinds = r.kinds();
-        assert_eq!(kinds.len(), 19);
+        assert_eq!(kinds.len(), 23);
         assert_eq!(kinds[0], "wait");
-        assert_eq!(kinds[17], "postgres.query");
+        assert_eq!(kinds[18], "postgres.query");
+        assert_eq!(kinds[22], "postgres.rejoin");
         for k in &kinds {
             assert_eq!(r.get(k).map(|a| a.kind()), Some(*k));
         }

@@ -170,6 +170,9 @@ pub async fn cmd_verify_backup(
         store.clone(),
         None,
         registry,
+        // The region the store records as active (after a failover, the DR
+        // region's backups are the ones that matter).
+        None,
     )
     .await?;
     if output == OutputFormat::Human {

@@ -41,9 +41,15 @@ pub async fn cmd_trust(
     store: Arc<dyn Store>,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
-    let (env, d) = crate::environment::load_environment(env_path).map_err(CliError::invalid)?;
+    let (mut env, d) = crate::environment::load_environment(env_path).map_err(CliError::invalid)?;
     if d.has_errors() {
         return Err(CliError::invalid(d));
+    }
+    // Where the last failover, switchover or failback put the primary.
+    if let Some(a) = super::plan::recorded_active(store.as_ref(), Some(env_path)).await {
+        if env.regions.contains_key(&a) {
+            env.active_region = a;
+        }
     }
     // The primary's custody advances only from the primary: the DR ledger is
     // checked against it (`immudb.verify`), never adopted as its trusted state.
@@ -55,7 +61,7 @@ pub async fn cmd_trust(
                 env.name, env.active_region
             ),
         )
-        .hint("verify other regions with a runbook step `immudb.verify`; after a failover, set `active_region` in the environment file first"));
+        .hint("verify other regions with a runbook step `immudb.verify`; the active region is the one the last failover, switchover or failback recorded (`drctl status`), else the file's `active_region`"));
     }
     let comp = env.component(region, "immudb").ok_or_else(|| {
         CliError::new(

@@ -140,6 +140,32 @@ fn render_status(v: &RunView, live: Option<String>) -> String {
     o
 }
 
+/// Where the run's environment has its primary now: as the state store
+/// recorded it (the last completed failover, switchover or failback), else
+/// the environment file's `active_region`.
+async fn active_region(store: &dyn Store, v: &RunView) -> Option<serde_json::Value> {
+    let env = v.environment.as_ref()?;
+    let file = crate::environment::load_environment(std::path::Path::new(&env.path))
+        .ok()
+        .map(|(e, _)| e);
+    let name = file
+        .as_ref()
+        .map(|e| e.name.clone())
+        .unwrap_or_else(|| env.name.clone());
+    match crate::store::active::load(store, &name).await {
+        Ok(Some(a)) => Some(serde_json::json!({
+            "environment": name, "region": a.region, "run_id": a.run_id, "by": a.by,
+            "source": if a.run_id.is_empty() { format!("recorded by {}", a.by) } else { format!("recorded by {} run {}", a.by, a.run_id) },
+        })),
+        _ => file.map(|e| {
+            serde_json::json!({
+                "environment": name, "region": e.active_region, "run_id": null, "by": null,
+                "source": "the environment file's active_region; no run recorded one",
+            })
+        }),
+    }
+}
+
 pub async fn cmd_status(
     store: &dyn Store,
     id: &str,
@@ -163,13 +189,23 @@ pub async fn cmd_status(
     }
     loop {
         let live = live_holder(store, &v).await;
+        let active = active_region(store, &v).await;
         let text = if output == OutputFormat::Json {
             serde_json::to_string_pretty(
-                &serde_json::json!({"run": v, "status": v.status_text(), "live": live, "measurements": crate::measure::from_view(&v)}),
+                &serde_json::json!({"run": v, "status": v.status_text(), "live": live, "measurements": crate::measure::from_view(&v), "active_region": active}),
             )
             .unwrap_or_default()
         } else {
-            render_status(&v, live)
+            let mut t = render_status(&v, live);
+            if let Some(a) = &active {
+                t.push_str(&format!(
+                    "active region of `{}` now: {} ({})\n",
+                    a["environment"].as_str().unwrap_or("?"),
+                    a["region"].as_str().unwrap_or("?"),
+                    a["source"].as_str().unwrap_or("?")
+                ));
+            }
+            t
         };
         if text != last {
             ui::out(&text);

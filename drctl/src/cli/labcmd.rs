@@ -107,6 +107,7 @@ async fn run_drill(
         store.clone(),
         None,
         registry,
+        lab_active(args.env.as_deref()),
     )
     .await?;
     // The definition's targets win over the runbook's; they are journaled
@@ -151,6 +152,9 @@ async fn run_drill(
         &prepared.spec.runbook.name,
     );
     tell.started().await;
+    let env = prepared.spec.env.clone();
+    let target = prepared.spec.target_region.clone();
+    let state = store.clone();
     let r = crate::drill::run(
         store,
         prepared.spec,
@@ -176,6 +180,18 @@ async fn run_drill(
         }).to_string());
     } else {
         ui::out(&crate::drill::summary(&r));
+    }
+    // A drill that promoted moved the primary for real (on the lab too):
+    // where it runs now is recorded, so `failback` and the next run see it.
+    if super::runs::outcome_code(&r.outcome) == exit::OK {
+        super::failback::record_active(
+            state.as_ref(),
+            env.as_deref(),
+            target.as_deref(),
+            &r.outcome.run_id,
+            "drill",
+        )
+        .await;
     }
     let code = drill_code(&r);
     let summary = crate::drill::summary(&r);
@@ -205,6 +221,14 @@ fn drill_code(r: &crate::drill::DrillResult) -> i32 {
     } else {
         exit::OK
     }
+}
+
+/// On a lab the drill runs from `primary` whatever a store recorded: the
+/// lab breaks `pg-primary`, and the drill refuses a lab whose primary is
+/// not there (its initial-state check).
+fn lab_active(env: Option<&Path>) -> Option<String> {
+    let (e, _) = crate::environment::load_environment(env?).ok()?;
+    e.lab_control.map(|_| "primary".to_string())
 }
 
 fn lab_dir(dir: &Option<PathBuf>, state: &Path) -> PathBuf {

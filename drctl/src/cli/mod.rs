@@ -4,6 +4,7 @@
 pub mod backupcmd;
 pub mod drillscmd;
 pub mod error;
+pub mod failback;
 pub mod immudbcmd;
 pub mod inspect;
 pub mod labcmd;
@@ -106,6 +107,27 @@ pub enum Command {
         #[arg(long)]
         region: String,
         /// Runbook to use (default: the environment's `failover_runbook`, else runbooks/failover.yaml).
+        #[arg(long)]
+        runbook: Option<PathBuf>,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Planned move of the primary to a region with zero data loss (runbooks/switchover.yaml).
+    Switchover {
+        /// Region to move the primary to (a streaming standby there).
+        #[arg(long)]
+        to: String,
+        /// Runbook to use (default: switchover.yaml beside the failover runbook).
+        #[arg(long)]
+        runbook: Option<PathBuf>,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Return to the region a failover left: plan built from its journal (runbooks/failback.yaml).
+    Failback {
+        /// The failover's run id, or `latest` (the newest run that promoted).
+        run_id: String,
+        /// Runbook to use (default: failback.yaml beside the failover runbook).
         #[arg(long)]
         runbook: Option<PathBuf>,
         #[command(flatten)]

@@ -56,8 +56,41 @@ pub fn load(
     dir: Direction<'_>,
     registry: &Arc<Registry>,
 ) -> Result<Loaded, CliError> {
+    load_with(runbook, env, dir, registry, None)
+}
+
+/// The environment's active region as the state store recorded it (the
+/// last completed failover, switchover or failback, see
+/// [`crate::store::active`]); `None` when none did, and the file's
+/// `active_region` holds.
+pub async fn recorded_active(store: &dyn Store, env: Option<&Path>) -> Option<String> {
+    let (e, _) = load_environment(env?).ok()?;
+    match crate::store::active::load(store, &e.name).await {
+        Ok(a) => a.map(|a| a.region),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the recorded active region; using the environment file's");
+            None
+        }
+    }
+}
+
+/// [`load`] with the active region the store recorded (`active`), which
+/// replaces the file's `active_region` (its initial value) when it names
+/// one of the environment's regions.
+pub fn load_with(
+    runbook: &Path,
+    env: Option<&Path>,
+    dir: Direction<'_>,
+    registry: &Arc<Registry>,
+    active: Option<&str>,
+) -> Result<Loaded, CliError> {
     let mut all = Diagnostics::default();
-    let env = load_env_into(env, &mut all);
+    let mut env = load_env_into(env, &mut all);
+    if let (Some(e), Some(a)) = (env.as_mut(), active) {
+        if e.regions.contains_key(a) {
+            e.active_region = a.to_string();
+        }
+    }
     if let Some(e) = &env {
         // A region that does not exist is one clear error, not one per
         // `${target.…}` reference.
@@ -472,7 +505,8 @@ pub async fn cmd_plan(
         source: None,
         target: a.region,
     };
-    let loaded = load(a.runbook, a.env, dir, registry)?;
+    let active = recorded_active(store.as_ref(), a.env).await;
+    let loaded = load_with(a.runbook, a.env, dir, registry, active.as_deref())?;
     let (text, problems) = render_plan(&a, &loaded, store, output).await?;
     ui::out(&text);
     if a.check && !problems.is_empty() {

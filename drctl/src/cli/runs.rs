@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::plan::{load, parse_params, render_plan, target_region, PlanArgs};
+use super::plan::{parse_params, render_plan, target_region, PlanArgs};
 use super::{ui, CliError, OutputFormat, RunArgs};
 use crate::action::Registry;
 use crate::engine::{self, resolve_params, ResumeOptions, RunOutcome, RunSpec};
@@ -87,6 +87,9 @@ pub struct Prepared {
 }
 
 /// Loads, validates (against `registry`) and plans a run; nothing acts yet.
+/// `active`: the active region to use (`None`: the one the store recorded,
+/// else the file's).
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare(
     runbook: &Path,
     region: Option<&str>,
@@ -95,12 +98,23 @@ pub async fn prepare(
     store: Arc<dyn Store>,
     failed_at_ms: Option<u64>,
     registry: &Arc<Registry>,
+    active: Option<String>,
 ) -> Result<Prepared, CliError> {
     let dir = crate::runbook::Direction {
         source: None,
         target: region,
     };
-    let loaded = load(runbook, args.env.as_deref(), dir, registry)?;
+    let active = match active {
+        Some(a) => Some(a),
+        None => super::plan::recorded_active(store.as_ref(), args.env.as_deref()).await,
+    };
+    let loaded = super::plan::load_with(
+        runbook,
+        args.env.as_deref(),
+        dir,
+        registry,
+        active.as_deref(),
+    )?;
     if loaded.env.is_none() && references_environment(&loaded.runbook) {
         return Err(CliError::new(
             exit::INVALID_INPUT,
@@ -176,6 +190,7 @@ pub async fn cmd_run(
         store.clone(),
         failed_at,
         registry,
+        None,
     )
     .await?;
     if output == OutputFormat::Human {
@@ -189,6 +204,8 @@ pub async fn cmd_run(
         ),
         args.yes,
     )?;
+    let env = prepared.spec.env.clone();
+    let target = prepared.spec.target_region.clone();
     let outcome = engine::start(
         store.clone(),
         prepared.spec,
@@ -196,6 +213,16 @@ pub async fn cmd_run(
     )
     .await?;
     print_outcome(&outcome, store.as_ref(), output);
+    if is_failover && outcome.status == RunStatus::Succeeded {
+        super::failback::record_active(
+            store.as_ref(),
+            env.as_deref(),
+            target.as_deref(),
+            &outcome.run_id,
+            "failover",
+        )
+        .await;
+    }
     Ok(outcome_code(&outcome))
 }
 
@@ -240,7 +267,16 @@ pub async fn cmd_resume(
         source: view.source_region.as_deref(),
         target: view.target_region.as_deref(),
     };
-    let loaded = load(&rb_path, env_path.as_deref(), dir, registry)?;
+    // `${source.…}` is the region the run started from (journaled), not
+    // whatever the file or the store says is active now: the run may have
+    // moved the primary itself before it stopped.
+    let loaded = super::plan::load_with(
+        &rb_path,
+        env_path.as_deref(),
+        dir,
+        registry,
+        view.source_region.as_deref(),
+    )?;
     // New parameter values are checked before the lease and before any step.
     opts.params = crate::engine::typed_overrides(&loaded.runbook, &parse_params(params)?)?;
     if !opts.allow_env_change {
@@ -259,6 +295,12 @@ pub async fn cmd_resume(
             }
         }
     }
+    let env = loaded.env.clone();
+    let moves = super::failback::moves_primary(&view);
+    if super::failback::is_failback(&view) {
+        opts.hooks =
+            engine::ResumeHooks(Some(super::failback::hooks(store.clone(), env.as_deref())));
+    }
     let outcome = engine::resume(
         store.clone(),
         loaded.registry,
@@ -270,6 +312,16 @@ pub async fn cmd_resume(
     )
     .await?;
     print_outcome(&outcome, store.as_ref(), output);
+    if moves && outcome.status == RunStatus::Succeeded {
+        super::failback::record_active(
+            store.as_ref(),
+            env.as_deref(),
+            view.target_region.as_deref(),
+            &outcome.run_id,
+            &view.runbook.name,
+        )
+        .await;
+    }
     Ok(outcome_code(&outcome))
 }
 

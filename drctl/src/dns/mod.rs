@@ -23,6 +23,7 @@ pub mod config;
 pub mod lower_ttl;
 pub mod powerdns;
 pub mod provider;
+pub mod restore;
 pub mod rfc2136;
 pub mod route53;
 pub mod switch;

@@ -42,7 +42,7 @@ use crate::runbook::{Mode, Runbook};
 use crate::store::{Store, StoreError};
 
 pub use hooks::{Note, RunHooks};
-pub use run::{abort, resume, start, AbortOutcome, ResumeOptions};
+pub use run::{abort, resume, start, AbortOutcome, ResumeHooks, ResumeOptions};
 
 /// Default bound for one attempt of a step without `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);

@@ -7,7 +7,7 @@ mod resume;
 mod step;
 
 pub use abort::{abort, AbortOutcome, ABORT_WAIT};
-pub use resume::{resume, ResumeOptions, ENV_ARTIFACT};
+pub use resume::{resume, ResumeHooks, ResumeOptions, ENV_ARTIFACT};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

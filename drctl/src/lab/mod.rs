@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod http;
+pub mod nodes;
 pub mod pdns;
 pub mod pg;
 pub mod supervisor;

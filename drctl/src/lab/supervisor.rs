@@ -65,6 +65,9 @@ struct Lab {
     /// shutdown takes it first, so it never races a measurement.
     truth_lock: Mutex<()>,
     pdns: Mutex<Option<tokio::process::Child>>,
+    /// The store the heartbeat writer acknowledges to (kept to restart the
+    /// writer when a failback returns the lab to its initial state).
+    store: Mutex<Option<Arc<dyn Store>>>,
     stop: Notify,
     dir: PathBuf,
 }
@@ -234,6 +237,7 @@ pub async fn supervise(
         broken: Mutex::new(None),
         truth_lock: Mutex::new(()),
         pdns: Mutex::new(None),
+        store: Mutex::new(None),
         stop: Notify::new(),
         dir: dir.clone(),
     });
@@ -361,18 +365,19 @@ async fn bring_up(
             Arc::new(store)
         }
     };
-    let hb_server = pg::lab_server(ports["pg-primary"], &spec.app_user, spec);
-    let (stop_hb, stopped) = oneshot::channel::<()>();
-    let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
-        hb_server,
-        HEARTBEAT_INTERVAL,
-        store,
-        ENV_NAME.to_string(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    *lab.heartbeat.lock().await = Some((hb, stop_hb));
+    // A fresh lab runs its primary in `primary`, whatever an earlier lab's
+    // drills recorded for this environment.
+    let fresh = crate::store::active::ActiveRegion {
+        region: "primary".into(),
+        run_id: String::new(),
+        by: "lab up".into(),
+        at_ms: crate::journal::now_ms(),
+    };
+    crate::store::active::record(store.as_ref(), ENV_NAME, &fresh)
+        .await
+        .map_err(|e| LabError::Other(format!("record the active region: {e}")))?;
+    *lab.store.lock().await = Some(store.clone());
+    *lab.heartbeat.lock().await = Some(start_heartbeat(ports["pg-primary"], spec, store));
     let key = std::fs::read_to_string(lab.dir.join("pdns-api-key")).unwrap_or_default();
     let pdns = super::pdns::start(
         &pdns_dir(spec),
@@ -385,6 +390,22 @@ async fn bring_up(
     .await?;
     *lab.pdns.lock().await = Some(pdns);
     Ok(())
+}
+
+/// The heartbeat writer against the initial primary.
+fn start_heartbeat(port: u16, spec: &ClusterSpec, store: Arc<dyn Store>) -> Writer {
+    let hb_server = pg::lab_server(port, &spec.app_user, spec);
+    let (stop_hb, stopped) = oneshot::channel::<()>();
+    let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
+        hb_server,
+        HEARTBEAT_INTERVAL,
+        store,
+        ENV_NAME.to_string(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (hb, stop_hb)
 }
 
 /// Reaps exited servers and refreshes the service list.
@@ -528,7 +549,32 @@ fn control_handler(lab: Arc<Lab>) -> Handler {
                         Err(e) => json(500, json!({"error": e.to_string()})),
                     }
                 }
-                ("GET", "/roles") => roles(&lab).await,
+                ("GET", "/roles") => json(200, roles(&lab).await),
+                ("POST", "/restore") => restore(&lab).await,
+                ("POST", "/app/primary/start") => match start_app_primary(&lab).await {
+                    Ok(started) => json(200, json!({"started": started})),
+                    Err(e) => json(500, json!({"error": e})),
+                },
+                (m, route) if route.starts_with("/node/") => {
+                    let Some(name) = super::nodes::query_name(&path) else {
+                        return json(400, json!({"error": "name= is required"}));
+                    };
+                    let st = lab.state.lock().await.clone();
+                    match (m, route) {
+                        ("GET", "/node/info") => super::nodes::info(&st, &lab.servers, &name).await,
+                        ("POST", "/node/stop") => super::nodes::stop(&lab.servers, &name).await,
+                        ("POST", "/node/start") => {
+                            super::nodes::start(&st, &lab.servers, &name).await
+                        }
+                        ("POST", "/node/isolated/start") => {
+                            super::nodes::start_isolated(&st, &lab.servers, &name).await
+                        }
+                        ("POST", "/node/isolated/stop") => {
+                            super::nodes::stop_isolated(&lab.servers, &name).await
+                        }
+                        _ => json(404, json!({"error": "unknown control route"})),
+                    }
+                }
                 ("POST", "/truth") => {
                     // Its own task: a drill that disconnects or dies does
                     // not cancel it half-way (the isolated server is always
@@ -605,7 +651,7 @@ async fn break_primary(lab: &Lab) -> super::http::Reply {
 
 /// Each Postgres server's role as the server itself says it (a drill
 /// refuses a lab that is not in its initial state).
-async fn roles(lab: &Lab) -> super::http::Reply {
+async fn roles(lab: &Lab) -> Value {
     let st = lab.state.lock().await.clone();
     let mut out = Vec::new();
     for name in ["pg-primary", "pg-dr"] {
@@ -624,7 +670,60 @@ async fn roles(lab: &Lab) -> super::http::Reply {
         });
     }
     let broken = lab.broken.lock().await.is_some();
-    json(200, json!({"servers": out, "primary_broken": broken}))
+    json!({"servers": out, "primary_broken": broken})
+}
+
+/// Starts the primary region's demo app again (a break stopped it); it
+/// answers from whatever role its server has. Returns whether it started.
+async fn start_app_primary(lab: &Lab) -> Result<bool, String> {
+    let st = lab.state.lock().await.clone();
+    let mut apps = lab.apps.lock().await;
+    if apps.get("app-primary").is_some_and(|h| !h.is_finished()) {
+        return Ok(false);
+    }
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", st.ports["app"]))
+        .await
+        .map_err(|e| format!("bind app-primary: {e}"))?;
+    let db = pg::lab_server(st.ports["pg-primary"], &st.spec.app_user, &st.spec);
+    apps.insert(
+        "app-primary".into(),
+        tokio::spawn(super::app::run(l, "primary".into(), db)),
+    );
+    Ok(true)
+}
+
+/// After a failback: once the servers are back in the initial topology
+/// (pg-primary a primary, pg-dr streaming from it), the lab forgets the
+/// break and restarts what the break stopped (the primary region's app and
+/// the heartbeat writer), so the next drill passes its initial-state check.
+/// Refused (409, nothing changed) while the topology is not initial.
+async fn restore(lab: &Lab) -> super::http::Reply {
+    let r = roles(lab).await;
+    if let Err(e) = super::nodes::initial(&r) {
+        return json(
+            409,
+            json!({"error": format!("the lab is not back in its initial topology: {e}")}),
+        );
+    }
+    let _one = lab.truth_lock.lock().await;
+    let was_broken = lab.broken.lock().await.take().is_some();
+    let st = lab.state.lock().await.clone();
+    let app_restarted = match start_app_primary(lab).await {
+        Ok(b) => b,
+        Err(e) => return json(500, json!({"error": e})),
+    };
+    let mut hb = lab.heartbeat.lock().await;
+    let mut heartbeat_restarted = false;
+    if hb.as_ref().is_none_or(|(h, _)| h.is_finished()) {
+        if let Some(store) = lab.store.lock().await.clone() {
+            *hb = Some(start_heartbeat(st.ports["pg-primary"], &st.spec, store));
+            heartbeat_restarted = true;
+        }
+    }
+    json(
+        200,
+        json!({"restored": true, "was_broken": was_broken, "app_restarted": app_restarted, "heartbeat_restarted": heartbeat_restarted}),
+    )
 }
 
 /// The truth (see [`truth`]): restarts the killed old primary isolated,

@@ -1,13 +1,18 @@
 //! PostgreSQL: connections, operations, the heartbeat (RPO probe) and the
 //! `postgres.*` actions (status, fence, promote, query).
 
+pub mod discarded;
 pub mod fence;
 pub mod fencing;
 pub mod heartbeat;
+pub mod node;
 pub mod ops;
 pub mod promote;
 pub mod query;
+pub mod rejoin;
+pub mod rewind;
 pub mod status;
+pub mod switchover;
 
 use crate::action::ActionError;
 use crate::decode::{Ctx, MapReader};

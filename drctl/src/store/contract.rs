@@ -31,6 +31,7 @@ pub async fn run_all(store: &dyn Store) {
     dead_holder_taken_over(store).await;
     release_then_reacquire(store).await;
     documents_cas(store).await;
+    active_region(store).await;
     histories_in_order(store).await;
     approvals_and_aborts(store).await;
     artifacts(store).await;
@@ -587,6 +588,44 @@ pub async fn documents_cas(store: &dyn Store) {
         .await
         .expect("get")
         .is_none());
+}
+
+/// The active region per environment: none until recorded, then the
+/// newest record, each write a new version.
+pub async fn active_region(store: &dyn Store) {
+    use super::active::{self, ActiveRegion};
+    let env = unique("env");
+    assert_eq!(active::load(store, &env).await.expect("load"), None);
+    let rec = |region: &str, run: &str| ActiveRegion {
+        region: region.into(),
+        run_id: run.into(),
+        by: "failover".into(),
+        at_ms: 1,
+    };
+    let v1 = active::record(store, &env, &rec("dr", "r1"))
+        .await
+        .expect("record");
+    assert_eq!(
+        active::load(store, &env).await.expect("load"),
+        Some(rec("dr", "r1"))
+    );
+    let v2 = active::record(store, &env, &rec("primary", "r2"))
+        .await
+        .expect("record again");
+    assert!(v2 > v1, "each record is a new version");
+    assert_eq!(
+        active::load(store, &env)
+            .await
+            .expect("load")
+            .map(|a| a.region),
+        Some("primary".to_string())
+    );
+    let other = unique("env");
+    assert_eq!(
+        active::load(store, &other).await.expect("load"),
+        None,
+        "per environment"
+    );
 }
 
 pub async fn histories_in_order(store: &dyn Store) {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+pub mod active;
 pub mod bench;
 pub mod dir;
 pub mod holder;

@@ -27,6 +27,24 @@ pub struct ResumeOptions {
     pub force: bool,
     /// `--yes`: do not ask (journaled).
     pub yes: bool,
+    /// Work after the resumed run finishes, under its lease (a failback's
+    /// note and the lab's return, as when it started).
+    pub hooks: ResumeHooks,
+}
+
+/// [`crate::engine::hooks::RunHooks`] for a resume (only `after_finish` runs: the
+/// run started long ago).
+#[derive(Clone, Default)]
+pub struct ResumeHooks(pub Option<Arc<dyn crate::engine::hooks::RunHooks>>);
+
+impl std::fmt::Debug for ResumeHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ResumeHooks(some)"
+        } else {
+            "ResumeHooks(none)"
+        })
+    }
 }
 
 /// Continues an interrupted or failed run where the journal says it stopped.
@@ -233,7 +251,7 @@ async fn resume_locked(
             .collect(),
         started_at: HashMap::new(),
         ui,
-        hooks: None,
+        hooks: opts.hooks.0.clone(),
     };
     run.drive().await
 }
