@@ -215,6 +215,13 @@ impl ActionKind for PgVerifyBackup {
     fn kind(&self) -> &'static str {
         "postgres.verify_backup"
     }
+    fn read_only(&self, _params: &Value) -> bool {
+        // It reads the backups and the archive (byte-identical afterwards,
+        // tested) and writes only its own scratch instance, never a server
+        // of the environment. So its run takes the shared lease: an hours-
+        // long restore test must never hold off an incident failover.
+        true
+    }
     fn summary(&self) -> &'static str {
         "Restore backups into a scratch instance and prove them (recovered point, amcheck, checks, checksums)"
     }
