@@ -350,3 +350,56 @@ fn drill_notifications_started_finished_and_target_missed() {
         assert!(!hay.contains("T0KEN-s3cr3t-path"), "secret leaked: {hay}");
     }
 }
+
+/// Five drills of one definition on one real lab (each returned to its
+/// primary region by `drctl failback latest`): the history holds all five
+/// with measured figures, the trend compares each with the one before and
+/// the median, and the lab ends on its primary.
+#[test]
+fn five_lab_drills_make_a_history_with_trends() {
+    let lab = drctl_tests::Lab::up();
+    let w = &lab.w;
+    let def = w.write(
+        "lab-repeat.yaml",
+        &format!(
+            "name: lab-repeat\nrunbook: {}\nenvironment: {}\ninject_lag: 300ms\nparams:\n  max_lag: 30s\n",
+            drctl_tests::repo_root().join("runbooks/failover.yaml").display(),
+            lab.env()
+        ),
+    );
+    let extract = format!("extract_dir={}", w.path().join("failback").display());
+    for i in 0..5 {
+        let d = w.run(&["drill", def.to_str().unwrap(), "--yes"]);
+        assert_eq!(d.code, 0, "drill {i}: {d:?}");
+        let f = w.run(&["failback", "latest", "--yes", "--param", &extract]);
+        assert_eq!(f.code, 0, "failback after drill {i}: {f:?}");
+    }
+    let h = w.run(&["drills", "history", "lab-repeat", "--output", "json"]);
+    assert_eq!(h.code, 0, "{h:?}");
+    let t: Vec<Value> = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(t.len(), 5, "{t:?}");
+    for (i, e) in t.iter().enumerate() {
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert!(e["rto_ms"].is_u64() && e["rpo_ms"].is_u64(), "{e}");
+        assert!(
+            e["rpo_truth_ms"].is_u64(),
+            "each drill measured its truth: {e}"
+        );
+        if i > 0 {
+            let delta = e["rto_ms"].as_i64().unwrap() - t[i - 1]["rto_ms"].as_i64().unwrap();
+            assert_eq!(e["rto_delta_ms"].as_i64(), Some(delta), "{e}");
+            assert!(e["rto_median_before_ms"].is_u64(), "{e}");
+        }
+    }
+    let text = w.run(&["drills", "history", "lab-repeat"]);
+    assert_eq!(
+        text.stdout
+            .lines()
+            .filter(|l| l.contains("lab-repeat"))
+            .count(),
+        5,
+        "{text:?}"
+    );
+    let st = w.run(&["lab", "status"]);
+    assert!(st.code == 0, "{st:?}");
+}
