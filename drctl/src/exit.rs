@@ -59,6 +59,12 @@ pub const IMMUDB_UNAVAILABLE: i32 = 21;
 /// state (the primary region's server is not the primary, or the DR server
 /// is not a streaming standby); nothing was injected.
 pub const NOT_INITIAL: i32 = 22;
+/// `report verify`: the report does not match its run's journal (an edited
+/// figure or word, another run, or a journal that changed since).
+pub const REPORT_MISMATCH: i32 = 50;
+/// `report verify --public-key`: the report is unsigned, signed with
+/// another key, or its signature over the journal head does not verify.
+pub const SIGNATURE_REJECTED: i32 = 51;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -163,5 +169,15 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         NOT_INITIAL,
         "not-initial-state",
         "drill refused: the lab is not in its initial state (primary, streaming standby); nothing injected",
+    ),
+    (
+        REPORT_MISMATCH,
+        "report-mismatch",
+        "report verify: the report does not match its run's journal",
+    ),
+    (
+        SIGNATURE_REJECTED,
+        "signature-rejected",
+        "report verify: unsigned, another key, or the signature does not verify",
     ),
 ];
