@@ -356,6 +356,20 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
             Ok(bench_out(output, text, &json))
         }
+        Command::Bench(cli::BenchCmd::Report { records, dir }) => {
+            let records = *records;
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("bench-report"));
+            // Synchronous (it waits for child processes): off the async workers.
+            let (text, json) = tokio::task::spawn_blocking(move || {
+                drctl::bench::report::report_bench(records, &dir)
+            })
+            .await
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark task: {e}")))?
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+            Ok(bench_out(output, text, &json))
+        }
         Command::Bench(cli::BenchCmd::Immudb) => {
             let rows = drctl::immudb::bench::bench_workloads();
             let sha = rows

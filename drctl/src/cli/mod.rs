@@ -330,6 +330,15 @@ pub enum BenchCmd {
     },
     /// immudb verification: dual proofs at large tx ids and Alh-chain recomputation, beside raw SHA-256.
     Immudb,
+    /// Report rendering (md, postmortem, json, html) from a large journal, beside verifying and folding it.
+    Report {
+        /// Records in the journal.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Directory for the benchmark's state (default: a temp dir under the state dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -526,3 +526,6 @@ fn one_line(s: &str) -> String {
 fn short_hash(h: &str) -> String {
     h.chars().take(12).collect()
 }
+
+#[cfg(test)]
+mod tests;
