@@ -1,10 +1,10 @@
 //! `drctl bench report`: the cost of rendering a report from a large
 //! journal, beside the floor every reader of that journal pays in the same
 //! run: verifying its hash chain and folding it into a view
-//! (`engine::view::fold_bytes`, what `status` and `report verify` start
-//! with). Each format is timed end to end from the journal's bytes (verify,
-//! fold, measure, render), so the ratio to the baseline is the cost the
-//! report adds. Targets: a 100,000-record journal in ≤ 1 s and ≤ 100 MiB
+//! (`engine::view::fold_bytes`; `drctl runs` does only that). Each figure
+//! is a real `drctl` process on a directory store holding the journal,
+//! timed from start to exit (read, verify, fold, measure, render, print),
+//! so the ratio to the baseline is the cost the report adds. Targets: a 100,000-record journal in ≤ 1 s and ≤ 100 MiB
 //! peak resident memory (`VmHWM`, reset before each workload; it includes
 //! the process's own few MB and the journal's bytes).
 
@@ -250,7 +250,7 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "report benchmark: a {n}-record drill journal ({steps} steps) on a directory store; each figure a real drctl process, median of {ROUNDS} (baseline in the same run: `drctl status` of the same journal, which verifies and folds it)"
+        "report benchmark: a {n}-record drill journal ({steps} steps) on a directory store; each figure a real drctl process, median of {ROUNDS} (baseline in the same run: `drctl runs` on the same store, which verifies and folds the journal in one streaming pass and prints one line)"
     );
     let _ = writeln!(
         t,
