@@ -243,6 +243,53 @@ fn verify_accepts_an_untouched_report_and_rejects_any_changed_figure() {
     assert_eq!(bad.code, 3, "{bad:?}");
 }
 
+#[test]
+fn a_drill_report_with_its_trend_verifies_and_is_the_stored_one() {
+    let w = Work::new();
+    let http = TinyHttp::start(200, r#"{"status":"ok"}"#);
+    let rb = runbook_with(&w, &http.url("/health"), "{rto: 1m}");
+    let mut stored = String::new();
+    for _ in 0..2 {
+        let d = w.run(&["drill", &rb, "--yes"]);
+        assert_eq!(d.code, 0, "{d:?}");
+        stored = d
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("report: "))
+            .expect("report path")
+            .to_string();
+    }
+    let run = w.runs()[1].clone();
+    let md = w.run(&["report", &run]);
+    assert_eq!(md.code, 0, "{md:?}");
+    assert!(md.stdout.contains("## Trend (last 2 drills)"), "{}", md.stdout);
+    assert!(md.stdout.contains("\"trend_window\":10"), "{}", md.stdout);
+    // The drill stored the same report (rendered after its history entry).
+    if !drctl_tests::pg_mode() {
+        let stored = w.path().join(&stored);
+        assert_eq!(
+            std::fs::read_to_string(&stored).expect("stored report").trim_end(),
+            md.stdout.trim_end()
+        );
+    }
+    for format in ["md", "html", "json"] {
+        let r = w.run(&["report", &run, "--format", format]);
+        let f = w.write(&format!("drill.{format}"), &r.stdout);
+        let ok = w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run]);
+        assert_eq!(ok.code, 0, "{format}: {ok:?}");
+    }
+    // A shorter window is another report, recorded as such, and verifies.
+    let one = w.run(&["report", &run, "--trend", "1"]);
+    assert!(one.stdout.contains("## Trend (last 1 drills)"), "{}", one.stdout);
+    let f = w.write("one.md", &one.stdout);
+    assert_eq!(w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run]).code, 0);
+    // The trend's figures come from the history: a report whose trend row
+    // was edited is refused.
+    let edited = md.stdout.replacen("| 1 | ", "| 1 | x", 1);
+    let f = w.write("edited.md", &edited);
+    assert_eq!(w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run]).code, 50);
+}
+
 /// An Ed25519 key pair: the private key as PKCS#8 PEM, the public key as
 /// SubjectPublicKeyInfo PEM (what `openssl genpkey`/`pkey -pubout` write).
 fn key_pair() -> (String, String) {
