@@ -262,13 +262,19 @@ fn a_drill_report_with_its_trend_verifies_and_is_the_stored_one() {
     let run = w.runs()[1].clone();
     let md = w.run(&["report", &run]);
     assert_eq!(md.code, 0, "{md:?}");
-    assert!(md.stdout.contains("## Trend (last 2 drills)"), "{}", md.stdout);
+    assert!(
+        md.stdout.contains("## Trend (last 2 drills)"),
+        "{}",
+        md.stdout
+    );
     assert!(md.stdout.contains("\"trend_window\":10"), "{}", md.stdout);
     // The drill stored the same report (rendered after its history entry).
     if !drctl_tests::pg_mode() {
         let stored = w.path().join(&stored);
         assert_eq!(
-            std::fs::read_to_string(&stored).expect("stored report").trim_end(),
+            std::fs::read_to_string(&stored)
+                .expect("stored report")
+                .trim_end(),
             md.stdout.trim_end()
         );
     }
@@ -280,14 +286,26 @@ fn a_drill_report_with_its_trend_verifies_and_is_the_stored_one() {
     }
     // A shorter window is another report, recorded as such, and verifies.
     let one = w.run(&["report", &run, "--trend", "1"]);
-    assert!(one.stdout.contains("## Trend (last 1 drills)"), "{}", one.stdout);
+    assert!(
+        one.stdout.contains("## Trend (last 1 drills)"),
+        "{}",
+        one.stdout
+    );
     let f = w.write("one.md", &one.stdout);
-    assert_eq!(w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run]).code, 0);
+    assert_eq!(
+        w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run])
+            .code,
+        0
+    );
     // The trend's figures come from the history: a report whose trend row
     // was edited is refused.
     let edited = md.stdout.replacen("| 1 | ", "| 1 | x", 1);
     let f = w.write("edited.md", &edited);
-    assert_eq!(w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run]).code, 50);
+    assert_eq!(
+        w.run(&["report", "verify", f.to_str().unwrap(), "--run", &run])
+            .code,
+        50
+    );
 }
 
 /// An Ed25519 key pair: the private key as PKCS#8 PEM, the public key as

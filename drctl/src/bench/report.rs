@@ -178,6 +178,7 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
     let bytes = journal_bytes(records)?;
     let n = bytes.iter().filter(|b| **b == b'\n').count();
     let steps = crate::engine::view::fold_bytes(&bytes)?.steps.len();
+    let journal_mb = bytes.len() as f64 / 1e6;
     let _ = std::fs::remove_dir_all(dir);
     crate::store::DirStore::open(dir)?;
     let run_dir = dir.join("runs").join("bench-report");
@@ -250,7 +251,7 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "report benchmark: a {n}-record drill journal ({steps} steps) on a directory store; each figure a real drctl process, median of {ROUNDS} (baseline in the same run: `drctl runs` on the same store, which verifies and folds the journal in one streaming pass and prints one line)"
+        "report benchmark: a {n}-record drill journal ({steps} steps, {journal_mb:.1} MB) on a directory store; each figure a real drctl process, median of {ROUNDS} (baseline in the same run: `drctl runs` on the same store, which verifies and folds the journal in one streaming pass and prints one line)"
     );
     let _ = writeln!(
         t,
@@ -285,7 +286,10 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
             );
         }
     }
-    Ok((t, json!({"records": n, "steps": steps, "rows": rows})))
+    Ok((
+        t,
+        json!({"records": n, "steps": steps, "journal_mb": journal_mb, "rows": rows}),
+    ))
 }
 
 #[cfg(test)]

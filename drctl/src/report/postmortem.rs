@@ -315,6 +315,11 @@ fn timeline(o: &mut String, r: &Report<'_>) {
         rows.push((fa, "failure declared".into()));
     }
     rows.push((view.started_ms, format!("run started by {}", view.operator)));
+    // Decisions before the steps: at equal times (an approval given in the
+    // millisecond its gate ends) the decision reads first.
+    for d in facts::decisions(view) {
+        rows.push((d.ts_ms, format!("{} by {}: {}", d.what, d.who, d.detail)));
+    }
     for s in &view.steps {
         for sp in &s.spans {
             match sp.kind {
@@ -354,16 +359,14 @@ fn timeline(o: &mut String, r: &Report<'_>) {
             ));
         }
     }
-    for d in facts::decisions(view) {
-        rows.push((d.ts_ms, format!("{} by {}: {}", d.what, d.who, d.detail)));
-    }
-    if let Some(f) = view.finished_ms {
-        rows.push((f, format!("run ended {}", view.status_text())));
-    }
+    // Recovery before the run's end: at equal times it reads first.
     if let Some(m) = r.m.as_ref() {
         if let (Some(at), Some(rto)) = (m.recovered_at_ms, m.rto_ms) {
             rows.push((at, format!("recovery shown (RTO {})", dur_ms(rto))));
         }
+    }
+    if let Some(f) = view.finished_ms {
+        rows.push((f, format!("run ended {}", view.status_text())));
     }
     // Stable: equal times keep the order above.
     rows.sort_by_key(|(t, _)| *t);
