@@ -96,10 +96,10 @@ pub fn decisions(view: &RunView) -> Vec<Decision> {
             flags.push("--yes");
         }
         if r.runbook_changed {
-            flags.push("--allow-runbook-change");
+            flags.push("--allow-runbook-change (the runbook had changed)");
         }
         if r.environment_changed {
-            flags.push("--allow-env-change");
+            flags.push("--allow-env-change (the environment file had changed)");
         }
         out.push(Decision {
             ts_ms: r.ts_ms,
