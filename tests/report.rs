@@ -376,6 +376,25 @@ fn a_signed_journal_head_verifies_with_its_key_and_fails_with_another() {
         ]);
         assert_eq!(good.code, 0, "{format}: {good:?}");
         assert!(good.stdout.contains("signature verified"), "{good:?}");
+        let js = w.run(&[
+            "--output",
+            "json",
+            "report",
+            "verify",
+            f,
+            "--run",
+            &run,
+            "--public-key",
+            pk.to_str().unwrap(),
+        ]);
+        let js: serde_json::Value = serde_json::from_str(&js.stdout).expect("json");
+        assert_eq!(js["matches"], true);
+        assert!(
+            js["signature_verified_with"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("SHA256:")),
+            "{js}"
+        );
         let bad = w.run(&[
             "report",
             "verify",

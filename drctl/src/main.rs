@@ -420,8 +420,14 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     _,
                     _,
                 ) => {
-                    cli::reportcmd::cmd_verify(store.as_ref(), report, run, public_key.as_deref())
-                        .await
+                    cli::reportcmd::cmd_verify(
+                        store.as_ref(),
+                        report,
+                        run,
+                        public_key.as_deref(),
+                        output,
+                    )
+                    .await
                 }
                 (None, Some(pair), _) if pair.len() == 2 => {
                     cli::reportcmd::cmd_compare(store.as_ref(), &pair[0], &pair[1], format).await

@@ -176,6 +176,7 @@ pub async fn cmd_verify(
     file: &Path,
     run: &str,
     public_key: Option<&Path>,
+    output: super::OutputFormat,
 ) -> Result<i32, CliError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         CliError::from_error(
@@ -240,17 +241,31 @@ pub async fn cmd_verify(
         v.records,
         v.head
     );
+    let mut checked: Option<String> = None;
     match (public_key, &ev.signature) {
         (Some(pk), _) => {
             let key = evidence::read_public_key(pk).map_err(evidence_error)?;
             let fp = evidence::check_signature(&ev, &key).map_err(evidence_error)?;
             said.push_str(&format!("; journal head signature verified with key {fp}"));
+            checked = Some(fp);
         }
         (None, Some(s)) => said.push_str(&format!(
             "; signed by key {} (not checked: give --public-key FILE)",
             s.key_fingerprint
         )),
         (None, None) => said.push_str("; not signed"),
+    }
+    if output == super::OutputFormat::Json {
+        said = serde_json::json!({
+            "matches": true,
+            "run_id": id,
+            "records": v.records,
+            "head": v.head,
+            "format": ev.format,
+            "signed": ev.signature.is_some(),
+            "signature_verified_with": checked,
+        })
+        .to_string();
     }
     ui::out(&said);
     Ok(exit::OK)
