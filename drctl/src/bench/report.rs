@@ -188,10 +188,7 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
     let out = dir.join("bench-output");
     let mut rows: Vec<Row> = Vec::new();
     let workloads: [(&'static str, &[&str]); 6] = [
-        (
-            "baseline: status (verify + fold)",
-            &["status", "bench-report"],
-        ),
+        ("baseline: runs (verify + fold)", &["runs"]),
         ("report verify (md)", &[]),
         ("report md", &["report", "bench-report", "--format", "md"]),
         (
