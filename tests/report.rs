@@ -19,6 +19,12 @@ fn settings(w: &Work) -> insta::Settings {
     s.add_filter(&regex_escape(&w.path().display().to_string()), "[WORK]");
     s.add_filter(r"\d{8}T\d{9}Z-[0-9a-f]{6}", "[RUN_ID]");
     s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[TIME]");
+    // Durations and times in ms vary from run to run; their keys do not
+    // (before the hash filter: a float's long fraction looks like a hash).
+    s.add_filter(
+        r#""([a-z_]*_ms|ts_ms|latency_ms|waited_ms)": \d+(\.\d+)?([eE][-+]?\d+)?"#,
+        r#""$1": "[MS]""#,
+    );
     s.add_filter(r"\b[0-9a-f]{16,64}\b", "[HASH]");
     s.add_filter(r"127\.0\.0\.\d+:\d+", "[ADDR]");
     // The runbook names the test server's port.
@@ -27,11 +33,6 @@ fn settings(w: &Work) -> insta::Settings {
     s.add_filter(
         r#""(run_drctl_version|rendered_by|drctl_version)": ?"[^"]*""#,
         r#""$1": "[VERSION]""#,
-    );
-    // Durations and times in ms vary from run to run; their keys do not.
-    s.add_filter(
-        r#""([a-z_]*_ms|ts_ms|latency_ms|waited_ms)": \d+(\.\d+)?"#,
-        r#""$1": "[MS]""#,
     );
     s.add_filter(r#""pid": \d+"#, r#""pid": "[PID]""#);
     s.add_filter(r"[+-]?\b\d+(\.\d+)?(ms|µs|s|m)\b", "[DUR]");
