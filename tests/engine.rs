@@ -304,7 +304,10 @@ fn approval_parks_the_run_until_approved() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(w.path().join("promoted").exists());
     let report = w.run(&["report", &run]).stdout;
-    assert!(report.contains("approved by **alice**"), "{report}");
+    assert!(
+        report.contains("| alice | approved `ok-to-promote` | via drctl approve |"),
+        "{report}"
+    );
     // In drill mode the gate is skipped by default.
     let d = w.run(&["run", rb.to_str().unwrap(), "--yes", "--mode", "drill"]);
     assert_eq!(d.code, 0, "{d:?}");

@@ -20,6 +20,11 @@ fn settings(w: &Work) -> insta::Settings {
     s.add_filter(r"\b\d+(\.\d+)?(ms|µs|s|m)\b", "[DUR]");
     s.add_filter(r"127\.0\.0\.\d+:\d+", "[ADDR]");
     s.add_filter(r"pid \d+", "pid [PID]");
+    s.add_filter(r"drctl \d+\.\d+\.\d+", "drctl [VERSION]");
+    s.add_filter(
+        r#""(run_drctl_version|rendered_by)":"[^"]*""#,
+        r#""$1":"[VERSION]""#,
+    );
     s.add_filter(
         &format!(r"\b{}\b", regex_escape(&drctl::journal::hostname())),
         "[HOST]",

@@ -85,6 +85,12 @@ pub const OLD_PRIMARY_UNREACHABLE: i32 = 41;
 /// `failback` refused: a DNS record changed since the failover (neither
 /// the failover's value nor the one before); nothing was changed.
 pub const DNS_DRIFT: i32 = 42;
+/// `report verify`: the report does not match its run's journal (an edited
+/// figure or word, another run, or a journal that changed since).
+pub const REPORT_MISMATCH: i32 = 50;
+/// `report verify --public-key`: the report is unsigned, signed with
+/// another key, or its signature over the journal head does not verify.
+pub const SIGNATURE_REJECTED: i32 = 51;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -229,5 +235,15 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         DNS_DRIFT,
         "dns-drift",
         "failback refused: DNS changed since the failover (--force restores anyway); nothing changed",
+    ),
+    (
+        REPORT_MISMATCH,
+        "report-mismatch",
+        "report verify: the report does not match its run's journal",
+    ),
+    (
+        SIGNATURE_REJECTED,
+        "signature-rejected",
+        "report verify: unsigned, another key, or the signature does not verify",
     ),
 ];

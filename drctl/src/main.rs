@@ -491,6 +491,20 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
             Ok(bench_out(output, text, &json))
         }
+        Command::Bench(cli::BenchCmd::Report { records, dir }) => {
+            let records = *records;
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| cli::statecmd::local_dir(&cli).join("bench-report"));
+            // Synchronous (it waits for child processes): off the async workers.
+            let (text, json) = tokio::task::spawn_blocking(move || {
+                drctl::bench::report::report_bench(records, &dir)
+            })
+            .await
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark task: {e}")))?
+            .map_err(|e| CliError::new(exit::INTERNAL, format!("benchmark failed: {e}")))?;
+            Ok(bench_out(output, text, &json))
+        }
         Command::Bench(cli::BenchCmd::Immudb) => {
             let rows = drctl::immudb::bench::bench_workloads();
             let sha = rows
@@ -521,14 +535,56 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
             cli::inspect::cmd_status(store.as_ref(), run_id, *follow, output).await
         }
-        Command::Report { run_id, format } => {
+        Command::Report(args) => {
             let store = open_store(&cli, None, OpenMode::Existing, false).await?;
-            let format = format.unwrap_or(if output == OutputFormat::Json {
-                cli::ReportFormat::Json
-            } else {
-                cli::ReportFormat::Md
-            });
-            cli::inspect::cmd_report(store.as_ref(), run_id, format).await
+            let format: drctl::report::Format = args
+                .format
+                .unwrap_or(if output == OutputFormat::Json {
+                    cli::ReportFormat::Json
+                } else {
+                    cli::ReportFormat::Md
+                })
+                .into();
+            match (&args.cmd, &args.compare, &args.run_id) {
+                (
+                    Some(cli::ReportCmd::Verify {
+                        report,
+                        run,
+                        public_key,
+                    }),
+                    _,
+                    _,
+                ) => {
+                    cli::reportcmd::cmd_verify(
+                        store.as_ref(),
+                        report,
+                        run,
+                        public_key.as_deref(),
+                        output,
+                    )
+                    .await
+                }
+                (None, Some(pair), _) if pair.len() == 2 => {
+                    cli::reportcmd::cmd_compare(store.as_ref(), &pair[0], &pair[1], format).await
+                }
+                (None, _, Some(run_id)) => {
+                    cli::reportcmd::cmd_report(
+                        store.as_ref(),
+                        cli::reportcmd::ReportRequest {
+                            run_id,
+                            format,
+                            postmortem: args.postmortem,
+                            trend_window: args.trend,
+                            sign_key: args.sign_key.as_deref(),
+                        },
+                    )
+                    .await
+                }
+                _ => Err(CliError::new(
+                    exit::USAGE,
+                    "give a run id, --compare RUN_A RUN_B, or `verify`",
+                )),
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::engine::{self, EngineError, RunSpec};
 use crate::runbook::Mode;
 use crate::store::{DirStore, Store, StoreError};
 
+pub mod report;
 pub mod scale;
 
 /// Why a benchmark could not produce figures.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{ui, CliError, OutputFormat, ReportFormat};
+use super::{ui, CliError, OutputFormat};
 use crate::engine::run::load_view_only;
 use crate::engine::view::RunView;
 use crate::exit;
@@ -238,20 +238,4 @@ fn status_exit(v: &RunView, follow: bool) -> i32 {
         Some(RunStatus::Aborted) | Some(RunStatus::Interrupted) => exit::RUN_INTERRUPTED,
         Some(RunStatus::WaitingApproval) => exit::WAITING_APPROVAL,
     }
-}
-
-pub async fn cmd_report(
-    store: &dyn Store,
-    id: &str,
-    format: ReportFormat,
-) -> Result<i32, CliError> {
-    let id = resolve_run_id(store, id).await?;
-    let v = load_view_only(store, &id).await?;
-    match format {
-        ReportFormat::Md => ui::out(&crate::report::markdown(&v)),
-        ReportFormat::Json => {
-            ui::out(&serde_json::to_string_pretty(&crate::report::json(&v)).unwrap_or_default())
-        }
-    }
-    Ok(exit::OK)
 }

@@ -11,6 +11,7 @@ pub mod labcmd;
 pub mod manifests;
 pub mod plan;
 pub mod preflight;
+pub mod reportcmd;
 pub mod runs;
 pub mod statecmd;
 pub mod ui;
@@ -197,14 +198,8 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Render a run's report from its journal.
-    Report {
-        /// Run id or `latest`.
-        run_id: String,
-        /// Report format [default: md; json with `--output json`]
-        #[arg(long, value_enum)]
-        format: Option<ReportFormat>,
-    },
+    /// Render a run's report from its journal (or compare two runs, or verify a report).
+    Report(ReportArgs),
     /// Validate runbooks, environment files and check sets; report every problem.
     Validate {
         /// Runbooks, environment files, check sets and drill definitions.
@@ -448,6 +443,15 @@ pub enum BenchCmd {
     },
     /// immudb verification: dual proofs at large tx ids and Alh-chain recomputation, beside raw SHA-256.
     Immudb,
+    /// Report rendering (md, postmortem, json, html) from a large journal, beside verifying and folding it.
+    Report {
+        /// Records in the journal.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Directory for the benchmark's state (default: a temp dir under the state dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -557,6 +561,48 @@ impl From<ModeArg> for crate::runbook::Mode {
 pub enum ReportFormat {
     Md,
     Json,
+    /// One self-contained page (no external anything) with SVG pictures.
+    Html,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub cmd: Option<ReportCmd>,
+    /// Run id or `latest`.
+    #[arg(required_unless_present = "compare")]
+    pub run_id: Option<String>,
+    /// Report format [default: md; json with `--output json`]
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// A postmortem skeleton prefilled from the journal (Markdown).
+    #[arg(long)]
+    pub postmortem: bool,
+    /// Compare two runs: step durations, RTO/RPO, targets, what changed.
+    #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], conflicts_with_all = ["run_id", "postmortem", "sign_key"])]
+    pub compare: Option<Vec<String>>,
+    /// Drills of the same runbook and environment in a drill's trend (0: none).
+    #[arg(long, default_value_t = crate::report::trend::WINDOW)]
+    pub trend: usize,
+    /// Sign the journal head with this Ed25519 key (PKCS#8), by secret reference (env:NAME, file:PATH).
+    #[arg(long, value_name = "REF")]
+    pub sign_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCmd {
+    /// Check that a report matches its run's journal (rendered again and compared), and its signature.
+    Verify {
+        /// The report file (md, html or json).
+        report: PathBuf,
+        /// The run the report is of (or `latest`).
+        #[arg(long)]
+        run: String,
+        /// Ed25519 public key (PEM, or base64 of the 32 raw bytes) to check the signature with.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
 }
 
 /// Who is acting, for journals and approvals: `DRCTL_OPERATOR`, else the

@@ -345,10 +345,6 @@ pub async fn run(
     // Verdicts from `measure`: a failed drill or an unknown figure is never "met".
     let rto_met = m.as_ref().and_then(|m| m.rto_verdict.met());
     let rpo_met = m.as_ref().and_then(|m| m.rpo_verdict.met());
-    let report = crate::report::markdown(&view);
-    let report_path = store
-        .put_artifact(&outcome.run_id, "report.md", report.as_bytes())
-        .await?;
     let record = json!({
         "run_id": outcome.run_id,
         "drill": label.name.clone().unwrap_or_else(|| view.runbook.name.clone()),
@@ -371,6 +367,23 @@ pub async fn run(
         "journal_head": view.head,
     });
     store.append_history(HISTORY, &record).await?;
+    // Rendered after the history holds this drill, so its trend ends
+    // with it (the same report `drctl report RUN` renders).
+    let history = store.read_history(HISTORY).await?;
+    let trend = crate::report::trend::select(&view, &history, crate::report::trend::WINDOW);
+    let inputs = crate::report::Inputs {
+        trend_window: if trend.is_empty() {
+            0
+        } else {
+            crate::report::trend::WINDOW
+        },
+        trend,
+        ..crate::report::Inputs::plain(crate::report::Format::Md)
+    };
+    let report = crate::report::render(&view, &inputs);
+    let report_path = store
+        .put_artifact(&outcome.run_id, "report.md", report.as_bytes())
+        .await?;
     Ok(DrillResult {
         outcome,
         measurements: m,

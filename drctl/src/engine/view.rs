@@ -31,6 +31,32 @@ pub struct StepView {
     /// The latest `step_checkpoint` the step's action saved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Value>,
+    /// What the step did over time (attempts, retry waits, a start cut
+    /// off by a crash), in journal order: what the report's timeline draws.
+    #[serde(skip)]
+    pub spans: Vec<Span>,
+}
+
+/// One stretch of a step's life on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub start_ms: u64,
+    /// `None` while the stretch is open (the step is running).
+    pub end_ms: Option<u64>,
+    pub kind: SpanKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// An attempt, open or ended with the step's final status.
+    Attempt,
+    /// An attempt that failed and was retried.
+    FailedAttempt,
+    /// The pause before the next attempt (`retry_in_ms`, as journaled).
+    RetryWait,
+    /// A start whose process stopped (crash, kill) before the step ended:
+    /// drawn up to the resume, because when it stopped is not journaled.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +81,16 @@ pub struct ResumeView {
     pub operator: String,
     pub runbook_changed: bool,
     pub decisions: BTreeMap<String, String>,
+    /// `--accept-data-loss`, `--force`, `--yes` given to this resume.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub yes: bool,
+    /// A changed environment file accepted (`--allow-env-change`).
+    #[serde(default)]
+    pub environment_changed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +98,8 @@ pub struct RunView {
     pub run_id: String,
     pub runbook: FileRef,
     pub environment: Option<FileRef>,
+    /// The drctl that started the run (from `run_started`).
+    pub drctl_version: String,
     pub mode: Mode,
     pub operator: String,
     pub host: String,
@@ -191,6 +229,7 @@ fn step_mut<'a>(view: &'a mut RunView, id: &str, action: &str) -> &'a mut StepVi
         attempt_failures: Vec::new(),
         starts: 0,
         checkpoint: None,
+        spans: Vec::new(),
     });
     let last = steps.len() - 1;
     &mut steps[last]
@@ -244,7 +283,7 @@ impl RunView {
             rpo_target_ms,
             lease_mode,
             proofs,
-            ..
+            drctl_version,
         } = &first.event
         else {
             return None;
@@ -253,6 +292,7 @@ impl RunView {
             run_id: run_id.clone(),
             runbook: runbook.clone(),
             environment: environment.clone(),
+            drctl_version: drctl_version.clone(),
             mode: *mode,
             operator: operator.clone(),
             host: host.clone(),
@@ -301,8 +341,18 @@ impl RunView {
                 accept_data_loss,
                 force,
                 proofs,
+                yes,
                 ..
             } => {
+                // A start still open when the run was resumed was cut off.
+                for s in view.steps.iter_mut() {
+                    if let Some(last) = s.spans.last_mut() {
+                        if last.end_ms.is_none() {
+                            last.end_ms = Some(rec.ts_ms);
+                            last.kind = SpanKind::Interrupted;
+                        }
+                    }
+                }
                 if let Some(p) = proofs {
                     view.proofs = Some(p.clone());
                 }
@@ -326,6 +376,10 @@ impl RunView {
                     operator: operator.clone(),
                     runbook_changed: *runbook_changed,
                     decisions: decisions.clone(),
+                    accept_data_loss: *accept_data_loss,
+                    force: *force,
+                    yes: *yes,
+                    environment_changed: environment_sha256.is_some(),
                 });
             }
             Event::StepStarted {
@@ -345,15 +399,37 @@ impl RunView {
                 s.finished_ms = None;
                 s.error = None;
                 s.starts += 1;
+                s.spans.push(Span {
+                    start_ms: rec.ts_ms,
+                    end_ms: None,
+                    kind: SpanKind::Attempt,
+                });
             }
             Event::StepAttemptFailed {
                 step,
                 attempt,
                 error,
-                ..
+                retry_in_ms,
             } => {
                 let s = step_mut(view, step, "");
                 s.attempt_failures.push((*attempt, error.clone()));
+                if let Some(last) = s.spans.last_mut() {
+                    if last.end_ms.is_none() {
+                        last.end_ms = Some(rec.ts_ms);
+                        last.kind = SpanKind::FailedAttempt;
+                    }
+                }
+                let next = rec.ts_ms.saturating_add(*retry_in_ms);
+                s.spans.push(Span {
+                    start_ms: rec.ts_ms,
+                    end_ms: Some(next),
+                    kind: SpanKind::RetryWait,
+                });
+                s.spans.push(Span {
+                    start_ms: next,
+                    end_ms: None,
+                    kind: SpanKind::Attempt,
+                });
             }
             Event::StepFinished {
                 step,
@@ -370,6 +446,11 @@ impl RunView {
                 s.attempts = *attempts;
                 s.finished_ms = Some(rec.ts_ms);
                 s.duration_ms = Some(*duration_ms);
+                if let Some(last) = s.spans.last_mut() {
+                    if last.end_ms.is_none() {
+                        last.end_ms = Some(rec.ts_ms.max(last.start_ms));
+                    }
+                }
             }
             Event::StepCheckpoint { step, data } => {
                 step_mut(view, step, "").checkpoint = Some(data.clone());

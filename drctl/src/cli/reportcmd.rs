@@ -1,0 +1,272 @@
+//! `report`, `report --compare`, `report verify`: reports from journals,
+//! and the check that a report still matches its journal.
+
+use std::path::Path;
+
+use super::{ui, CliError, ReportFormat};
+use crate::engine::run::load_view_only;
+use crate::engine::view::RunView;
+use crate::exit;
+use crate::journal::format_ms;
+use crate::report::evidence::{self, Evidence, EvidenceError};
+use crate::report::{self, Format, Inputs, Previous};
+use crate::store::Store;
+
+impl From<ReportFormat> for Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Md => Format::Md,
+            ReportFormat::Json => Format::Json,
+            ReportFormat::Html => Format::Html,
+        }
+    }
+}
+
+fn evidence_error(e: EvidenceError) -> CliError {
+    let code = match &e {
+        EvidenceError::OtherKey { .. }
+        | EvidenceError::SignatureInvalid
+        | EvidenceError::Unsigned => exit::SIGNATURE_REJECTED,
+        EvidenceError::PublicKeyFile { .. } => exit::NOT_FOUND,
+        _ => exit::INVALID_INPUT,
+    };
+    let hint = match &e {
+        EvidenceError::BadKey(_) => Some("e.g. `openssl genpkey -algorithm ed25519` (PKCS#8 PEM), referenced as env:NAME or file:PATH"),
+        EvidenceError::BadPublicKey(_) => Some("e.g. `openssl pkey -in KEY -pubout`"),
+        EvidenceError::Unsigned => Some("sign when rendering: `drctl report RUN --sign-key env:NAME`"),
+        _ => None,
+    };
+    let c = CliError::from_error(code, &e);
+    match hint {
+        Some(h) => c.hint(h),
+        None => c,
+    }
+}
+
+/// The drill history's entries, read only when the report needs them.
+async fn history(store: &dyn Store, needed: bool) -> Result<Vec<serde_json::Value>, CliError> {
+    if !needed {
+        return Ok(Vec::new());
+    }
+    Ok(store.read_history(crate::drill::HISTORY).await?)
+}
+
+/// The last drill of the same runbook and environment that started
+/// before this run (by time, so a later drill never changes it).
+async fn previous(
+    store: &dyn Store,
+    view: &RunView,
+    history: &[serde_json::Value],
+) -> Result<Option<Previous>, CliError> {
+    let env = view.environment.as_ref().map(|e| e.name.as_str());
+    let before = format_ms(view.started_ms);
+    let prev = history.iter().rev().find(|h| {
+        h.get("runbook").and_then(|v| v.as_str()) == Some(view.runbook.name.as_str())
+            && h.get("environment").and_then(|v| v.as_str()) == env
+            && h.get("run_id").and_then(|v| v.as_str()) != Some(view.run_id.as_str())
+            && h.get("failed_at")
+                .and_then(|v| v.as_str())
+                .is_some_and(|f| f < before.as_str())
+    });
+    let Some(id) = prev.and_then(|h| h.get("run_id")).and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    match load_view_only(store, id).await {
+        Ok(v) => Ok(Some(Previous::of(&v))),
+        // A pruned previous drill: nothing to compare with.
+        Err(crate::engine::EngineError::Store(crate::store::StoreError::RunNotFound(_))) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Everything besides the journal a report is rendered from.
+async fn inputs(
+    store: &dyn Store,
+    view: &RunView,
+    format: Format,
+    postmortem: bool,
+    trend_window: usize,
+    signature: Option<evidence::Signature>,
+) -> Result<Inputs, CliError> {
+    let trend_window = if view.mode == crate::runbook::Mode::Drill {
+        trend_window
+    } else {
+        0
+    };
+    let postmortem = postmortem && format == Format::Md;
+    let h = history(store, trend_window > 0 || postmortem).await?;
+    let previous = if postmortem {
+        previous(store, view, &h).await?
+    } else {
+        None
+    };
+    let trend = report::trend::select(view, &h, trend_window);
+    Ok(Inputs {
+        format,
+        postmortem,
+        // Recorded as drawn: a run not in the history shows no trend.
+        trend_window: if trend.is_empty() { 0 } else { trend_window },
+        trend,
+        previous,
+        signature,
+    })
+}
+
+pub struct ReportRequest<'a> {
+    pub run_id: &'a str,
+    pub format: Format,
+    pub postmortem: bool,
+    pub trend_window: usize,
+    pub sign_key: Option<&'a str>,
+}
+
+pub async fn cmd_report(store: &dyn Store, req: ReportRequest<'_>) -> Result<i32, CliError> {
+    if req.postmortem && req.format != Format::Md {
+        return Err(CliError::new(
+            exit::USAGE,
+            "--postmortem is a Markdown skeleton: use it with --format md",
+        ));
+    }
+    let id = super::inspect::resolve_run_id(store, req.run_id).await?;
+    let v = load_view_only(store, &id).await?;
+    let signature = req
+        .sign_key
+        .map(|k| evidence::sign(k, &v.run_id, v.records, &v.head))
+        .transpose()
+        .map_err(evidence_error)?;
+    let inputs = inputs(
+        store,
+        &v,
+        req.format,
+        req.postmortem,
+        req.trend_window,
+        signature,
+    )
+    .await?;
+    ui::out(&report::render(&v, &inputs));
+    Ok(exit::OK)
+}
+
+pub async fn cmd_compare(
+    store: &dyn Store,
+    a: &str,
+    b: &str,
+    format: Format,
+) -> Result<i32, CliError> {
+    let a = super::inspect::resolve_run_id(store, a).await?;
+    let b = super::inspect::resolve_run_id(store, b).await?;
+    let va = load_view_only(store, &a).await?;
+    let vb = load_view_only(store, &b).await?;
+    let c = report::compare::compare(&va, &vb);
+    ui::out(&report::compare::render(&c, format));
+    Ok(exit::OK)
+}
+
+fn mismatch(msg: String) -> CliError {
+    CliError::new(exit::REPORT_MISMATCH, msg)
+}
+
+/// Re-renders the report from the journal with the options its evidence
+/// block records and compares; then checks the signature when a public
+/// key is given.
+pub async fn cmd_verify(
+    store: &dyn Store,
+    file: &Path,
+    run: &str,
+    public_key: Option<&Path>,
+    output: super::OutputFormat,
+) -> Result<i32, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::from_error(
+            if e.kind() == std::io::ErrorKind::NotFound {
+                exit::NOT_FOUND
+            } else {
+                exit::INVALID_INPUT
+            },
+            &e,
+        )
+        .hint(format!("cannot read {}", file.display()))
+    })?;
+    let ev: Evidence = evidence::extract(&text).map_err(evidence_error)?;
+    let id = super::inspect::resolve_run_id(store, run).await?;
+    if ev.run_id != id {
+        return Err(mismatch(format!(
+            "the report is of run {}, not of run {id}",
+            ev.run_id
+        )));
+    }
+    let v = load_view_only(store, &id).await?;
+    if v.records != ev.records || v.head != ev.head {
+        let hint = if v.records > ev.records {
+            "the run continued after the report was rendered: render it again"
+        } else {
+            "the journal the report quotes is not this one"
+        };
+        return Err(mismatch(format!(
+            "the report quotes a journal of {} records with head {}; run {id}'s journal has {} records, head {}",
+            ev.records, ev.head, v.records, v.head
+        ))
+        .hint(hint));
+    }
+    let inputs = inputs(
+        store,
+        &v,
+        ev.format,
+        ev.postmortem,
+        ev.trend_window,
+        ev.signature.clone(),
+    )
+    .await?;
+    let expected = report::render(&v, &inputs);
+    if let Some((line, want, found)) =
+        evidence::first_difference(expected.trim_end(), text.trim_end())
+    {
+        let mut e = mismatch(format!(
+            "the report differs from its journal at line {line}: the journal gives `{want}`, the report says `{found}`"
+        ));
+        if ev.rendered_by != env!("CARGO_PKG_VERSION") {
+            e = e.hint(format!(
+                "the report was rendered by drctl {}, this is {}: verify with that version",
+                ev.rendered_by,
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        return Err(e);
+    }
+    let mut said = format!(
+        "report {} matches run {id}: {} records, head {}",
+        file.display(),
+        v.records,
+        v.head
+    );
+    let mut checked: Option<String> = None;
+    match (public_key, &ev.signature) {
+        (Some(pk), _) => {
+            let key = evidence::read_public_key(pk).map_err(evidence_error)?;
+            let fp = evidence::check_signature(&ev, &key).map_err(evidence_error)?;
+            said.push_str(&format!("; journal head signature verified with key {fp}"));
+            checked = Some(fp);
+        }
+        (None, Some(s)) => said.push_str(&format!(
+            "; signed by key {} (not checked: give --public-key FILE)",
+            s.key_fingerprint
+        )),
+        (None, None) => said.push_str("; not signed"),
+    }
+    if output == super::OutputFormat::Json {
+        said = serde_json::json!({
+            "matches": true,
+            "run_id": id,
+            "records": v.records,
+            "head": v.head,
+            "format": ev.format,
+            "signed": ev.signature.is_some(),
+            "signature_verified_with": checked,
+        })
+        .to_string();
+    }
+    ui::out(&said);
+    Ok(exit::OK)
+}
