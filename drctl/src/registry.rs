@@ -84,6 +84,7 @@ mod tests {
                 "kube.check",
                 "postgres.status",
                 "postgres.query",
+                "postgres.verify_backup",
             ]
         );
         let post = serde_json::json!({"method": "POST"});
