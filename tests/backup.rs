@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use drctl_tests::prom::Pushgateway;
 use drctl_tests::{processes_in, repo_root, wait_until, Out, Work};
 use sha2::{Digest, Sha256};
 
@@ -260,57 +261,6 @@ fn assert_scratch_clean(w: &Work) {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "scratch leftovers: {left:?}");
-}
-
-struct Pushgateway {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Pushgateway {
-    fn start() -> Pushgateway {
-        let port = drctl::lab::pg::free_port().unwrap();
-        let child = Command::new("prometheus-pushgateway")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus-pushgateway (scripts/install-deps.sh)");
-        let url = format!("http://127.0.0.1:{port}");
-        let g = Pushgateway { child, url };
-        assert!(
-            wait_until(Duration::from_secs(10), || g.metrics().is_some()),
-            "pushgateway up"
-        );
-        g
-    }
-
-    fn metrics(&self) -> Option<String> {
-        let o = Command::new("curl")
-            .args(["-sf", &format!("{}/metrics", self.url)])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).to_string())
-    }
-
-    /// The value of the series `name{…}` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[&str]) -> Option<f64> {
-        let m = self.metrics()?;
-        m.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .find(|l| labels.iter().all(|x| l.contains(x)))
-            .and_then(|l| l.rsplit_once(' '))
-            .and_then(|(_, v)| v.parse().ok())
-    }
-}
-
-impl Drop for Pushgateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Heartbeats 1-20 before the backup, 21-40 after it in four archived

@@ -5,30 +5,15 @@
 //! changed threshold.
 
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
+
+use std::process::Stdio;
 use std::time::Duration;
 
+use drctl_tests::prom::{promtool, unit_tests_catch, Pushgateway};
 use drctl_tests::{repo_root, wait_until, Work};
 
 const RULES: &str = "drctl-drill-rules.yaml";
 const TESTS: &str = "drctl-drill-rules.test.yaml";
-
-fn promtool(args: &[&str], dir: &Path) -> (bool, String) {
-    let o = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("promtool (apt-get install prometheus; scripts/install-deps.sh)");
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
 
 #[test]
 fn drill_rules_check_and_their_unit_tests_pass_and_catch_changes() {
@@ -37,29 +22,23 @@ fn drill_rules_check_and_their_unit_tests_pass_and_catch_changes() {
     assert!(ok && out.contains("SUCCESS: 4 rules found"), "{out}");
     let (ok, out) = promtool(&["test", "rules", TESTS], &dir);
     assert!(ok, "{out}");
-    for (from, to) in [
-        (
-            "drctl_drill_rto_median_seconds * 1.5",
-            "drctl_drill_rto_median_seconds * 1.7",
-        ),
-        ("drctl_drill_target_met == 0", "drctl_drill_target_met == 2"),
-        ("for: 1d", "for: 2d"),
-        (
-            "> on (drill, mode) drctl_drill_overdue_after_seconds",
-            "> on (drill, mode) 2 * drctl_drill_overdue_after_seconds",
-        ),
-    ] {
-        let t = tempfile::tempdir().unwrap();
-        let rules = std::fs::read_to_string(dir.join(RULES)).unwrap();
-        assert!(rules.contains(from), "{from}");
-        std::fs::write(t.path().join(RULES), rules.replace(from, to)).unwrap();
-        std::fs::copy(dir.join(TESTS), t.path().join(TESTS)).unwrap();
-        let (ok, out) = promtool(&["test", "rules", TESTS], t.path());
-        assert!(
-            !ok,
-            "changing `{from}` to `{to}` must fail the unit tests: {out}"
-        );
-    }
+    unit_tests_catch(
+        &dir,
+        RULES,
+        TESTS,
+        &[
+            (
+                "drctl_drill_rto_median_seconds * 1.5",
+                "drctl_drill_rto_median_seconds * 1.7",
+            ),
+            ("drctl_drill_target_met == 0", "drctl_drill_target_met == 2"),
+            ("for: 1d", "for: 2d"),
+            (
+                "> on (drill, mode) drctl_drill_overdue_after_seconds",
+                "> on (drill, mode) 2 * drctl_drill_overdue_after_seconds",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -102,37 +81,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A real Pushgateway on loopback, stopped on drop.
-struct Pushgateway {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Pushgateway {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("prometheus-pushgateway")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus-pushgateway (apt-get install prometheus-pushgateway)");
-        let pg = Pushgateway { child, port };
-        assert!(wait_until(Duration::from_secs(10), || get(
-            port, "/-/ready"
-        )
-        .is_some()));
-        pg
-    }
-}
-
-impl Drop for Pushgateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn get(port: u16, path: &str) -> Option<String> {

@@ -4,6 +4,8 @@
 //! the test executable or via `DRCTL_BIN`) against a temporary state
 //! directory, and inspect its exit codes, output and journal.
 
+pub mod prom;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -3,26 +3,8 @@
 //! three alerts firing and not firing), the unit tests catch a changed
 //! threshold, and every metric the rules use is one drctl emits.
 
-use std::path::Path;
-use std::process::Command;
-
+use drctl_tests::prom::{promtool, unit_tests_catch};
 use drctl_tests::repo_root;
-
-fn promtool(args: &[&str], dir: &Path) -> (bool, String) {
-    let o = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("promtool (apt-get install prometheus; scripts/install-deps.sh)");
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
 
 const RULES: &str = "drctl-backup-rules.yaml";
 const TESTS: &str = "drctl-backup-rules.test.yaml";
@@ -40,28 +22,22 @@ fn the_rules_check_and_their_unit_tests_pass() {
 #[test]
 fn the_unit_tests_catch_a_changed_threshold() {
     let src = repo_root().join("deploy/prometheus");
-    for (from, to) in [
-        ("> 26 * 3600", "> 30 * 3600"),
-        (
-            "drctl_backup_verify_success == 0",
-            "drctl_backup_verify_success == 2",
-        ),
-        (
-            "drctl_backup_rpo_gap_seconds > 2 * 3600",
-            "drctl_backup_rpo_gap_seconds > 4 * 3600",
-        ),
-    ] {
-        let t = tempfile::tempdir().unwrap();
-        let rules = std::fs::read_to_string(src.join(RULES)).unwrap();
-        assert!(rules.contains(from), "{from}");
-        std::fs::write(t.path().join(RULES), rules.replace(from, to)).unwrap();
-        std::fs::copy(src.join(TESTS), t.path().join(TESTS)).unwrap();
-        let (ok, out) = promtool(&["test", "rules", TESTS], t.path());
-        assert!(
-            !ok,
-            "changing `{from}` to `{to}` must fail the unit tests: {out}"
-        );
-    }
+    unit_tests_catch(
+        &src,
+        RULES,
+        TESTS,
+        &[
+            ("> 26 * 3600", "> 30 * 3600"),
+            (
+                "drctl_backup_verify_success == 0",
+                "drctl_backup_verify_success == 2",
+            ),
+            (
+                "drctl_backup_rpo_gap_seconds > 2 * 3600",
+                "drctl_backup_rpo_gap_seconds > 4 * 3600",
+            ),
+        ],
+    );
 }
 
 #[test]
