@@ -650,7 +650,7 @@ fn rpo_figures(
             v.insert("time_lost_ms".into(), json!((a - b.at_ms).max(0)));
             methods.insert("time_lost_ms".into(), json!("newest acknowledged heartbeat time minus newest surviving heartbeat time (both stamped by the old primary's clock)"));
             bounds.insert("time_lost_ms".into(), json!(match interval {
-                Some(i) => format!("writes after the last acknowledged heartbeat are not seen: the window of lost writes is up to one heartbeat interval ({i} ms) longer; equals rows lost times the interval within one interval"),
+                Some(i) => format!("writes after the last acknowledged heartbeat are not seen: the window of lost writes is up to one heartbeat interval ({i} ms) longer; at least rows lost times the interval (the writer never writes faster), more when the writer was delayed"),
                 None => "writes after the last acknowledged heartbeat are not seen: up to one heartbeat interval longer".into(),
             }));
         }
