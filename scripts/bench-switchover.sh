@@ -89,11 +89,12 @@ $drctl lab down >/dev/null 2>&1 || true
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f", m}'; }
 U=$(med "${unavail[@]}"); B=$(med "${blocked[@]}"); S=$(med "${stop[@]}"); W=$(med "${wait[@]}"); P=$(med "${promote[@]}")
 F=$(med "${fb[@]}"); R=$(med "${rewind[@]}"); C=$(med "${catchup[@]}"); SB=$(med "${swback[@]}")
-RAW=$(python3 -c "print($S+$W+$P)")
+RAW=$(python3 -c "print(round($S+$W+$P, 1))")
 echo "switchover and failback benchmark, median of $ROUNDS rounds (fresh lab each, pgbench -i -s 10)"
 echo "  raw steps (in drctl's switchover step): fast stop $S ms, replay past shutdown checkpoint $W ms, promote $P ms (sum $RAW ms, 1.00x)"
 printf "  no server takes writes (drctl's window)      %8.1f ms   (%.2fx raw)\n" "$B" "$(python3 -c "print($B/$RAW)")"
 printf "  writer: first failed -> first ok write       %8.1f ms   (%.2fx raw; psql per try, so +- one psql start)\n" "$U" "$(python3 -c "print($U/$RAW)")"
 echo "  acknowledged rows lost: 0 in every round"
 printf "  failback run (drill -> lab back on primary)  %8.1f ms   raw pg_rewind %.1f ms (%.1fx), rejoin catch-up %.1f ms, switchover back window %.1f ms\n" "$F" "$R" "$(python3 -c "print($F/$R)")" "$C" "$SB"
-echo "  rounds: unavailability [${unavail[*]}]  failback [${fb[*]}]  rewind [${rewind[*]}]"
+r1() { for v in "$@"; do printf "%.0f " "$v"; done; }
+echo "  rounds (ms): unavailability [$(r1 "${unavail[@]}")]  failback [$(r1 "${fb[@]}")]  rewind [$(r1 "${rewind[@]}")]"
