@@ -130,43 +130,7 @@ pub async fn start_isolated(
             return json(200, json!({"port": s.port, "already_running": true}));
         }
     }
-    let started = async {
-        let who = pg::run_as()?;
-        pg::write_file(&data.join("standby.signal"), "", 0o600, who)?;
-        let hba = st.data_root.join(format!("{iso}-hba.conf"));
-        pg::write_file(
-            &hba,
-            &format!(
-                "# drctl lab: an isolated server admits only the superuser\nhostssl postgres {} 127.0.0.1/32 scram-sha-256\n",
-                st.spec.superuser
-            ),
-            0o600,
-            who,
-        )?;
-        let port = pg::free_port()?;
-        let args: Vec<String> = [
-            format!("port={port}"),
-            "listen_addresses=127.0.0.1".into(),
-            format!("hba_file={}", hba.display()),
-            "primary_conninfo=".into(),
-            "primary_slot_name=".into(),
-            "restore_command=".into(),
-            "archive_mode=off".into(),
-            "hot_standby=on".into(),
-        ]
-        .into_iter()
-        .flat_map(|a| ["-c".to_string(), a])
-        .collect();
-        pg::start_with(
-            &iso,
-            &data,
-            port,
-            &st.dir.join(format!("logs/{iso}.log")),
-            &args,
-        )
-        .await
-    }
-    .await;
+    let started = super::truth::start_isolated_dir(st, &data, &iso).await;
     match started {
         Ok(s) => {
             let port = s.port;

@@ -100,14 +100,25 @@ pub fn mark_standby(data: &Path) -> Result<(), LabError> {
 
 /// Starts the old primary's data directory isolated (see the module doc).
 pub async fn start_isolated(st: &LabState) -> Result<Server, LabError> {
+    start_isolated_dir(st, &st.data_root.join("primary"), ISOLATED).await
+}
+
+/// Starts the server of `data` as `name`, isolated: a standby with no
+/// upstream (no `primary_conninfo`, slot or `restore_command`), no
+/// archiving, on a fresh loopback port, admitting only the superuser. The
+/// drill truth and failback's read of the old primary both use it.
+pub async fn start_isolated_dir(
+    st: &LabState,
+    data: &Path,
+    name: &str,
+) -> Result<Server, LabError> {
     let who = pg::run_as()?;
-    let data = st.data_root.join("primary");
-    mark_standby(&data)?;
-    let hba = st.data_root.join("truth-hba.conf");
+    mark_standby(data)?;
+    let hba = st.data_root.join(format!("{name}-hba.conf"));
     pg::write_file(
         &hba,
         &format!(
-            "# drctl lab: the isolated old primary admits only the superuser\nhostssl postgres {} 127.0.0.1/32 scram-sha-256\n",
+            "# drctl lab: an isolated server admits only the superuser\nhostssl postgres {} 127.0.0.1/32 scram-sha-256\n",
             st.spec.superuser
         ),
         0o600,
@@ -119,6 +130,7 @@ pub async fn start_isolated(st: &LabState) -> Result<Server, LabError> {
         "listen_addresses=127.0.0.1".into(),
         format!("hba_file={}", hba.display()),
         "primary_conninfo=".into(),
+        "primary_slot_name=".into(),
         "restore_command=".into(),
         "archive_mode=off".into(),
         "hot_standby=on".into(),
@@ -127,10 +139,10 @@ pub async fn start_isolated(st: &LabState) -> Result<Server, LabError> {
     .flat_map(|a| ["-c".to_string(), a])
     .collect();
     pg::start_with(
-        ISOLATED,
-        &data,
+        name,
+        data,
         port,
-        &st.dir.join(format!("logs/{ISOLATED}.log")),
+        &st.dir.join(format!("logs/{name}.log")),
         &args,
     )
     .await
@@ -164,34 +176,9 @@ pub async fn read_isolated(
     // Replay of the local WAL is over when the server accepts read-only
     // connections after a crash; wait until the position holds still
     // anyway, so the end of WAL is never read mid-replay.
-    let replay = || async {
-        query(
-            &c,
-            &addr,
-            "replay lsn",
-            "select pg_last_wal_replay_lsn()::text",
-            LIMIT,
-        )
+    let end = ops::settled_replay_lsn(&c, &addr, Duration::from_secs(10), LIMIT)
         .await
-        .map_err(other)
-        .map(|rows| {
-            rows.first()
-                .and_then(|r| r.get::<_, Option<String>>(0))
-                .as_deref()
-                .and_then(Lsn::parse)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut end = replay().await?;
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = replay().await?;
-        if now == end || Instant::now() > deadline {
-            end = now;
-            break;
-        }
-        end = now;
-    }
+        .map_err(other)?;
     let (count, last) = ops::beats_after(&c, &addr, after, LIMIT)
         .await
         .map_err(other)?;

@@ -191,6 +191,44 @@ pub async fn newest_beat(
     }
 }
 
+/// The replay position of a server in recovery once it holds still (two
+/// reads 200 ms apart agree), or the last read after `within`: the end of
+/// the WAL an isolated server (no upstream) holds, never read mid-replay.
+pub async fn settled_replay_lsn(
+    client: &Client,
+    addr: &str,
+    within: Duration,
+    limit: Duration,
+) -> Result<Option<Lsn>, PgError> {
+    let replay = || async {
+        query(
+            client,
+            addr,
+            "replay lsn",
+            "select pg_last_wal_replay_lsn()::text",
+            limit,
+        )
+        .await
+        .map(|rows| {
+            rows.first()
+                .and_then(|r| r.get::<_, Option<String>>(0))
+                .as_deref()
+                .and_then(Lsn::parse)
+        })
+    };
+    let deadline = Instant::now() + within;
+    let mut end = replay().await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = replay().await?;
+        let settled = now == end || Instant::now() > deadline;
+        end = now;
+        if settled {
+            return Ok(end);
+        }
+    }
+}
+
 /// Heartbeats with id above `after`: rows the other server never got.
 pub async fn beats_after(
     client: &Client,

@@ -203,33 +203,7 @@ async fn extract(
             ));
         }
         // Its own WAL replayed to the end: the replay position stops moving.
-        let replay = || async {
-            query(
-                &c,
-                &addr,
-                "replay lsn",
-                "select pg_last_wal_replay_lsn()::text",
-                LIMIT,
-            )
-            .await
-            .map(|rows| {
-                rows.first()
-                    .and_then(|r| r.get::<_, Option<String>>(0))
-                    .as_deref()
-                    .and_then(Lsn::parse)
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut end = replay().await?;
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = replay().await?;
-            if now == end || Instant::now() > deadline {
-                end = now;
-                break;
-            }
-            end = now;
-        }
+        let end = ops::settled_replay_lsn(&c, &addr, Duration::from_secs(20), LIMIT).await?;
         let src = p.source.connect(LIMIT).await?;
         std::fs::create_dir_all(dir)
             .map_err(|e| ActionError::failed(format!("create {}: {e}", dir.display())))?;
