@@ -122,8 +122,9 @@ async fn tick_one(
     let Some(sched) = &def.schedule else {
         return Ok(Action::Unscheduled);
     };
-    let current = store.get_doc(SLOTS, &def.name).await?;
+    let mut current = store.get_doc(SLOTS, &def.name).await?;
     // A slot claimed by a daemon that died before its run ended.
+    let mut rewritten = false;
     if let Some(cur) = &current {
         if cur.doc.get("state").and_then(Value::as_str) == Some("running") {
             if let Some(run_id) = cur.doc.get("run_id").and_then(Value::as_str) {
@@ -143,6 +144,7 @@ async fn tick_one(
                     // Never started: the slot was claimed, nothing ran.
                     None => {
                         finish(store, def, cur.version, &cur.doc, -1).await?;
+                        rewritten = true;
                         event(store, json!({"drill": def.name, "event": "missed", "slot": cur.doc.get("slot"), "reason": "the daemon that claimed it stopped before starting the run", "at": ts(now)})).await?;
                     }
                     // Ended, or still held by a live process: not ours to touch.
@@ -154,7 +156,9 @@ async fn tick_one(
     if sched.suspend {
         return Ok(Action::Suspended);
     }
-    let current = store.get_doc(SLOTS, &def.name).await?;
+    if rewritten {
+        current = store.get_doc(SLOTS, &def.name).await?;
+    }
     let last = current.as_ref().and_then(|c| parse_ts(&c.doc, "handled"));
     let d = schedule::decide(&sched.cron, sched.missed, last, now);
     let (expect, base) = match &current {
