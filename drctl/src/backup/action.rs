@@ -184,6 +184,9 @@ async fn verify_one(
             super::pgbackrest::verify_pgbackrest(source, &p.opts, &p.scratch, ctx, &mut report)
                 .await
         }
+        Kind::Barman { .. } => {
+            super::barman::verify_barman(source, &p.opts, &p.scratch, ctx, &mut report).await
+        }
         Kind::PgDump { .. } => {
             super::dump::verify_dump(source, &p.opts, &p.scratch, ctx, &mut report).await
         }
@@ -367,6 +370,26 @@ impl ActionKind for PgVerifyBackup {
                         }
                         Ok(format!(
                             "`{}`: pgbackrest stanza {stanza} ({}); the newest backup is found when the step runs",
+                            s.name,
+                            b.display()
+                        ))
+                    }),
+                // Like pgbackrest: the binary and its configuration only.
+                Kind::Barman { server, config } => on_path("barman")
+                    .ok_or_else(|| {
+                        BackupError::verify(Class::CouldNotRun, "barman is not on PATH")
+                    })
+                    .and_then(|b| {
+                        if let Some(c) = config {
+                            std::fs::metadata(c).map_err(|e| {
+                                BackupError::verify(
+                                    Class::CouldNotRun,
+                                    format!("cannot read {}: {e}", c.display()),
+                                )
+                            })?;
+                        }
+                        Ok(format!(
+                            "`{}`: barman server {server} ({}); the newest backup is found when the step runs",
                             s.name,
                             b.display()
                         ))

@@ -17,6 +17,7 @@
 
 pub mod action;
 pub mod archive;
+pub mod barman;
 pub mod dump;
 pub mod instance;
 pub mod pgbackrest;

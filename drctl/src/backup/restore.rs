@@ -371,7 +371,7 @@ pub(crate) fn scratch_conf(
 
 /// An RFC 3339 time as the server's `recovery_target_time` takes it
 /// (`2026-12-01 19:30:00.123456+00`; it refuses the `T…Z` form).
-fn pg_time(t: &str) -> String {
+pub(crate) fn pg_time(t: &str) -> String {
     match humantime::parse_rfc3339_weak(t) {
         Ok(st) => humantime::format_rfc3339_micros(st)
             .to_string()

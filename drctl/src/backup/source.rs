@@ -5,7 +5,8 @@
 //!   primary:
 //!     backups:
 //!       nightly:
-//!         kind: basebackup          # or pgbackrest (stanza, pgbackrest_config), pg_dump (dump_file)
+//!         kind: basebackup          # or pgbackrest (stanza, pgbackrest_config),
+//!                                   # barman (server, barman_config), pg_dump (dump_file)
 //!         backup_dir: /backups/base # pg_basebackup output (tar or plain, with backup_manifest)
 //!         wal_archive: /backups/wal # what archive_command copies (optional)
 //!         superuser: postgres       # a superuser of the backed-up cluster
@@ -24,7 +25,7 @@ use crate::decode::{Ctx, MapReader};
 use crate::yaml::Node;
 
 /// The kinds of backup drctl can restore and verify.
-pub const KINDS: &[&str] = &["basebackup", "pgbackrest", "pg_dump"];
+pub const KINDS: &[&str] = &["basebackup", "pgbackrest", "barman", "pg_dump"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -36,6 +37,11 @@ pub enum Kind {
     /// A pgBackRest stanza (its repository as its configuration says).
     PgBackRest {
         stanza: String,
+        config: Option<PathBuf>,
+    },
+    /// A Barman server (its catalogue as its configuration says).
+    Barman {
+        server: String,
         config: Option<PathBuf>,
     },
     /// A custom-format `pg_dump` archive restored with `pg_restore`.
@@ -62,6 +68,7 @@ impl Source {
         match self.kind {
             Kind::BaseBackup { .. } => "basebackup",
             Kind::PgBackRest { .. } => "pgbackrest",
+            Kind::Barman { .. } => "barman",
             Kind::PgDump { .. } => "pg_dump",
         }
     }
@@ -148,6 +155,16 @@ fn decode_source(ctx: &mut Ctx<'_>, node: &Node, what: &str, name: &str) -> Opti
                 config,
             }
         }
+        "barman" => {
+            let server = r
+                .req(ctx, "server")
+                .and_then(|n| ctx.string(n, &format!("{what}.server")));
+            let config = path_field(ctx, &mut r, "barman_config", what, false);
+            Kind::Barman {
+                server: server?,
+                config,
+            }
+        }
         _ => {
             let dump_file = path_field(ctx, &mut r, "dump_file", what, true);
             Kind::PgDump {
@@ -199,6 +216,22 @@ mod tests {
                 wal_archive: Some("/w".into())
             }
         );
+    }
+
+    #[test]
+    fn a_barman_source_decodes_and_needs_its_server() {
+        let (s, errs) = decode("n:\n  kind: barman\n  server: pg\n  barman_config: /etc/b.conf\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            s.unwrap()[0].kind,
+            Kind::Barman {
+                server: "pg".into(),
+                config: Some("/etc/b.conf".into())
+            }
+        );
+        let (s, errs) = decode("n:\n  kind: barman\n");
+        assert!(s.is_none());
+        assert!(errs.join("\n").contains("server"), "{errs:?}");
     }
 
     #[test]
