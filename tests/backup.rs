@@ -456,3 +456,57 @@ fn a_backup_that_does_not_fit_is_refused_before_anything_is_written() {
     );
     assert!(listed.is_empty(), "nothing written: {listed:?}");
 }
+
+/// `drctl lab backup --kind pgbackrest` on a fresh lab: a stanza and a full
+/// backup through the lab primary's socket, WAL pushed to the repository,
+/// the source added to the lab's environment file, and verify-backup
+/// restores it to the repository's newest segment. The basebackup source
+/// keeps working beside it (its archive is still filled).
+#[test]
+fn a_fresh_lab_takes_a_pgbackrest_backup_and_it_verifies() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = drctl_tests::Lab::up();
+    std::fs::set_permissions(lab.w.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = lab.w.run(&["lab", "backup", "--kind", "pgbackrest"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout
+            .contains("pgbackrest full backup of pg-primary: stanza lab"),
+        "{o:?}"
+    );
+    let env = std::fs::read_to_string(lab.env()).unwrap();
+    assert_eq!(env.matches("lab-pgbackrest:").count(), 1, "{env}");
+    let o = verify(&lab.w, &lab.env(), &["--source", "lab-pgbackrest"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let out = lab.w.outputs(&lab.w.runs().pop().unwrap(), "verify");
+    let s = &out["sources"][0];
+    assert_eq!(s["source"], "lab-pgbackrest", "{s}");
+    assert_eq!(s["kind"], "pgbackrest", "{s}");
+    assert!(s["backup_label"].as_str().unwrap().ends_with('F'), "{s}");
+    assert!(
+        s["expected_method"]
+            .as_str()
+            .unwrap()
+            .contains("pgbackrest info"),
+        "{s}"
+    );
+    assert!(
+        s["recovered_heartbeat_id"]
+            .as_i64()
+            .is_some_and(|id| id > 0),
+        "{s}"
+    );
+    // A second backup: the stanza exists, the push is set; the env file
+    // names the source once.
+    let o = lab.w.run(&["lab", "backup", "--kind", "pgbackrest"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let env = std::fs::read_to_string(lab.env()).unwrap();
+    assert_eq!(env.matches("lab-pgbackrest:").count(), 1, "{env}");
+    // Both kinds verify together.
+    let o = lab.w.run(&["lab", "backup"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let o = verify(&lab.w, &lab.env(), &[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let out = lab.w.outputs(&lab.w.runs().pop().unwrap(), "verify");
+    assert_eq!(out["sources"].as_array().map(Vec::len), Some(2), "{out}");
+}

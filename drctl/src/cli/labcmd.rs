@@ -316,12 +316,34 @@ pub async fn cmd_lab(
             }
             Ok(exit::OK)
         }
-        LabCmd::Backup { dir, .. } => {
+        LabCmd::Backup { dir, kind } => {
             let dir = lab_dir(dir, state_dir);
             let st = crate::lab::running(&dir).ok_or_else(|| {
                 CliError::new(exit::NOT_FOUND, "no running lab").hint("`drctl lab up`")
             })?;
             let port = st.ports.get("pg-primary").copied().unwrap_or(0);
+            if kind == "pgbackrest" {
+                use crate::lab::pgbackrest as br;
+                let data = st.data_root.join("primary");
+                let label = br::backup(&st.spec, &data, port).await?;
+                br::add_to_env(&st.env_file, &st.spec)?;
+                if output == OutputFormat::Json {
+                    ui::out(
+                        &serde_json::json!({"kind": "pgbackrest", "stanza": br::STANZA, "label": label,
+                            "config": br::config_file(&st.spec), "source": br::SOURCE})
+                        .to_string(),
+                    );
+                } else {
+                    ui::out(&format!(
+                        "pgbackrest full backup of pg-primary: stanza {}, {label} ({})\nnext: drctl verify-backup --env {} --source {}",
+                        br::STANZA,
+                        br::config_file(&st.spec).display(),
+                        st.env_file.display(),
+                        br::SOURCE
+                    ));
+                }
+                return Ok(exit::OK);
+            }
             let dest = crate::lab::pg::base_backup(&st.spec, port).await?;
             if output == OutputFormat::Json {
                 ui::out(&serde_json::json!({"kind": "basebackup", "backup": dest}).to_string());

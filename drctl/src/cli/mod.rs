@@ -518,8 +518,10 @@ pub enum LabCmd {
     /// Take a backup of the lab's primary (its WAL is archived since `lab up`),
     /// for `drctl verify-backup --env STATE/lab/env.yaml`.
     Backup {
-        /// Backup kind: `basebackup` (pg_basebackup, tar, with its manifest).
-        #[arg(long, value_parser = ["basebackup"], default_value = "basebackup")]
+        /// Backup kind: `basebackup` (pg_basebackup, tar, with its manifest) or
+        /// `pgbackrest` (stanza `lab`, a full backup; adds the source
+        /// `lab-pgbackrest` to the environment file).
+        #[arg(long, value_parser = ["basebackup", "pgbackrest"], default_value = "basebackup")]
         kind: String,
         /// Lab directory (default: STATE/lab).
         #[arg(long)]

@@ -11,6 +11,7 @@ pub mod http;
 pub mod nodes;
 pub mod pdns;
 pub mod pg;
+pub mod pgbackrest;
 pub mod supervisor;
 pub mod truth;
 

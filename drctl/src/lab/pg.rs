@@ -355,9 +355,15 @@ pub async fn init_primary(
         .args(["-E", "UTF8", "--no-instructions"]);
     run(c, "initdb", Duration::from_secs(60)).await?;
     let _ = std::fs::remove_file(&pwfile);
+    let sock = socket_dir(spec);
+    std::fs::create_dir_all(&sock).map_err(io(format!("create {}", sock.display())))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("chmod {}", sock.display())))?;
+    chown(&sock, who)?;
     let conf = format!(
-        "\n# drctl lab\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nwal_level = replica\nmax_wal_senders = 10\n\
-         wal_log_hints = on\nhot_standby = on\nshared_buffers = 32MB\nmax_connections = 50\nwal_keep_size = 256MB\nlog_destination = 'stderr'\n"
+        "\n# drctl lab\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\nwal_level = replica\nmax_wal_senders = 10\n\
+         wal_log_hints = on\nhot_standby = on\nshared_buffers = 32MB\nmax_connections = 50\nwal_keep_size = 256MB\nlog_destination = 'stderr'\n",
+        sock = sock.display()
     );
     append(&data.join("postgresql.conf"), &conf)?;
     // TLS with a certificate from the lab CA (the standby inherits the
@@ -366,6 +372,13 @@ pub async fn init_primary(
     append(&data.join("postgresql.conf"), "ssl = on\n")?;
     append(&data.join("pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n")?;
     Ok(())
+}
+
+/// The lab servers' Unix socket directory (mode 0700, the server user's:
+/// only it and root connect there). pgBackRest reaches the primary through
+/// it; every other client uses TCP with TLS.
+pub fn socket_dir(spec: &ClusterSpec) -> PathBuf {
+    spec.root.join("sock")
 }
 
 /// The lab primary's WAL archive (what `archive_command` copies), beside
