@@ -8,6 +8,9 @@
 # is archived WAL to replay. The cluster has no data checksums and drctl
 # runs with --no-amcheck, so both sides do the same work; drctl's full
 # default verification (pg_amcheck) is printed beside it for information.
+# The two sides alternate (raw, drctl, raw, drctl), since a run after
+# another reads a warmer page cache; drctl's parts (fetch, verify, start,
+# replay) come from its journal, the ratio is of the means.
 #
 #   bash scripts/bench-verify-backup.sh            # scales 20 and 200 (about 0.3 GB and 3 GB)
 #   bash scripts/bench-verify-backup.sh 20 70      # other sizes
@@ -34,7 +37,38 @@ wait_recovered() { # port
   until [ "$(as_pg "$bin/psql" -h "$1" -p "$2" -U postgres -Atqc 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.05; done
 }
 
-printf '%-6s %9s %10s %10s %12s %10s %9s %14s\n' scale db_MB extract_s verify_s start_replay_s raw_total_s drctl_s "drctl/raw"
+echo "columns: scale, db_MB | raw steps (extract, pg_verifybackup, start+replay+promote = total incl. stop and remove), then drctl (its own parts: fetch, verify, start+replay; = its wall time), alternated twice | ratio of the means"
+# The raw steps on the backup in $root: extract, pg_verifybackup, start
+# with the same restore_command, replay and promote (poll), stop, remove.
+# Prints "extract_s verify_s start_replay_s total_s".
+raw_steps() {
+  t0=$(now)
+  as_pg mkdir -m 700 "$root/raw/data"
+  as_pg tar -xf "$root/backups/b1/base.tar" -C "$root/raw/data"
+  as_pg tar -xf "$root/backups/b1/pg_wal.tar" -C "$root/raw/data/pg_wal"
+  t1=$(now)
+  as_pg "$bin/pg_verifybackup" -q -m "$root/backups/b1/backup_manifest" "$root/raw/data"
+  t2=$(now)
+  rport=$(port)
+  cat >>"$root/raw/data/postgresql.auto.conf" <<CONF
+port = $rport
+unix_socket_directories = '$root/sock'
+archive_mode = off
+archive_command = ''
+restore_command = 'cp "$root/archive/%f" "%p"'
+recovery_target_timeline = 'latest'
+CONF
+  as_pg touch "$root/raw/data/recovery.signal"
+  as_pg "$bin/pg_ctl" -D "$root/raw/data" -w -l "$root/raw.log" start >/dev/null
+  wait_recovered "$root/sock" "$rport"
+  t3=$(now)
+  as_pg "$bin/pg_ctl" -D "$root/raw/data" -m fast -w stop >/dev/null
+  rm -rf "$root/raw/data"
+  t4=$(now)
+
+  echo "$(echo "$t1 - $t0" | bc -l) $(echo "$t2 - $t1" | bc -l) $(echo "$t3 - $t2" | bc -l) $(echo "$t4 - $t0" | bc -l)"
+}
+
 for scale in "${scales[@]}"; do
   root=$(mktemp -d "${TMPDIR:-/tmp}/drctl-bench-verify.XXXXXX")
   chmod 755 "$root"
@@ -62,31 +96,9 @@ CONF
   until [ -f "$root/archive/$seg" ]; do sleep 0.1; done
   sync
 
-  # The raw steps.
-  t0=$(now)
-  as_pg mkdir -m 700 "$root/raw/data"
-  as_pg tar -xf "$root/backups/b1/base.tar" -C "$root/raw/data"
-  as_pg tar -xf "$root/backups/b1/pg_wal.tar" -C "$root/raw/data/pg_wal"
-  t1=$(now)
-  as_pg "$bin/pg_verifybackup" -q -m "$root/backups/b1/backup_manifest" "$root/raw/data"
-  t2=$(now)
-  rport=$(port)
-  cat >>"$root/raw/data/postgresql.auto.conf" <<CONF
-port = $rport
-unix_socket_directories = '$root/sock'
-archive_mode = off
-archive_command = ''
-restore_command = 'cp "$root/archive/%f" "%p"'
-recovery_target_timeline = 'latest'
-CONF
-  as_pg touch "$root/raw/data/recovery.signal"
-  as_pg "$bin/pg_ctl" -D "$root/raw/data" -w -l "$root/raw.log" start >/dev/null
-  wait_recovered "$root/sock" "$rport"
-  t3=$(now)
-  as_pg "$bin/pg_ctl" -D "$root/raw/data" -m fast -w stop >/dev/null
-  rm -rf "$root/raw/data"
-  t4=$(now)
-
+  # The raw steps before drctl, and again after it: the first run reads
+  # a colder page cache; drctl is held to the mean of the two.
+  read -r ex1 ve1 sr1 raw1 < <(raw_steps)
   # drctl, on the same backup and archive.
   cat >"$root/env.yaml" <<ENV
 name: bench
@@ -98,17 +110,49 @@ regions:
       bench: {kind: basebackup, backup_dir: "$root/backups", wal_archive: "$root/archive", superuser: postgres}
   dr: {}
 ENV
-  d0=$(now)
-  (cd "$root" && "$drctl" --state "$root/state" verify-backup --env "$root/env.yaml" --runbook "$repo/runbooks/verify-backups.yaml" --no-amcheck --output json >"$root/drctl.json" 2>"$root/drctl.err") \
-    || { echo "drctl verify-backup failed:" >&2; cat "$root/drctl.err" >&2; exit 1; }
-  d1=$(now)
-  (cd "$root" && "$drctl" --state "$root/state" verify-backup --env "$root/env.yaml" --runbook "$repo/runbooks/verify-backups.yaml" --output json >/dev/null 2>&1)
-  d2=$(now)
-  raw=$(echo "$t4 - $t0" | bc -l)
-  dr=$(echo "$d1 - $d0" | bc -l)
-  printf '%-6s %9s %10.2f %10.2f %12.2f %10.2f %9.2f %9.3f (%+.1f%%)   full default (pg_amcheck too): %.2fs\n' \
-    "$scale" "$db_mb" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t1" | bc -l)" "$(echo "$t3 - $t2" | bc -l)" "$raw" "$dr" \
-    "$(echo "$dr / $raw" | bc -l)" "$(echo "($dr / $raw - 1) * 100" | bc -l)" "$(echo "$d2 - $d1" | bc -l)"
+  verify() { # extra flags
+    (cd "$root" && "$drctl" --state "$root/state" verify-backup --env "$root/env.yaml" --runbook "$repo/runbooks/verify-backups.yaml" "$@" --output json >"$root/drctl.json" 2>"$root/drctl.err") \
+      || { echo "drctl verify-backup failed:" >&2; cat "$root/drctl.err" >&2; exit 1; }
+  }
+  # Alternated: raw, drctl, raw, drctl (a run after another reads a warmer
+  # page cache), then drctl's full default once.
+  d0=$(now); verify --no-amcheck; d1=$(now)
+  read -r ex2 ve2 sr2 raw2 < <(raw_steps)
+  e0=$(now); verify --no-amcheck; e1=$(now)
+  f0=$(now); verify; f1=$(now)
+  raw=$(echo "($raw1 + $raw2) / 2" | bc -l)
+  dr1=$(echo "$d1 - $d0" | bc -l)
+  dr2=$(echo "$e1 - $e0" | bc -l)
+  dr=$(echo "($dr1 + $dr2) / 2" | bc -l)
+  # drctl's own parts, as it measured them (the step outputs in each
+  # run's journal).
+  parts() {
+  python3 - "$1" <<'PY'
+import json, sys
+def find(v):
+    if isinstance(v, dict):
+        if "fetch_ms" in v:
+            return v
+        v = list(v.values())
+    if isinstance(v, list):
+        for x in v:
+            r = find(x)
+            if r is not None:
+                return r
+    return None
+s = None
+for line in open(sys.argv[1]):
+    s = find(json.loads(line)) or s
+f = lambda k: "%.2f" % (s[k] / 1000) if s and s.get(k) is not None else "n/a"
+print(f("fetch_ms"), f("verifybackup_ms"), "%s+%s" % (f("start_to_consistent_ms"), f("replay_promote_ms")))
+PY
+  }
+  runs=($(ls -d "$root"/state/runs/*/ | sort))
+  read -r dex1 dve1 dsr1 <<<"$(parts "${runs[0]}journal.jsonl")"
+  read -r dex2 dve2 dsr2 <<<"$(parts "${runs[1]}journal.jsonl")"
+  printf '%-5s %6s | raw#1 %6.2f %5.2f %6.2f = %6.2f | drctl#1 %6s %5s %11s = %6.2f | raw#2 %6.2f %5.2f %6.2f = %6.2f | drctl#2 %6s %5s %11s = %6.2f | drctl/raw (means) %.3f (%+.1f%%) | full default (pg_amcheck too) %.2fs\n' \
+    "$scale" "$db_mb" "$ex1" "$ve1" "$sr1" "$raw1" "$dex1" "$dve1" "$dsr1" "$dr1" "$ex2" "$ve2" "$sr2" "$raw2" "$dex2" "$dve2" "$dsr2" "$dr2" \
+    "$(echo "$dr / $raw" | bc -l)" "$(echo "($dr / $raw - 1) * 100" | bc -l)" "$(echo "$f1 - $f0" | bc -l)"
   as_pg "$bin/pg_ctl" -D "$root/primary" -m immediate stop >/dev/null
   rm -rf "$root"
 done
