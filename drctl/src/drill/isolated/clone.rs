@@ -470,6 +470,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
     drop(client);
     let scratch_dir = s.dir.display().to_string();
     let pid = s.keep();
+    crate::journal::test_crash_at("clone-promoted");
     let mut o = Outputs::new();
     o.insert("host".into(), json!("127.0.0.1"));
     o.insert("port".into(), json!(port));

@@ -183,6 +183,7 @@ impl ActionKind for DnsDrillPoint {
         let started = Instant::now();
         if cur.first().cloned().flatten().map(|c| c.values) != Some(want.values.clone()) {
             let change = provider.replace(std::slice::from_ref(&want), &cur).await?;
+            crate::journal::test_crash_at("drill-dns-pointed");
             if let Some(id) = change {
                 provider.wait(&id, ctx.deadline).await?;
             }
