@@ -290,8 +290,9 @@ fn an_isolated_run_refuses_every_production_dns_change_before_it_changes_anythin
         ),
     );
     let o = lab.w.run(&["drill", def.to_str().unwrap(), "--yes"]);
-    assert_ne!(o.code, 0, "{o:?}");
+    assert_eq!(o.code, 5, "{o:?}");
     let run = lab.last_run();
+    assert_eq!(lab.w.finished(&run, "flip")["error"]["kind"], "refused");
     let err = lab.error(&run, "flip");
     assert!(err.contains("not declared `drill: true`"), "{err}");
     assert!(err.contains("app.lab.example. A"), "{err}");
@@ -364,6 +365,43 @@ fn an_isolated_drill_killed_at_each_point_is_cleaned_up_by_resume_or_cleanup() {
                 !processes_naming(&scratch).is_empty(),
                 "{point}: no clone left to clean up"
             );
+        }
+        if *point == "clone-promoted" {
+            // The promoted clone is no upstream: loopback only, and a
+            // replication session (what a standby would open) is refused.
+            let port = port.expect("the clone's port is journaled");
+            assert!(port_open(port), "the clone listens");
+            assert!(
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 2], port)),
+                    Duration::from_millis(200)
+                )
+                .is_err(),
+                "the clone listens beyond 127.0.0.1"
+            );
+            let psql = drctl::lab::pg::bindir().unwrap().join("psql");
+            let pw = std::fs::read_to_string(lab.w.state().join("lab/pgpass")).unwrap();
+            let conn = |extra: &str| {
+                std::process::Command::new(&psql)
+                    .arg(format!(
+                        "host=127.0.0.1 port={port} user=drctl dbname=postgres sslmode=disable{extra}"
+                    ))
+                    .args(["-Atc", "select pg_is_in_recovery()"])
+                    .env("PGPASSWORD", pw.trim())
+                    .env("HOME", "/nonexistent")
+                    .output()
+                    .unwrap()
+            };
+            let normal = conn("");
+            assert!(normal.status.success(), "{normal:?}");
+            assert_eq!(String::from_utf8_lossy(&normal.stdout).trim(), "f");
+            let repl = conn(" replication=true");
+            assert!(
+                !repl.status.success(),
+                "a replication session was accepted: {repl:?}"
+            );
+            let err = String::from_utf8_lossy(&repl.stderr);
+            assert!(err.contains("pg_hba.conf rejects replication"), "{err}");
         }
         let by_resume = i % 2 == 0;
         let o = if by_resume {
