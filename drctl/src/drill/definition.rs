@@ -118,9 +118,16 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
         None => Some(DrillMode::Full),
         Some(n) => mode(&mut ctx, n),
     };
-    let inject_lag = r
-        .opt("inject_lag")
-        .and_then(|n| ctx.duration(n, "inject_lag"));
+    let lag_node = r.opt("inject_lag");
+    let inject_lag = lag_node.and_then(|n| ctx.duration(n, "inject_lag"));
+    if let (Some(DrillMode::Isolated), Some(n)) = (mode, lag_node) {
+        ctx.error(
+            "E-VALUE",
+            n,
+            "inject_lag: an isolated drill injects nothing (production replication is never touched)",
+            Some("remove inject_lag, or use `mode: full` on the lab".into()),
+        );
+    }
     let mut params = Vec::new();
     if let Some(p) = r.opt("params") {
         match p.as_map() {
