@@ -315,6 +315,41 @@ fn an_isolated_run_refuses_every_production_dns_change_before_it_changes_anythin
     assert!(err.contains("production record"), "{err}");
     assert_eq!(answer(&ns, "app.lab.example."), vec!["127.0.0.1"]);
     assert_clean(&lab, &scratch, None, "after the refusals");
+
+    // The isolated runbook told to point the production name: the DNS
+    // step is refused, the smoke check cannot pass, the clone is still
+    // torn down, production re-asserted, and the drill fails saying why.
+    let def = lab.w.write(
+        "iso-wrong-name.yaml",
+        &format!(
+            "name: iso-wrong\nrunbook: {}\nenvironment: {}\nmode: isolated\nparams:\n  scratch: {}\n  drill_name: app.lab.example.\n",
+            drctl_tests::repo_root().join("runbooks/isolated-drill.yaml").display(),
+            lab.env(),
+            scratch.display()
+        ),
+    );
+    let poller = Poller::start(&lab);
+    let o = lab.w.run(&["drill", def.to_str().unwrap(), "--yes"]);
+    let (_, bad) = poller.finish();
+    assert_eq!(o.code, 5, "{o:?}");
+    assert!(bad.is_empty(), "production disturbed: {bad:?}");
+    let run = lab.last_run();
+    assert_eq!(
+        lab.w.finished(&run, "drill-dns")["error"]["kind"],
+        "refused"
+    );
+    assert_eq!(lab.w.finished(&run, "teardown")["status"], "succeeded");
+    let err = lab.error(&run, "production");
+    assert!(
+        err.contains("production invariants hold, but the drill failed"),
+        "{err}"
+    );
+    assert!(err.contains("`drill-dns` failed"), "{err}");
+    assert_eq!(answer(&ns, "app.lab.example."), vec!["127.0.0.1"]);
+    let port = lab.outputs(&run, "clone")["port"]
+        .as_u64()
+        .map(|p| p as u16);
+    assert_clean(&lab, &scratch, port, "after the failed drill");
 }
 
 fn crash(lab: &Lab, def: &Path, point: &str) -> Out {

@@ -271,6 +271,36 @@ impl ActionKind for DrillAssertProduction {
                 "look at the standby and the primary now; the drill's clone is already torn down",
             ));
         }
+        // The steps before the teardown carry on after a failure (so the
+        // clone is always torn down); the drill still failed if one did.
+        if let Ok((view, _)) =
+            crate::engine::run::load_view_pub(ctx.store.as_ref(), &ctx.run_id).await
+        {
+            let failed: Vec<String> = view
+                .steps
+                .iter()
+                .filter(|s| s.id != ctx.step_id && s.status == crate::journal::StepStatus::Failed)
+                .map(|s| {
+                    format!(
+                        "`{}` failed ({})",
+                        s.id,
+                        s.error
+                            .as_ref()
+                            .map(|e| e.message.as_str())
+                            .unwrap_or("no error journaled")
+                    )
+                })
+                .collect();
+            if !failed.is_empty() {
+                return Err(ActionError::failed_hint(
+                    format!(
+                        "production invariants hold, but the drill failed: {}",
+                        failed.join("; ")
+                    ),
+                    "the clone is torn down; fix the cause and run the drill again",
+                ));
+            }
+        }
         let mut o = Outputs::new();
         o.insert("streaming_senders".into(), json!(reading.streaming_senders));
         o.insert("receiver".into(), json!(reading.receiver));
