@@ -221,6 +221,31 @@ impl ActionKind for DrillAssertProduction {
             crate::postgres::addr_of(params, "standby")
         )
     }
+    async fn preflight(
+        &self,
+        p: &Self::Params,
+        _raw: &Value,
+        _ctx: &StepContext,
+    ) -> Result<crate::action::Preflight, ActionError> {
+        use crate::action::Preflight;
+        // Read-only: the same reads as the step, now (production before the
+        // drill must already satisfy what it is held to after).
+        Ok(match read(p, Duration::from_secs(5)).await {
+            Err(e) => Preflight::problem(e.to_string()),
+            Ok(r) => {
+                let bad = problems(p, &r);
+                if bad.is_empty() {
+                    Preflight::ok(format!(
+                        "production now: standby streaming on timeline {}, lag {} bytes",
+                        r.primary_tl.unwrap_or(0),
+                        r.lag.unwrap_or(0)
+                    ))
+                } else {
+                    Preflight::problem(format!("production now: {}", bad.join("; ")))
+                }
+            }
+        })
+    }
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let limit = Duration::from_secs(5);
         // Without an explicit timeline: the one the clone step saw on the
