@@ -502,3 +502,31 @@ fn empty_and_malformed_check_lists_are_located() {
         );
     }
 }
+
+/// `mode: isolated` is accepted, and an injection beside it (which an
+/// isolated drill never does) is a located error.
+#[test]
+fn an_isolated_drill_definition_validates_and_refuses_an_injection() {
+    let w = Work::new();
+    let rb = drctl_tests::repo_root().join("runbooks/isolated-drill.yaml");
+    let ok = w.write(
+        "iso.yaml",
+        &format!("name: iso\nrunbook: {}\nmode: isolated\n", rb.display()),
+    );
+    let o = w.run(&["validate", ok.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let bad = w.write(
+        "iso-lag.yaml",
+        &format!(
+            "name: iso\nrunbook: {}\nmode: isolated\ninject_lag: 1s\n",
+            rb.display()
+        ),
+    );
+    let o = w.run(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("iso-lag.yaml:4:13"), "{o:?}");
+    assert!(
+        o.stderr.contains("an isolated drill injects nothing"),
+        "{o:?}"
+    );
+}

@@ -93,6 +93,12 @@ pub struct RunOptions {
     /// A human is at a terminal and can answer prompts.
     #[serde(default, skip_serializing)]
     pub interactive: bool,
+    /// An isolated drill (`mode: isolated`): every DNS-changing step
+    /// refuses a record not declared `drill: true`, so the rehearsal cannot
+    /// touch production names. Journaled in `run_started` (absent when
+    /// false, so older journals keep their bytes), so a resume keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

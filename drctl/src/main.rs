@@ -413,6 +413,10 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             let (store, _scratch) = open_store_to_read(&cli, None).await?;
             cli::drillscmd::cmd_history(name.as_deref(), *window, store, output).await
         }
+        Command::Drills(cli::DrillsCmd::Cleanup { run }) => {
+            let (store, _scratch) = open_store_to_read(&cli, None).await?;
+            cli::drillcleanup::cmd_cleanup(run, store, output).await
+        }
         Command::Daemon {
             drills,
             once,

@@ -392,8 +392,20 @@ fn rpo_time(rpo: &[(String, Value)], truth: &[Value]) -> Option<Figure> {
 
 pub fn from_view(view: &RunView) -> Option<Measurements> {
     // Without a declared failure time there is no outage to measure.
-    let failed_at_ms = view.failed_at_ms?;
-    let source = if view.mode == crate::runbook::Mode::Drill {
+    let declared = view.failed_at_ms?;
+    // An isolated drill fails nothing: its clone's cut (the end of the
+    // copy, journaled by `postgres.clone_standby`) stands for the failure,
+    // so RTO is what a real failover would take (promote + app + DNS) and
+    // the copy time is reported apart.
+    let cut = view
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Succeeded)
+        .find_map(|s| s.outputs.get("failure_cut_ms").and_then(Value::as_u64));
+    let failed_at_ms = cut.unwrap_or(declared);
+    let source = if cut.is_some() {
+        "the clone's cut (end of copy)"
+    } else if view.mode == crate::runbook::Mode::Drill {
         "failure injected"
     } else {
         "declared failure time"
@@ -428,6 +440,7 @@ pub fn from_view(view: &RunView) -> Option<Measurements> {
         .map(|n| n.data.clone())
         .collect();
     let truth_missing = (view.mode == crate::runbook::Mode::Drill
+        && cut.is_none()
         && !rpo.is_empty()
         && rpo_truth.is_empty())
     .then(|| {

@@ -34,6 +34,11 @@ pub fn standard() -> Registry {
         Box::new(crate::postgres::switchover::PgSwitchover),
         Box::new(crate::postgres::rewind::PgRewind),
         Box::new(crate::postgres::rejoin::PgRejoin),
+        Box::new(crate::drill::isolated::clone::PgCloneStandby),
+        Box::new(crate::drill::isolated::dns::DnsDrillPoint),
+        Box::new(crate::drill::isolated::smoke::DrillSmoke),
+        Box::new(crate::drill::isolated::teardown::DrillTeardown),
+        Box::new(crate::drill::isolated::production::DrillAssertProduction),
     ];
     // Invariant: the names above are distinct literals; the test below
     // proves it, so this cannot fail at run time.
@@ -48,7 +53,7 @@ mod tests {
     fn standard_kinds_are_distinct_and_ordered() {
         let r = standard();
         let kinds = r.kinds();
-        assert_eq!(kinds.len(), 23);
+        assert_eq!(kinds.len(), 28);
         assert_eq!(kinds[0], "wait");
         assert_eq!(kinds[18], "postgres.query");
         assert_eq!(kinds[22], "postgres.rejoin");
@@ -85,6 +90,7 @@ mod tests {
                 "postgres.status",
                 "postgres.query",
                 "postgres.verify_backup",
+                "drill.assert_production",
             ]
         );
         let post = serde_json::json!({"method": "POST"});
@@ -104,6 +110,7 @@ mod tests {
             "dns.check",
             "immudb.verify",
             "http.check",
+            "drill.smoke",
         ] {
             assert!(proves(k, none.clone()), "{k}");
         }

@@ -94,6 +94,12 @@ pub struct Sweep {
 /// missing). Only `verify-*` directories whose marker names a dead drctl
 /// process are touched.
 pub fn sweep(root: &Path) -> Result<Sweep, BackupError> {
+    sweep_prefixed(root, PREFIX)
+}
+
+/// [`sweep`] of the directories named `<prefix><run id>` (isolated drills'
+/// clones are `drill-<run id>`).
+pub fn sweep_prefixed(root: &Path, prefix: &str) -> Result<Sweep, BackupError> {
     // Absolute: a postmaster is recognised by the data directory on its
     // command line, which is absolute.
     let root = &crate::environment::paths::absolute(root);
@@ -104,7 +110,7 @@ pub fn sweep(root: &Path) -> Result<Sweep, BackupError> {
     for e in entries.flatten() {
         let dir = e.path();
         let name = e.file_name().to_string_lossy().to_string();
-        let Some(run) = name.strip_prefix(PREFIX) else {
+        let Some(run) = name.strip_prefix(prefix) else {
             continue;
         };
         let marker: Option<Marker> = std::fs::read(dir.join(MARKER))
@@ -144,12 +150,41 @@ pub fn sweep(root: &Path) -> Result<Sweep, BackupError> {
     Ok(out)
 }
 
+/// Removes `<root>/<prefix><run>` whatever its marker says, its server
+/// (proven to run from that directory) killed first; returns the killed
+/// pid. For a run's own cleanup (`drctl drills cleanup RUN`, teardown).
+pub fn remove_run(root: &Path, prefix: &str, run_id: &str) -> Result<Option<u32>, BackupError> {
+    let root = &crate::environment::paths::absolute(root);
+    let dir = root.join(format!("{prefix}{run_id}"));
+    let killed = postmaster_of(&dir.join("data"));
+    if let Some(pid) = killed {
+        kill_server(pid);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|source| BackupError::Io {
+            what: format!("remove {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(killed)
+}
+
+/// The pid of a postmaster running from `data` (its `postmaster.pid`, and
+/// its command line names the directory).
+pub fn running_postmaster(data: &Path) -> Option<u32> {
+    postmaster_of(data)
+}
+
 /// This run's scratch directory. Dropping it kills a server still running
 /// there and removes the directory.
 pub struct Scratch {
     pub dir: PathBuf,
     pub port: u16,
     pub server: Option<crate::lab::pg::Server>,
+    /// Set by [`Self::keep`]: the directory and its server outlive this
+    /// value (an isolated drill's clone serves later steps; its teardown
+    /// or `drctl drills cleanup` removes it).
+    keep: bool,
 }
 
 impl Scratch {
@@ -157,10 +192,20 @@ impl Scratch {
     /// user. A directory of this run left by an earlier attempt is
     /// replaced (the marker proves it is this run's).
     pub fn create(root: &Path, run_id: &str, port: u16) -> Result<Scratch, BackupError> {
+        Self::create_prefixed(root, PREFIX, run_id, port)
+    }
+
+    /// [`Self::create`] as `<root>/<prefix><run>`.
+    pub fn create_prefixed(
+        root: &Path,
+        prefix: &str,
+        run_id: &str,
+        port: u16,
+    ) -> Result<Scratch, BackupError> {
         let io = |what: String| move |source| BackupError::Io { what, source };
         let root = &crate::environment::paths::absolute(root);
         std::fs::create_dir_all(root).map_err(io(format!("create {}", root.display())))?;
-        let dir = root.join(format!("{PREFIX}{run_id}"));
+        let dir = root.join(format!("{prefix}{run_id}"));
         if dir.exists() {
             if let Some(pid) = postmaster_of(&dir.join("data")) {
                 kill_server(pid);
@@ -191,7 +236,15 @@ impl Scratch {
             dir,
             port,
             server: None,
+            keep: false,
         })
+    }
+
+    /// Leaves the directory and its running server in place when this
+    /// value is dropped; returns the postmaster's pid.
+    pub fn keep(mut self) -> Option<u32> {
+        self.keep = true;
+        self.server.take().and_then(|s| s.pid())
     }
 
     pub fn data(&self) -> PathBuf {
@@ -230,6 +283,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Some(s) = self.server.take() {
             if let Some(pid) = s.pid() {
                 kill_server(pid);

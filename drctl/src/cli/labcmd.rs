@@ -127,14 +127,16 @@ async fn run_drill(
         .env
         .as_ref()
         .and_then(|e| e.lab_control.clone());
+    let isolated = opts.label.mode == crate::drill::DrillMode::Isolated;
     if output == OutputFormat::Human {
         ui::err(&prepared.plan_text);
         ui::err(match &lab {
+            _ if isolated => "isolated drill: nothing is injected; the DR standby is cloned and the clone promoted, production is not touched",
             Some(_) => "failure injection: the lab's primary region will be killed (kill -9) when the drill starts",
             None => "failure injection: none by drctl; the failure time is the start of the run (make the runbook's first step inject it)",
         });
     }
-    if inject_lag.is_some() && lab.is_none() {
+    if inject_lag.is_some() && (lab.is_none() || isolated) {
         return Err(
             CliError::new(exit::USAGE, "--inject-lag needs a lab environment")
                 .hint("`drctl lab up` writes one"),
@@ -183,7 +185,7 @@ async fn run_drill(
     }
     // A drill that promoted moved the primary for real (on the lab too):
     // where it runs now is recorded, so `failback` and the next run see it.
-    if super::runs::outcome_code(&r.outcome) == exit::OK {
+    if super::runs::outcome_code(&r.outcome) == exit::OK && !isolated {
         super::failback::record_active(
             state.as_ref(),
             env.as_deref(),

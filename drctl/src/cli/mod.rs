@@ -2,6 +2,7 @@
 //! mapping of library errors to documented exit codes ([`crate::exit`]).
 
 pub mod backupcmd;
+pub mod drillcleanup;
 pub mod drillscmd;
 pub mod error;
 pub mod failback;
@@ -332,6 +333,11 @@ pub enum DrillsCmd {
         /// How many earlier drills the median covers.
         #[arg(long, default_value_t = 5)]
         window: usize,
+    },
+    /// Undo what an isolated drill killed half-way left: stop and remove its clone, set its drill DNS record back.
+    Cleanup {
+        /// The drill's run id.
+        run: String,
     },
 }
 

@@ -150,6 +150,7 @@ pub async fn prepare(
             accept_data_loss: args.accept_data_loss,
             force: args.force,
             interactive: !args.yes,
+            isolated: false,
         },
         failed_at_ms,
         parallelism: args.parallelism,

@@ -15,6 +15,10 @@ pub struct DnsRecord {
     pub rtype: String,
     pub ttl: u32,
     pub values: BTreeMap<String, Vec<String>>,
+    /// A drill-only name (`drill: true`): the one kind of record an
+    /// isolated drill may change (it points it at its clone). Region
+    /// switches leave it alone, and it needs no per-region values.
+    pub drill: bool,
 }
 
 /// Provider-specific settings. Secrets are references.
@@ -77,6 +81,7 @@ impl DnsConfig {
     pub fn desired(&self, region: &str) -> Vec<RecordSet> {
         self.records
             .iter()
+            .filter(|r| !r.drill)
             .filter_map(|r| {
                 r.values.get(region).map(|v| RecordSet {
                     name: r.name.clone(),
@@ -87,6 +92,42 @@ impl DnsConfig {
             })
             .collect()
     }
+}
+
+/// Refuses, in an isolated drill, a change to any record that is not a
+/// declared drill record: called by every DNS-changing action before it
+/// changes anything. `keys` are `name type` as [`super::RecordSet::key`].
+pub fn guard_isolated(
+    cfg: &DnsConfig,
+    isolated: bool,
+    keys: &[String],
+) -> Result<(), crate::action::ActionError> {
+    if !isolated {
+        return Ok(());
+    }
+    let production: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            !cfg.records
+                .iter()
+                .any(|r| r.drill && &format!("{} {}", r.name, r.rtype) == *k)
+        })
+        .collect();
+    if production.is_empty() {
+        return Ok(());
+    }
+    Err(crate::action::ActionError::Refused {
+        message: format!(
+            "an isolated drill changes only drill records; {} {} not declared `drill: true`",
+            production
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if production.len() == 1 { "is" } else { "are" }
+        ),
+        hint: "production DNS is never changed by an isolated drill: declare a drill-only name (dns.records[] with `drill: true`) and point that one".into(),
+    })
 }
 
 pub fn fqdn(s: &str) -> String {
@@ -252,8 +293,17 @@ pub fn decode(ctx: &mut Ctx<'_>, node: &Node, regions: Option<&[&str]>) -> Optio
                 .req(ctx, "type")
                 .and_then(|n| ctx.one_of(n, &["A", "AAAA", "CNAME"], "type"));
             let ttl = rr.opt("ttl").and_then(|n| ctx.uint(n, "ttl")).unwrap_or(60) as u32;
+            let drill = rr
+                .opt("drill")
+                .and_then(|n| ctx.boolean(n, "drill"))
+                .unwrap_or(false);
             let mut values = BTreeMap::new();
-            if let Some(vn) = rr.req(ctx, "values") {
+            let values_node = if drill {
+                rr.opt("values")
+            } else {
+                rr.req(ctx, "values")
+            };
+            if let Some(vn) = values_node {
                 for (k, v) in vn.as_map().unwrap_or(&[]) {
                     let region = k.key_text();
                     if let Some(rs) = regions {
@@ -297,6 +347,7 @@ pub fn decode(ctx: &mut Ctx<'_>, node: &Node, regions: Option<&[&str]>) -> Optio
                     rtype: rtype.to_string(),
                     ttl,
                     values,
+                    drill,
                 });
             }
         }

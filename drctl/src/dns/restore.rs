@@ -231,6 +231,8 @@ impl ActionKind for DnsRestore {
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let cfg = cfg_of(ctx)?;
         let undo = journaled(ctx.store.as_ref(), &p.run, &p.step).await?;
+        let keys: Vec<String> = undo.iter().map(|u| u.key.clone()).collect();
+        super::config::guard_isolated(&cfg, ctx.options.isolated, &keys)?;
         let saved: Option<Vec<Option<RecordSet>>> = ctx.saved()?;
         let pl = plan(&cfg, &undo, ctx.remaining().min(Duration::from_secs(10))).await?;
         // Drift is judged against the values before this step first acted

@@ -188,6 +188,8 @@ impl ActionKind for DnsSwitch {
     async fn execute(&self, p: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let (cfg, region) = setup(p, ctx)?;
         let want = cfg.desired(&region);
+        let keys: Vec<String> = want.iter().map(RecordSet::key).collect();
+        config::guard_isolated(&cfg, ctx.options.isolated, &keys)?;
         let pdns = super::provider::build(&cfg, ctx.remaining().min(Duration::from_secs(10)))?;
         let cur = pdns.current(&want).await?;
         // What was there before this step first acted: saved durably before

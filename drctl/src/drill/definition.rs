@@ -18,12 +18,19 @@ pub enum DrillMode {
     /// The runbook runs for real against the environment (the lab, or a
     /// staging environment): the primary region is failed.
     Full,
+    /// Production is never touched: the runbook clones the DR standby into
+    /// a scratch instance, promotes the clone, points a drill-only DNS name
+    /// at it, checks it, tears it down and re-asserts production
+    /// (`runbooks/isolated-drill.yaml`). No failure is injected, and every
+    /// DNS-changing step refuses a record not declared `drill: true`.
+    Isolated,
 }
 
 impl DrillMode {
     pub fn as_str(self) -> &'static str {
         match self {
             DrillMode::Full => "full",
+            DrillMode::Isolated => "isolated",
         }
     }
 }
@@ -111,9 +118,16 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
         None => Some(DrillMode::Full),
         Some(n) => mode(&mut ctx, n),
     };
-    let inject_lag = r
-        .opt("inject_lag")
-        .and_then(|n| ctx.duration(n, "inject_lag"));
+    let lag_node = r.opt("inject_lag");
+    let inject_lag = lag_node.and_then(|n| ctx.duration(n, "inject_lag"));
+    if let (Some(DrillMode::Isolated), Some(n)) = (mode, lag_node) {
+        ctx.error(
+            "E-VALUE",
+            n,
+            "inject_lag: an isolated drill injects nothing (production replication is never touched)",
+            Some("remove inject_lag, or use `mode: full` on the lab".into()),
+        );
+    }
     let mut params = Vec::new();
     if let Some(p) = r.opt("params") {
         match p.as_map() {
@@ -171,15 +185,7 @@ pub fn load_definition(path: &Path) -> Result<DrillDef, Diagnostics> {
 fn mode(ctx: &mut Ctx<'_>, n: &Node) -> Option<DrillMode> {
     match ctx.one_of(n, &["full", "isolated"], "mode")? {
         "full" => Some(DrillMode::Full),
-        _ => {
-            ctx.error(
-                "E-VALUE",
-                n,
-                "mode `isolated` (a drill on a clone, production untouched) is not available in this version of drctl",
-                Some("use `mode: full` against the lab or a staging environment".into()),
-            );
-            None
-        }
+        _ => Some(DrillMode::Isolated),
     }
 }
 

@@ -27,6 +27,7 @@ use crate::store::{Store, StoreError};
 
 mod definition;
 pub mod history;
+pub mod isolated;
 pub mod metrics;
 pub mod scheduler;
 pub use definition::{
@@ -287,6 +288,43 @@ impl engine::RunHooks for EnvHooks {
     }
 }
 
+/// An isolated drill injects nothing: before it starts, the lab (when it
+/// is one) must be in its initial state, so the production invariants
+/// asserted at the end are compared with a healthy start.
+struct IsolatedHooks {
+    control: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl engine::RunHooks for IsolatedHooks {
+    async fn before_start(&self) -> Result<Option<u64>, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(c) = &self.control {
+            check_initial(c).await?;
+        }
+        Ok(None)
+    }
+
+    async fn after_finish(&self, _outcome: &RunOutcome) -> Vec<engine::Note> {
+        Vec::new()
+    }
+}
+
+/// The clone step's phase times, for the history (copy apart from RTO).
+fn clone_phases(view: &engine::view::RunView) -> Value {
+    view.steps
+        .iter()
+        .find(|s| s.action == isolated::CLONE_KIND && s.status == journal::StepStatus::Succeeded)
+        .map(|s| {
+            json!({
+                "copy_ms": s.outputs.get("copy_ms"),
+                "consistent_ms": s.outputs.get("consistent_ms"),
+                "promote_ms": s.outputs.get("promote_ms"),
+                "copied_bytes": s.outputs.get("copied_bytes"),
+            })
+        })
+        .unwrap_or(Value::Null)
+}
+
 pub struct DrillResult {
     pub outcome: RunOutcome,
     pub measurements: Option<Measurements>,
@@ -304,8 +342,16 @@ pub async fn run(
     label: DrillLabel,
     ui: engine::Ui,
 ) -> Result<DrillResult, DrillError> {
+    if label.mode == DrillMode::Isolated {
+        spec.options.isolated = true;
+        spec.failed_at_ms = Some(journal::now_ms());
+        spec.hooks = Some(Arc::new(IsolatedHooks {
+            control: lab_control.clone(),
+        }));
+    }
     // On the lab the lease is taken before the injection and held across
     // the run and the truth: the engine runs the hooks inside it.
+    let lab_control = lab_control.filter(|_| label.mode == DrillMode::Full);
     let hooks = lab_control.map(|control| {
         Arc::new(LabHooks {
             control,
@@ -316,9 +362,10 @@ pub async fn run(
     });
     spec.failed_at_ms = match &hooks {
         Some(_) => None,
-        None => Some(journal::now_ms()),
+        None => spec.failed_at_ms.or(Some(journal::now_ms())),
     };
     spec.hooks = match (&hooks, &spec.env) {
+        _ if label.mode == DrillMode::Isolated => spec.hooks.take(),
         (Some(h), _) => Some(h.clone() as Arc<dyn engine::RunHooks>),
         (None, Some(env)) => spec.target_region.clone().map(|target| {
             Arc::new(EnvHooks {
@@ -365,6 +412,7 @@ pub async fn run(
         "rto_verdict": m.as_ref().map(|m| m.rto_verdict.clone()),
         "rpo_verdict": m.as_ref().map(|m| m.rpo_verdict.clone()),
         "journal_head": view.head,
+        "isolated": (label.mode == DrillMode::Isolated).then(|| clone_phases(&view)),
     });
     store.append_history(HISTORY, &record).await?;
     // Rendered after the history holds this drill, so its trend ends

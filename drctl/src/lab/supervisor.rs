@@ -119,6 +119,9 @@ fn env_yaml(st: &LabState) -> String {
         format!("  nameservers: [\"127.0.0.1:{}\"]", p("dns")),
         "  records:".into(),
         "    - {name: app.lab.example., type: A, ttl: 5, values: {primary: [127.0.0.1], dr: [127.0.0.2]}}".into(),
+        // The isolated drill's own name (runbooks/isolated-drill.yaml): the
+        // only record an isolated drill may change.
+        "    - {name: drill.lab.example., type: A, ttl: 1, drill: true}".into(),
         "state:".into(),
         match &st.state_url {
             Some(u) => format!("  url: \"{u}\"\n  password: \"file:{pw}\""),

@@ -234,6 +234,7 @@ async fn resume_locked(
             interactive: opts.interactive && !opts.yes,
             accept_data_loss: view.options.accept_data_loss || opts.accept_data_loss,
             force: view.options.force || opts.force,
+            isolated: view.options.isolated,
         },
         failed_at_ms: view.failed_at_ms,
         parallelism: opts.parallelism.max(1),

@@ -1,0 +1,77 @@
+//! `drctl drills cleanup RUN`: undo what an isolated drill killed half-way
+//! left: its clone (stopped, scratch directory removed) and its drill DNS
+//! record (set back), from what the run journaled. Production is not
+//! touched: only the run's own `drill-<run>` directory and records
+//! declared `drill: true` are. A run whose drctl still runs is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ui, CliError, OutputFormat};
+use crate::exit;
+use crate::store::Store;
+
+pub async fn cmd_cleanup(
+    run: &str,
+    store: Arc<dyn Store>,
+    output: OutputFormat,
+) -> Result<i32, CliError> {
+    let (view, _) = crate::engine::run::load_view_pub(store.as_ref(), run).await?;
+    let alive = view.host == crate::journal::hostname()
+        && crate::backup::scratch::proc_start(view.pid).is_some()
+        && view.pid != std::process::id();
+    if view.status.is_none() && view.resumes.is_empty() && alive {
+        return Err(CliError::new(
+            exit::LOCK_HELD,
+            format!(
+                "run {run} is still running (drctl pid {} on this host)",
+                view.pid
+            ),
+        )
+        .hint("wait for it, or stop it (Ctrl-C) and run the cleanup again"));
+    }
+    let env = match &view.environment {
+        Some(e) => Some(
+            crate::environment::load_environment(std::path::Path::new(&e.path))
+                .map_err(CliError::invalid)?
+                .0,
+        ),
+        None => None,
+    };
+    let cfg = match env.as_ref().filter(|e| e.doc.get("dns").is_some()) {
+        Some(e) => Some(
+            crate::drill::isolated::dns::env_config(e)
+                .map_err(|e| CliError::new(exit::RUN_FAILED, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let done = crate::drill::isolated::cleanup(&view, run, cfg.as_ref(), Duration::from_secs(20))
+        .await
+        .map_err(|e| {
+            let hint = e.hint().map(str::to_string);
+            let c = CliError::new(exit::RUN_FAILED, format!("cleanup of run {run}: {e}"));
+            match hint {
+                Some(h) => c.hint(h),
+                None => c,
+            }
+        })?;
+    match output {
+        OutputFormat::Json => ui::out(&serde_json::to_string_pretty(&done).unwrap_or_default()),
+        OutputFormat::Human => ui::out(&format!(
+            "run {run}: removed {} clone directory(ies){}, killed {} server(s), drill record(s) set back: {}",
+            done.removed.len(),
+            if done.removed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", done.removed.join(", "))
+            },
+            done.killed.len(),
+            if done.dns_restored.is_empty() {
+                "none".to_string()
+            } else {
+                done.dns_restored.join(", ")
+            }
+        )),
+    }
+    Ok(exit::OK)
+}
