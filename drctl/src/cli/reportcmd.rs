@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{ui, CliError, ReportFormat};
-use crate::engine::run::load_view_only;
+use crate::engine::run::{load_report_view, load_view_only};
 use crate::engine::view::RunView;
 use crate::exit;
 use crate::immudb::action::ImmudbServer;
@@ -204,7 +204,8 @@ async fn previous(
     let Some(id) = prev.and_then(|h| h.get("run_id")).and_then(|v| v.as_str()) else {
         return Ok(None);
     };
-    match load_view_only(store, id).await {
+    // Only its step durations are used.
+    match load_report_view(store, id, true).await {
         Ok(v) => Ok(Some(Previous::of(&v))),
         // A pruned previous drill: nothing to compare with.
         Err(crate::engine::EngineError::Store(crate::store::StoreError::RunNotFound(_))) => {
@@ -268,7 +269,7 @@ pub async fn cmd_report(store: &dyn Store, req: ReportRequest<'_>) -> Result<i32
         ));
     }
     let id = super::inspect::resolve_run_id(store, req.run_id).await?;
-    let v = load_view_only(store, &id).await?;
+    let v = load_report_view(store, &id, req.format != Format::Json).await?;
     let signature = req
         .sign_key
         .map(|k| evidence::sign(k, &v.run_id, v.records, &v.head))
@@ -343,7 +344,7 @@ pub async fn cmd_verify(
             ev.run_id
         )));
     }
-    let v = load_view_only(store, &id).await?;
+    let v = load_report_view(store, &id, ev.format != Format::Json).await?;
     // The ledger first: for an anchored report it proves what the journal
     // held, whatever the report and the journal say now.
     let anchor_proven = match &ev.anchor {
