@@ -25,10 +25,23 @@
 //!   a tx past the last committed one `500 tx not found`; source and target
 //!   follow `VerifiableTxByID` (proveSinceTx 0 = the tx itself; a larger one
 //!   swaps source and target).
+//! - `POST /api/db/verifiable/set` (`VerifiableSet`, body
+//!   `{"setRequest":{"KVs":[{key,value}]},"proveSinceTx"}`) commits a real
+//!   new tx to the ledger (`Ledger::commit`: a v1 header linked as immudb
+//!   ≥ 1.4.1 links it, the entries tree over the KVs encoded as immudb's
+//!   `EncodeEntrySpec` does: key and value prefixed with 0x00) and answers
+//!   the `VerifiableTx` of that tx with its entries and the dual proof from
+//!   `proveSinceTx` (past the new tx: `500 tx not found`).
+//! - `POST /api/db/verifiable/get` (`VerifiableGet`, body
+//!   `{"keyRequest":{key,atTx},"proveSinceTx"}`) answers a key set through
+//!   the fake: exactly at `atTx` (or its newest), with the tx, the dual proof
+//!   as `VerifiableTxByID` pairs them, and the entry's inclusion proof; an
+//!   unknown key or one not set at `atTx` is `500 key not found`.
 //! - unknown routes: the gateway's own `404 Not Found`.
 //!
-//! Not modelled: the legacy `/api/login` token flow, entries (drctl asks
-//! for `EXCLUDE`), keep-alive expiry, TLS.
+//! Not modelled: the legacy `/api/login` token flow, entries of the
+//! vectors' txs (drctl asks for `EXCLUDE`), keep-alive expiry, TLS, KV
+//! metadata on writes.
 
 #![allow(dead_code)]
 
@@ -57,6 +70,9 @@ pub const USER: &str = "drctl";
 pub const PASSWORD: &str = "immudb-sentinel-pw";
 pub const DB: &str = "defaultdb";
 
+/// One stored KV: (prefixed key, prefixed value).
+type Kv = (Vec<u8>, Vec<u8>);
+
 struct Inner {
     user: String,
     password: String,
@@ -67,6 +83,14 @@ struct Inner {
     /// proxy or load balancer failing), before any immudb logic.
     outage: Option<u16>,
     requests: Vec<String>,
+    /// KVs committed through `verifiable/set`, per database and tx, as
+    /// stored (prefixed key, prefixed value).
+    kvs: HashMap<String, BTreeMap<u64, Vec<Kv>>>,
+    /// A misbehaving server: commits another value than the one asked for.
+    lie_on_set: bool,
+    /// A misbehaving server: answers `verifiable/get` with another value
+    /// than the one in the tx (proofs of the real one).
+    lie_on_get: bool,
 }
 
 #[derive(Clone)]
@@ -89,6 +113,9 @@ impl FakeImmudb {
             sign: None,
             outage: None,
             requests: Vec::new(),
+            kvs: HashMap::new(),
+            lie_on_set: false,
+            lie_on_get: false,
         }));
         let fake = FakeImmudb { port, inner };
         let f = fake.clone();
@@ -123,6 +150,30 @@ impl FakeImmudb {
 
     pub fn set_outage(&self, status: Option<u16>) {
         self.inner.lock().unwrap().outage = status;
+    }
+
+    pub fn lie_on_set(&self, on: bool) {
+        self.inner.lock().unwrap().lie_on_set = on;
+    }
+
+    pub fn lie_on_get(&self, on: bool) {
+        self.inner.lock().unwrap().lie_on_get = on;
+    }
+
+    /// The last committed tx of `defaultdb`.
+    pub fn tx(&self) -> u64 {
+        self.inner.lock().unwrap().dbs[DB].len()
+    }
+
+    /// The value (unprefixed) `key` was set to through the fake, newest.
+    pub fn value(&self, key: &str) -> Option<Vec<u8>> {
+        let st = self.inner.lock().unwrap();
+        let k = prefixed(key.as_bytes());
+        st.kvs.get(DB)?.values().rev().find_map(|kvs| {
+            kvs.iter()
+                .find(|(kk, _)| *kk == k)
+                .map(|(_, v)| v[1..].to_vec())
+        })
     }
 
     /// Request lines served so far.
@@ -188,6 +239,10 @@ impl FakeImmudb {
                 | ("POST", "/api/v2/authorization/session/close")
                 | ("GET", "/api/db/state")
                 | ("GET", "/api/v2/db/state")
+                | ("POST", "/api/db/verifiable/set")
+                | ("POST", "/api/v2/db/verifiable/set")
+                | ("POST", "/api/db/verifiable/get")
+                | ("POST", "/api/v2/db/verifiable/get")
         ) || (method == "GET" && path.starts_with("/api/db/verifiable/tx/"));
         if !known {
             return err(404, 5, "Not Found");
@@ -203,7 +258,93 @@ impl FakeImmudb {
             return err(500, 2, "session not found");
         };
         let ledger = st.dbs[&db].clone();
+        let path = path
+            .strip_prefix("/api/v2/db/")
+            .map_or(path.to_string(), |p| format!("/api/db/{p}"));
+        let path = path.as_str();
         match path {
+            "/api/db/verifiable/set" => {
+                let b: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                let Some(since) = u64_field(&b["proveSinceTx"]) else {
+                    return err(400, 3, "type mismatch, parameter: proveSinceTx");
+                };
+                let mut kvs = Vec::new();
+                for kv in b["setRequest"]["KVs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    let (Some(k), Some(v)) = (b64_field(&kv["key"]), b64_field(&kv["value"]))
+                    else {
+                        return err(400, 3, "illegal arguments");
+                    };
+                    let v = if st.lie_on_set {
+                        [v, b" (altered)".to_vec()].concat()
+                    } else {
+                        v
+                    };
+                    kvs.push((prefixed(&k), prefixed(&v)));
+                }
+                if kvs.is_empty() || kvs.iter().any(|(k, _)| k.len() == 1) {
+                    return err(500, 2, "illegal arguments");
+                }
+                // `VerifiableSet` refuses a proof source past the last committed tx.
+                if since > ledger.len() {
+                    return err(500, 2, "illegal state");
+                }
+                let mut ledger = ledger;
+                let digests: Vec<_> = kvs.iter().map(|(k, v)| digest(k, v)).collect();
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                let h = ledger.commit(ts, &digests).unwrap();
+                st.dbs.insert(db.clone(), ledger.clone());
+                st.kvs.entry(db.clone()).or_default().insert(h.id, kvs);
+                let since = if since == 0 { h.id } else { since };
+                let resp = verifiable_tx(&st, &ledger, &db, h.id, since, true);
+                (200, serde_json::to_value(resp).unwrap())
+            }
+            "/api/db/verifiable/get" => {
+                let b: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                let (Some(key), Some(at), Some(since)) = (
+                    b64_field(&b["keyRequest"]["key"]),
+                    u64_field(&b["keyRequest"]["atTx"]),
+                    u64_field(&b["proveSinceTx"]),
+                ) else {
+                    return err(400, 3, "illegal arguments");
+                };
+                let k = prefixed(&key);
+                let found = st.kvs.get(&db).and_then(|m| {
+                    m.iter().rev().find_map(|(tx, kvs)| {
+                        let i = kvs.iter().position(|(kk, _)| *kk == k)?;
+                        (at == 0 || at == *tx).then_some((*tx, i, kvs.clone()))
+                    })
+                });
+                let Some((tx, i, kvs)) = found.filter(|(tx, ..)| *tx <= ledger.len()) else {
+                    return err(500, 2, "key not found");
+                };
+                if since > ledger.len() {
+                    return err(500, 2, "tx not found");
+                }
+                // `VerifiableGet`: source and target as `VerifiableTxByID` pairs them.
+                let since = if since == 0 { tx } else { since };
+                let vtx = verifiable_tx(&st, &ledger, &db, tx, since, true);
+                let digests: Vec<_> = kvs.iter().map(|(k, v)| digest(k, v)).collect();
+                let terms = drctl::immudb::htree::htree_inclusion_proof(&digests, i).unwrap();
+                let mut value = kvs[i].1[1..].to_vec();
+                if st.lie_on_get {
+                    value.extend_from_slice(b" (altered)");
+                }
+                (
+                    200,
+                    json!({
+                        "entry": {"tx": tx.to_string(), "key": STANDARD.encode(&key), "value": STANDARD.encode(&value)},
+                        "verifiableTx": serde_json::to_value(vtx).unwrap(),
+                        "inclusionProof": {"leaf": i, "width": digests.len(), "terms": terms.iter().map(|t| STANDARD.encode(t)).collect::<Vec<_>>()},
+                    }),
+                )
+            }
             "/api/v2/authorization/session/keepalive" => (200, json!({})),
             "/api/v2/authorization/session/close" => {
                 st.sessions.remove(&sid);
@@ -262,6 +403,71 @@ impl FakeImmudb {
                 (200, serde_json::to_value(vtx).unwrap())
             }
         }
+    }
+}
+
+/// immudb's `EncodeKey` / plain-value encoding: a 0x00 prefix.
+fn prefixed(b: &[u8]) -> Vec<u8> {
+    [&[0u8][..], b].concat()
+}
+
+/// A v1 entry digest of a stored (prefixed) key and value.
+fn digest(k: &[u8], v: &[u8]) -> [u8; 32] {
+    let hv = drctl::immudb::hash::sha256(v);
+    drctl::immudb::tx::entry_digest_v1(k, &hv, None).unwrap()
+}
+
+/// A proto3 JSON uint64: a string (or a number), absent = 0.
+fn u64_field(v: &Value) -> Option<u64> {
+    match v {
+        Value::Null => Some(0),
+        Value::String(s) => s.parse().ok(),
+        v => v.as_u64(),
+    }
+}
+
+fn b64_field(v: &Value) -> Option<Vec<u8>> {
+    STANDARD.decode(v.as_str()?).ok()
+}
+
+/// `VerifiableTx` of `tx` proven with `since` as `VerifiableTxByID` pairs
+/// them, with the entries of a tx committed through the fake.
+fn verifiable_tx(
+    st: &Inner,
+    ledger: &Ledger,
+    db: &str,
+    tx: u64,
+    since: u64,
+    with_entries: bool,
+) -> VerifiableTx {
+    let (s, t) = if since <= tx {
+        (since, tx)
+    } else {
+        (tx, since)
+    };
+    let p = ledger.dual_proof(s, t).unwrap();
+    let mut header = WireTxHeader::from_header(ledger.header(tx).unwrap());
+    header.metadata.get_or_insert_with(Default::default);
+    let entries = match st.kvs.get(db).and_then(|m| m.get(&tx)) {
+        Some(kvs) if with_entries => kvs
+            .iter()
+            .map(|(k, v)| drctl::immudb::gateway::WireTxEntry {
+                key: k.clone(),
+                metadata: None,
+                h_value: drctl::immudb::hash::sha256(v).to_vec(),
+                v_len: v.len() as i64,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let t_alh = ledger.alh(t).unwrap();
+    VerifiableTx {
+        tx: Some(WireTx {
+            header: Some(header),
+            entries,
+        }),
+        dual_proof: Some(WireDualProof::from_proof(&p)),
+        signature: st.sign.as_ref().map(|k| sign(k, db, t, &t_alh)),
     }
 }
 

@@ -91,6 +91,10 @@ pub const REPORT_MISMATCH: i32 = 50;
 /// `report verify --public-key`: the report is unsigned, signed with
 /// another key, or its signature over the journal head does not verify.
 pub const SIGNATURE_REJECTED: i32 = 51;
+/// `report verify` of an anchored report: the immudb ledger proves the
+/// journal head it held when anchored, and the journal no longer has it
+/// (edited after anchoring).
+pub const ANCHOR_MISMATCH: i32 = 52;
 
 pub const TABLE: &[(i32, &str, &str)] = &[
     (OK, "ok", "success"),
@@ -245,5 +249,10 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         SIGNATURE_REJECTED,
         "signature-rejected",
         "report verify: unsigned, another key, or the signature does not verify",
+    ),
+    (
+        ANCHOR_MISMATCH,
+        "anchor-mismatch",
+        "report verify: the journal no longer has the head anchored in the immudb ledger",
     ),
 ];

@@ -642,19 +642,35 @@ impl Verifier {
             reason,
         };
         let value: Value = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        // Lines are written in canonical form (compact, sorted keys); any
-        // other spelling of the same JSON was produced by an edit.
-        if serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))? != line {
-            return Err(bad("record is not in canonical form (edited?)".into()));
-        }
+        let not_canonical = || bad("record is not in canonical form (edited?)".into());
         let Value::Object(mut obj) = value else {
+            if serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))? != line {
+                return Err(not_canonical());
+            }
             return Err(bad("record is not a JSON object".into()));
         };
+        // Lines are written in canonical form (compact, sorted keys); any
+        // other spelling of the same JSON was produced by an edit. One
+        // serialization, member by member as serde_json writes a map, both
+        // checks that and finds the `hash` member: the record's hash is
+        // over the same bytes without it (what `encode` hashed).
+        let (canon, hash_span) = canonical_members(&obj).map_err(|e| bad(e.to_string()))?;
+        if canon != line {
+            return Err(not_canonical());
+        }
         let stored = match obj.remove("hash") {
             Some(Value::String(h)) => h,
             _ => return Err(bad("record has no hash".into())),
         };
-        let computed = sha256_hex(&serde_json::to_vec(&obj).map_err(|e| bad(e.to_string()))?);
+        let computed = match hash_span {
+            Some((from, to)) => {
+                let mut h = Sha256::new();
+                h.update(&canon[..from]);
+                h.update(&canon[to..]);
+                hex::encode(h.finalize())
+            }
+            None => sha256_hex(&canon),
+        };
         let mut rec: Record =
             serde_json::from_value(Value::Object(obj)).map_err(|e| bad(e.to_string()))?;
         rec.hash = stored.clone();
@@ -692,6 +708,41 @@ impl Verifier {
         self.next_seq += 1;
         Ok(rec)
     }
+}
+
+/// A byte range `[from, to)`.
+type Span = (usize, usize);
+
+/// `obj` serialized as `serde_json::to_vec` does (compact; a map's members
+/// in key order), and the byte range of its `hash` member with one
+/// adjoining comma, so that removing the range leaves the serialization
+/// of `obj` without it.
+fn canonical_members(
+    obj: &Map<String, Value>,
+) -> Result<(Vec<u8>, Option<Span>), serde_json::Error> {
+    let mut out = Vec::with_capacity(512);
+    let mut span = None;
+    out.push(b'{');
+    for (i, (k, v)) in obj.iter().enumerate() {
+        let start = out.len();
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k)?;
+        out.push(b':');
+        serde_json::to_writer(&mut out, v)?;
+        if k == "hash" {
+            // First member: take the comma that follows it instead.
+            let end = if i == 0 && obj.len() > 1 {
+                out.len() + 1
+            } else {
+                out.len()
+            };
+            span = Some((start, end));
+        }
+    }
+    out.push(b'}');
+    Ok((out, span))
 }
 
 /// Parses and verifies the whole chain.
@@ -795,6 +846,32 @@ mod tests {
             undetected.is_empty(),
             "undetected changes at byte offsets {undetected:?}"
         );
+    }
+
+    /// The one-pass serialization is serde_json's, and cutting the hash
+    /// member out of it gives serde_json's serialization without it,
+    /// wherever the member sits.
+    #[test]
+    fn canonical_members_match_serde_json_with_and_without_the_hash() {
+        for text in [
+            r#"{"event":{"a":[1,"x"]},"hash":"ab","prev":"cd","v":1}"#,
+            r#"{"hash":"ab","prev":"cd"}"#,
+            r#"{"a":1,"hash":"ab"}"#,
+            r#"{"hash":"ab"}"#,
+            r#"{"a":"no hash \u0001 é"}"#,
+        ] {
+            let Value::Object(mut obj) = serde_json::from_str::<Value>(text).unwrap() else {
+                panic!()
+            };
+            let (canon, span) = canonical_members(&obj).unwrap();
+            assert_eq!(canon, serde_json::to_vec(&obj).unwrap(), "{text}");
+            let had = obj.remove("hash").is_some();
+            assert_eq!(span.is_some(), had, "{text}");
+            if let Some((from, to)) = span {
+                let cut = [&canon[..from], &canon[to..]].concat();
+                assert_eq!(cut, serde_json::to_vec(&obj).unwrap(), "{text}");
+            }
+        }
     }
 
     #[test]

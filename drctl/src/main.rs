@@ -555,6 +555,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                         report,
                         run,
                         public_key,
+                        env,
                     }),
                     _,
                     _,
@@ -564,6 +565,7 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                         report,
                         run,
                         public_key.as_deref(),
+                        env.as_deref(),
                         output,
                     )
                     .await
@@ -580,6 +582,8 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                             postmortem: args.postmortem,
                             trend_window: args.trend,
                             sign_key: args.sign_key.as_deref(),
+                            anchor: args.anchor,
+                            env: args.env.as_deref(),
                         },
                     )
                     .await

@@ -588,7 +588,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub postmortem: bool,
     /// Compare two runs: step durations, RTO/RPO, targets, what changed.
-    #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], conflicts_with_all = ["run_id", "postmortem", "sign_key"])]
+    #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"], conflicts_with_all = ["run_id", "postmortem", "sign_key", "anchor"])]
     pub compare: Option<Vec<String>>,
     /// Drills of the same runbook and environment in a drill's trend (0: none).
     #[arg(long, default_value_t = crate::report::trend::WINDOW)]
@@ -596,6 +596,12 @@ pub struct ReportArgs {
     /// Sign the journal head with this Ed25519 key (PKCS#8), by secret reference (env:NAME, file:PATH).
     #[arg(long, value_name = "REF")]
     pub sign_key: Option<String>,
+    /// Write the journal head to the environment's immudb ledger (verified) and name the tx in the evidence.
+    #[arg(long)]
+    pub anchor: bool,
+    /// Environment file whose immudb ledger takes the anchor [default: the one the run used].
+    #[arg(long, value_name = "FILE", requires = "anchor")]
+    pub env: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -610,6 +616,9 @@ pub enum ReportCmd {
         /// Ed25519 public key (PEM, or base64 of the 32 raw bytes) to check the signature with.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        /// Environment file of the ledger an anchored report names [default: the one the run used].
+        #[arg(long, value_name = "FILE")]
+        env: Option<PathBuf>,
     },
 }
 

@@ -4,10 +4,12 @@
 use std::path::Path;
 
 use super::{ui, CliError, ReportFormat};
-use crate::engine::run::load_view_only;
+use crate::engine::run::{load_report_view, load_view_only};
 use crate::engine::view::RunView;
 use crate::exit;
+use crate::immudb::action::ImmudbServer;
 use crate::journal::format_ms;
+use crate::report::anchor::{self, Anchor, AnchorError, AnchoredHead};
 use crate::report::evidence::{self, Evidence, EvidenceError};
 use crate::report::{self, Format, Inputs, Previous};
 use crate::store::Store;
@@ -43,6 +45,137 @@ fn evidence_error(e: EvidenceError) -> CliError {
     }
 }
 
+fn anchor_error(e: AnchorError) -> CliError {
+    let code = match &e {
+        AnchorError::Unavailable(_) => exit::IMMUDB_UNAVAILABLE,
+        AnchorError::Rejected(_) | AnchorError::NotStored { .. } => exit::VERIFY_REJECTED,
+        AnchorError::JournalChanged(_) => exit::ANCHOR_MISMATCH,
+        AnchorError::Trust(_) => exit::INTERNAL,
+        _ => exit::INVALID_INPUT,
+    };
+    let hint = match &e {
+        AnchorError::Unavailable(_) => Some("immudb could not be asked, so nothing was anchored or checked (no report was written): an outage or a configuration problem (URL, credentials, TLS), not evidence of tampering".to_string()),
+        AnchorError::NoTrust { region, .. } => Some(format!("run `drctl immudb trust --env FILE --region {region}` first: the anchor is proven against the trusted state it keeps")),
+        AnchorError::JournalChanged(_) => Some("the ledger, which drctl cannot rewrite, holds the head the journal had when the report was anchored: the journal was edited since".to_string()),
+        _ => None,
+    };
+    let c = CliError::from_error(code, &e);
+    match hint {
+        Some(h) => c.hint(h),
+        None => c,
+    }
+}
+
+/// The environment file given (`--env`), else the one the run used.
+fn environment_of(
+    view: &RunView,
+    env_path: Option<&Path>,
+) -> Result<(crate::environment::Environment, std::path::PathBuf), CliError> {
+    let recorded = view.environment.as_ref().map(|e| Path::new(&e.path));
+    let Some(path) = env_path.or(recorded) else {
+        return Err(CliError::new(
+            exit::INVALID_INPUT,
+            format!(
+                "run {} used no environment file: the ledger is unknown",
+                view.run_id
+            ),
+        )
+        .hint("name the environment file with --env FILE"));
+    };
+    let (env, d) = crate::environment::load_environment(path).map_err(CliError::invalid)?;
+    if d.has_errors() {
+        return Err(CliError::invalid(d));
+    }
+    Ok((env, path.to_path_buf()))
+}
+
+/// The immudb server of `region` in the environment.
+fn ledger_server(
+    env: &crate::environment::Environment,
+    region: &str,
+) -> Result<ImmudbServer, CliError> {
+    let comp = env.component(region, "immudb").ok_or_else(|| {
+        anchor_error(AnchorError::NoLedger {
+            env: env.name.clone(),
+            region: region.to_string(),
+        })
+    })?;
+    crate::action::decode_resolved("immudb", comp, |c, n| ImmudbServer::decode(c, n, "immudb"))
+        .map_err(|e| CliError::new(exit::INVALID_INPUT, e.to_string()))
+}
+
+/// The newest trusted state drctl keeps of that ledger.
+async fn trusted(
+    store: &dyn Store,
+    env: &str,
+    region: &str,
+    db: &str,
+) -> Result<Option<crate::immudb::TrustedState>, CliError> {
+    let cps = crate::immudb::custody::load_checkpoints(store, env, region, db)
+        .await
+        .map_err(|e| anchor_error(AnchorError::Trust(e)))?;
+    Ok(cps.into_iter().max_by_key(|c| c.tx_id))
+}
+
+/// `--anchor`: writes the head to the ledger of the region that is active
+/// now (where `drctl immudb trust` keeps custody) and proves the tx.
+async fn write_anchor(
+    store: &dyn Store,
+    view: &RunView,
+    env_path: Option<&Path>,
+) -> Result<Anchor, CliError> {
+    let (env, path) = environment_of(view, env_path)?;
+    // Where the last failover, switchover or failback put the primary.
+    let region = super::plan::recorded_active(store, Some(&path))
+        .await
+        .filter(|a| env.regions.contains_key(a))
+        .unwrap_or_else(|| env.active_region.clone());
+    let server = ledger_server(&env, &region)?;
+    let Some(t) = trusted(store, &env.name, &region, &server.database).await? else {
+        return Err(anchor_error(AnchorError::NoTrust {
+            env: env.name.clone(),
+            region,
+            db: server.database.clone(),
+        }));
+    };
+    let head = AnchoredHead {
+        run_id: view.run_id.clone(),
+        records: view.records,
+        head: view.head.clone(),
+    };
+    anchor::write(&server, &env.name, &region, &t, &head)
+        .await
+        .map_err(anchor_error)
+}
+
+/// `report verify` of an anchored report: the ledger's value, proven,
+/// against the journal as it is now. Returns the trusted tx it was proven
+/// against.
+async fn check_anchor(
+    store: &dyn Store,
+    view: &RunView,
+    a: &Anchor,
+    env_path: Option<&Path>,
+) -> Result<u64, CliError> {
+    let (env, _) = environment_of(view, env_path)?;
+    if env.name != a.environment {
+        return Err(anchor_error(AnchorError::OtherEnvironment {
+            anchored: a.environment.clone(),
+            given: env.name,
+        }));
+    }
+    let server = ImmudbServer {
+        database: a.database.clone(),
+        ..ledger_server(&env, &a.region)?
+    };
+    let t = trusted(store, &env.name, &a.region, &a.database).await?;
+    let (held, proven) = anchor::read(&server, t.as_ref(), a)
+        .await
+        .map_err(anchor_error)?;
+    anchor::compare(a, &held, &view.run_id, view.records, &view.head).map_err(anchor_error)?;
+    Ok(proven)
+}
+
 /// The drill history's entries, read only when the report needs them.
 async fn history(store: &dyn Store, needed: bool) -> Result<Vec<serde_json::Value>, CliError> {
     if !needed {
@@ -71,7 +204,8 @@ async fn previous(
     let Some(id) = prev.and_then(|h| h.get("run_id")).and_then(|v| v.as_str()) else {
         return Ok(None);
     };
-    match load_view_only(store, id).await {
+    // Only its step durations are used.
+    match load_report_view(store, id, true).await {
         Ok(v) => Ok(Some(Previous::of(&v))),
         // A pruned previous drill: nothing to compare with.
         Err(crate::engine::EngineError::Store(crate::store::StoreError::RunNotFound(_))) => {
@@ -89,6 +223,7 @@ async fn inputs(
     postmortem: bool,
     trend_window: usize,
     signature: Option<evidence::Signature>,
+    anchor: Option<Anchor>,
 ) -> Result<Inputs, CliError> {
     let trend_window = if view.mode == crate::runbook::Mode::Drill {
         trend_window
@@ -111,6 +246,7 @@ async fn inputs(
         trend,
         previous,
         signature,
+        anchor,
     })
 }
 
@@ -120,6 +256,9 @@ pub struct ReportRequest<'a> {
     pub postmortem: bool,
     pub trend_window: usize,
     pub sign_key: Option<&'a str>,
+    /// Write the journal head to the environment's immudb ledger.
+    pub anchor: bool,
+    pub env: Option<&'a Path>,
 }
 
 pub async fn cmd_report(store: &dyn Store, req: ReportRequest<'_>) -> Result<i32, CliError> {
@@ -130,12 +269,18 @@ pub async fn cmd_report(store: &dyn Store, req: ReportRequest<'_>) -> Result<i32
         ));
     }
     let id = super::inspect::resolve_run_id(store, req.run_id).await?;
-    let v = load_view_only(store, &id).await?;
+    let v = load_report_view(store, &id, req.format != Format::Json).await?;
     let signature = req
         .sign_key
         .map(|k| evidence::sign(k, &v.run_id, v.records, &v.head))
         .transpose()
         .map_err(evidence_error)?;
+    // Last before printing: a ledger that fails leaves no report behind.
+    let anchor = if req.anchor {
+        Some(write_anchor(store, &v, req.env).await?)
+    } else {
+        None
+    };
     let inputs = inputs(
         store,
         &v,
@@ -143,6 +288,7 @@ pub async fn cmd_report(store: &dyn Store, req: ReportRequest<'_>) -> Result<i32
         req.postmortem,
         req.trend_window,
         signature,
+        anchor,
     )
     .await?;
     ui::out(&report::render(&v, &inputs));
@@ -176,6 +322,7 @@ pub async fn cmd_verify(
     file: &Path,
     run: &str,
     public_key: Option<&Path>,
+    env_path: Option<&Path>,
     output: super::OutputFormat,
 ) -> Result<i32, CliError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
@@ -197,7 +344,13 @@ pub async fn cmd_verify(
             ev.run_id
         )));
     }
-    let v = load_view_only(store, &id).await?;
+    let v = load_report_view(store, &id, ev.format != Format::Json).await?;
+    // The ledger first: for an anchored report it proves what the journal
+    // held, whatever the report and the journal say now.
+    let anchor_proven = match &ev.anchor {
+        Some(a) => Some(check_anchor(store, &v, a, env_path).await?),
+        None => None,
+    };
     if v.records != ev.records || v.head != ev.head {
         let hint = if v.records > ev.records {
             "the run continued after the report was rendered: render it again"
@@ -217,6 +370,7 @@ pub async fn cmd_verify(
         ev.postmortem,
         ev.trend_window,
         ev.signature.clone(),
+        ev.anchor.clone(),
     )
     .await?;
     let expected = report::render(&v, &inputs);
@@ -255,6 +409,12 @@ pub async fn cmd_verify(
         )),
         (None, None) => said.push_str("; not signed"),
     }
+    if let (Some(a), Some(t)) = (&ev.anchor, anchor_proven) {
+        said.push_str(&format!(
+            "; journal head anchored in immudb tx {} of {}/{}/{}, proven against trusted tx {t}",
+            a.tx, a.environment, a.region, a.database
+        ));
+    }
     if output == super::OutputFormat::Json {
         said = serde_json::json!({
             "matches": true,
@@ -264,6 +424,11 @@ pub async fn cmd_verify(
             "format": ev.format,
             "signed": ev.signature.is_some(),
             "signature_verified_with": checked,
+            "anchor": ev.anchor.as_ref().map(|a| serde_json::json!({
+                "ledger": a.ledger, "tx": a.tx, "environment": a.environment,
+                "region": a.region, "database": a.database, "key": a.key,
+                "proven_against_tx": anchor_proven,
+            })),
         })
         .to_string();
     }

@@ -313,8 +313,42 @@ pub async fn load_view_pub(
 /// The run's view alone, verified and folded in one streaming pass (no
 /// record list kept): for readers such as `status` and `report`.
 pub async fn load_view_only(store: &dyn Store, run_id: &str) -> Result<RunView, EngineError> {
-    let bytes = store.read_journal(run_id).await?;
-    Ok(super::view::fold_bytes(&bytes)?)
+    fold_in_chunks(store, run_id, false).await
+}
+
+/// The view a report is rendered from: with `lean`, [`load_view_only`]
+/// without the steps' inputs, which only the JSON report shows (for
+/// 100,000 records they are a third of the view's memory).
+pub async fn load_report_view(
+    store: &dyn Store,
+    run_id: &str,
+    lean: bool,
+) -> Result<RunView, EngineError> {
+    fold_in_chunks(store, run_id, lean).await
+}
+
+/// Journal bytes read per chunk while folding a view: readers hold one
+/// chunk, never the whole journal (33 MB for 100,000 records).
+pub const VIEW_CHUNK_BYTES: usize = 1 << 20;
+
+async fn fold_in_chunks(
+    store: &dyn Store,
+    run_id: &str,
+    lean: bool,
+) -> Result<RunView, EngineError> {
+    let mut folder = super::view::Folder::new(lean);
+    let mut cursor = 0;
+    loop {
+        let chunk = store
+            .read_journal_chunk(run_id, cursor, VIEW_CHUNK_BYTES)
+            .await?;
+        if chunk.bytes.is_empty() {
+            return Ok(folder.finish(chunk.torn)?);
+        }
+        // Chunks hold complete records only.
+        folder.feed(&chunk.bytes)?;
+        cursor = chunk.next;
+    }
 }
 
 impl Run {

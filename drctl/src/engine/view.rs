@@ -250,17 +250,58 @@ pub fn fold(v: &Verified) -> Option<RunView> {
 /// at a time: what readers that need only the view (status, reports,
 /// listings) use, so their memory does not grow with the journal.
 pub fn fold_bytes(bytes: &[u8]) -> Result<RunView, JournalError> {
-    let mut verifier = Verifier::default();
-    let mut view: Option<RunView> = None;
-    let torn = verifier.feed_each(bytes, |rec| match view.as_mut() {
-        Some(v) => v.apply(&rec),
-        // The verifier refuses a first record that is not `run_started`.
-        None => view = RunView::start(&rec),
-    })?;
-    let mut view = view.ok_or(JournalError::NeverStarted)?;
-    view.head = verifier.head().to_string();
-    view.torn_tail = torn;
-    Ok(view)
+    let mut f = Folder::default();
+    let torn = f.feed(bytes)?;
+    f.finish(torn)
+}
+
+/// Verifies and folds a journal fed in pieces that each end at a record
+/// boundary (the store's bounded chunks): the same view as [`fold_bytes`]
+/// of the whole, holding one chunk and one record at a time.
+#[derive(Default)]
+pub struct Folder {
+    verifier: Verifier,
+    view: Option<RunView>,
+    /// Keep no step's inputs: for readers that never show them (reports),
+    /// which then hold per step only what they print.
+    lean: bool,
+}
+
+impl Folder {
+    pub fn new(lean: bool) -> Folder {
+        Folder {
+            lean,
+            ..Default::default()
+        }
+    }
+
+    /// Folds the complete records of `bytes`; returns the length of an
+    /// incomplete final line (not consumed).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, JournalError> {
+        let (view, lean) = (&mut self.view, self.lean);
+        self.verifier.feed_each(bytes, |rec| {
+            match view.as_mut() {
+                Some(v) => v.apply(&rec),
+                // The verifier refuses a first record that is not `run_started`.
+                None => *view = RunView::start(&rec),
+            }
+            if lean {
+                if let (Some(v), Event::StepStarted { step, .. }) = (view.as_mut(), &rec.event) {
+                    if let Some(&i) = v.index.get(step) {
+                        v.steps[i].inputs = Value::Null;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The view, given the length of a torn final line that was ignored.
+    pub fn finish(self, torn: usize) -> Result<RunView, JournalError> {
+        let mut view = self.view.ok_or(JournalError::NeverStarted)?;
+        view.head = self.verifier.head().to_string();
+        view.torn_tail = torn;
+        Ok(view)
+    }
 }
 
 impl RunView {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::immudb::error::ClientError;
-use crate::immudb::gateway::{Bundle, ImmutableState, RuntimeError, VerifiableTx};
+use crate::immudb::gateway::{Bundle, ImmutableState, RuntimeError, VerifiableEntry, VerifiableTx};
 use crate::immudb::verdict::{proof_source, verify_against_checkpoints, TrustedState, Verdict};
 
 /// Largest response body accepted (proofs are a few KB; the gateway itself caps gRPC at 4 MB).
@@ -249,6 +249,43 @@ impl ImmudbClient {
             "/api/db/verifiable/tx/{tx}?proveSinceTx={prove_since}&keepReferencesUnresolved=true&entriesSpec.kvEntriesSpec.action=EXCLUDE"
         );
         self.call(Method::GET, &path, None).await
+    }
+
+    /// `POST /api/db/verifiable/set` (`VerifiableSet`): commits `key` =
+    /// `value` in a new tx and returns that tx (header and entries) with a
+    /// dual proof from `prove_since`. The caller verifies it (see
+    /// [`crate::report::anchor`]); nothing here trusts the answer.
+    pub async fn verifiable_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        prove_since: u64,
+    ) -> Result<VerifiableTx, ClientError> {
+        self.require_auth()?;
+        let body = serde_json::json!({
+            "setRequest": {"KVs": [{"key": STANDARD.encode(key), "value": STANDARD.encode(value)}]},
+            "proveSinceTx": prove_since.to_string(),
+        });
+        self.call(Method::POST, "/api/db/verifiable/set", Some(body))
+            .await
+    }
+
+    /// `POST /api/db/verifiable/get` (`VerifiableGet`): the value `key` was
+    /// set to exactly at tx `at_tx` (0: its newest), with that tx, a dual
+    /// proof from `prove_since` and the entry's inclusion proof.
+    pub async fn verifiable_get(
+        &self,
+        key: &[u8],
+        at_tx: u64,
+        prove_since: u64,
+    ) -> Result<VerifiableEntry, ClientError> {
+        self.require_auth()?;
+        let body = serde_json::json!({
+            "keyRequest": {"key": STANDARD.encode(key), "atTx": at_tx.to_string()},
+            "proveSinceTx": prove_since.to_string(),
+        });
+        self.call(Method::POST, "/api/db/verifiable/get", Some(body))
+            .await
     }
 
     /// Fetches the replica's state and the proof it must give against the

@@ -520,6 +520,35 @@ pub struct VerifiableTx {
     pub signature: Option<WireSignature>,
 }
 
+/// `Entry` of `POST /api/db/verifiable/get`: the key and value as the
+/// client set them (the server strips its key and value prefixes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WireEntry {
+    #[serde(with = "u64s", skip_serializing_if = "is_zero_u64")]
+    pub tx: u64,
+    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<u8>,
+    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub value: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<WireKvMetadata>,
+}
+
+/// Body of `POST /api/db/verifiable/get` (`VerifiableEntry`): the entry, the
+/// tx it was set in with a dual proof, and the entry's inclusion proof in
+/// that tx's entries tree (`leaf`, `width`, `terms`, as `InclusionProof`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct VerifiableEntry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<WireEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifiable_tx: Option<VerifiableTx>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inclusion_proof: Option<WireInclusionProof>,
+}
+
 /// What drctl fetches from a replica in one go: `{"state": ..., "verifiableTx": ... | null}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -40,6 +40,9 @@ pub struct Evidence {
     pub trend_window: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
+    /// The journal head written to the environment's immudb ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<super::anchor::Anchor>,
 }
 
 /// An Ed25519 signature over [`signed_message`].
@@ -225,6 +228,7 @@ mod tests {
             postmortem: false,
             trend_window: 0,
             signature: None,
+            anchor: None,
         }
     }
 

@@ -466,6 +466,22 @@ fn evidence_section(o: &mut String, r: &Report<'_>) {
             ),
         );
     }
+    if let Some(a) = &e.anchor {
+        row(
+            o,
+            "Anchor",
+            &format!(
+                "journal head in the {} ledger of {} (region {}, database <code>{}</code>): tx {}, key <code>{}</code>, proven from trusted tx {}",
+                esc(&a.ledger),
+                esc(&a.environment),
+                esc(&a.region),
+                esc(&a.database),
+                a.tx,
+                esc(&a.key),
+                a.proven_from_tx
+            ),
+        );
+    }
     let _ = write!(
         o,
         "</table><p><code>drctl report verify FILE --run {}</code> renders this report again from the journal and compares.</p></section>\n{}\n",

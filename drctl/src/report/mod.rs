@@ -21,6 +21,7 @@ use crate::engine::view::RunView;
 use crate::journal::{format_ms, StepStatus};
 use crate::measure::Measurements;
 
+pub mod anchor;
 pub mod compare;
 pub mod evidence;
 pub mod facts;
@@ -65,6 +66,8 @@ pub struct Inputs {
     /// postmortem's slow steps), chosen by time so it stays the same.
     pub previous: Option<Previous>,
     pub signature: Option<evidence::Signature>,
+    /// Where the journal head was anchored (`--anchor`).
+    pub anchor: Option<anchor::Anchor>,
 }
 
 /// A previous drill's step durations.
@@ -96,6 +99,7 @@ impl Inputs {
             trend: Vec::new(),
             previous: None,
             signature: None,
+            anchor: None,
         }
     }
 }
@@ -124,6 +128,7 @@ impl<'a> Report<'a> {
                 postmortem: inputs.postmortem,
                 trend_window: inputs.trend_window,
                 signature: inputs.signature.clone(),
+                anchor: inputs.anchor.clone(),
             },
         }
     }
@@ -513,6 +518,13 @@ pub(crate) fn md_evidence(o: &mut String, r: &Report<'_>) {
             o,
             "Journal head signed ({}), key `{}`: `{}`.",
             s.algorithm, s.key_fingerprint, s.value
+        );
+    }
+    if let Some(a) = &e.anchor {
+        let _ = writeln!(
+            o,
+            "Journal head anchored in the {} ledger of {} (region {}, database `{}`): tx {}, key `{}`, proven from trusted tx {}.",
+            a.ledger, a.environment, a.region, a.database, a.tx, a.key, a.proven_from_tx
         );
     }
     let _ = writeln!(o);

@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn Store) {
     group_commit(store).await;
     concurrent_appends(store).await;
     read_from_cursor(store).await;
+    read_in_bounded_chunks(store).await;
     fencing(store).await;
     takeover_is_a_cut(store, store).await;
     exclusive_excludes_exclusive(store).await;
@@ -255,6 +256,71 @@ pub async fn read_from_cursor(store: &dyn Store) {
     let all = store.read_journal_from(&run, 0).await.expect("read");
     assert_eq!(all.bytes, store.read_journal(&run).await.expect("read"));
     assert_eq!(all.next, c2.next);
+    store.release_lease(&lease).await.expect("release");
+}
+
+/// Bounded chunks: complete records only, at most the bound unless one
+/// record alone is larger (then exactly that record), together the whole
+/// journal; empty at the end, and records appended later follow.
+pub async fn read_in_bounded_chunks(store: &dyn Store) {
+    let run = unique("chunks");
+    let lease = exclusive(store, &unique("env"), &run, LONG).await;
+    let line = |seq: usize| format!("{{\"r\":{seq},\"pad\":\"{}\"}}", "x".repeat(seq * 37 % 150));
+    store
+        .create_journal(&run, &lease, line(0).as_bytes())
+        .await
+        .expect("create");
+    for seq in 1..40u64 {
+        store
+            .append_journal(&run, &lease, seq, line(seq as usize).as_bytes())
+            .await
+            .expect("append");
+    }
+    assert!(matches!(
+        store.read_journal_chunk(&unique("missing"), 0, 64).await,
+        Err(StoreError::RunNotFound(_))
+    ));
+    let whole = store.read_journal(&run).await.expect("read");
+    for bound in [0usize, 64, 100, 1000, 1 << 20] {
+        let (mut got, mut cursor, mut chunks) = (Vec::new(), 0, 0);
+        loop {
+            let c = store
+                .read_journal_chunk(&run, cursor, bound)
+                .await
+                .expect("chunk");
+            if c.bytes.is_empty() {
+                assert_eq!(c.next, cursor, "an empty chunk does not move");
+                break;
+            }
+            let lines = c.bytes.iter().filter(|b| **b == b'\n').count();
+            assert!(c.bytes.ends_with(b"\n"), "complete records only");
+            assert!(
+                c.bytes.len() <= bound || lines == 1,
+                "bound {bound}: {} bytes in {lines} records",
+                c.bytes.len()
+            );
+            assert!(c.next > cursor);
+            got.extend_from_slice(&c.bytes);
+            cursor = c.next;
+            chunks += 1;
+        }
+        assert_eq!(got, whole, "bound {bound}");
+        if bound == 64 {
+            assert!(chunks > 20, "{chunks} chunks");
+        }
+        if bound == 1 << 20 {
+            assert_eq!(chunks, 1);
+            store
+                .append_journal(&run, &lease, 40, b"{\"r\":40}")
+                .await
+                .expect("append");
+            let c = store
+                .read_journal_chunk(&run, cursor, bound)
+                .await
+                .expect("chunk");
+            assert_eq!(c.bytes, b"{\"r\":40}\n");
+        }
+    }
     store.release_lease(&lease).await.expect("release");
 }
 

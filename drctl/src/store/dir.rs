@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -495,10 +495,56 @@ impl Inner {
             .map_err(io("read journal", &path))?;
         // Only complete records: a line being written is left for later.
         let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let torn = if keep == 0 { bytes.len() } else { 0 };
         bytes.truncate(keep);
         Ok(JournalChunk {
             next: cursor + bytes.len() as u64,
             bytes,
+            torn,
+        })
+    }
+
+    /// Up to `max_bytes` of complete lines from `cursor` (the whole next
+    /// line when it alone is longer).
+    fn read_chunk(
+        &self,
+        run_id: &str,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> Result<JournalChunk, StoreError> {
+        let path = self.journal_path(run_id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::RunNotFound(run_id.to_string()))
+            }
+            Err(e) => return Err(io("read journal", &path)(e)),
+        };
+        let mut file = std::io::BufReader::new(file);
+        file.seek(SeekFrom::Start(cursor))
+            .map_err(io("read journal", &path))?;
+        let mut bytes = Vec::with_capacity(max_bytes.min(1 << 20));
+        let mut limited = (&mut file).take(max_bytes as u64);
+        limited
+            .read_to_end(&mut bytes)
+            .map_err(io("read journal", &path))?;
+        let mut keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if keep == 0 && bytes.len() == max_bytes {
+            // One line longer than the bound: the whole line, if complete.
+            file.read_until(b'\n', &mut bytes)
+                .map_err(io("read journal", &path))?;
+            keep = if bytes.last() == Some(&b'\n') {
+                bytes.len()
+            } else {
+                0
+            };
+        }
+        let torn = if keep == 0 { bytes.len() } else { 0 };
+        bytes.truncate(keep);
+        Ok(JournalChunk {
+            next: cursor + bytes.len() as u64,
+            bytes,
+            torn,
         })
     }
 
@@ -747,6 +793,17 @@ impl Store for DirStore {
     ) -> Result<JournalChunk, StoreError> {
         let r = run_id.to_string();
         self.blocking(move |i| i.read_from(&r, cursor)).await
+    }
+
+    async fn read_journal_chunk(
+        &self,
+        run_id: &str,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> Result<JournalChunk, StoreError> {
+        let r = run_id.to_string();
+        self.blocking(move |i| i.read_chunk(&r, cursor, max_bytes))
+            .await
     }
 
     async fn list_runs(&self) -> Result<Vec<String>, StoreError> {

@@ -242,6 +242,10 @@ pub struct JournalChunk {
     pub bytes: Vec<u8>,
     /// Pass back to read the records after these.
     pub next: u64,
+    /// With no complete record left: the bytes of an incomplete final line
+    /// after `next` (a torn write, never acknowledged); always 0 for
+    /// PostgreSQL, whose rows are whole.
+    pub torn: usize,
 }
 
 /// What `drctl state check` reports.
@@ -356,6 +360,17 @@ pub trait Store: Send + Sync {
         &self,
         run_id: &str,
         cursor: u64,
+    ) -> Result<JournalChunk, StoreError>;
+    /// [`Self::read_journal_from`] bounded: complete records after
+    /// `cursor` totalling at most `max_bytes`, or the one next record when
+    /// it alone is larger (so a reader always progresses). Empty at the
+    /// end. Readers that fold a whole journal (reports, status) read it in
+    /// such chunks, so their memory does not hold the journal's bytes.
+    async fn read_journal_chunk(
+        &self,
+        run_id: &str,
+        cursor: u64,
+        max_bytes: usize,
     ) -> Result<JournalChunk, StoreError>;
     /// Run ids, oldest first.
     async fn list_runs(&self) -> Result<Vec<String>, StoreError>;

@@ -660,6 +660,7 @@ impl Store for PgStore {
         let mut chunk = JournalChunk {
             bytes: Vec::new(),
             next: cursor,
+            torn: 0,
         };
         for r in &rows {
             let seq: Option<i64> = self.get(OP, r, 0)?;
@@ -671,6 +672,49 @@ impl Store for PgStore {
             }
         }
         Ok(chunk)
+    }
+
+    async fn read_journal_chunk(
+        &self,
+        run_id: &str,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> Result<JournalChunk, StoreError> {
+        const OP: &str = "read journal";
+        /// Rows fetched per query: records are small (a few hundred
+        /// bytes), so one query usually fills a chunk.
+        const BATCH: i64 = 512;
+        let mut chunk = JournalChunk {
+            bytes: Vec::new(),
+            next: cursor,
+            torn: 0,
+        };
+        loop {
+            let rows = self
+                .query(OP, READ_FROM_LIMIT, &[&run_id, &i64_of(chunk.next), &BATCH])
+                .await?;
+            if rows.is_empty() {
+                return Err(StoreError::RunNotFound(run_id.to_string()));
+            }
+            let mut got = 0;
+            for r in &rows {
+                let seq: Option<i64> = self.get(OP, r, 0)?;
+                let line: Option<&str> = self.get(OP, r, 1)?;
+                let (Some(seq), Some(line)) = (seq, line) else {
+                    continue;
+                };
+                if !chunk.bytes.is_empty() && chunk.bytes.len() + line.len() + 1 > max_bytes {
+                    return Ok(chunk);
+                }
+                chunk.bytes.extend_from_slice(line.as_bytes());
+                chunk.bytes.push(b'\n');
+                chunk.next = u64_of(seq) + 1;
+                got += 1;
+            }
+            if got < BATCH as usize || chunk.bytes.len() >= max_bytes {
+                return Ok(chunk);
+            }
+        }
     }
 
     async fn list_runs(&self) -> Result<Vec<String>, StoreError> {

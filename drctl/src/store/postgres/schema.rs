@@ -291,6 +291,10 @@ pub(super) const READ_ALL: &str =
 pub(super) const READ_FROM: &str = "select j.seq, j.line from drctl.runs r \
      left join drctl.journal j on j.run_id = r.run_id and j.seq >= $2::bigint \
      where r.run_id = $1::text order by j.seq";
+/// [`READ_FROM`] a batch at a time (`$3` rows), for bounded chunks.
+pub(super) const READ_FROM_LIMIT: &str = "select j.seq, j.line from drctl.runs r \
+     left join drctl.journal j on j.run_id = r.run_id and j.seq >= $2::bigint \
+     where r.run_id = $1::text order by j.seq limit $3::bigint";
 pub(super) const SUMMARIES: &str =
     "select run_id, drctl.unix_ms(last_write) from drctl.runs order by run_id";
 pub(super) const DELETE_RUN: &str =
