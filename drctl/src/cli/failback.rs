@@ -510,6 +510,7 @@ async fn precheck(
             }
         }
     }
+    kube_precheck(env, f, args, store).await?;
     let cfg = match env.doc.get("dns") {
         Some(node) => {
             let names = env.region_names();
@@ -536,6 +537,51 @@ async fn precheck(
         return Err(CliError::new(
             exit::DNS_DRIFT,
             format!("DNS changed since the failover: {}; nothing was changed", planned.drift.join("; ")),
+        )
+        .hint("find out who changed it; `--force` restores the failover's previous values anyway (journaled)"));
+    }
+    Ok(())
+}
+
+/// Replica counts and HPA bounds someone changed since the failover
+/// scaled them: refused here, before the rewind, not at the end of a
+/// failback that already moved the primary.
+async fn kube_precheck(
+    env: &Environment,
+    f: &FromFailover,
+    args: &RunArgs,
+    store: &dyn Store,
+) -> Result<(), CliError> {
+    if env.component(&f.home, "kube").is_none() || env.component(&f.now, "kube").is_none() {
+        return Ok(());
+    }
+    let p = crate::kube::restore::Params {
+        run: f.run_id.clone(),
+        fenced_region: f.home.clone(),
+        fence_step: "fence-kube".into(),
+        scaled_region: f.now.clone(),
+        scale_step: "scale".into(),
+        wait: false,
+        concurrency: 16,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (planned, _) = crate::kube::restore::plan(env, store, &p, deadline)
+        .await
+        .map_err(|e| {
+            CliError::new(
+                exit::RUN_FAILED,
+                format!("cannot read the Kubernetes capacity to restore: {e}"),
+            )
+            .hint("both regions' Kubernetes APIs must answer for a failback to restore capacity")
+        })?;
+    let drift = planned.drift();
+    if !drift.is_empty() && !args.force {
+        return Err(CliError::new(
+            exit::KUBE_DRIFT,
+            format!(
+                "Kubernetes capacity changed since the failover: {}; nothing was changed",
+                drift.join("; ")
+            ),
         )
         .hint("find out who changed it; `--force` restores the failover's previous values anyway (journaled)"));
     }
