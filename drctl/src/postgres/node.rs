@@ -91,6 +91,8 @@ pub struct ControlData {
     pub checkpoint_timeline: Option<u32>,
     pub min_recovery_end_lsn: Option<Lsn>,
     pub min_recovery_end_timeline: Option<u32>,
+    /// `Bytes per WAL segment` (16 MiB unless initdb chose otherwise).
+    pub wal_segment_bytes: Option<u64>,
 }
 
 fn unreachable(node: &str, e: impl std::fmt::Display) -> ActionError {
@@ -291,6 +293,7 @@ pub fn parse_controldata(text: &str) -> Option<ControlData> {
             .and_then(|v| Lsn::parse(&v)),
         min_recovery_end_timeline: field("Min recovery ending loc's timeline:")
             .and_then(|v| v.parse().ok()),
+        wal_segment_bytes: field("Bytes per WAL segment:").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -312,12 +315,13 @@ mod tests {
 
     #[test]
     fn controldata_fields() {
-        let t = "pg_control version number:            1300\nDatabase system identifier:           7442\nDatabase cluster state:               shut down\nLatest checkpoint location:           0/3000060\nLatest checkpoint's TimeLineID:       2\nMinimum recovery ending location:     0/0\nMin recovery ending loc's timeline:   0\n";
+        let t = "pg_control version number:            1300\nDatabase system identifier:           7442\nDatabase cluster state:               shut down\nLatest checkpoint location:           0/3000060\nLatest checkpoint's TimeLineID:       2\nMinimum recovery ending location:     0/0\nMin recovery ending loc's timeline:   0\nBytes per WAL segment:                16777216\n";
         let c = parse_controldata(t).expect("parses");
         assert_eq!(c.system_identifier, "7442");
         assert_eq!(c.state, "shut down");
         assert_eq!(c.checkpoint_lsn, Lsn::parse("0/3000060"));
         assert_eq!(c.checkpoint_timeline, Some(2));
+        assert_eq!(c.wal_segment_bytes, Some(16 * 1024 * 1024));
         assert!(parse_controldata("nothing").is_none());
     }
 }
