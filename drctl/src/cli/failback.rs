@@ -68,8 +68,13 @@ pub async fn record_active(
     }
 }
 
-/// A lab environment's node for a region (`lab:pg-primary`).
-fn lab_node(env: &Environment, region: &str) -> Option<String> {
+/// The node drctl drives for a region: the one the environment declares
+/// (`regions.REGION.node`, `region:REGION`), else the lab's server
+/// (`lab:pg-primary`).
+fn region_node(env: &Environment, region: &str) -> Option<String> {
+    if env.component(region, "node").is_some() {
+        return Some(format!("region:{region}"));
+    }
     env.lab_control.as_ref().map(|_| format!("lab:pg-{region}"))
 }
 
@@ -153,7 +158,7 @@ pub async fn cmd_switchover(
     let mut args = args.clone();
     for (key, region) in [("source_node", active.as_str()), ("target_node", to)] {
         if !has_param(&args, key) {
-            if let Some(n) = lab_node(&env, region) {
+            if let Some(n) = region_node(&env, region) {
                 args.params.push(format!("{key}={n}"));
             }
         }
@@ -245,11 +250,14 @@ fn from_failover(v: &RunView, env: Option<&Path>) -> Result<FromFailover, CliErr
     let (Some(home), Some(now)) = (v.source_region.clone(), v.target_region.clone()) else {
         return Err(not_failover(id, "its journal names no source and target region (a journal from before regions were journaled)"));
     };
-    if !v
+    // No dns.switch at all (an environment without DNS): nothing to
+    // restore. One that did not succeed: the values before are unknown.
+    let switches: Vec<_> = v
         .steps
         .iter()
-        .any(|s| s.action == "dns.switch" && s.status == StepStatus::Succeeded)
-    {
+        .filter(|s| s.action == "dns.switch")
+        .collect();
+    if !switches.is_empty() && !switches.iter().any(|s| s.status == StepStatus::Succeeded) {
         return Err(not_failover(
             id,
             "its journal has no succeeded dns.switch step, so the DNS values before the failover are unknown",
@@ -402,14 +410,14 @@ pub async fn cmd_failback(
         ("new_primary_node", f.now.as_str()),
     ] {
         if !has_param(&args, key) {
-            match lab_node(&env, region) {
+            match region_node(&env, region) {
                 Some(n) => args.params.push(format!("{key}={n}")),
                 None => {
                     return Err(CliError::new(
                         exit::INVALID_INPUT,
-                        format!("environment `{}` is not a lab: name the nodes of both regions", env.name),
+                        format!("environment `{}` declares no node for region `{region}`: name the nodes of both regions", env.name),
                     )
-                    .hint("--param old_primary_node=lab:NAME --param new_primary_node=lab:NAME (only lab nodes are supported so far)"))
+                    .hint("add `node: {kind: pg_ctl, data_dir: ...}` to both regions, or pass --param old_primary_node=... --param new_primary_node=... (lab:NAME or region:NAME)"))
                 }
             }
         }
@@ -467,21 +475,14 @@ async fn precheck(
     };
     let spec = crate::postgres::node::NodeSpec::parse(&old)
         .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
-    let crate::postgres::node::NodeSpec::Lab { name } = &spec;
-    let control = env
-        .lab_control
-        .clone()
-        .ok_or_else(|| unreachable("the environment has no lab control endpoint".into()))?;
-    let info = crate::lab::control(&control, "GET", &format!("/node/info?name={name}"))
+    let data_dir = crate::postgres::node::Node::open_in(&spec, env)
         .await
-        .map_err(|e| unreachable(crate::diag::error_chain(&e)))?;
-    if !info["data_dir"]
-        .as_str()
-        .is_some_and(|d| Path::new(d).join("PG_VERSION").exists())
-    {
+        .map_err(|e| unreachable(e.to_string()))?
+        .data_dir;
+    if !data_dir.join("PG_VERSION").exists() {
         return Err(unreachable(format!(
             "its data directory {} holds no cluster",
-            info["data_dir"]
+            data_dir.display()
         )));
     }
     if let Some(server) = crate::topology::server_of(env, &f.now) {

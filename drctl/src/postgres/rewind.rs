@@ -195,7 +195,7 @@ async fn extract(
             "a node from another cluster cannot be rewound; use `method: clone`",
         )
     })?;
-    let port = node.start_isolated().await?;
+    let port = node.start_isolated(&p.server.user).await?;
     let read = async {
         let mut iso = p.server.clone();
         iso.port = port;
