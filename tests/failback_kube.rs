@@ -4,10 +4,24 @@
 //! region's workloads and scales the DR region's; `drctl failback` shows
 //! the restore in its plan, refuses before changing anything when a count
 //! changed since (43), and once that is undone puts replica counts and HPA
-//! bounds back to the journaled previous values.
+//! bounds back to the journaled previous values. A planned switchover
+//! then moves the capacity with the primary, and the lab's heartbeat
+//! writer follows the primary to the DR server.
 
 use drctl_tests::fake_kube::{FakeOptions, KubeFake};
-use drctl_tests::Lab;
+use std::time::Duration;
+
+use drctl::postgres::heartbeat::HeartbeatStatus;
+use drctl_tests::{block_on, wait_until, Lab};
+
+fn heartbeat(lab: &Lab) -> HeartbeatStatus {
+    block_on(drctl::postgres::heartbeat::load_status(
+        lab.w.store().as_ref(),
+        "lab",
+    ))
+    .expect("store")
+    .expect("a heartbeat status")
+}
 
 fn counts(f: &KubeFake) -> Vec<i64> {
     [("Deployment", "shop", "web"), ("StatefulSet", "shop", "db")]
@@ -112,5 +126,44 @@ fn failback_restores_kube_capacity_by_compare_and_set() {
         out["restored"].as_object().map(|m| m.len()),
         Some(4),
         "{out}"
+    );
+
+    // A planned switchover to dr: capacity moves with the primary, and
+    // the heartbeat writes to the new primary.
+    let so = drctl_tests::repo_root()
+        .join("runbooks/switchover.yaml")
+        .display()
+        .to_string();
+    let s = lab.w.run(&[
+        "switchover",
+        "--to",
+        "dr",
+        "--env",
+        &env,
+        "--runbook",
+        &so,
+        "--yes",
+    ]);
+    assert_eq!(s.code, 0, "switchover: {s:?}");
+    assert_eq!(
+        counts(&primary),
+        vec![0, 0],
+        "the old primary region fenced"
+    );
+    assert_eq!(
+        counts(&dr),
+        vec![6, 3],
+        "the DR region at production capacity"
+    );
+    let st = drctl::lab::read_state(&lab.w.state().join("lab")).expect("lab.json");
+    let dr_addr = format!("127.0.0.1:{}", st.ports["pg-dr"]);
+    let after = heartbeat(&lab).last_acked_id.unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let h = heartbeat(&lab);
+            h.server == dr_addr && h.last_acked_id.unwrap_or(0) > after + 3
+        }),
+        "the heartbeat follows the primary to {dr_addr}: {:?}",
+        heartbeat(&lab)
     );
 }

@@ -164,6 +164,11 @@ pub async fn cmd_switchover(
         }
     }
     let rb = sibling_runbook(runbook, Some(env_path), "switchover.yaml");
+    let target_node = args
+        .params
+        .iter()
+        .rev()
+        .find_map(|p| p.strip_prefix("target_node=lab:").map(str::to_string));
     let outcome = run_prepared(
         &rb,
         to,
@@ -176,6 +181,17 @@ pub async fn cmd_switchover(
         "switchover",
     )
     .await?;
+    // The lab's heartbeat writes to the primary, wherever it now runs.
+    if let (Some(c), Some(n), RunStatus::Succeeded) =
+        (&env.lab_control, &target_node, outcome.status)
+    {
+        if let Err(e) = crate::lab::control(c, "POST", &format!("/node/heartbeat?name={n}")).await {
+            ui::err(&format!(
+                "warning: the lab's heartbeat still writes to the old primary: {}",
+                crate::diag::error_chain(&e)
+            ));
+        }
+    }
     Ok(super::runs::outcome_code(&outcome))
 }
 
