@@ -122,6 +122,15 @@ fn failback_rewinds_with_the_archive_when_the_old_primary_recycled_its_wal() {
     );
     assert!(archive.join(&seg).exists(), "{seg} kept in the archive");
 
+    // CHECKPOINT on the new primary first, as the failback does: without
+    // it pg_rewind may read a pre-fork checkpoint and say "no rewind required".
+    block_on(async {
+        let c = server(&st, "pg-dr")
+            .connect(Duration::from_secs(5))
+            .await
+            .expect("dr");
+        c.batch_execute("checkpoint").await.expect("checkpoint");
+    });
     let plain = plain_rewind_dry_run(&st);
     let err = String::from_utf8_lossy(&plain.stderr);
     assert!(
