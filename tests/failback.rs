@@ -310,7 +310,7 @@ fn failback_after_a_lagged_drill_returns_the_lab_and_keeps_the_discarded_rows() 
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert_eq!(how, "rewound with pg_rewind");
+    assert!(how.starts_with("rewound with pg_rewind"), "{how}");
 
     assert_initial(&st);
     assert_eq!(
@@ -573,7 +573,7 @@ fn failback_killed_at_each_point_resumes_to_the_right_end_state() {
             assert!(how.contains("cloned afresh"), "{point}: {how}");
         } else {
             assert!(
-                how == "rewound with pg_rewind" || how.contains("nothing done"),
+                how.starts_with("rewound with pg_rewind") || how.contains("nothing done"),
                 "{point}: {how}"
             );
         }

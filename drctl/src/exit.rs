@@ -85,6 +85,10 @@ pub const OLD_PRIMARY_UNREACHABLE: i32 = 41;
 /// `failback` refused: a DNS record changed since the failover (neither
 /// the failover's value nor the one before); nothing was changed.
 pub const DNS_DRIFT: i32 = 42;
+/// `failback` refused: a replica count or HPA bound changed since the
+/// failover scaled it (neither the failover's value nor the one before);
+/// nothing was changed.
+pub const KUBE_DRIFT: i32 = 43;
 /// `report verify`: the report does not match its run's journal (an edited
 /// figure or word, another run, or a journal that changed since).
 pub const REPORT_MISMATCH: i32 = 50;
@@ -239,6 +243,11 @@ pub const TABLE: &[(i32, &str, &str)] = &[
         DNS_DRIFT,
         "dns-drift",
         "failback refused: DNS changed since the failover (--force restores anyway); nothing changed",
+    ),
+    (
+        KUBE_DRIFT,
+        "kube-drift",
+        "failback refused: Kubernetes capacity changed since the failover (--force restores anyway); nothing changed",
     ),
     (
         REPORT_MISMATCH,

@@ -26,6 +26,7 @@ pub fn standard() -> Registry {
         Box::new(crate::kube::fence::KubeFence),
         Box::new(crate::kube::scale::KubeScale),
         Box::new(crate::kube::check::KubeCheck),
+        Box::new(crate::kube::restore::KubeRestore),
         Box::new(crate::postgres::status::PgStatus),
         Box::new(crate::postgres::fence::PgFence),
         Box::new(crate::postgres::promote::PgPromote),
@@ -53,10 +54,10 @@ mod tests {
     fn standard_kinds_are_distinct_and_ordered() {
         let r = standard();
         let kinds = r.kinds();
-        assert_eq!(kinds.len(), 28);
+        assert_eq!(kinds.len(), 29);
         assert_eq!(kinds[0], "wait");
-        assert_eq!(kinds[18], "postgres.query");
-        assert_eq!(kinds[22], "postgres.rejoin");
+        assert_eq!(kinds[19], "postgres.query");
+        assert_eq!(kinds[23], "postgres.rejoin");
         for k in &kinds {
             assert_eq!(r.get(k).map(|a| a.kind()), Some(*k));
         }

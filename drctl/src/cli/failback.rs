@@ -68,8 +68,13 @@ pub async fn record_active(
     }
 }
 
-/// A lab environment's node for a region (`lab:pg-primary`).
-fn lab_node(env: &Environment, region: &str) -> Option<String> {
+/// The node drctl drives for a region: the one the environment declares
+/// (`regions.REGION.node`, `region:REGION`), else the lab's server
+/// (`lab:pg-primary`).
+fn region_node(env: &Environment, region: &str) -> Option<String> {
+    if env.component(region, "node").is_some() {
+        return Some(format!("region:{region}"));
+    }
     env.lab_control.as_ref().map(|_| format!("lab:pg-{region}"))
 }
 
@@ -153,12 +158,17 @@ pub async fn cmd_switchover(
     let mut args = args.clone();
     for (key, region) in [("source_node", active.as_str()), ("target_node", to)] {
         if !has_param(&args, key) {
-            if let Some(n) = lab_node(&env, region) {
+            if let Some(n) = region_node(&env, region) {
                 args.params.push(format!("{key}={n}"));
             }
         }
     }
     let rb = sibling_runbook(runbook, Some(env_path), "switchover.yaml");
+    let target_node = args
+        .params
+        .iter()
+        .rev()
+        .find_map(|p| p.strip_prefix("target_node=lab:").map(str::to_string));
     let outcome = run_prepared(
         &rb,
         to,
@@ -171,6 +181,17 @@ pub async fn cmd_switchover(
         "switchover",
     )
     .await?;
+    // The lab's heartbeat writes to the primary, wherever it now runs.
+    if let (Some(c), Some(n), RunStatus::Succeeded) =
+        (&env.lab_control, &target_node, outcome.status)
+    {
+        if let Err(e) = crate::lab::control(c, "POST", &format!("/node/heartbeat?name={n}")).await {
+            ui::err(&format!(
+                "warning: the lab's heartbeat still writes to the old primary: {}",
+                crate::diag::error_chain(&e)
+            ));
+        }
+    }
     Ok(super::runs::outcome_code(&outcome))
 }
 
@@ -245,11 +266,14 @@ fn from_failover(v: &RunView, env: Option<&Path>) -> Result<FromFailover, CliErr
     let (Some(home), Some(now)) = (v.source_region.clone(), v.target_region.clone()) else {
         return Err(not_failover(id, "its journal names no source and target region (a journal from before regions were journaled)"));
     };
-    if !v
+    // No dns.switch at all (an environment without DNS): nothing to
+    // restore. One that did not succeed: the values before are unknown.
+    let switches: Vec<_> = v
         .steps
         .iter()
-        .any(|s| s.action == "dns.switch" && s.status == StepStatus::Succeeded)
-    {
+        .filter(|s| s.action == "dns.switch")
+        .collect();
+    if !switches.is_empty() && !switches.iter().any(|s| s.status == StepStatus::Succeeded) {
         return Err(not_failover(
             id,
             "its journal has no succeeded dns.switch step, so the DNS values before the failover are unknown",
@@ -402,14 +426,14 @@ pub async fn cmd_failback(
         ("new_primary_node", f.now.as_str()),
     ] {
         if !has_param(&args, key) {
-            match lab_node(&env, region) {
+            match region_node(&env, region) {
                 Some(n) => args.params.push(format!("{key}={n}")),
                 None => {
                     return Err(CliError::new(
                         exit::INVALID_INPUT,
-                        format!("environment `{}` is not a lab: name the nodes of both regions", env.name),
+                        format!("environment `{}` declares no node for region `{region}`: name the nodes of both regions", env.name),
                     )
-                    .hint("--param old_primary_node=lab:NAME --param new_primary_node=lab:NAME (only lab nodes are supported so far)"))
+                    .hint("add `node: {kind: pg_ctl, data_dir: ...}` to both regions, or pass --param old_primary_node=... --param new_primary_node=... (lab:NAME or region:NAME)"))
                 }
             }
         }
@@ -467,21 +491,14 @@ async fn precheck(
     };
     let spec = crate::postgres::node::NodeSpec::parse(&old)
         .map_err(|e| CliError::new(exit::INVALID_INPUT, e))?;
-    let crate::postgres::node::NodeSpec::Lab { name } = &spec;
-    let control = env
-        .lab_control
-        .clone()
-        .ok_or_else(|| unreachable("the environment has no lab control endpoint".into()))?;
-    let info = crate::lab::control(&control, "GET", &format!("/node/info?name={name}"))
+    let data_dir = crate::postgres::node::Node::open_in(&spec, env)
         .await
-        .map_err(|e| unreachable(crate::diag::error_chain(&e)))?;
-    if !info["data_dir"]
-        .as_str()
-        .is_some_and(|d| Path::new(d).join("PG_VERSION").exists())
-    {
+        .map_err(|e| unreachable(e.to_string()))?
+        .data_dir;
+    if !data_dir.join("PG_VERSION").exists() {
         return Err(unreachable(format!(
             "its data directory {} holds no cluster",
-            info["data_dir"]
+            data_dir.display()
         )));
     }
     if let Some(server) = crate::topology::server_of(env, &f.now) {
@@ -510,6 +527,7 @@ async fn precheck(
             }
         }
     }
+    kube_precheck(env, f, args, store).await?;
     let cfg = match env.doc.get("dns") {
         Some(node) => {
             let names = env.region_names();
@@ -536,6 +554,51 @@ async fn precheck(
         return Err(CliError::new(
             exit::DNS_DRIFT,
             format!("DNS changed since the failover: {}; nothing was changed", planned.drift.join("; ")),
+        )
+        .hint("find out who changed it; `--force` restores the failover's previous values anyway (journaled)"));
+    }
+    Ok(())
+}
+
+/// Replica counts and HPA bounds someone changed since the failover
+/// scaled them: refused here, before the rewind, not at the end of a
+/// failback that already moved the primary.
+async fn kube_precheck(
+    env: &Environment,
+    f: &FromFailover,
+    args: &RunArgs,
+    store: &dyn Store,
+) -> Result<(), CliError> {
+    if env.component(&f.home, "kube").is_none() || env.component(&f.now, "kube").is_none() {
+        return Ok(());
+    }
+    let p = crate::kube::restore::Params {
+        run: f.run_id.clone(),
+        fenced_region: f.home.clone(),
+        fence_step: "fence-kube".into(),
+        scaled_region: f.now.clone(),
+        scale_step: "scale".into(),
+        wait: false,
+        concurrency: 16,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (planned, _) = crate::kube::restore::plan(env, store, &p, deadline)
+        .await
+        .map_err(|e| {
+            CliError::new(
+                exit::RUN_FAILED,
+                format!("cannot read the Kubernetes capacity to restore: {e}"),
+            )
+            .hint("both regions' Kubernetes APIs must answer for a failback to restore capacity")
+        })?;
+    let drift = planned.drift();
+    if !drift.is_empty() && !args.force {
+        return Err(CliError::new(
+            exit::KUBE_DRIFT,
+            format!(
+                "Kubernetes capacity changed since the failover: {}; nothing was changed",
+                drift.join("; ")
+            ),
         )
         .hint("find out who changed it; `--force` restores the failover's previous values anyway (journaled)"));
     }

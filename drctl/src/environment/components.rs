@@ -8,7 +8,7 @@ use crate::diag::did_you_mean;
 use crate::yaml::Node;
 
 /// Every component a region may name. A region holds any subset.
-pub const COMPONENTS: &[&str] = &["postgres", "app", "immudb", "kube", "backups"];
+pub const COMPONENTS: &[&str] = &["postgres", "app", "immudb", "kube", "backups", "node"];
 
 /// Decodes each component of region `rname` strictly, reporting all problems.
 pub fn decode_region(ctx: &mut Ctx<'_>, region: &Node, rname: &str) {
@@ -32,6 +32,7 @@ pub fn decode_region(ctx: &mut Ctx<'_>, region: &Node, rname: &str) {
             "backups" => {
                 crate::backup::source::decode_backups(ctx, v, &what);
             }
+            "node" => crate::postgres::pgctl::decode(ctx, v, &what),
             _ => {
                 let hint = match did_you_mean(&key, COMPONENTS.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),

@@ -222,6 +222,48 @@ pub async fn raise_hpa_floor(
     Err(conflict(last, what))
 }
 
+/// Sets an HPA's bounds to exactly `min`/`max` (a failback restoring the
+/// bounds a failover raised). Same optimistic concurrency as [`scale`].
+/// Returns whether it wrote.
+pub async fn set_hpa_bounds(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    min: i32,
+    max: i32,
+) -> Result<bool, KubeError> {
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(cluster.client.clone(), ns);
+    let what = format!("HorizontalPodAutoscaler {ns}/{name}");
+    let mut last = None;
+    for attempt in 1..=CONFLICT_ATTEMPTS {
+        let h = cluster
+            .call(hpa_op("get", ns, what.clone()), api.get(name))
+            .await?;
+        if hpa_bounds(&h) == (min, max) {
+            return Ok(false);
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": h.metadata.resource_version},
+            "spec": {"minReplicas": min, "maxReplicas": max},
+        });
+        let res = cluster
+            .call(
+                hpa_op("patch", ns, what.clone()),
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+        match res {
+            Ok(_) => return Ok(true),
+            Err(e) if e.is_conflict() => {
+                last = Some(e);
+                backoff(attempt).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(conflict(last, what))
+}
+
 /// Runs `f` over `items` with at most `n` in flight, keeping input order.
 pub async fn concurrently<T, R, F, Fut>(items: Vec<T>, n: usize, f: F) -> Vec<R>
 where

@@ -19,6 +19,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod fence;
+pub mod restore;
 pub mod scale;
 pub mod snapshot;
 pub mod workload;

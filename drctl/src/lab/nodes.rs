@@ -16,6 +16,27 @@ use super::http::{json, Reply};
 use super::pg::{self, Server};
 use super::supervisor::LabState;
 
+/// The heartbeat writer against the server on `port` (the initial
+/// primary, or the one a switchover promoted).
+pub fn start_heartbeat(
+    port: u16,
+    spec: &pg::ClusterSpec,
+    store: std::sync::Arc<dyn crate::store::Store>,
+) -> super::supervisor::Writer {
+    let hb_server = pg::lab_server(port, &spec.app_user, spec);
+    let (stop_hb, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
+        hb_server,
+        super::supervisor::HEARTBEAT_INTERVAL,
+        store,
+        super::supervisor::ENV_NAME.to_string(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (hb, stop_hb)
+}
+
 /// `name=` of a route's query string.
 pub fn query_name(path: &str) -> Option<String> {
     let q = path.split_once('?')?.1;

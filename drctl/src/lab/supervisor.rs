@@ -52,7 +52,7 @@ pub const ENV_NAME: &str = "lab";
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The heartbeat writer's task and the signal that stops it.
-type Writer = (JoinHandle<HeartbeatStatus>, oneshot::Sender<()>);
+pub(super) type Writer = (JoinHandle<HeartbeatStatus>, oneshot::Sender<()>);
 
 struct Lab {
     state: Mutex<LabState>,
@@ -380,7 +380,11 @@ async fn bring_up(
         .await
         .map_err(|e| LabError::Other(format!("record the active region: {e}")))?;
     *lab.store.lock().await = Some(store.clone());
-    *lab.heartbeat.lock().await = Some(start_heartbeat(ports["pg-primary"], spec, store));
+    *lab.heartbeat.lock().await = Some(super::nodes::start_heartbeat(
+        ports["pg-primary"],
+        spec,
+        store,
+    ));
     let key = std::fs::read_to_string(lab.dir.join("pdns-api-key")).unwrap_or_default();
     let pdns = super::pdns::start(
         &pdns_dir(spec),
@@ -393,22 +397,6 @@ async fn bring_up(
     .await?;
     *lab.pdns.lock().await = Some(pdns);
     Ok(())
-}
-
-/// The heartbeat writer against the initial primary.
-fn start_heartbeat(port: u16, spec: &ClusterSpec, store: Arc<dyn Store>) -> Writer {
-    let hb_server = pg::lab_server(port, &spec.app_user, spec);
-    let (stop_hb, stopped) = oneshot::channel::<()>();
-    let hb = tokio::spawn(crate::postgres::heartbeat::run_writer(
-        hb_server,
-        HEARTBEAT_INTERVAL,
-        store,
-        ENV_NAME.to_string(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    (hb, stop_hb)
 }
 
 /// Reaps exited servers and refreshes the service list.
@@ -575,6 +563,7 @@ fn control_handler(lab: Arc<Lab>) -> Handler {
                         ("POST", "/node/isolated/stop") => {
                             super::nodes::stop_isolated(&lab.servers, &name).await
                         }
+                        ("POST", "/node/heartbeat") => follow_heartbeat(&lab, &st, &name).await,
                         _ => json(404, json!({"error": "unknown control route"})),
                     }
                 }
@@ -596,6 +585,24 @@ fn control_handler(lab: Arc<Lab>) -> Handler {
             }
         })
     })
+}
+
+/// Points the heartbeat writer at `name`, the server a switchover made
+/// primary: the lab's heartbeat follows the active region (ids continue
+/// after the highest one the writer knows of).
+async fn follow_heartbeat(lab: &Lab, st: &LabState, name: &str) -> super::http::Reply {
+    let (Some(port), true) = (
+        st.ports.get(name).copied(),
+        matches!(name, "pg-primary" | "pg-dr"),
+    ) else {
+        return json(404, json!({"error": format!("no lab server `{name}`")}));
+    };
+    let Some(store) = lab.store.lock().await.clone() else {
+        return json(409, json!({"error": "the heartbeat has no store yet"}));
+    };
+    let _ = stop_heartbeat(lab).await;
+    *lab.heartbeat.lock().await = Some(super::nodes::start_heartbeat(port, &st.spec, store));
+    json(200, json!({"heartbeat": name, "port": port}))
 }
 
 /// Stops the heartbeat writer and returns its last word: `None` when it
@@ -719,7 +726,11 @@ async fn restore(lab: &Lab) -> super::http::Reply {
     let mut heartbeat_restarted = false;
     if hb.as_ref().is_none_or(|(h, _)| h.is_finished()) {
         if let Some(store) = lab.store.lock().await.clone() {
-            *hb = Some(start_heartbeat(st.ports["pg-primary"], &st.spec, store));
+            *hb = Some(super::nodes::start_heartbeat(
+                st.ports["pg-primary"],
+                &st.spec,
+                store,
+            ));
             heartbeat_restarted = true;
         }
     }

@@ -7,6 +7,7 @@ pub mod fencing;
 pub mod heartbeat;
 pub mod node;
 pub mod ops;
+pub mod pgctl;
 pub mod promote;
 pub mod query;
 pub mod rejoin;

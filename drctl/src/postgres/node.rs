@@ -8,9 +8,10 @@
 //! `lab:NAME` is a server of the local lab (`pg-primary`, `pg-dr`), started
 //! and stopped through the lab's control endpoint (the lab supervisor is the
 //! parent of its postmasters and must reap them); drctl runs the tools on
-//! its data directory itself, as the directory's owner. Nodes elsewhere
-//! (drctl on the database host, driving `pg_ctl`) are not supported yet:
-//! such a node is refused at validation.
+//! its data directory itself, as the directory's owner. `region:NAME` is
+//! the node the environment declares as `regions.NAME.node` (drctl on the
+//! database host driving a local cluster with `pg_ctl`, see
+//! [`super::pgctl`]).
 
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
@@ -27,7 +28,13 @@ use crate::decode::{Ctx, MapReader};
 /// How a node is reached (the parsed form of its name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeSpec {
-    Lab { name: String },
+    Lab {
+        name: String,
+    },
+    /// The environment's `regions.NAME.node`.
+    Region {
+        region: String,
+    },
 }
 
 impl NodeSpec {
@@ -36,8 +43,11 @@ impl NodeSpec {
             Some(("lab", name)) if !name.is_empty() => Ok(NodeSpec::Lab {
                 name: name.to_string(),
             }),
+            Some(("region", region)) if !region.is_empty() => Ok(NodeSpec::Region {
+                region: region.to_string(),
+            }),
             _ => Err(format!(
-                "node `{s}`: expected `lab:NAME` (a server of the local lab, e.g. lab:pg-primary); nodes outside the lab are not supported yet"
+                "node `{s}`: expected `lab:NAME` (a server of the local lab, e.g. lab:pg-primary) or `region:NAME` (the node the environment declares in regions.NAME.node)"
             )),
         }
     }
@@ -47,6 +57,7 @@ impl std::fmt::Display for NodeSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeSpec::Lab { name } => write!(f, "lab:{name}"),
+            NodeSpec::Region { region } => write!(f, "region:{region}"),
         }
     }
 }
@@ -65,7 +76,7 @@ pub fn node_field(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, key: &'static str) -
                 "E-NODE",
                 node,
                 e,
-                Some("name a lab server: lab:pg-primary or lab:pg-dr".into()),
+                Some("name a lab server (lab:pg-primary) or a region whose environment entry has a `node:` (region:primary)".into()),
             );
             None
         }
@@ -76,9 +87,19 @@ pub fn node_field(ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, key: &'static str) -
 #[derive(Debug, Clone)]
 pub struct Node {
     pub spec: NodeSpec,
-    control: String,
-    name: String,
+    control: Control,
     pub data_dir: PathBuf,
+}
+
+/// Who starts and stops the node's server.
+#[derive(Debug, Clone)]
+enum Control {
+    /// The lab supervisor's endpoint, and the server's name there.
+    Lab {
+        url: String,
+        name: String,
+    },
+    PgCtl(super::pgctl::PgCtl),
 }
 
 /// `pg_controldata`'s fields the actions decide on.
@@ -91,6 +112,8 @@ pub struct ControlData {
     pub checkpoint_timeline: Option<u32>,
     pub min_recovery_end_lsn: Option<Lsn>,
     pub min_recovery_end_timeline: Option<u32>,
+    /// `Bytes per WAL segment` (16 MiB unless initdb chose otherwise).
+    pub wal_segment_bytes: Option<u64>,
 }
 
 fn unreachable(node: &str, e: impl std::fmt::Display) -> ActionError {
@@ -102,16 +125,33 @@ fn unreachable(node: &str, e: impl std::fmt::Display) -> ActionError {
 
 impl Node {
     pub async fn open(spec: &NodeSpec, ctx: &StepContext) -> Result<Node, ActionError> {
-        let NodeSpec::Lab { name } = spec;
-        let control = ctx
-            .env()?
-            .lab_control
-            .clone()
-            .ok_or_else(|| ActionError::Config {
-                message: format!("node {spec} is a lab server but the environment is not a lab"),
-                hint: "use the environment file `drctl lab up` wrote (it has a `lab:` section)"
-                    .into(),
-            })?;
+        Self::open_in(spec, ctx.env()?).await
+    }
+
+    /// The node as the environment declares it.
+    pub async fn open_in(
+        spec: &NodeSpec,
+        env: &crate::environment::Environment,
+    ) -> Result<Node, ActionError> {
+        let name = match spec {
+            NodeSpec::Lab { name } => name,
+            NodeSpec::Region { region } => {
+                let v = env.component(region, "node").ok_or_else(|| ActionError::Config {
+                    message: format!("node {spec}: region `{region}` of environment `{}` declares no `node:`", env.name),
+                    hint: format!("add regions.{region}.node: {{kind: pg_ctl, data_dir: ...}}"),
+                })?;
+                let c = super::pgctl::PgCtl::from_value(region, v)?;
+                return Ok(Node {
+                    spec: spec.clone(),
+                    data_dir: c.data_dir.clone(),
+                    control: Control::PgCtl(c),
+                });
+            }
+        };
+        let control = env.lab_control.clone().ok_or_else(|| ActionError::Config {
+            message: format!("node {spec} is a lab server but the environment is not a lab"),
+            hint: "use the environment file `drctl lab up` wrote (it has a `lab:` section)".into(),
+        })?;
         let info = crate::lab::control(&control, "GET", &format!("/node/info?name={name}"))
             .await
             .map_err(|e| unreachable(&spec.to_string(), crate::diag::error_chain(&e)))?;
@@ -121,54 +161,69 @@ impl Node {
             .ok_or_else(|| unreachable(&spec.to_string(), "the lab named no data directory"))?;
         Ok(Node {
             spec: spec.clone(),
-            control,
-            name: name.clone(),
+            control: Control::Lab {
+                url: control,
+                name: name.clone(),
+            },
             data_dir,
         })
     }
 
     async fn call(&self, route: &str) -> Result<Value, ActionError> {
-        crate::lab::control(
-            &self.control,
-            "POST",
-            &format!("{route}?name={}", self.name),
-        )
-        .await
-        .map_err(|e| {
-            ActionError::failed(format!(
-                "node {}: {}",
-                self.spec,
-                crate::diag::error_chain(&e)
-            ))
-        })
+        let Control::Lab { url, name } = &self.control else {
+            return Err(ActionError::failed(format!(
+                "node {}: not a lab node",
+                self.spec
+            )));
+        };
+        crate::lab::control(url, "POST", &format!("{route}?name={name}"))
+            .await
+            .map_err(|e| {
+                ActionError::failed(format!(
+                    "node {}: {}",
+                    self.spec,
+                    crate::diag::error_chain(&e)
+                ))
+            })
     }
 
     /// Whether the node's server (or its isolated twin) runs now.
     pub async fn running(&self) -> Result<(bool, bool), ActionError> {
-        let v = crate::lab::control(
-            &self.control,
-            "GET",
-            &format!("/node/info?name={}", self.name),
-        )
-        .await
-        .map_err(|e| unreachable(&self.spec.to_string(), crate::diag::error_chain(&e)))?;
+        let (url, name) = match &self.control {
+            Control::PgCtl(c) => return c.running(self.owner()?).await,
+            Control::Lab { url, name } => (url, name),
+        };
+        let v = crate::lab::control(url, "GET", &format!("/node/info?name={name}"))
+            .await
+            .map_err(|e| unreachable(&self.spec.to_string(), crate::diag::error_chain(&e)))?;
         Ok((v["running"] == true, v["isolated_running"] == true))
     }
 
     /// Fast shutdown (clients cut, a shutdown checkpoint written); returns
     /// whether it was running.
     pub async fn stop(&self) -> Result<bool, ActionError> {
+        if let Control::PgCtl(c) = &self.control {
+            return c.stop(self.owner()?).await;
+        }
         Ok(self.call("/node/stop").await?["was_running"] == true)
     }
 
     /// Starts the server with its own configuration.
     pub async fn start(&self) -> Result<(), ActionError> {
+        if let Control::PgCtl(c) = &self.control {
+            return c.start(self.owner()?).await;
+        }
         self.call("/node/start").await.map(|_| ())
     }
 
     /// Starts it isolated (a read-only standby without upstream on a fresh
-    /// port, superuser only); returns the port.
-    pub async fn start_isolated(&self) -> Result<u16, ActionError> {
+    /// port, admitting only `user`, the lab: its superuser); returns the port.
+    pub async fn start_isolated(&self, user: &str) -> Result<u16, ActionError> {
+        if let Control::PgCtl(c) = &self.control {
+            return c
+                .start_isolated(self.owner()?, user, |p, t, m| self.write_owned(p, t, m))
+                .await;
+        }
         let v = self.call("/node/isolated/start").await?;
         v["port"]
             .as_u64()
@@ -177,6 +232,9 @@ impl Node {
     }
 
     pub async fn stop_isolated(&self) -> Result<(), ActionError> {
+        if let Control::PgCtl(c) = &self.control {
+            return c.stop_isolated(self.owner()?).await;
+        }
         self.call("/node/isolated/stop").await.map(|_| ())
     }
 
@@ -217,7 +275,12 @@ impl Node {
         env: &[(&str, &Path)],
         limit: Duration,
     ) -> Result<String, ActionError> {
-        let dir = crate::lab::pg::bindir().map_err(|e| ActionError::failed(e.to_string()))?;
+        let dir = match &self.control {
+            Control::PgCtl(c) => c.bin_dir()?,
+            Control::Lab { .. } => {
+                crate::lab::pg::bindir().map_err(|e| ActionError::failed(e.to_string()))?
+            }
+        };
         let (uid, gid) = self.owner()?;
         let mut c = tokio::process::Command::new(dir.join(bin));
         // SAFETY: getuid has no preconditions.
@@ -291,6 +354,7 @@ pub fn parse_controldata(text: &str) -> Option<ControlData> {
             .and_then(|v| Lsn::parse(&v)),
         min_recovery_end_timeline: field("Min recovery ending loc's timeline:")
             .and_then(|v| v.parse().ok()),
+        wal_segment_bytes: field("Bytes per WAL segment:").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -307,17 +371,25 @@ mod tests {
             })
         );
         assert!(NodeSpec::parse("lab:").is_err());
+        assert_eq!(
+            NodeSpec::parse("region:primary"),
+            Ok(NodeSpec::Region {
+                region: "primary".into()
+            })
+        );
+        assert!(NodeSpec::parse("region:").is_err());
         assert!(NodeSpec::parse("/var/lib/postgresql").is_err());
     }
 
     #[test]
     fn controldata_fields() {
-        let t = "pg_control version number:            1300\nDatabase system identifier:           7442\nDatabase cluster state:               shut down\nLatest checkpoint location:           0/3000060\nLatest checkpoint's TimeLineID:       2\nMinimum recovery ending location:     0/0\nMin recovery ending loc's timeline:   0\n";
+        let t = "pg_control version number:            1300\nDatabase system identifier:           7442\nDatabase cluster state:               shut down\nLatest checkpoint location:           0/3000060\nLatest checkpoint's TimeLineID:       2\nMinimum recovery ending location:     0/0\nMin recovery ending loc's timeline:   0\nBytes per WAL segment:                16777216\n";
         let c = parse_controldata(t).expect("parses");
         assert_eq!(c.system_identifier, "7442");
         assert_eq!(c.state, "shut down");
         assert_eq!(c.checkpoint_lsn, Lsn::parse("0/3000060"));
         assert_eq!(c.checkpoint_timeline, Some(2));
+        assert_eq!(c.wal_segment_bytes, Some(16 * 1024 * 1024));
         assert!(parse_controldata("nothing").is_none());
     }
 }

@@ -304,6 +304,7 @@ impl ActionKind for PgRejoin {
             }
             let app = match &p.node {
                 NodeSpec::Lab { name } => name.replace('-', "_"),
+                NodeSpec::Region { region } => region.replace('-', "_"),
             };
             configure(&node, &p.server, &p.primary, &app)?;
             crate::journal::test_crash_at("rejoin-configured");

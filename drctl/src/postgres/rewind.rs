@@ -18,6 +18,17 @@
 //!    not safe to rewind): it clones the node afresh (`pg_basebackup`).
 //!    So does `method: clone`, and a rewind that fails.
 //!
+//! WAL the old primary no longer has (recycled after the fork) makes plain
+//! pg_rewind fail with "could not open file ... No such file". When the
+//! old region's WAL archive is known (`wal_archive:`, else the first
+//! `wal_archive` among the target region's `backups:` in the environment),
+//! pg_rewind runs with `-c` (`--restore-target-wal`) and a
+//! `restore_command` copying from that archive, written into the node's
+//! `postgresql.auto.conf` for the rewind only (pg_rewind replaces that
+//! file with the source's, and `postgres.rejoin` regenerates the standby
+//! settings). Without an archive such a rewind falls back to the clone,
+//! and the journaled `how` says why.
+//!
 //! The node's configuration as copied from the source is fixed by
 //! `postgres.rejoin`, which starts it.
 
@@ -57,6 +68,7 @@ pub struct Params {
     tables: Vec<String>,
     extract_dir: Option<String>,
     method: Method,
+    wal_archive: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,7 +195,7 @@ async fn extract(
             "a node from another cluster cannot be rewound; use `method: clone`",
         )
     })?;
-    let port = node.start_isolated().await?;
+    let port = node.start_isolated(&p.server.user).await?;
     let read = async {
         let mut iso = p.server.clone();
         iso.port = port;
@@ -267,7 +279,58 @@ async fn extract(
     Ok(d)
 }
 
-async fn rewind(node: &Node, source: &PgServer) -> Result<String, ActionError> {
+/// The old region's WAL archive: the step's `wal_archive`, else the first
+/// `wal_archive` of the target region's backup sources, if it exists here.
+fn archive_of(p: &Params, ctx: &StepContext) -> Option<PathBuf> {
+    let declared = p.wal_archive.clone().or_else(|| {
+        let env = ctx.env.as_deref()?;
+        let region = ctx.target_region.as_deref()?;
+        env.component(region, "backups")?
+            .as_object()?
+            .values()
+            .find_map(|b| b.get("wal_archive")?.as_str().map(str::to_string))
+    })?;
+    let dir = PathBuf::from(declared);
+    dir.is_dir().then_some(dir)
+}
+
+/// The `restore_command` pg_rewind `-c` runs: a copy from the archive.
+pub fn restore_command(archive: &std::path::Path) -> String {
+    let a = archive.display().to_string().replace('"', "\\\"");
+    format!("cp \"{a}/%f\" \"%p\"").replace('\'', "''")
+}
+
+/// The WAL segment file holding `lsn` on timeline `tli`.
+pub fn segment_name(tli: u32, lsn: Lsn, seg_bytes: u64) -> Option<String> {
+    if seg_bytes == 0 {
+        return None;
+    }
+    let per_id = 0x1_0000_0000u64 / seg_bytes;
+    let seg = lsn.0 / seg_bytes;
+    Some(format!("{tli:08X}{:08X}{:08X}", seg / per_id, seg % per_id))
+}
+
+/// Whether the node's `pg_wal` still holds the segment of the fork point
+/// (`None`: not measurable). Recycled segments are renamed, so a missing
+/// one is gone for pg_rewind.
+async fn fork_wal_on_node(node: &Node, fork: &str) -> Option<bool> {
+    let cd = node.controldata().await.ok()?;
+    let tli = cd
+        .min_recovery_end_timeline
+        .filter(|t| *t > 0)
+        .or(cd.checkpoint_timeline)?;
+    let (fork, seg) = (Lsn::parse(fork)?, cd.wal_segment_bytes?);
+    // The fork is on the timeline the node was on then: its current one,
+    // or an earlier one if it had switched since.
+    let wal = node.data_dir.join("pg_wal");
+    Some((1..=tli).any(|t| segment_name(t, fork, seg).is_some_and(|n| wal.join(n).exists())))
+}
+
+async fn rewind(
+    node: &Node,
+    source: &PgServer,
+    archive: Option<&std::path::Path>,
+) -> Result<String, ActionError> {
     let c = source.connect(LIMIT).await?;
     execute(
         &c,
@@ -278,12 +341,27 @@ async fn rewind(node: &Node, source: &PgServer) -> Result<String, ActionError> {
     )
     .await?;
     let (conn, passfile) = tool_conn(node, source)?;
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         "--target-pgdata".into(),
         node.data_dir.clone().into_os_string(),
         format!("--source-server={conn}").into(),
         "--progress".into(),
     ];
+    if let Some(a) = archive {
+        // Read by pg_rewind through `postgres -C restore_command` on the
+        // target; gone when pg_rewind copies the source's auto.conf.
+        let auto = node.data_dir.join("postgresql.auto.conf");
+        let cur = std::fs::read_to_string(&auto).unwrap_or_default();
+        node.write_owned(
+            &auto,
+            &format!(
+                "{cur}\n# drctl postgres.rewind: for pg_rewind -c only\nrestore_command = '{}'\n",
+                restore_command(a)
+            ),
+            0o600,
+        )?;
+        args.push("--restore-target-wal".into());
+    }
     crate::journal::test_crash_at("rewind-start");
     node.tool(
         "pg_rewind",
@@ -400,6 +478,9 @@ impl ActionKind for PgRewind {
         let extract_dir = r
             .opt("extract_dir")
             .and_then(|n| ctx.string(n, "extract_dir"));
+        let wal_archive = r
+            .opt("wal_archive")
+            .and_then(|n| ctx.string(n, "wal_archive"));
         let method = match r.opt("method") {
             None => Some(Method::Rewind),
             Some(n) if ctx.deferred(n) => Some(Method::Rewind),
@@ -426,6 +507,7 @@ impl ActionKind for PgRewind {
             tables,
             extract_dir,
             method: method?,
+            wal_archive,
         })
     }
     fn describe(&self, params: &Value) -> String {
@@ -542,11 +624,33 @@ impl ActionKind for PgRewind {
                     discarded: discarded.clone(),
                 })
                 .await?;
+                let archive = archive_of(p, ctx);
+                let on_node = fork_wal_on_node(&node, &discarded.fork_lsn).await;
+                if on_node == Some(false) {
+                    ctx.progress(format!(
+                        "the old primary no longer holds the WAL at the fork ({}): {}",
+                        discarded.fork_lsn,
+                        match &archive {
+                            Some(a) => format!("pg_rewind -c restores it from {}", a.display()),
+                            None => "no WAL archive is declared for pg_rewind -c".into(),
+                        }
+                    ));
+                }
                 let t = Instant::now();
-                match rewind(&node, &p.source).await {
+                match rewind(&node, &p.source, archive.as_deref()).await {
                     Ok(_) => (
                         discarded,
-                        "rewound with pg_rewind".to_string(),
+                        match (&archive, on_node) {
+                            (Some(a), Some(false)) => format!(
+                                "rewound with pg_rewind -c (the WAL at the fork was recycled on the old primary; restored from the archive {})",
+                                a.display()
+                            ),
+                            (Some(a), _) => format!(
+                                "rewound with pg_rewind -c (restore_command from the archive {})",
+                                a.display()
+                            ),
+                            (None, _) => "rewound with pg_rewind".to_string(),
+                        },
                         t.elapsed().as_secs_f64() * 1000.0,
                     ),
                     Err(e) if e.to_string().contains("connection to server") => {
@@ -560,11 +664,17 @@ impl ActionKind for PgRewind {
                     }
                     Err(e) => {
                         ctx.progress(format!("pg_rewind failed ({e}); cloning afresh"));
+                        let missing = e.to_string().contains("could not open file");
+                        let why = match (&archive, missing) {
+                            (None, true) => format!("pg_rewind needs WAL the old primary no longer has, and no WAL archive is declared for pg_rewind -c: {e}"),
+                            (Some(a), true) => format!("pg_rewind -c found the WAL neither on the old primary nor in the archive {}: {e}", a.display()),
+                            _ => format!("pg_rewind failed: {e}"),
+                        };
                         let t = Instant::now();
                         clone(&node, &p.source).await?;
                         (
                             discarded,
-                            format!("cloned afresh (pg_rewind failed: {e})"),
+                            format!("cloned afresh ({why})"),
                             t.elapsed().as_secs_f64() * 1000.0,
                         )
                     }
@@ -611,5 +721,23 @@ mod tests {
         assert_eq!(fork_of(h, 1), Lsn::parse("0/3000060"));
         assert_eq!(fork_of(h, 2), Lsn::parse("0/5000000"));
         assert_eq!(fork_of(h, 3), None);
+    }
+
+    #[test]
+    fn segment_names_and_restore_command() {
+        let seg = 16 * 1024 * 1024;
+        assert_eq!(
+            segment_name(1, Lsn::parse("0/3000060").expect("lsn"), seg).as_deref(),
+            Some("000000010000000000000003")
+        );
+        assert_eq!(
+            segment_name(2, Lsn::parse("1/FF000000").expect("lsn"), seg).as_deref(),
+            Some("0000000200000001000000FF")
+        );
+        assert_eq!(segment_name(1, Lsn(0), 0), None);
+        assert_eq!(
+            restore_command(std::path::Path::new("/a/it's")),
+            "cp \"/a/it''s/%f\" \"%p\""
+        );
     }
 }
