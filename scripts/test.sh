@@ -14,8 +14,8 @@ eval "$(bash scripts/state-pg.sh start)"
 trap 'bash scripts/state-pg.sh stop "$DRCTL_TEST_PG_DIR"' EXIT
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
-  DRCTL_TEST_STORE=postgres cargo nextest run -p drctl-tests --test engine --test lease --test crash --test state_cmd --test measure --test drills --test report --test isolated_drill --no-fail-fast
+  DRCTL_TEST_STORE=postgres cargo nextest run -p drctl-tests --test engine --test lease --test crash --test state_cmd --test measure --test drills --test report --test isolated_drill --test report_anchor --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
-  DRCTL_TEST_STORE=postgres cargo test -p drctl-tests --test engine --test lease --test crash --test state_cmd --test measure --test drills --test report --test isolated_drill --no-fail-fast
+  DRCTL_TEST_STORE=postgres cargo test -p drctl-tests --test engine --test lease --test crash --test state_cmd --test measure --test drills --test report --test isolated_drill --test report_anchor --no-fail-fast
 fi
