@@ -451,7 +451,12 @@ fn switchover_loses_no_rows_and_measures_write_unavailability() {
         .filter(|i| !surviving.contains(i))
         .copied()
         .collect();
-    assert!(acked.len() > 50, "the writer wrote ({} rows)", acked.len());
+    // The writer must have been writing before the switchover; that it wrote
+    // after it is proven by the one closed unavailability window below (a
+    // window is only recorded when a write succeeds again). How many rows a
+    // 5 ms writer gets in depends on the machine's load, so no count beyond
+    // "some" is asserted.
+    assert!(acked.len() > 5, "the writer wrote ({} rows)", acked.len());
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
     assert_eq!(gaps.len(), 1, "one unavailability window: {gaps:?}");
     eprintln!(
