@@ -88,6 +88,23 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A backup tool's binary on `$PATH` and, when the source names one, its
+/// configuration file readable: what a read-only preflight can check
+/// without running the tool.
+fn tool_and_config(tool: &str, config: Option<&std::path::Path>) -> Result<PathBuf, BackupError> {
+    let bin = on_path(tool)
+        .ok_or_else(|| BackupError::verify(Class::CouldNotRun, format!("{tool} is not on PATH")))?;
+    if let Some(c) = config {
+        std::fs::metadata(c).map_err(|e| {
+            BackupError::verify(
+                Class::CouldNotRun,
+                format!("cannot read {}: {e}", c.display()),
+            )
+        })?;
+    }
+    Ok(bin)
+}
+
 /// The metrics of one source's verification. A figure not measured is
 /// left out; the success timestamp only on success (push-add keeps the
 /// previous one otherwise).
@@ -355,45 +372,25 @@ impl ActionKind for PgVerifyBackup {
                 }),
                 // Preflight runs no command: the binary and its
                 // configuration are looked at, `pgbackrest info` is not run.
-                Kind::PgBackRest { stanza, config } => on_path("pgbackrest")
-                    .ok_or_else(|| {
-                        BackupError::verify(Class::CouldNotRun, "pgbackrest is not on PATH")
-                    })
-                    .and_then(|b| {
-                        if let Some(c) = config {
-                            std::fs::metadata(c).map_err(|e| {
-                                BackupError::verify(
-                                    Class::CouldNotRun,
-                                    format!("cannot read {}: {e}", c.display()),
-                                )
-                            })?;
-                        }
-                        Ok(format!(
+                Kind::PgBackRest { stanza, config } => {
+                    tool_and_config("pgbackrest", config.as_deref()).map(|b| {
+                        format!(
                             "`{}`: pgbackrest stanza {stanza} ({}); the newest backup is found when the step runs",
                             s.name,
                             b.display()
-                        ))
-                    }),
-                // Like pgbackrest: the binary and its configuration only.
-                Kind::Barman { server, config } => on_path("barman")
-                    .ok_or_else(|| {
-                        BackupError::verify(Class::CouldNotRun, "barman is not on PATH")
+                        )
                     })
-                    .and_then(|b| {
-                        if let Some(c) = config {
-                            std::fs::metadata(c).map_err(|e| {
-                                BackupError::verify(
-                                    Class::CouldNotRun,
-                                    format!("cannot read {}: {e}", c.display()),
-                                )
-                            })?;
-                        }
-                        Ok(format!(
+                }
+                // Like pgbackrest: the binary and its configuration only.
+                Kind::Barman { server, config } => {
+                    tool_and_config("barman", config.as_deref()).map(|b| {
+                        format!(
                             "`{}`: barman server {server} ({}); the newest backup is found when the step runs",
                             s.name,
                             b.display()
-                        ))
-                    }),
+                        )
+                    })
+                }
                 Kind::PgDump { dump_file, .. } => std::fs::metadata(dump_file)
                     .map_err(|e| {
                         BackupError::verify(

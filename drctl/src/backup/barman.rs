@@ -244,29 +244,16 @@ pub async fn verify_barman(
         args.push(d);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let pgbin = pg::bindir().map_err(BackupError::lab)?;
-        let out = tool(&pgbin.join("pg_verifybackup"), &a, true, left()).await?;
-        report.verifybackup_ms = Some(ms(t));
-        if !out.ok {
-            let detail = first_lines(&format!("{}{}", out.stderr, out.stdout), 4);
-            report.checks.push(CheckResult {
-                check: "pg_verifybackup".into(),
-                ok: false,
-                detail: detail.clone(),
-            });
-            report.failed_check = Some("pg_verifybackup".into());
-            return Err(BackupError::verify(
-                Class::CheckFailed,
-                format!(
-                    "check pg_verifybackup failed for barman backup {}: {detail}",
-                    info.backup_id
-                ),
-            ));
-        }
-        report.checks.push(CheckResult {
-            check: "pg_verifybackup".into(),
-            ok: true,
-            detail: "manifest matches (the configuration files Barman rewrote excepted)".into(),
-        });
+        super::restore::verifybackup(
+            report,
+            &pgbin,
+            &a,
+            t,
+            &format!("barman backup {}", info.backup_id),
+            "manifest matches (the configuration files Barman rewrote excepted)",
+            left(),
+        )
+        .await?;
     } else {
         report.checks.push(CheckResult {
             check: "pg_verifybackup".into(),

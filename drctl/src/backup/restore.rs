@@ -520,30 +520,16 @@ pub async fn verify_basebackup(
         args.push("-n");
     }
     args.push(&d);
-    let out = tool(&bin.join("pg_verifybackup"), &args, true, left()).await?;
-    let verify_ms = ms(t);
-    report.verifybackup_ms = Some(verify_ms);
-    if !out.ok {
-        let detail = first_lines(&format!("{}{}", out.stderr, out.stdout), 4);
-        report.checks.push(CheckResult {
-            check: "pg_verifybackup".into(),
-            ok: false,
-            detail: detail.clone(),
-        });
-        report.failed_check = Some("pg_verifybackup".into());
-        return Err(BackupError::verify(
-            Class::CheckFailed,
-            format!(
-                "check pg_verifybackup failed for {}: {detail}",
-                backup.display()
-            ),
-        ));
-    }
-    report.checks.push(CheckResult {
-        check: "pg_verifybackup".into(),
-        ok: true,
-        detail: "manifest matches".into(),
-    });
+    verifybackup(
+        report,
+        &bin,
+        &args,
+        t,
+        &backup.display().to_string(),
+        "manifest matches",
+        left(),
+    )
+    .await?;
 
     // the backup's own facts
     let label = std::fs::read_to_string(data.join("backup_label")).unwrap_or_default();
@@ -577,6 +563,42 @@ pub async fn verify_basebackup(
         stop_lsn: manifest_end,
     };
     super::instance::prove(s, source, opts, ctx, report, exp).await
+}
+
+/// Runs `pg_verifybackup` (from `pgbin`) with `args` and records it as the
+/// `pg_verifybackup` check, its time counted from `since`: a failure fails
+/// the verification naming `subject`; `ok_detail` says what a pass means.
+/// It must run before the server starts, which changes the files.
+pub(crate) async fn verifybackup(
+    report: &mut Report,
+    pgbin: &Path,
+    args: &[&str],
+    since: Instant,
+    subject: &str,
+    ok_detail: &str,
+    limit: Duration,
+) -> Result<(), BackupError> {
+    let out = tool(&pgbin.join("pg_verifybackup"), args, true, limit).await?;
+    report.verifybackup_ms = Some(ms(since));
+    let ok = out.ok;
+    let detail = if ok {
+        ok_detail.to_string()
+    } else {
+        first_lines(&format!("{}{}", out.stderr, out.stdout), 4)
+    };
+    report.checks.push(CheckResult {
+        check: "pg_verifybackup".into(),
+        ok,
+        detail: detail.clone(),
+    });
+    if ok {
+        return Ok(());
+    }
+    report.failed_check = Some("pg_verifybackup".into());
+    Err(BackupError::verify(
+        Class::CheckFailed,
+        format!("check pg_verifybackup failed for {subject}: {detail}"),
+    ))
 }
 
 /// Records a check; a failed one fails the verification naming it.
