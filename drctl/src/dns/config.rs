@@ -21,6 +21,13 @@ pub struct DnsRecord {
     pub drill: bool,
 }
 
+impl DnsRecord {
+    /// `name type`, the same key as [`super::RecordSet::key`].
+    pub fn key(&self) -> String {
+        format!("{} {}", self.name, self.rtype)
+    }
+}
+
 /// Provider-specific settings. Secrets are references.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
@@ -107,11 +114,7 @@ pub fn guard_isolated(
     }
     let production: Vec<&String> = keys
         .iter()
-        .filter(|k| {
-            !cfg.records
-                .iter()
-                .any(|r| r.drill && &format!("{} {}", r.name, r.rtype) == *k)
-        })
+        .filter(|k| !cfg.records.iter().any(|r| r.drill && r.key() == **k))
         .collect();
     if production.is_empty() {
         return Ok(());

@@ -108,11 +108,7 @@ impl ActionKind for DnsLowerTtl {
     async fn execute(&self, ttl: &Self::Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         let ttl = *ttl;
         let c = cfg(ctx)?;
-        let keys: Vec<String> = c
-            .records
-            .iter()
-            .map(|r| format!("{} {}", r.name, r.rtype))
-            .collect();
+        let keys: Vec<String> = c.records.iter().map(|r| r.key()).collect();
         config::guard_isolated(&c, ctx.options.isolated, &keys)?;
         let now = current(&c, ctx.remaining()).await?;
         let previous: serde_json::Map<String, Value> = now

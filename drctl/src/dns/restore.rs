@@ -125,11 +125,7 @@ pub async fn plan(
     let mut want = Vec::new();
     let mut absent_before = Vec::new();
     for u in undo {
-        let Some(r) = cfg
-            .records
-            .iter()
-            .find(|r| format!("{} {}", r.name, r.rtype) == u.key)
-        else {
+        let Some(r) = cfg.records.iter().find(|r| r.key() == u.key) else {
             continue;
         };
         match &u.previous {
