@@ -16,7 +16,7 @@ pub async fn cmd_cleanup(
     store: Arc<dyn Store>,
     output: OutputFormat,
 ) -> Result<i32, CliError> {
-    let (view, _) = crate::engine::run::load_view_pub(store.as_ref(), run).await?;
+    let view = crate::engine::run::load_view_only(store.as_ref(), run).await?;
     let alive = view.host == crate::journal::hostname()
         && crate::backup::scratch::proc_start(view.pid).is_some()
         && view.pid != std::process::id();

@@ -387,7 +387,7 @@ pub async fn run(
         Err(e) => return Err(e.into()),
     };
     let truth = hooks.and_then(|h| h.truth.lock().unwrap_or_else(|p| p.into_inner()).take());
-    let (view, _) = engine::run::load_view_pub(store.as_ref(), &outcome.run_id).await?;
+    let view = engine::run::load_view_only(store.as_ref(), &outcome.run_id).await?;
     let m = measure::from_view(&view);
     // Verdicts from `measure`: a failed drill or an unknown figure is never "met".
     let rto_met = m.as_ref().and_then(|m| m.rto_verdict.met());

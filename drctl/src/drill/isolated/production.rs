@@ -250,16 +250,22 @@ impl ActionKind for DrillAssertProduction {
         let limit = Duration::from_secs(5);
         // Without an explicit timeline: the one the clone step saw on the
         // primary before it copied anything (its journaled checkpoint).
+        // The run's view, read once: the journaled timeline and, below,
+        // the steps that failed before this one. A journal that cannot be
+        // read fails the step rather than passing a drill unchecked.
+        let view = crate::engine::run::load_view_only(ctx.store.as_ref(), &ctx.run_id)
+            .await
+            .map_err(|e| {
+                ActionError::failed(format!(
+                    "read the run's journal: {}",
+                    crate::diag::error_chain(&e)
+                ))
+            })?;
         let journaled = if p.timeline.is_none() {
-            crate::engine::run::load_view_pub(ctx.store.as_ref(), &ctx.run_id)
-                .await
-                .ok()
-                .and_then(|(v, _)| {
-                    v.steps
-                        .iter()
-                        .filter(|s| s.action == super::CLONE_KIND)
-                        .find_map(|s| s.checkpoint.as_ref()?.get("production_timeline")?.as_u64())
-                })
+            view.steps
+                .iter()
+                .filter(|s| s.action == super::CLONE_KIND)
+                .find_map(|s| s.checkpoint.as_ref()?.get("production_timeline")?.as_u64())
                 .map(|t| t as u32)
         } else {
             None
@@ -298,8 +304,6 @@ impl ActionKind for DrillAssertProduction {
         }
         // The steps before the teardown carry on after a failure (so the
         // clone is always torn down); the drill still failed if one did.
-        if let Ok((view, _)) =
-            crate::engine::run::load_view_pub(ctx.store.as_ref(), &ctx.run_id).await
         {
             let failed: Vec<String> = view
                 .steps

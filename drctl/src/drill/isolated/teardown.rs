@@ -45,7 +45,7 @@ impl ActionKind for DrillTeardown {
     }
     async fn execute(&self, _p: &(), ctx: &StepContext) -> Result<Outputs, ActionError> {
         let t = std::time::Instant::now();
-        let (view, _) = crate::engine::run::load_view_pub(ctx.store.as_ref(), &ctx.run_id)
+        let view = crate::engine::run::load_view_only(ctx.store.as_ref(), &ctx.run_id)
             .await
             .map_err(|e| {
                 ActionError::failed(format!(
