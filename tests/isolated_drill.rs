@@ -461,3 +461,101 @@ fn an_isolated_drill_killed_at_each_point_is_cleaned_up_by_resume_or_cleanup() {
         }
     }
 }
+
+/// Polls until `f` holds (at most `secs`), for waits on a live process.
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An isolated drill gives way to an incident in both directions: it does
+/// not start while a mutating run holds the environment's lock, and while
+/// it runs it holds only the environment's drill lock, so a mutating run
+/// (standing in for a failover) is not held off. `drills cleanup` of a
+/// live drill is refused by that lock.
+#[test]
+fn an_isolated_drill_never_holds_off_a_mutating_run_and_gives_way_to_one() {
+    let lab = Lab::up();
+    let (def, scratch) = setup(&lab);
+    let env_name = env(&lab).name;
+    let env_lock = format!("env-{env_name}");
+    let drill_lock = format!("drill-env-{env_name}");
+
+    // 1. A mutating run holds the environment: the drill does not start.
+    let hold = lab.runbook(
+        "hold.yaml",
+        "name: hold\nsteps:\n  - id: hold\n    action: exec\n    timeout: 1m\n    with: {argv: [sh, -c, 'touch holding; while [ ! -e release ]; do sleep 0.05; done']}\n",
+    );
+    let mut holder = lab
+        .w
+        .cmd(&["run", &hold, "--env", &lab.env(), "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the holding run");
+    wait_until(30, "the holding run started", || {
+        lab.w.path().join("holding").exists()
+    });
+    assert_eq!(lab.w.leases(&env_lock).len(), 1, "the run holds {env_lock}");
+    let runs_before = lab.w.runs().len();
+    let o = lab.w.run(&["drill", def.to_str().unwrap(), "--yes"]);
+    assert_eq!(o.code, 6, "{o:?}");
+    assert!(
+        o.stderr.contains(&format!(
+            "not starting an isolated drill while another run holds `{env_lock}`"
+        )),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("drills give way"), "{o:?}");
+    assert_eq!(lab.w.runs().len(), runs_before, "no drill run was started");
+    assert_clean(&lab, &scratch, None, "after the refused drill");
+    lab.w.write("release", "");
+    assert!(holder.wait().expect("wait").success());
+
+    // 2. A running drill holds only the drill lock: a mutating run on the
+    // same environment starts and finishes meanwhile.
+    let mut drill = lab
+        .w
+        .cmd(&["drill", def.to_str().unwrap(), "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the drill");
+    let runs_before = lab.w.runs().len();
+    wait_until(60, "the drill holds its lock and journals", || {
+        lab.w.leases(&drill_lock).len() == 1 && lab.w.runs().len() > runs_before
+    });
+    let run = lab.last_run();
+    assert!(
+        lab.w.leases(&env_lock).is_empty(),
+        "the drill holds {env_lock}"
+    );
+    // Its cleanup is refused while it is live (the lock says so, whatever
+    // host the drill runs on).
+    let c = lab.w.run(&["drills", "cleanup", &run]);
+    assert_eq!(c.code, 6, "{c:?}");
+    let quick = lab.runbook(
+        "quick.yaml",
+        "name: quick\nsteps:\n  - id: touch\n    action: exec\n    with: {argv: [sh, -c, 'touch quick-ran']}\n",
+    );
+    let q = lab.w.run(&["run", &quick, "--env", &lab.env(), "--yes"]);
+    assert_eq!(q.code, 0, "a mutating run was held off by the drill: {q:?}");
+    assert!(lab.w.path().join("quick-ran").exists());
+    let d = drill.wait().expect("wait for the drill");
+    assert!(d.success(), "the drill: {d:?}");
+    assert!(
+        lab.w
+            .journal(&run)
+            .iter()
+            .any(|r| r["type"] == "run_finished"),
+        "the drill's journal ends"
+    );
+    assert!(
+        lab.w.leases(&drill_lock).is_empty(),
+        "the drill released its lock"
+    );
+    assert_clean(&lab, &scratch, None, "after the drill");
+}

@@ -311,6 +311,8 @@ async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 force: *force,
                 yes: *yes,
                 hooks: Default::default(),
+                // Read from the journal by `cmd_resume`.
+                isolated: false,
             };
             cli::runs::cmd_resume(
                 run_id,

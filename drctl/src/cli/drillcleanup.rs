@@ -2,14 +2,17 @@
 //! left: its clone (stopped, scratch directory removed) and its drill DNS
 //! record (set back), from what the run journaled. Production is not
 //! touched: only the run's own `drill-<run>` directory and records
-//! declared `drill: true` are. A run whose drctl still runs is refused.
+//! declared `drill: true` are. A run whose drctl still runs is refused:
+//! the cleanup holds the run's lock (the environment's drill lock for an
+//! isolated drill) while it works, so it never races a live run or a
+//! resume of it, on this host or another.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ui, CliError, OutputFormat};
 use crate::exit;
-use crate::store::Store;
+use crate::store::{LeaseMode, Store};
 
 pub async fn cmd_cleanup(
     run: &str,
@@ -30,6 +33,51 @@ pub async fn cmd_cleanup(
         )
         .hint("wait for it, or stop it (Ctrl-C) and run the cleanup again"));
     }
+    let lock = crate::engine::view_lock_name(&view);
+    let holder = crate::store::HolderId::this_process(run);
+    let acquired = tokio::time::timeout(
+        crate::engine::STORE_CALL_TIMEOUT,
+        store.acquire_lease(
+            &lock,
+            LeaseMode::Exclusive,
+            &holder,
+            crate::engine::lease_ttl(),
+        ),
+    )
+    .await
+    .map_err(|_| {
+        CliError::new(
+            exit::STATE_UNAVAILABLE,
+            format!(
+                "the state store did not answer within {:?} while taking `{lock}`",
+                crate::engine::STORE_CALL_TIMEOUT
+            ),
+        )
+        .hint("check the state store (`drctl state check`), then run the cleanup again")
+    })?;
+    let lease = match acquired {
+        Ok(g) => g.lease,
+        Err(crate::store::StoreError::LeaseHeld { holder, .. }) => {
+            return Err(CliError::new(
+                exit::LOCK_HELD,
+                format!("not cleaning up run {run}: `{lock}` is held by {holder}"),
+            )
+            .hint("a drill (this one resumed, or another) is live; wait for it or stop it (Ctrl-C), then run the cleanup again"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let result = cleanup_locked(run, &view, output).await;
+    if let Err(e) = store.release_lease(&lease).await {
+        tracing::warn!(error = %e, "could not release the cleanup's lease; it expires by itself");
+    }
+    result
+}
+
+async fn cleanup_locked(
+    run: &str,
+    view: &crate::engine::view::RunView,
+    output: OutputFormat,
+) -> Result<i32, CliError> {
     let env = match &view.environment {
         Some(e) => Some(
             crate::environment::load_environment(std::path::Path::new(&e.path))
@@ -45,7 +93,7 @@ pub async fn cmd_cleanup(
         ),
         None => None,
     };
-    let done = crate::drill::isolated::cleanup(&view, run, cfg.as_ref(), Duration::from_secs(20))
+    let done = crate::drill::isolated::cleanup(view, run, cfg.as_ref(), Duration::from_secs(20))
         .await
         .map_err(|e| {
             let hint = e.hint().map(str::to_string);

@@ -163,6 +163,14 @@ impl From<EngineError> for CliError {
                 format!("another run is active on `{env}`: {holder}"),
             )
             .hint(format!("only one mutating run per environment; watch it with `drctl status {} --follow`", holder.holder.run_id)),
+            EngineError::IncidentInProgress { env, holder } => CliError::new(
+                exit::LOCK_HELD,
+                format!("not starting an isolated drill while another run holds `{env}`: {holder}"),
+            )
+            .hint(format!(
+                "a failover or another mutating run is in progress, and drills give way to it; run the drill after it ends (`drctl status {} --follow`), or undo a drill left half-way with `drctl drills cleanup RUN`",
+                holder.holder.run_id
+            )),
             e @ EngineError::StoreTimeout(_) => CliError::from_error(exit::JOURNAL_WRITE, &e)
                 .hint("check the state store (`drctl state check`), then `drctl resume RUN_ID`"),
             e @ EngineError::RunbookChanged { .. } => CliError::from_error(exit::RUNBOOK_CHANGED, &e)

@@ -57,10 +57,7 @@ pub async fn cmd_runs(store: &dyn Store, output: OutputFormat) -> Result<i32, Cl
 
 /// The lease holder, when the run's own process still holds its lease.
 async fn live_holder(store: &dyn Store, v: &RunView) -> Option<String> {
-    let name = match &v.environment {
-        Some(e) => format!("env-{}", e.name),
-        None => "default".to_string(),
-    };
+    let name = crate::engine::view_lock_name(v);
     let leases = store.leases(&name).await.ok()?;
     // A lease left behind by a killed process is not a live run.
     leases

@@ -257,6 +257,7 @@ pub async fn cmd_resume(
     // Refused before the runbook is even loaded; the engine checks again
     // under the lease.
     refuse_ended(&view)?;
+    opts.isolated = view.options.isolated;
     let rb_path = runbook
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(&view.runbook.path));

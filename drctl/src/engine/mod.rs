@@ -22,6 +22,7 @@
 //! with no live process is aborted by [`run::abort`], under its lease.
 
 pub mod hooks;
+pub mod lock;
 pub mod run;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ use crate::runbook::{Mode, Runbook};
 use crate::store::{Store, StoreError};
 
 pub use hooks::{Note, RunHooks};
+pub use lock::{drill_lock_name_of, lock_name, lock_name_of, run_lock_name, view_lock_name};
 pub use run::{abort, resume, start, AbortOutcome, ResumeHooks, ResumeOptions};
 
 /// Default bound for one attempt of a step without `timeout`.
@@ -71,6 +73,15 @@ pub enum EngineError {
     Journal(#[from] JournalError),
     #[error("another run holds the lock for environment `{env}`: {holder}")]
     LockHeld {
+        env: String,
+        holder: Box<crate::store::LeaseRecord>,
+    },
+    /// An isolated drill gives way to an incident: it does not start (or
+    /// resume) while a mutating run holds the environment's lock.
+    #[error(
+        "an isolated drill does not start while another run holds `{env}` exclusively: {holder}"
+    )]
+    IncidentInProgress {
         env: String,
         holder: Box<crate::store::LeaseRecord>,
     },
@@ -211,16 +222,6 @@ pub fn new_run_id() -> String {
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     format!("{compact}-{:06x}", fastrand::u32(..0x0100_0000))
-}
-
-/// The lock name: one active run per environment.
-pub fn lock_name(env: Option<&Environment>) -> String {
-    lock_name_of(env.map(|e| e.name.as_str()))
-}
-
-/// The lock name of an environment by its name (as a journal records it).
-pub fn lock_name_of(env_name: Option<&str>) -> String {
-    env_name.map_or_else(|| "default".to_string(), |n| format!("env-{n}"))
 }
 
 /// Checks `--param` values against their declarations: unknown names and

@@ -187,7 +187,11 @@ pub async fn start(
     ui: Ui,
 ) -> Result<RunOutcome, EngineError> {
     let run_id = spec.run_id.clone().unwrap_or_else(new_run_id);
-    let lease_name = lock_name(spec.env.as_deref());
+    let env_name = spec.env.as_deref().map(|e| e.name.as_str());
+    if spec.options.isolated {
+        super::lock::refuse_during_incident(store.as_ref(), env_name).await?;
+    }
+    let lease_name = run_lock_name(env_name, spec.options.isolated);
     let mut lease = take_lease(
         &store,
         &lease_name,

@@ -70,7 +70,7 @@ pub async fn abort(
         if let Some(e) = ended(&view) {
             return Err(e);
         }
-        let name = lock_name_of(view.environment.as_ref().map(|e| e.name.as_str()));
+        let name = view_lock_name(&view);
         let mode = view.lease_mode.unwrap_or(LeaseMode::Exclusive);
         let holder = match live_holder(&store, &name, run_id).await? {
             Some(h) => h,

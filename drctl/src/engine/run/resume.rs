@@ -30,6 +30,10 @@ pub struct ResumeOptions {
     /// Work after the resumed run finishes, under its lease (a failback's
     /// note and the lab's return, as when it started).
     pub hooks: ResumeHooks,
+    /// The run is an isolated drill (read from its journal by the caller):
+    /// it resumes under the drill lock, and the engine checks the journal
+    /// agrees once it holds it.
+    pub isolated: bool,
 }
 
 /// [`crate::engine::hooks::RunHooks`] for a resume (only `after_finish` runs: the
@@ -57,7 +61,11 @@ pub async fn resume(
     opts: ResumeOptions,
     ui: Ui,
 ) -> Result<RunOutcome, EngineError> {
-    let lease_name = lock_name(env.as_deref());
+    let env_name = env.as_deref().map(|e| e.name.as_str());
+    if opts.isolated {
+        super::super::lock::refuse_during_incident(store.as_ref(), env_name).await?;
+    }
+    let lease_name = run_lock_name(env_name, opts.isolated);
     // Lock first: a run still alive in another process holds it, and we
     // must not read a journal someone is appending to.
     let lease = take_lease(
@@ -97,6 +105,13 @@ async fn resume_locked(
     lease: &Lease,
 ) -> Result<RunOutcome, EngineError> {
     let (view, verified) = load_view_pub(store.as_ref(), run_id).await?;
+    if view.options.isolated != opts.isolated {
+        return Err(EngineError::Invalid(format!(
+            "run {run_id} {} an isolated drill, but was resumed as {}: its lock would be the wrong one",
+            if view.options.isolated { "is" } else { "is not" },
+            if opts.isolated { "one" } else { "another run" },
+        )));
+    }
     if let Some(st @ (RunStatus::Succeeded | RunStatus::Aborted)) = view.status {
         return Err(EngineError::RunEnded {
             run_id: run_id.to_string(),
