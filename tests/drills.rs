@@ -181,6 +181,57 @@ fn a_daemon_killed_mid_drill_leaves_a_run_the_next_leader_resumes() {
     );
 }
 
+/// kill -9 of the daemon after its drill ended but before the slot
+/// recorded it: the next pass closes the slot with the run's result (it
+/// neither resumes nor reruns the drill, and the slot does not stay
+/// `running` for ever).
+#[test]
+fn a_daemon_killed_after_its_drill_ended_leaves_a_slot_the_next_pass_closes() {
+    let w = Work::new();
+    runbook(&w, "0");
+    definition(&w, "brief", "  cron: \"0 3 * * *\"");
+    assert!(daemon(&w, "2026-12-01T00:00:00Z")
+        .status()
+        .unwrap()
+        .success());
+    let killed = daemon(&w, "2026-12-01T03:00:10Z")
+        .env("DRCTL_TEST_CRASH_AT", "daemon-ran")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "killed: {killed:?}");
+    let runs = w.runs();
+    assert_eq!(runs.len(), 1);
+    let st = w.run(&["status", &runs[0]]);
+    assert!(st.stdout.contains("status: succeeded"), "{st:?}");
+    let slot = |w: &Work| {
+        drctl_tests::block_on(w.store().get_doc("drill-schedule", "brief"))
+            .expect("slot")
+            .expect("slot doc")
+            .doc
+    };
+    assert_eq!(
+        slot(&w)["state"],
+        "running",
+        "the kill left the slot claimed"
+    );
+
+    let o = daemon(&w, "2026-12-01T03:05:00Z").output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let doc = slot(&w);
+    assert_eq!(doc["state"], "idle", "{doc}");
+    assert_eq!(doc["last_exit"], 0, "{doc}");
+    assert_eq!(doc["run_id"], runs[0].as_str(), "{doc}");
+    let closed: Vec<Value> = history(&w, "drill-schedule-events")
+        .into_iter()
+        .filter(|e| e["event"] == "closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0]["run_id"], runs[0].as_str());
+    assert_eq!(closed[0]["exit"], 0);
+    assert_eq!(w.runs().len(), 1, "no second run for the same slot");
+    assert_eq!(witness(&w), vec!["brief"], "the drill ran once");
+}
+
 #[test]
 fn invalid_schedules_are_located_errors() {
     let w = Work::new();

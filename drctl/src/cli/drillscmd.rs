@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{ui, CliError, OutputFormat, RunArgs};
 use crate::action::Registry;
 use crate::drill::history::{self, Entry};
-use crate::drill::scheduler::{self, Action, DrillRunner};
+use crate::drill::scheduler::{self, Action, DrillRunner, RunState};
 use crate::drill::{DrillDef, HISTORY};
 use crate::exit;
 use crate::store::Store;
@@ -450,19 +450,24 @@ impl DrillRunner for CliRunner {
         }
     }
 
-    async fn unfinished(&self, run_id: &str) -> Option<bool> {
-        let view = crate::engine::run::load_view_only(self.store.as_ref(), run_id)
-            .await
-            .ok()?;
-        if view
-            .status
-            .is_some_and(|s| !matches!(s, crate::journal::RunStatus::Interrupted))
-        {
-            return Some(false);
+    async fn run_state(&self, run_id: &str) -> RunState {
+        use crate::journal::RunStatus;
+        let view = match crate::engine::run::load_view_only(self.store.as_ref(), run_id).await {
+            Ok(v) => v,
+            Err(crate::engine::EngineError::Store(crate::store::StoreError::RunNotFound(_))) => {
+                return RunState::Missing
+            }
+            Err(e) => return RunState::Unreadable(crate::diag::error_chain(&e)),
+        };
+        match view.status {
+            // Interrupted, or no closing record (killed): resume takes the
+            // run's lease, so a run still alive elsewhere refuses it.
+            None | Some(RunStatus::Interrupted) => RunState::Unfinished,
+            Some(RunStatus::Succeeded) => RunState::Ended(exit::OK),
+            Some(RunStatus::Failed) => RunState::Ended(exit::RUN_FAILED),
+            Some(RunStatus::Aborted) => RunState::Ended(exit::RUN_INTERRUPTED),
+            Some(RunStatus::WaitingApproval) => RunState::Ended(exit::WAITING_APPROVAL),
         }
-        // Interrupted, or no closing record (killed): resume takes the
-        // environment's lease, so a run still alive elsewhere refuses it.
-        Some(true)
     }
 }
 
@@ -478,6 +483,9 @@ impl Drop for AbortOnDrop {
 fn action_text(name: &str, a: &Action) -> String {
     match a {
         Action::Registered => format!("{name}: registered; its schedule starts now"),
+        Action::Unreadable { run_id, error } => format!(
+            "{name}: cannot read run {run_id} of the claimed slot ({error}); it stays claimed, trying again next pass"
+        ),
         Action::Ran { slot, run_id, exit } => {
             format!("{name}: ran the {slot} slot as run {run_id} (exit {exit})")
         }

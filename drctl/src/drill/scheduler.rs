@@ -44,10 +44,24 @@ pub trait DrillRunner: Send + Sync {
     async fn run(&self, def: &DrillDef, run_id: &str) -> i32;
     /// Resumes an unfinished run; returns the exit code.
     async fn resume(&self, run_id: &str) -> i32;
-    /// Whether `run_id` has no closing record or was interrupted: a run a
-    /// killed daemon left behind. `None` when the journal does not exist
-    /// (the daemon died between claiming the slot and starting the run).
-    async fn unfinished(&self, run_id: &str) -> Option<bool>;
+    /// What the journal says of a claimed slot's run.
+    async fn run_state(&self, run_id: &str) -> RunState;
+}
+
+/// The run of a slot still marked `running`, as its journal tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// No journal: the claiming daemon stopped before starting the run.
+    Missing,
+    /// Interrupted, or no closing record (killed): a run to resume. A
+    /// run still alive elsewhere refuses the resume by its lease.
+    Unfinished,
+    /// It ended (succeeded, failed, aborted) with this exit code, but the
+    /// daemon stopped before recording it on the slot.
+    Ended(i32),
+    /// The journal cannot be read now (the store failed, or the journal is
+    /// damaged): the slot stays claimed; never taken for "not started".
+    Unreadable(String),
 }
 
 /// What one tick did, per drill (for logs and `--once` output).
@@ -55,6 +69,11 @@ pub trait DrillRunner: Send + Sync {
 pub enum Action {
     /// First sight of the drill: its schedule starts now.
     Registered,
+    /// The claimed slot's run could not be read; the slot stays claimed.
+    Unreadable {
+        run_id: String,
+        error: String,
+    },
     Ran {
         slot: String,
         run_id: String,
@@ -129,8 +148,8 @@ async fn tick_one(
         if cur.doc.get("state").and_then(Value::as_str) == Some("running") {
             if let Some(run_id) = cur.doc.get("run_id").and_then(Value::as_str) {
                 let run_id = run_id.to_string();
-                match runner.unfinished(&run_id).await {
-                    Some(true) => {
+                match runner.run_state(&run_id).await {
+                    RunState::Unfinished => {
                         let exit = runner.resume(&run_id).await;
                         // Still running elsewhere (its lease is live), or
                         // interrupted again: it stays claimed for later.
@@ -142,13 +161,21 @@ async fn tick_one(
                         return Ok(Action::Resumed { run_id, exit });
                     }
                     // Never started: the slot was claimed, nothing ran.
-                    None => {
+                    RunState::Missing => {
                         finish(store, def, cur.version, &cur.doc, -1).await?;
                         rewritten = true;
                         event(store, json!({"drill": def.name, "event": "missed", "slot": cur.doc.get("slot"), "reason": "the daemon that claimed it stopped before starting the run", "at": ts(now)})).await?;
                     }
-                    // Ended, or still held by a live process: not ours to touch.
-                    Some(false) => {}
+                    // It ran to its end; only the slot's record is missing.
+                    RunState::Ended(exit) => {
+                        finish(store, def, cur.version, &cur.doc, exit).await?;
+                        rewritten = true;
+                        event(store, json!({"drill": def.name, "event": "closed", "run_id": run_id, "exit": exit, "reason": "the run had ended, but the daemon that ran it stopped before recording it", "at": ts(now)})).await?;
+                    }
+                    RunState::Unreadable(error) => {
+                        tracing::warn!(drill = %def.name, run = %run_id, %error, "cannot read the claimed slot's run; it stays claimed");
+                        return Ok(Action::Unreadable { run_id, error });
+                    }
                 }
             }
         }
@@ -203,6 +230,7 @@ async fn tick_one(
     };
     event(store, json!({"drill": def.name, "event": "started", "slot": ts(slot), "run_id": run_id, "late_ms": (now - slot).num_milliseconds(), "at": ts(now)})).await?;
     let exit = run_bounded(store, def, &run_id, runner).await;
+    crate::journal::test_crash_at("daemon-ran");
     // An interrupted drill (a signal, a lost lease) stays claimed: the next
     // leader resumes it.
     if exit != crate::exit::RUN_INTERRUPTED {
