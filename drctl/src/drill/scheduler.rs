@@ -12,7 +12,10 @@
 //! - **Nothing forgotten.** Missed slots are appended to the
 //!   [`EVENTS`] history (run once late or skip, per the definition), and a
 //!   slot whose run was left unfinished by a killed daemon is resumed by the
-//!   next leader (`drctl resume` semantics, journaled as a resume).
+//!   next leader (`drctl resume` semantics, journaled as a resume). A
+//!   slot whose run had ended when its daemon died is closed with that
+//!   run's result (event `closed`); one whose journal cannot be read stays
+//!   claimed until it can ([`RunState`]).
 //!
 //! # Caveats
 //! The clock is the caller's (`now`); tests drive it by hand. A drill that
