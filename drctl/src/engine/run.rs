@@ -685,7 +685,7 @@ impl Run {
             (Some((RunStatus::Aborted, r)), _) => (RunStatus::Aborted, Some(r)),
             (_, Some(f)) => (RunStatus::Failed, Some(f)),
             (Some((s, r)), None) => (s, Some(r)),
-            (None, None) => (RunStatus::Succeeded, None),
+            (None, None) => (RunStatus::Succeeded, self.carried_failures()),
         };
         if matches!(status, RunStatus::Failed | RunStatus::Aborted) {
             // Say why the rest never ran; resume re-plans them regardless.
@@ -711,6 +711,28 @@ impl Run {
             status,
             reason,
             pending_approvals,
+        })
+    }
+}
+
+impl Run {
+    /// A succeeded run whose `on_failure: continue` steps failed says so
+    /// in its closing record, so status, reports and the exit line never
+    /// show a plain "succeeded" over a failed step.
+    fn carried_failures(&self) -> Option<String> {
+        let failed: Vec<&str> = self
+            .runbook
+            .steps
+            .iter()
+            .filter(|s| self.states.get(&s.id) == Some(&State::Failed))
+            .map(|s| s.id.as_str())
+            .collect();
+        (!failed.is_empty()).then(|| {
+            format!(
+                "{} step(s) failed and the run carried on past them (on_failure: continue): {}",
+                failed.len(),
+                failed.join(", ")
+            )
         })
     }
 }
