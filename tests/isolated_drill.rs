@@ -543,6 +543,12 @@ fn an_isolated_drill_never_holds_off_a_mutating_run_and_gives_way_to_one() {
     );
     let q = lab.w.run(&["run", &quick, "--env", &lab.env(), "--yes"]);
     assert_eq!(q.code, 0, "a mutating run was held off by the drill: {q:?}");
+    assert!(
+        q.stderr.contains(&format!(
+            "isolated drill {run} is running on this environment"
+        )),
+        "the mutating run names the drill: {q:?}"
+    );
     assert!(lab.w.path().join("quick-ran").exists());
     let d = drill.wait().expect("wait for the drill");
     assert!(d.success(), "the drill: {d:?}");

@@ -87,6 +87,21 @@ pub async fn refuse_during_incident(
     }
 }
 
+/// Live isolated drills of the environment, for a mutating run to name
+/// before it starts (it does not wait for them). Best effort: a store
+/// that cannot answer here yields none, and the run's own lease decides.
+pub async fn live_drills(store: &dyn Store, env_name: Option<&str>) -> Vec<String> {
+    let name = drill_lock_name_of(env_name);
+    match tokio::time::timeout(super::STORE_CALL_TIMEOUT, store.leases(&name)).await {
+        Ok(Ok(holders)) => holders
+            .into_iter()
+            .filter(|h| !h.holder.is_provably_dead())
+            .map(|h| h.holder.run_id)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,14 +192,16 @@ pub async fn start(
         super::lock::refuse_during_incident(store.as_ref(), env_name).await?;
     }
     let lease_name = run_lock_name(env_name, spec.options.isolated);
-    let mut lease = take_lease(
-        &store,
-        &lease_name,
-        lease_mode(&spec.runbook, &spec.registry),
-        &run_id,
-        &ui,
-    )
-    .await?;
+    let mode = lease_mode(&spec.runbook, &spec.registry);
+    let mut lease = take_lease(&store, &lease_name, mode, &run_id, &ui).await?;
+    if mode == LeaseMode::Exclusive && !spec.options.isolated {
+        for drill in super::lock::live_drills(store.as_ref(), env_name).await {
+            warn!(drill = %drill, "an isolated drill runs on this environment");
+            ui(UiEvent::Message(format!(
+                "isolated drill {drill} is running on this environment: it does not hold this run off (if this run changes production, the drill fails its final production check)"
+            )));
+        }
+    }
     let mut failed_at_ms = spec.failed_at_ms;
     if let Some(h) = &spec.hooks {
         let fut = tokio::time::timeout(hooks::HOOK_TIMEOUT, h.before_start());
