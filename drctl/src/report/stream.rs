@@ -175,10 +175,14 @@ impl<W: Write> Masked<W> {
 }
 
 impl<W: Write> Write for Masked<W> {
+    /// Takes a large write (a whole Markdown report) a piece at a time,
+    /// so it is not copied whole.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        if self.pending.len() >= PIECE {
-            self.drain(false)?;
+        for part in buf.chunks(PIECE) {
+            self.pending.extend_from_slice(part);
+            if self.pending.len() >= PIECE {
+                self.drain(false)?;
+            }
         }
         Ok(buf.len())
     }
