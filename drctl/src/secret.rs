@@ -197,6 +197,17 @@ fn encoded_forms(value: &str) -> Vec<String> {
     forms
 }
 
+/// The length in bytes of the longest registered secret form (0: none):
+/// how much of a stream's tail [`redact`] must see again with the next
+/// piece (`report::stream::Masked`).
+pub fn longest() -> usize {
+    let g = match SECRETS.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    g.iter().map(String::len).max().unwrap_or(0)
+}
+
 /// Masks every registered secret value in `text`.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let g = match SECRETS.read() {

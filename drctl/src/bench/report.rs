@@ -4,11 +4,13 @@
 //! (`engine::view::fold_bytes`; `drctl runs` does only that). Each figure
 //! is a real `drctl` process on a directory store holding the journal,
 //! timed from start to exit (read, verify, fold, measure, render, print),
-//! so the ratio to the baseline is the cost the report adds. Targets: a 100,000-record journal in ≤ 1 s and ≤ 100 MiB
-//! peak resident memory (`VmHWM`, reset before each workload; it includes
-//! the process's own few MB and the journal's bytes).
+//! so the ratio to the baseline is the cost the report adds. Targets: a
+//! 100,000-record journal in ≤ 1 s and ≤ 100 MiB peak resident memory
+//! (each process's own `ru_maxrss`, measured apart from this one's: see
+//! [`run_once`]).
 
 use std::fmt::Write as _;
+use std::io::Write;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -19,18 +21,48 @@ use crate::journal::{self, ErrorInfo, Event, FailureKind, RunOptions, StepStatus
 use crate::report::{self, Format, Inputs};
 use crate::runbook::Mode;
 
-/// A drill journal of about `records` records: a start with a declared
-/// failure time and targets, steps started and finished (every tenth one
-/// with a failed attempt first, every hundredth an approval with its
-/// approval record), a proof step last, the end.
-pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
-    let mut out = Vec::with_capacity(records * 300);
+/// The `run_started` of the benchmark's drill: a declared failure time,
+/// targets, and the last step as the proof of recovery.
+pub(crate) fn run_started(run_id: &str) -> Event {
+    Event::RunStarted {
+        run_id: run_id.into(),
+        runbook: journal::FileRef {
+            path: "bench.yaml".into(),
+            sha256: "0".repeat(64),
+            name: "bench".into(),
+        },
+        environment: None,
+        mode: Mode::Drill,
+        operator: "bench".into(),
+        host: "bench".into(),
+        pid: 0,
+        params: Default::default(),
+        target_region: Some("dr".into()),
+        source_region: Some("primary".into()),
+        options: RunOptions::default(),
+        failed_at_ms: Some(journal::now_ms()),
+        rto_target_ms: Some(120_000),
+        rpo_target_ms: Some(5_000),
+        drctl_version: env!("CARGO_PKG_VERSION").into(),
+        lease_mode: None,
+        proofs: None,
+    }
+}
+
+/// Writes a drill journal of about `records` records to `out`, one
+/// record at a time (the benchmarking process never holds the journal,
+/// so its own resident set stays small: see [`run_once`]): a start with a
+/// declared failure time and targets, steps started and finished (every
+/// tenth one with a failed attempt first, every hundredth an approval
+/// with its approval record), a proof step last, the end. Returns the
+/// records and steps written.
+pub fn write_journal(records: usize, out: &mut dyn Write) -> Result<(usize, usize), BenchError> {
     let mut prev = journal::GENESIS.to_string();
     let mut seq = 0u64;
-    let mut push = |event: Event, out: &mut Vec<u8>| -> Result<(), BenchError> {
-        let (rec, line) = journal::encode(seq, &prev, event)?;
-        out.extend_from_slice(&line);
-        out.push(b'\n');
+    let mut push = |event: Event, out: &mut dyn Write| -> Result<(), BenchError> {
+        let (rec, mut line) = journal::encode(seq, &prev, event)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
         prev = rec.hash;
         seq += 1;
         Ok(())
@@ -38,32 +70,11 @@ pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
     // Per 10 steps: 10 starts, 10 finishes, 1 failed attempt.
     let steps = records.saturating_sub(2) * 10 / 21;
     let last = format!("s{}", steps.saturating_sub(1));
-    push(
-        Event::RunStarted {
-            run_id: "bench-report".into(),
-            runbook: journal::FileRef {
-                path: "bench.yaml".into(),
-                sha256: "0".repeat(64),
-                name: "bench".into(),
-            },
-            environment: None,
-            mode: Mode::Drill,
-            operator: "bench".into(),
-            host: "bench".into(),
-            pid: 0,
-            params: Default::default(),
-            target_region: Some("dr".into()),
-            source_region: Some("primary".into()),
-            options: RunOptions::default(),
-            failed_at_ms: Some(journal::now_ms()),
-            rto_target_ms: Some(120_000),
-            rpo_target_ms: Some(5_000),
-            drctl_version: env!("CARGO_PKG_VERSION").into(),
-            lease_mode: None,
-            proofs: Some(vec![last]),
-        },
-        &mut out,
-    )?;
+    let mut start = run_started("bench-report");
+    if let Event::RunStarted { proofs, .. } = &mut start {
+        *proofs = Some(vec![last]);
+    }
+    push(start, out)?;
     for i in 0..steps {
         let step = format!("s{i}");
         let action = if i % 100 == 99 { "approval" } else { "wait" };
@@ -73,7 +84,7 @@ pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
                 action: action.into(),
                 inputs: json!({"duration": "0ms"}),
             },
-            &mut out,
+            out,
         )?;
         if i % 10 == 5 {
             push(
@@ -87,7 +98,7 @@ pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
                     },
                     retry_in_ms: 0,
                 },
-                &mut out,
+                out,
             )?;
         }
         if action == "approval" {
@@ -98,7 +109,7 @@ pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
                     at: journal::now_rfc3339(),
                     via: "drctl approve".into(),
                 },
-                &mut out,
+                out,
             )?;
         }
         let mut outputs = serde_json::Map::new();
@@ -112,7 +123,7 @@ pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
                 attempts: if i % 10 == 5 { 2 } else { 1 },
                 duration_ms: 0,
             },
-            &mut out,
+            out,
         )?;
     }
     push(
@@ -120,9 +131,32 @@ pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
             status: journal::RunStatus::Succeeded,
             reason: None,
         },
-        &mut out,
+        out,
     )?;
+    out.flush()?;
+    Ok((seq as usize, steps))
+}
+
+/// [`write_journal`] into memory (tests).
+#[cfg(test)]
+pub fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
+    let mut out = Vec::with_capacity(records * 300);
+    write_journal(records, &mut out)?;
     Ok(out)
+}
+
+/// This process's peak resident set so far (`VmHWM`), in MiB.
+fn own_peak_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -133,11 +167,19 @@ struct Row {
     ratio: f64,
     /// The largest peak resident set of the rounds (`ru_maxrss`).
     peak_mib: Option<f64>,
+    /// The peak is at most the benchmarking process's own (see
+    /// [`run_once`]): only a bound, printed as `≤`.
+    peak_is_bound: bool,
     bytes: u64,
 }
 
 /// Runs this drctl on the bench store once: wall time in ms, peak RSS in
 /// MiB (from `wait4`, `None` where the kernel gives none), output bytes.
+/// On Linux a child's `ru_maxrss` is at least its parent's peak resident
+/// set when it was spawned (`exec` keeps the larger of the old and the new
+/// image's high-water marks), so the benchmarking process holds no
+/// journal and no view: its own peak, printed beside the figures, is a
+/// few MiB, and a figure not above it is printed as a bound.
 fn run_once(
     state: &std::path::Path,
     args: &[&str],
@@ -175,16 +217,16 @@ const ROUNDS: usize = 3;
 /// the journal, so the time and the peak memory are what an operator's
 /// `drctl report` costs (the process's own few MB included).
 pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Value), BenchError> {
-    let bytes = journal_bytes(records)?;
-    let n = bytes.iter().filter(|b| **b == b'\n').count();
-    let steps = crate::engine::view::fold_bytes(&bytes)?.steps.len();
-    let journal_mb = bytes.len() as f64 / 1e6;
     let _ = std::fs::remove_dir_all(dir);
     crate::store::DirStore::open(dir)?;
     let run_dir = dir.join("runs").join("bench-report");
     std::fs::create_dir_all(&run_dir)?;
-    std::fs::write(run_dir.join("journal.jsonl"), &bytes)?;
-    drop(bytes);
+    let path = run_dir.join("journal.jsonl");
+    let (n, steps) = write_journal(
+        records,
+        &mut std::io::BufWriter::new(std::fs::File::create(&path)?),
+    )?;
+    let journal_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
     let out = dir.join("bench-output");
     let mut rows: Vec<Row> = Vec::new();
     let workloads: [(&'static str, &[&str]); 6] = [
@@ -236,11 +278,13 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
         times.sort_by(f64::total_cmp);
         let ms = times[ROUNDS / 2];
         let base = rows.first().map_or(ms, |b| b.ms);
+        let own = own_peak_mib();
         rows.push(Row {
             what,
             ms,
             ratio: ms / base.max(1e-6),
             peak_mib: peak,
+            peak_is_bound: matches!((peak, own), (Some(p), Some(o)) if p <= o),
             bytes: std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0),
         });
     }
@@ -262,9 +306,11 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
             r.what,
             r.ms,
             r.ratio,
-            r.peak_mib
-                .map(|m| format!("{m:.0} MiB"))
-                .unwrap_or_else(|| "unknown".into()),
+            match r.peak_mib {
+                Some(m) if r.peak_is_bound => format!("≤ {m:.0} MiB"),
+                Some(m) => format!("{m:.0} MiB"),
+                None => "unknown".into(),
+            },
             format!("{:.1} MB", r.bytes as f64 / 1e6)
         );
     }
@@ -276,17 +322,32 @@ pub fn report_bench(records: usize, dir: &std::path::Path) -> Result<(String, Va
                 r.what,
                 if r.ms <= 1000.0 { "met" } else { "NOT met" },
                 match r.peak_mib {
-                    Some(m) if m <= 100.0 => "met",
+                    Some(m) if m <= 100.0 && !r.peak_is_bound => "met",
                     Some(_) => "NOT met",
                     None => "unknown",
                 }
             );
         }
     }
+    let own = own_peak_mib();
+    let _ = writeln!(
+        t,
+        "  (peak RSS: each process's ru_maxrss; this benchmarking process's own peak, which a child's cannot read below: {})",
+        own.map_or_else(|| "unknown".to_string(), |m| format!("{m:.0} MiB"))
+    );
+    let _ = writeln!(t, "  load average at the end: {}", load_average());
     Ok((
         t,
-        json!({"records": n, "steps": steps, "journal_mb": journal_mb, "rows": rows}),
+        json!({"records": n, "steps": steps, "journal_mb": journal_mb, "rows": rows, "bench_process_peak_mib": own, "load_average": load_average()}),
     ))
+}
+
+/// `/proc/loadavg`'s three averages: the machine may be shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]

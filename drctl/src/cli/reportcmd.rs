@@ -291,8 +291,30 @@ pub async fn cmd_report(store: &dyn Store, req: ReportRequest<'_>) -> Result<i32
         anchor,
     )
     .await?;
-    ui::out(&report::render(&v, &inputs));
+    // Everything that can refuse the report (the journal's check, the
+    // signing key, the ledger, the history) has run: from here on the
+    // report is written as it is rendered.
+    print_report(&v, &inputs)?;
     Ok(exit::OK)
+}
+
+/// Prints the report as it is rendered, masked like all output, through
+/// one buffer (the page is never held whole). A reader that stops reading
+/// (`| head`) ends it quietly, as with any printed text.
+fn print_report(v: &RunView, inputs: &Inputs) -> Result<(), CliError> {
+    let stdout = std::io::stdout().lock();
+    let mut w = report::stream::Masked::new(std::io::BufWriter::with_capacity(
+        report::stream::PIECE,
+        stdout,
+    ));
+    let done = report::render_to(v, inputs, &mut w).and_then(|()| w.finish().map(drop));
+    match done {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::from_error(exit::INTERNAL, &e)
+                .hint("the report could not be written to standard output"))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub async fn cmd_compare(

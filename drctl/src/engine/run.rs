@@ -319,18 +319,25 @@ pub async fn load_view_pub(
 /// The run's view alone, verified and folded in one streaming pass (no
 /// record list kept): for readers such as `status` and `report`.
 pub async fn load_view_only(store: &dyn Store, run_id: &str) -> Result<RunView, EngineError> {
-    fold_in_chunks(store, run_id, false).await
+    fold_in_chunks(store, run_id, super::view::Inputs::Full).await
 }
 
 /// The view a report is rendered from: with `lean`, [`load_view_only`]
 /// without the steps' inputs, which only the JSON report shows (for
-/// 100,000 records they are a third of the view's memory).
+/// 100,000 records they are a third of the view's memory); without, the
+/// inputs as compact text ([`super::view::Inputs::Compact`]), which the JSON
+/// report prints as they were.
 pub async fn load_report_view(
     store: &dyn Store,
     run_id: &str,
     lean: bool,
 ) -> Result<RunView, EngineError> {
-    fold_in_chunks(store, run_id, lean).await
+    let kept = if lean {
+        super::view::Inputs::Dropped
+    } else {
+        super::view::Inputs::Compact
+    };
+    fold_in_chunks(store, run_id, kept).await
 }
 
 /// Journal bytes read per chunk while folding a view: readers hold one
@@ -340,9 +347,9 @@ pub const VIEW_CHUNK_BYTES: usize = 1 << 20;
 async fn fold_in_chunks(
     store: &dyn Store,
     run_id: &str,
-    lean: bool,
+    kept: super::view::Inputs,
 ) -> Result<RunView, EngineError> {
-    let mut folder = super::view::Folder::new(lean);
+    let mut folder = super::view::Folder::keeping(kept);
     let mut cursor = 0;
     loop {
         let chunk = store

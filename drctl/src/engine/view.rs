@@ -35,6 +35,11 @@ pub struct StepView {
     /// off by a crash), in journal order: what the report's timeline draws.
     #[serde(skip)]
     pub spans: Vec<Span>,
+    /// The inputs as compact JSON text, kept instead of `inputs` by a
+    /// [`Inputs::Compact`] fold (the JSON report prints them): a one-key
+    /// object is ~30 bytes as text and ~700 as a `Value` tree.
+    #[serde(skip)]
+    pub inputs_json: Option<Box<str>>,
 }
 
 /// One stretch of a step's life on the timeline.
@@ -230,6 +235,7 @@ fn step_mut<'a>(view: &'a mut RunView, id: &str, action: &str) -> &'a mut StepVi
         starts: 0,
         checkpoint: None,
         spans: Vec::new(),
+        inputs_json: None,
     });
     let last = steps.len() - 1;
     &mut steps[last]
@@ -262,15 +268,33 @@ pub fn fold_bytes(bytes: &[u8]) -> Result<RunView, JournalError> {
 pub struct Folder {
     verifier: Verifier,
     view: Option<RunView>,
-    /// Keep no step's inputs: for readers that never show them (reports),
-    /// which then hold per step only what they print.
-    lean: bool,
+    inputs: Inputs,
+}
+
+/// What a fold keeps of each step's inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Inputs {
+    /// As `Value`s (status, resume, drills).
+    #[default]
+    Full,
+    /// None: for readers that never show them (Markdown and HTML
+    /// reports), which then hold per step only what they print.
+    Dropped,
+    /// As compact JSON text in [`StepView::inputs_json`] (the JSON
+    /// report), except for the legacy check actions, whose `Value` stays
+    /// because [`RunView::proof_steps`] reads it in old journals.
+    Compact,
 }
 
 impl Folder {
+    /// With `lean`, [`Inputs::Dropped`]; else [`Inputs::Full`].
     pub fn new(lean: bool) -> Folder {
+        Folder::keeping(if lean { Inputs::Dropped } else { Inputs::Full })
+    }
+
+    pub fn keeping(inputs: Inputs) -> Folder {
         Folder {
-            lean,
+            inputs,
             ..Default::default()
         }
     }
@@ -278,18 +302,30 @@ impl Folder {
     /// Folds the complete records of `bytes`; returns the length of an
     /// incomplete final line (not consumed).
     pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, JournalError> {
-        let (view, lean) = (&mut self.view, self.lean);
+        let (view, kept) = (&mut self.view, self.inputs);
         self.verifier.feed_each(bytes, |rec| {
             match view.as_mut() {
                 Some(v) => v.apply(&rec),
                 // The verifier refuses a first record that is not `run_started`.
                 None => *view = RunView::start(&rec),
             }
-            if lean {
-                if let (Some(v), Event::StepStarted { step, .. }) = (view.as_mut(), &rec.event) {
-                    if let Some(&i) = v.index.get(step) {
-                        v.steps[i].inputs = Value::Null;
+            if kept == Inputs::Full {
+                return;
+            }
+            if let (Some(v), Event::StepStarted { step, inputs, .. }) = (view.as_mut(), &rec.event)
+            {
+                if let Some(&i) = v.index.get(step) {
+                    let s = &mut v.steps[i];
+                    if kept == Inputs::Compact {
+                        // Serializing a `Value` cannot fail (string keys).
+                        s.inputs_json = serde_json::to_string(inputs)
+                            .ok()
+                            .map(String::into_boxed_str);
+                        if LEGACY_CHECK_ACTIONS.contains(&s.action.as_str()) {
+                            return;
+                        }
                     }
+                    s.inputs = Value::Null;
                 }
             }
         })

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use sha2::Digest as _;
 
+use super::stream::{Esc, Sink};
 use super::{dur_ms, esc, evidence, facts, status_word, svg, trend, Report};
 use crate::journal::format_ms;
 
@@ -69,10 +70,11 @@ fn head_row(o: &mut String, cols: &[&str]) {
     o.push_str("</tr></thead><tbody>");
 }
 
-/// The whole page.
-pub fn render(r: &Report<'_>) -> String {
+/// Writes the whole page, section by section: the timeline (a row and a
+/// Gantt bar per step, 20 MB for 47,000 steps) goes out in pieces.
+pub fn write(r: &Report<'_>, w: &mut dyn std::io::Write) -> std::io::Result<()> {
     let view = r.view;
-    let mut o = String::with_capacity(8192 + view.steps.len() * 900);
+    let mut o = Sink::new(w);
     let title = format!("drctl run report: {}", view.run_id);
     let _ = write!(
         o,
@@ -91,10 +93,11 @@ pub fn render(r: &Report<'_>) -> String {
     dns(&mut o, r);
     capacity(&mut o, r);
     errors(&mut o, r);
+    o.piece();
     trend_section(&mut o, r);
     evidence_section(&mut o, r);
     o.push_str("</main></body></html>\n");
-    o
+    o.finish()
 }
 
 fn summary(o: &mut String, r: &Report<'_>) {
@@ -149,7 +152,7 @@ fn summary(o: &mut String, r: &Report<'_>) {
     o.push_str("</table></section>\n");
 }
 
-fn timeline(o: &mut String, r: &Report<'_>) {
+fn timeline(o: &mut Sink<'_>, r: &Report<'_>) {
     let view = r.view;
     let recovery_step = r.m.as_ref().and_then(|m| m.recovery_step.clone());
     let critical = facts::critical_path(view, recovery_step.as_deref());
@@ -160,14 +163,15 @@ fn timeline(o: &mut String, r: &Report<'_>) {
                 _ => None,
             });
     o.push_str("<section aria-labelledby=\"timeline\"><h2 id=\"timeline\">Timeline</h2>\n");
-    o.push_str(&svg::gantt(
+    svg::gantt_to(
+        o,
         view,
         &svg::Marks {
             failed_at_ms: view.failed_at_ms,
             recovered,
             critical: &critical,
         },
-    ));
+    );
     o.push_str("\n<p class=\"legend muted\"><span>green: succeeded</span><span>red: failed</span><span>faded red: failed attempt (retried)</span><span>amber: retry wait or interrupted</span><span>violet: approval or wait</span><span>★ bold: critical path</span><span>dashed lines: declared failure, RTO end</span></p>\n");
     if !critical.is_empty() {
         let _ = writeln!(
@@ -197,8 +201,8 @@ fn timeline(o: &mut String, r: &Report<'_>) {
         let _ = write!(
             o,
             "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.id),
-            esc(&s.action),
+            Esc(&s.id),
+            Esc(&s.action),
             status_word(s.status),
             off(s.started_ms),
             off(s.finished_ms),
@@ -209,6 +213,7 @@ fn timeline(o: &mut String, r: &Report<'_>) {
                 s.attempts.to_string()
             }
         );
+        o.piece();
     }
     o.push_str("</tbody></table></section>\n");
 }
@@ -348,7 +353,7 @@ fn capacity(o: &mut String, r: &Report<'_>) {
     o.push_str("</tbody></table></section>\n");
 }
 
-fn errors(o: &mut String, r: &Report<'_>) {
+fn errors(o: &mut Sink<'_>, r: &Report<'_>) {
     let errs: Vec<_> = r
         .view
         .steps
@@ -380,6 +385,7 @@ fn errors(o: &mut String, r: &Report<'_>) {
                 esc(e.hint.as_deref().unwrap_or(""))
             );
         }
+        o.piece();
     }
     o.push_str("</tbody></table></section>\n");
 }

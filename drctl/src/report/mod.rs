@@ -28,6 +28,7 @@ pub mod facts;
 pub mod html;
 pub mod json;
 pub mod postmortem;
+pub mod stream;
 pub mod svg;
 pub mod trend;
 
@@ -134,14 +135,26 @@ impl<'a> Report<'a> {
     }
 }
 
-/// Renders a run's report in the inputs' format.
+/// Renders a run's report in the inputs' format into memory (`report
+/// verify`, drills, tests): the bytes [`render_to`] writes.
 pub fn render(view: &RunView, inputs: &Inputs) -> String {
+    stream::to_string(|w| render_to(view, inputs, w))
+}
+
+/// Writes a run's report in the inputs' format as it is rendered: the
+/// HTML page and the JSON document go out in pieces and are never held
+/// whole (see [`stream`]). Give a buffered writer.
+pub fn render_to(
+    view: &RunView,
+    inputs: &Inputs,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let r = Report::new(view, inputs);
     match inputs.format {
-        Format::Md if inputs.postmortem => postmortem::markdown(&r),
-        Format::Md => markdown_of(&r),
-        Format::Html => html::render(&r),
-        Format::Json => json::render(&r),
+        Format::Md if inputs.postmortem => w.write_all(postmortem::markdown(&r).as_bytes()),
+        Format::Md => w.write_all(markdown_of(&r).as_bytes()),
+        Format::Html => html::write(&r, w),
+        Format::Json => json::write(&r, w),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use super::stream::{Esc, Sink};
 use super::{dur_ms, esc};
 use crate::engine::view::{RunView, SpanKind};
 use crate::journal::StepStatus;
@@ -31,7 +32,7 @@ fn x_of(t: u64, t0: u64, span: u64) -> f64 {
 /// The Gantt chart of every step: one row per step, one bar per attempt,
 /// retry waits and interrupted starts drawn apart, the critical path's
 /// rows highlighted, the declared failure time and the RTO end as lines.
-pub fn gantt(view: &RunView, marks: &Marks<'_>) -> String {
+pub fn gantt_to(o: &mut Sink<'_>, view: &RunView, marks: &Marks<'_>) {
     let t0 = marks
         .failed_at_ms
         .map_or(view.started_ms, |f| f.min(view.started_ms));
@@ -42,7 +43,6 @@ pub fn gantt(view: &RunView, marks: &Marks<'_>) -> String {
     let rows = view.steps.len();
     let h = TOP + ROW_H * rows as f64 + 30.0;
     let w = LABEL_W + PLOT_W + 40.0;
-    let mut o = String::with_capacity(256 + rows * 400);
     let label = format!(
         "Timeline of run {}: {} steps over {}{}{}",
         view.run_id,
@@ -83,7 +83,7 @@ pub fn gantt(view: &RunView, marks: &Marks<'_>) -> String {
         let _ = write!(
             o,
             r#"<g class="{row_class}" data-step="{id}"><text class="label" x="4" y="{ty:.1}">{id}{star}</text>"#,
-            id = esc(&s.id),
+            id = Esc(&s.id),
             ty = y + 15.0,
             star = if critical { " ★" } else { "" },
         );
@@ -134,16 +134,17 @@ pub fn gantt(view: &RunView, marks: &Marks<'_>) -> String {
                 r#"<rect class="bar {class}{action_class}" x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}"><title>{} ({}): {what}, +{} to {}</title></rect>"#,
                 y + 4.0,
                 ROW_H - 8.0,
-                esc(&s.id),
-                esc(&s.action),
-                esc(&dur_ms(sp.start_ms.saturating_sub(t0))),
+                Esc(&s.id),
+                Esc(&s.action),
+                Esc(&dur_ms(sp.start_ms.saturating_sub(t0))),
                 match sp.end_ms {
-                    Some(e) => format!("+{}", esc(&dur_ms(e.saturating_sub(t0)))),
+                    Some(e) => format!("+{}", Esc(&dur_ms(e.saturating_sub(t0)))),
                     None => "still running".into(),
                 }
             );
         }
         o.push_str("</g>");
+        o.piece();
     }
     let bottom = h - 24.0;
     if let Some(f) = marks.failed_at_ms {
@@ -166,7 +167,6 @@ pub fn gantt(view: &RunView, marks: &Marks<'_>) -> String {
         );
     }
     o.push_str("</svg>");
-    o
 }
 
 /// One drill in a trend: its figure (or `None`: unknown, drawn as a gap
