@@ -37,6 +37,7 @@ pub fn standard() -> Registry {
         Box::new(crate::postgres::rejoin::PgRejoin),
         Box::new(crate::drill::isolated::clone::PgCloneStandby),
         Box::new(crate::drill::isolated::dns::DnsDrillPoint),
+        Box::new(crate::drill::isolated::kube::KubeDrillCopies),
         Box::new(crate::drill::isolated::smoke::DrillSmoke),
         Box::new(crate::drill::isolated::teardown::DrillTeardown),
         Box::new(crate::drill::isolated::production::DrillAssertProduction),
