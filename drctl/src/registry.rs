@@ -55,7 +55,7 @@ mod tests {
     fn standard_kinds_are_distinct_and_ordered() {
         let r = standard();
         let kinds = r.kinds();
-        assert_eq!(kinds.len(), 29);
+        assert_eq!(kinds.len(), 30);
         assert_eq!(kinds[0], "wait");
         assert_eq!(kinds[19], "postgres.query");
         assert_eq!(kinds[23], "postgres.rejoin");
