@@ -24,6 +24,10 @@ struct Kube {
 /// The lab with a fake cluster per region (primary runs web=6, db=3; the
 /// warm DR region 1 and 1) and an isolated drill definition.
 fn setup(lab: &Lab) -> (Kube, PathBuf, PathBuf) {
+    setup_with(lab, "")
+}
+
+fn setup_with(lab: &Lab, params: &str) -> (Kube, PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(lab.w.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let primary = KubeFake::start(FakeOptions::default());
@@ -52,7 +56,7 @@ fn setup(lab: &Lab) -> (Kube, PathBuf, PathBuf) {
     let def = lab.w.write(
         "iso-kube-def.yaml",
         &format!(
-            "name: lab-iso-kube\nrunbook: {}\nenvironment: {env}\nmode: isolated\nparams:\n  scratch: {}\ntargets: {{rto: 1m, rpo: 5s}}\n",
+            "name: lab-iso-kube\nrunbook: {}\nenvironment: {env}\nmode: isolated\nparams:\n  scratch: {}\n{params}targets: {{rto: 1m, rpo: 5s}}\n",
             drctl_tests::repo_root().join("runbooks/isolated-drill.yaml").display(),
             scratch.display()
         ),
@@ -149,7 +153,12 @@ fn posts(f: &KubeFake) -> Vec<(String, Value)> {
 #[test]
 fn an_isolated_drill_copies_the_workloads_into_a_fenced_namespace_and_removes_it() {
     let lab = Lab::up();
-    let (k, def, scratch) = setup(&lab);
+    // The clone reachable beyond the drctl host's 127.0.0.1 (here another
+    // loopback address standing in for the host's pod-facing one).
+    let (k, def, scratch) = setup_with(
+        &lab,
+        "  clone_listen: 127.0.0.2\n  clone_advertise: 127.0.0.2\n  clone_allow: 127.0.0.2/32\n",
+    );
     let before = (production(&k.primary), production(&k.dr));
     let d = lab.w.run(&["drill", def.to_str().unwrap(), "--yes"]);
     assert_eq!(d.code, 0, "{d:?}");
@@ -157,6 +166,16 @@ fn an_isolated_drill_copies_the_workloads_into_a_fenced_namespace_and_removes_it
     let ns = drctl::kube::drillcopy::namespace_name(&run);
     let clone = lab.outputs(&run, "clone");
     let port = clone["port"].as_u64().unwrap();
+    assert_eq!(clone["host"], "127.0.0.2", "{clone}");
+    assert_eq!(
+        clone["safety"]["listen_addresses"], "127.0.0.1,127.0.0.2",
+        "{clone}"
+    );
+    // The smoke check reached it through the drill name at the advertised address.
+    assert_eq!(
+        lab.outputs(&run, "smoke")["address"],
+        format!("127.0.0.2:{port}")
+    );
     let copies = lab.outputs(&run, "kube-copies");
     assert_eq!(copies["namespace"], ns.as_str(), "{copies}");
     assert_eq!(
@@ -207,7 +226,7 @@ fn an_isolated_drill_copies_the_workloads_into_a_fenced_namespace_and_removes_it
                 {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                  "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {"to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+                {"to": [{"ipBlock": {"cidr": "127.0.0.2/32"}}],
                  "ports": [{"protocol": "TCP", "port": port}]},
             ],
         })

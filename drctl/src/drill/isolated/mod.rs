@@ -28,6 +28,7 @@ pub mod clone;
 pub mod dns;
 pub mod kube;
 pub mod production;
+pub mod reach;
 pub mod smoke;
 pub mod teardown;
 
