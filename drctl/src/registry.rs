@@ -37,6 +37,7 @@ pub fn standard() -> Registry {
         Box::new(crate::postgres::rejoin::PgRejoin),
         Box::new(crate::drill::isolated::clone::PgCloneStandby),
         Box::new(crate::drill::isolated::dns::DnsDrillPoint),
+        Box::new(crate::drill::isolated::kube::KubeDrillCopies),
         Box::new(crate::drill::isolated::smoke::DrillSmoke),
         Box::new(crate::drill::isolated::teardown::DrillTeardown),
         Box::new(crate::drill::isolated::production::DrillAssertProduction),
@@ -54,7 +55,7 @@ mod tests {
     fn standard_kinds_are_distinct_and_ordered() {
         let r = standard();
         let kinds = r.kinds();
-        assert_eq!(kinds.len(), 29);
+        assert_eq!(kinds.len(), 30);
         assert_eq!(kinds[0], "wait");
         assert_eq!(kinds[19], "postgres.query");
         assert_eq!(kinds[23], "postgres.rejoin");

@@ -19,7 +19,7 @@ pub(super) fn respond(code: u16, body: Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-fn status(
+pub(super) fn status(
     code: u16,
     reason: &str,
     message: String,
@@ -34,13 +34,13 @@ fn status(
 }
 
 /// What a path addresses.
-struct Target {
-    group: &'static str,
-    plural: String,
-    kind: String,
-    ns: Option<String>,
-    name: Option<String>,
-    scale: bool,
+pub(super) struct Target {
+    pub(super) group: &'static str,
+    pub(super) plural: String,
+    pub(super) kind: String,
+    pub(super) ns: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) scale: bool,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -48,6 +48,7 @@ fn parse_path(path: &str) -> Option<Target> {
     let (group, rest): (&'static str, &[&str]) = match seg.as_slice() {
         ["apis", "apps", "v1", rest @ ..] => ("apps", rest),
         ["apis", "autoscaling", "v2", rest @ ..] => ("autoscaling", rest),
+        ["apis", "networking.k8s.io", "v1", rest @ ..] => ("networking.k8s.io", rest),
         ["api", "v1", rest @ ..] => ("", rest),
         _ => return None,
     };
@@ -66,6 +67,9 @@ fn parse_path(path: &str) -> Option<Target> {
         ("apps", "statefulsets") => "StatefulSet",
         ("autoscaling", "horizontalpodautoscalers") => "HorizontalPodAutoscaler",
         ("", "pods") if name.is_none() => "Pod",
+        // Cluster-scoped: `/api/v1/namespaces[/NAME]`.
+        ("", "namespaces") if ns.is_none() => "Namespace",
+        ("networking.k8s.io", "networkpolicies") => "NetworkPolicy",
         _ => return None,
     };
     if scale && group != "apps" {
@@ -81,7 +85,7 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-fn resource_name(t: &Target) -> String {
+pub(super) fn resource_name(t: &Target) -> String {
     if t.group.is_empty() {
         t.plural.clone()
     } else {
@@ -89,7 +93,7 @@ fn resource_name(t: &Target) -> String {
     }
 }
 
-fn details(t: &Target) -> Value {
+pub(super) fn details(t: &Target) -> Value {
     json!({"name": t.name, "group": t.group, "kind": t.plural})
 }
 
@@ -344,6 +348,8 @@ fn route(
         ("GET", Some(_)) => "get",
         ("PUT", Some(_)) => "update",
         ("PATCH", Some(_)) => "patch",
+        ("POST", None) if !t.scale => "create",
+        ("DELETE", Some(_)) if !t.scale => "delete",
         _ => {
             return status(
                 405,
@@ -374,6 +380,11 @@ fn route(
         );
         return status(403, "Forbidden", msg, Some(details(&t)));
     }
+    match verb {
+        "create" => return super::lifecycle::create(st, &t, body),
+        "delete" => return super::lifecycle::delete(st, &t),
+        _ => {}
+    }
     if verb == "list" {
         let sel = match parse_selector(&query_param(query, "labelSelector").unwrap_or_default()) {
             Ok(s) => s,
@@ -385,7 +396,7 @@ fn route(
                 continue;
             }
             if t.kind == "Pod" {
-                if kind != "HorizontalPodAutoscaler" {
+                if super::is_workload(kind) {
                     items.extend(
                         pods_of(&o.value)
                             .into_iter()
@@ -401,18 +412,18 @@ fn route(
                 items.push(o.value.clone());
             }
         }
-        let api_version = match t.group {
-            "apps" => "apps/v1",
-            "autoscaling" => "autoscaling/v2",
-            _ => "v1",
-        };
+        let api_version = super::lifecycle::api_version(t.group);
         return respond(
             200,
             json!({"kind": format!("{}List", t.kind), "apiVersion": api_version,
                                    "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
         );
     }
-    let (Some(ns), Some(name)) = (t.ns.clone(), t.name.clone()) else {
+    // Namespaces are cluster-scoped: stored under namespace "".
+    let ns =
+        t.ns.clone()
+            .or_else(|| (t.kind == "Namespace").then(String::new));
+    let (Some(ns), Some(name)) = (ns, t.name.clone()) else {
         return status(
             404,
             "NotFound",

@@ -12,6 +12,9 @@
 //!   get 415);
 //! - the `/scale` subresource returning a real `autoscaling/v1` Scale;
 //! - `autoscaling/v2` HorizontalPodAutoscalers (GET, LIST, PUT, PATCH);
+//! - create (POST) and DELETE of Namespaces, NetworkPolicies, Deployments
+//!   and StatefulSets with AlreadyExists / NotFound / Terminating semantics
+//!   (see `lifecycle.rs`); NetworkPolicies are stored, never enforced;
 //! - pod lists synthesized from workload status (Ready condition);
 //! - one global resourceVersion; a write carrying a stale resourceVersion
 //!   gets 409 Conflict; `generation` moves with spec changes;
@@ -35,6 +38,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 mod api;
+mod lifecycle;
 
 pub struct FakeOptions {
     /// Controller period.
@@ -74,6 +78,26 @@ struct Obj {
     recommended: i64,
     client_writes: usize,
     pending_conflicts: u32,
+    /// Namespace only: controller ticks left before a deleted namespace
+    /// disappears (`None`: not deleted).
+    terminating: Option<u32>,
+}
+
+impl Obj {
+    fn new(value: Value) -> Obj {
+        Obj {
+            value,
+            recommended: 0,
+            client_writes: 0,
+            pending_conflicts: 0,
+            terminating: None,
+        }
+    }
+}
+
+/// Kinds the workload controller and the pod list act on.
+fn is_workload(kind: &str) -> bool {
+    kind == "Deployment" || kind == "StatefulSet"
 }
 
 #[derive(Default)]
@@ -313,15 +337,8 @@ impl KubeFake {
             "spec": spec,
         });
         set_status(&mut v, kind, Counts::settled(1, replicas));
-        st.objects.insert(
-            key(kind, ns, name),
-            Obj {
-                value: v,
-                recommended: 0,
-                client_writes: 0,
-                pending_conflicts: 0,
-            },
-        );
+        lifecycle::ensure_namespace(&mut st, ns);
+        st.objects.insert(key(kind, ns, name), Obj::new(v));
     }
 
     /// An HPA whose metrics recommend `recommended` replicas.
@@ -347,13 +364,12 @@ impl KubeFake {
                      "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
             "status": {"desiredReplicas": 0},
         });
+        lifecycle::ensure_namespace(&mut st, ns);
         st.objects.insert(
             key("HorizontalPodAutoscaler", ns, name),
             Obj {
-                value: v,
                 recommended,
-                client_writes: 0,
-                pending_conflicts: 0,
+                ..Obj::new(v)
             },
         );
     }
@@ -603,10 +619,11 @@ fn controllers(st: &mut State, per_tick: i64) {
             h["metadata"]["resourceVersion"] = json!(rv);
         }
     }
+    lifecycle::finalize_namespaces(st);
     let workloads: Vec<Key> = st
         .objects
         .keys()
-        .filter(|k| k.0 != "HorizontalPodAutoscaler")
+        .filter(|k| is_workload(&k.0))
         .cloned()
         .collect();
     for k in workloads {

@@ -1,6 +1,7 @@
 //! `drctl drills cleanup RUN`: undo what an isolated drill killed half-way
-//! left: its clone (stopped, scratch directory removed) and its drill DNS
-//! record (set back), from what the run journaled. Production is not
+//! left: its drill namespace (deleted), its clone (stopped, scratch
+//! directory removed) and its drill DNS record (set back), from what the
+//! run journaled. Production is not
 //! touched: only the run's own `drill-<run>` directory and records
 //! declared `drill: true` are. A run whose drctl still runs is refused:
 //! the cleanup holds the run's lock (the environment's drill lock for an
@@ -93,20 +94,26 @@ async fn cleanup_locked(
         ),
         None => None,
     };
-    let done = crate::drill::isolated::cleanup(view, run, cfg.as_ref(), Duration::from_secs(20))
-        .await
-        .map_err(|e| {
-            let hint = e.hint().map(str::to_string);
-            let c = CliError::new(exit::RUN_FAILED, format!("cleanup of run {run}: {e}"));
-            match hint {
-                Some(h) => c.hint(h),
-                None => c,
-            }
-        })?;
+    let done = crate::drill::isolated::cleanup(
+        view,
+        run,
+        env.as_ref(),
+        cfg.as_ref(),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| {
+        let hint = e.hint().map(str::to_string);
+        let c = CliError::new(exit::RUN_FAILED, format!("cleanup of run {run}: {e}"));
+        match hint {
+            Some(h) => c.hint(h),
+            None => c,
+        }
+    })?;
     match output {
         OutputFormat::Json => ui::out(&serde_json::to_string_pretty(&done).unwrap_or_default()),
         OutputFormat::Human => ui::out(&format!(
-            "run {run}: removed {} clone directory(ies){}, killed {} server(s), drill record(s) set back: {}",
+            "run {run}: removed {} clone directory(ies){}, killed {} server(s), drill namespace(s) deleted: {}, drill record(s) set back: {}",
             done.removed.len(),
             if done.removed.is_empty() {
                 String::new()
@@ -114,6 +121,11 @@ async fn cleanup_locked(
                 format!(" ({})", done.removed.join(", "))
             },
             done.killed.len(),
+            if done.namespaces_deleted.is_empty() {
+                "none".to_string()
+            } else {
+                done.namespaces_deleted.join(", ")
+            },
             if done.dns_restored.is_empty() {
                 "none".to_string()
             } else {

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod drillcopy;
 pub mod error;
 pub mod fence;
 pub mod restore;

@@ -273,6 +273,45 @@ async fn plan_targets(
     })
 }
 
+/// The counts a real failover's `kube.scale` would bring `ws` (in
+/// `region`) to, decided the same way (same capacity sources, same
+/// at-least rule for match-the-primary), with where they came from. The
+/// isolated drill runs its workload copies at these counts.
+pub(crate) async fn failover_targets(
+    replicas: Replicas,
+    from_region: Option<String>,
+    region: &str,
+    ws: &[Workload],
+    ctx: &StepContext,
+) -> Result<(BTreeMap<String, i32>, String), ActionError> {
+    let p = Params {
+        target: Target {
+            region: Some(region.to_string()),
+            workloads: None,
+        },
+        replicas: Some(replicas),
+        from_region,
+        capacity_from: CapacityFrom::Auto,
+        max_snapshot_age: None,
+        wait: true,
+        concurrency: 16,
+    };
+    let plan = plan_targets(&p, region, ws, ctx).await?;
+    let targets = ws
+        .iter()
+        .map(|w| {
+            let t = plan.targets[&w.r.key()];
+            let n = if plan.at_least {
+                t.max(w.spec_replicas)
+            } else {
+                t
+            };
+            (w.r.key(), n)
+        })
+        .collect();
+    Ok((targets, plan.source))
+}
+
 fn region_of(p: &Params, ctx: &StepContext) -> Result<String, ActionError> {
     p.target
         .region

@@ -41,6 +41,8 @@ pub struct Params {
     /// The production primary: the cut's reference.
     primary: PgServer,
     scratch: PathBuf,
+    /// Who may reach the clone (default: loopback only).
+    reach: super::reach::Reach,
 }
 
 /// What the step journals before it creates anything: where its clone
@@ -84,7 +86,13 @@ pub const SAFE_KEYS: &[&str] = &[
 
 /// `postgresql.auto.conf` as the clone reads it: the copy's lines without
 /// any setting of [`SAFE_KEYS`], then drctl's.
-pub fn safe_auto_conf(copied: &str, port: u16, socket_dir: &str, hba: &str) -> String {
+pub fn safe_auto_conf(
+    copied: &str,
+    port: u16,
+    listen: &str,
+    socket_dir: &str,
+    hba: &str,
+) -> String {
     let mut out: Vec<String> = copied
         .lines()
         .filter(|l| {
@@ -101,7 +109,7 @@ pub fn safe_auto_conf(copied: &str, port: u16, socket_dir: &str, hba: &str) -> S
     out.push("# drctl isolated drill clone: never archives, never streams, loopback only".into());
     for l in [
         format!("port = {port}"),
-        "listen_addresses = '127.0.0.1'".into(),
+        format!("listen_addresses = '{listen}'"),
         format!("unix_socket_directories = '{socket_dir}'"),
         "archive_mode = off".into(),
         "archive_command = ''".into(),
@@ -122,10 +130,6 @@ pub fn safe_auto_conf(copied: &str, port: u16, socket_dir: &str, hba: &str) -> S
     out.push(String::new());
     out.join("\n")
 }
-
-/// Sessions only from loopback with a password, or the 0700 socket;
-/// replication (a would-be downstream) is rejected first.
-pub const CLONE_HBA: &str = "# drctl isolated drill clone\nlocal all all trust\nhost replication all 0.0.0.0/0 reject\nhost replication all ::/0 reject\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\nhost all all ::/0 reject\n";
 
 fn libpq_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -175,7 +179,11 @@ fn clone_server(s: &Scratch, user: &str) -> PgServer {
 
 /// The running clone's settings that make it safe, read back; the names
 /// of those not as written.
-async fn check_safe(c: &tokio_postgres::Client, addr: &str) -> Result<Value, ActionError> {
+async fn check_safe(
+    c: &tokio_postgres::Client,
+    addr: &str,
+    listen: &str,
+) -> Result<Value, ActionError> {
     let sql = "select current_setting('archive_mode'), current_setting('archive_command'), \
         current_setting('restore_command'), current_setting('primary_conninfo'), \
         current_setting('primary_slot_name'), current_setting('listen_addresses'), \
@@ -213,8 +221,8 @@ async fn check_safe(c: &tokio_postgres::Client, addr: &str) -> Result<Value, Act
             bad.push(name);
         }
     }
-    if get(5) != "127.0.0.1" {
-        bad.push("listen_addresses is not loopback");
+    if get(5) != listen {
+        bad.push("listen_addresses is not what drctl set");
     }
     if receivers != 0 {
         bad.push("a WAL receiver runs");
@@ -394,7 +402,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         .map_err(io(format!("chmod {}", sock.display())))?;
     pg::chown(&sock, who).map_err(lab)?;
     let hba = data.join("pg_hba.conf");
-    pg::write_file(&hba, CLONE_HBA, 0o600, who).map_err(lab)?;
+    pg::write_file(&hba, &p.reach.hba(), 0o600, who).map_err(lab)?;
     let auto = data.join("postgresql.auto.conf");
     let copied = std::fs::read_to_string(&auto).unwrap_or_default();
     pg::write_file(
@@ -402,6 +410,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
         &safe_auto_conf(
             &copied,
             port,
+            &p.reach.listen_addresses(),
             &sock.display().to_string(),
             &hba.display().to_string(),
         ),
@@ -424,7 +433,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
     let srv = clone_server(&s, &p.server.user);
     let client = srv.connect(limit).await?;
     let consistent_ms = t.elapsed().as_millis() as u64;
-    let safety = check_safe(&client, &srv.addr()).await?;
+    let safety = check_safe(&client, &srv.addr(), &p.reach.listen_addresses()).await?;
     let clone_lsn = crate::pgconn::query(
         &client,
         &srv.addr(),
@@ -472,7 +481,7 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
     let pid = s.keep();
     crate::journal::test_crash_at("clone-promoted");
     let mut o = Outputs::new();
-    o.insert("host".into(), json!("127.0.0.1"));
+    o.insert("host".into(), json!(p.reach.advertise.to_string()));
     o.insert("port".into(), json!(port));
     o.insert("pid".into(), json!(pid));
     o.insert("scratch_dir".into(), json!(scratch_dir));
@@ -493,8 +502,9 @@ async fn run(p: &Params, ctx: &StepContext) -> Result<Outputs, ActionError> {
     o.insert(
         "summary".into(),
         json!(format!(
-            "clone of {} on 127.0.0.1:{port}, timeline {}: copy {copy_ms} ms, consistent {consistent_ms} ms, promote {promote_ms} ms",
+            "clone of {} on {}:{port}, timeline {}: copy {copy_ms} ms, consistent {consistent_ms} ms, promote {promote_ms} ms",
             p.server.addr(),
+            p.reach.advertise,
             st.timeline.unwrap_or(0)
         )),
     );
@@ -539,11 +549,13 @@ impl ActionKind for PgCloneStandby {
             .req(ctx, "scratch")
             .and_then(|n| ctx.string(n, "scratch"))
             .filter(|s| !s.is_empty());
+        let reach = super::reach::Reach::decode(ctx, &mut r, "postgres.clone_standby");
         r.finish(ctx);
         Some(Params {
             server: server?,
             primary: primary?,
             scratch: PathBuf::from(scratch?),
+            reach: reach?,
         })
     }
     fn describe(&self, params: &Value) -> String {
@@ -606,7 +618,7 @@ mod tests {
     #[test]
     fn the_safe_configuration_replaces_every_upstream_and_archive_setting() {
         let copied = "# Do not edit\nprimary_conninfo = 'host=10.0.0.1 user=rep'\nprimary_slot_name = 'dr'\narchive_mode = on\narchive_command='cp %p /arch/%f'\nrestore_command = 'cp /arch/%f %p'\nport = 5433\nwork_mem = '8MB'\n";
-        let c = safe_auto_conf(copied, 25001, "/s", "/d/pg_hba.conf");
+        let c = safe_auto_conf(copied, 25001, "127.0.0.1", "/s", "/d/pg_hba.conf");
         assert!(c.contains("work_mem = '8MB'"), "{c}");
         for bad in ["10.0.0.1", "'dr'", "archive_mode = on", "/arch/", "5433"] {
             assert!(!c.contains(bad), "{bad} in {c}");
@@ -622,7 +634,8 @@ mod tests {
         ] {
             assert!(c.contains(good), "{good} missing from {c}");
         }
-        assert!(CLONE_HBA.find("replication").unwrap() < CLONE_HBA.find("scram").unwrap());
+        let hba = super::super::reach::Reach::default().hba();
+        assert!(hba.find("replication").unwrap() < hba.find("scram").unwrap());
     }
 
     #[test]

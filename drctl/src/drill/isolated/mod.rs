@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `postgres.clone_standby` ([`clone`]) | `pg_basebackup -X stream -c fast` from the standby into `<scratch>/drill-<run>`, made safe, started, promoted; copy / consistent / promote measured, RPO = lag at the cut |
 //! | `dns.drill_point` ([`dns`]) | point a record declared `drill: true` at the clone (never another) |
+//! | `kube.drill_copies` ([`kube`]) | when the target region has `kube:`: namespace `drill-<run>` with a default-deny NetworkPolicy (egress only to cluster DNS and the clone's address/port), then copies of the region's `workloads` at the counts a failover's `kube.scale` would choose, env pointing at the drill endpoint; waits until ready (tested against the fake API server only) |
 //! | `drill.smoke` ([`smoke`]) | resolve the drill name at the authoritative servers, write and read the clone through it |
 //! | `drill.teardown` ([`teardown`]) | stop the clone, remove its scratch directory, the drill record back |
 //! | `drill.assert_production` ([`production`]) | standby streaming, same timeline, slot active, lag back to normal, production DNS unchanged |
@@ -19,13 +20,15 @@
 //! slot, loopback only on its own port, replication connections rejected,
 //! and the running clone is checked for each before it is promoted.
 //!
-//! A drill killed half-way leaves at most its clone and the drill record;
-//! [`cleanup`] (`drill.teardown`, `drctl drills cleanup RUN`, and a resume
-//! reaching the teardown step) removes both from what the run journaled.
+//! A drill killed half-way leaves at most its drill namespace, its clone
+//! and the drill record; [`cleanup`] (`drill.teardown`, `drctl drills cleanup RUN`, and a resume
+//! reaching the teardown step) removes them from what the run journaled.
 
 pub mod clone;
 pub mod dns;
+pub mod kube;
 pub mod production;
+pub mod reach;
 pub mod smoke;
 pub mod teardown;
 
@@ -54,6 +57,8 @@ pub struct Cleaned {
     pub killed: Vec<u32>,
     /// Drill records set back (`name type`).
     pub dns_restored: Vec<String>,
+    /// Drill namespaces deleted (`region/namespace`), gone when listed.
+    pub namespaces_deleted: Vec<String>,
 }
 
 /// The scratch roots a run's clone steps used (their journaled, resolved
@@ -82,15 +87,30 @@ pub fn dns_previous(view: &RunView) -> Vec<(RecordSet, Option<RecordSet>)> {
         .collect()
 }
 
-/// Stops and removes the run's clone and sets its drill records back.
-/// Idempotent: what is already gone is skipped.
+/// Deletes the run's drill namespaces (and with them the workload copies,
+/// first, so they stop using the clone), stops and removes the run's clone
+/// and sets its drill records back. Idempotent: what is already gone is
+/// skipped.
 pub async fn cleanup(
     view: &RunView,
     run_id: &str,
+    env: Option<&crate::environment::Environment>,
     dns_cfg: Option<&crate::dns::config::DnsConfig>,
     limit: Duration,
 ) -> Result<Cleaned, ActionError> {
     let mut out = Cleaned::default();
+    let namespaces = kube::namespaces(view);
+    if !namespaces.is_empty() {
+        let env = env.ok_or_else(|| ActionError::Config {
+            message: "the run made a drill namespace but its environment is not available".into(),
+            hint: "run the cleanup with the run's environment file".into(),
+        })?;
+        for (region, ns) in namespaces {
+            if kube::remove_namespace(env, &region, &ns, run_id, limit).await? {
+                out.namespaces_deleted.push(format!("{region}/{ns}"));
+            }
+        }
+    }
     for root in scratch_roots(view) {
         let dir = crate::environment::paths::absolute(&root).join(format!("{PREFIX}{run_id}"));
         let existed = dir.exists();

@@ -1,4 +1,5 @@
-//! `drill.teardown`: stop this run's clone, remove its scratch directory
+//! `drill.teardown`: delete this run's drill namespace (and so its
+//! workload copies; waits until it is gone), stop this run's clone, remove its scratch directory
 //! and set its drill records back, from what the run journaled (the clone
 //! steps' parameters, the DNS step's checkpoint), so it also undoes a
 //! clone or record a killed earlier process left. Then verifies: no
@@ -24,13 +25,14 @@ impl ActionKind for DrillTeardown {
         "drill.teardown"
     }
     fn summary(&self) -> &'static str {
-        "Stop the isolated drill's clone, remove its scratch directory, set the drill DNS record back"
+        "Delete the isolated drill's namespace, stop its clone, remove its scratch directory, set the drill DNS record back"
     }
     fn outputs(&self) -> &'static [&'static str] {
         &[
             "removed",
             "killed",
             "dns_restored",
+            "namespaces_deleted",
             "teardown_ms",
             "summary",
         ]
@@ -41,7 +43,7 @@ impl ActionKind for DrillTeardown {
         Some(())
     }
     fn describe(&self, _params: &Value) -> String {
-        "stop and remove the drill's clone; set the drill DNS record back".into()
+        "delete the drill namespace; stop and remove the drill's clone; set the drill DNS record back".into()
     }
     async fn execute(&self, _p: &(), ctx: &StepContext) -> Result<Outputs, ActionError> {
         let t = std::time::Instant::now();
@@ -57,8 +59,9 @@ impl ActionKind for DrillTeardown {
             Some(env) if env.doc.get("dns").is_some() => Some(super::dns::env_config(env)?),
             _ => None,
         };
-        let limit = ctx.remaining().min(Duration::from_secs(20));
-        let done = super::cleanup(&view, &ctx.run_id, cfg.as_ref(), limit).await?;
+        let limit = ctx.remaining().min(Duration::from_secs(30));
+        let done =
+            super::cleanup(&view, &ctx.run_id, ctx.env.as_deref(), cfg.as_ref(), limit).await?;
         let ports: Vec<u16> = view
             .steps
             .iter()
@@ -89,12 +92,14 @@ impl ActionKind for DrillTeardown {
         o.insert("removed".into(), json!(done.removed));
         o.insert("killed".into(), json!(done.killed));
         o.insert("dns_restored".into(), json!(done.dns_restored));
+        o.insert("namespaces_deleted".into(), json!(done.namespaces_deleted));
         o.insert("teardown_ms".into(), json!(t.elapsed().as_millis() as u64));
         o.insert(
             "summary".into(),
             json!(format!(
-                "removed {} clone(s), drill record(s) set back: {}",
+                "removed {} clone(s), {} drill namespace(s), drill record(s) set back: {}",
                 done.removed.len(),
+                done.namespaces_deleted.len(),
                 if done.dns_restored.is_empty() {
                     "none".to_string()
                 } else {
