@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 use super::files::{fsync_dir, io, Flock};
 use super::{Inner, JournalChunk, Lease, StoreError};
@@ -181,15 +182,20 @@ impl Inner {
         Ok(len - complete_len)
     }
 
-    pub(super) fn read_from(&self, run_id: &str, cursor: u64) -> Result<JournalChunk, StoreError> {
+    /// The journal opened for reading, with its path (for errors).
+    fn open_to_read(&self, run_id: &str) -> Result<(PathBuf, File), StoreError> {
         let path = self.journal_path(run_id);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
+        match File::open(&path) {
+            Ok(f) => Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::RunNotFound(run_id.to_string()))
+                Err(StoreError::RunNotFound(run_id.to_string()))
             }
-            Err(e) => return Err(io("read journal", &path)(e)),
-        };
+            Err(e) => Err(io("read journal", &path)(e)),
+        }
+    }
+
+    pub(super) fn read_from(&self, run_id: &str, cursor: u64) -> Result<JournalChunk, StoreError> {
+        let (path, mut file) = self.open_to_read(run_id)?;
         file.seek(SeekFrom::Start(cursor))
             .map_err(io("read journal", &path))?;
         let mut bytes = Vec::new();
@@ -197,13 +203,7 @@ impl Inner {
             .map_err(io("read journal", &path))?;
         // Only complete records: a line being written is left for later.
         let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-        let torn = if keep == 0 { bytes.len() } else { 0 };
-        bytes.truncate(keep);
-        Ok(JournalChunk {
-            next: cursor + bytes.len() as u64,
-            bytes,
-            torn,
-        })
+        Ok(complete_lines(cursor, bytes, keep))
     }
 
     /// Up to `max_bytes` of complete lines from `cursor` (the whole next
@@ -214,14 +214,7 @@ impl Inner {
         cursor: u64,
         max_bytes: usize,
     ) -> Result<JournalChunk, StoreError> {
-        let path = self.journal_path(run_id);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::RunNotFound(run_id.to_string()))
-            }
-            Err(e) => return Err(io("read journal", &path)(e)),
-        };
+        let (path, file) = self.open_to_read(run_id)?;
         let mut file = std::io::BufReader::new(file);
         file.seek(SeekFrom::Start(cursor))
             .map_err(io("read journal", &path))?;
@@ -241,13 +234,19 @@ impl Inner {
                 0
             };
         }
-        let torn = if keep == 0 { bytes.len() } else { 0 };
-        bytes.truncate(keep);
-        Ok(JournalChunk {
-            next: cursor + bytes.len() as u64,
-            bytes,
-            torn,
-        })
+        Ok(complete_lines(cursor, bytes, keep))
+    }
+}
+
+/// The chunk read from `cursor`: the first `keep` bytes (complete lines);
+/// when there are none, what was read counts as a torn tail.
+fn complete_lines(cursor: u64, mut bytes: Vec<u8>, keep: usize) -> JournalChunk {
+    let torn = if keep == 0 { bytes.len() } else { 0 };
+    bytes.truncate(keep);
+    JournalChunk {
+        next: cursor + bytes.len() as u64,
+        bytes,
+        torn,
     }
 }
 
