@@ -14,7 +14,7 @@ use drctl_tests::{repo_root, Work};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, PodSpec, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -93,6 +93,7 @@ fn every_document_is_a_valid_kubernetes_object() {
             "ServiceAccount" => drop(typed::<ServiceAccount>(&name, &v)),
             "ClusterRole" => drop(typed::<ClusterRole>(&name, &v)),
             "RoleBinding" => drop(typed::<RoleBinding>(&name, &v)),
+            "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&name, &v)),
             "Secret" => drop(typed::<Secret>(&name, &v)),
             "Job" => drop(typed::<Job>(&name, &v)),
             "CronJob" => drop(typed::<CronJob>(&name, &v)),
@@ -112,6 +113,56 @@ fn every_document_is_a_valid_kubernetes_object() {
     }
 }
 
+/// The opt-in drill RBAC (`rbac-drills.yaml`) grants exactly what
+/// `kube.drill_copies` and its cleanup request, bound to drctl's service
+/// account, and nothing with a wildcard.
+#[test]
+fn drill_rbac_grants_exactly_what_the_drill_step_uses() {
+    let want: BTreeSet<(String, String, String)> = drctl::kube::drillcopy::DRILL_PERMISSIONS
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect();
+    let mut granted = BTreeSet::new();
+    let mut bound = false;
+    for (name, v) in documents() {
+        match v["kind"].as_str() {
+            Some("ClusterRole") if v["metadata"]["name"] == "drctl-drills" => {
+                let role: ClusterRole = typed(&name, &v);
+                for rule in role.rules.unwrap_or_default() {
+                    for g in rule.api_groups.clone().unwrap_or_default() {
+                        for r in rule.resources.clone().unwrap_or_default() {
+                            for verb in &rule.verbs {
+                                assert_ne!(verb, "*", "{name}: no wildcards");
+                                granted.insert((g.clone(), r.clone(), verb.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            Some("ClusterRoleBinding") => {
+                let b: ClusterRoleBinding = typed(&name, &v);
+                assert_eq!(b.role_ref.name, "drctl-drills", "{name}");
+                let s = &b.subjects.unwrap()[0];
+                assert_eq!(
+                    (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+                    ("ServiceAccount", "drctl", Some("drctl"))
+                );
+                bound = true;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        granted, want,
+        "deploy/kubernetes/rbac-drills.yaml vs drctl::kube::drillcopy::DRILL_PERMISSIONS"
+    );
+    assert!(bound, "rbac-drills.yaml binds the role");
+}
+
 #[test]
 fn rbac_grants_exactly_what_the_actions_use() {
     let want: BTreeSet<(String, String, String)> = drctl::kube::PERMISSIONS
@@ -126,7 +177,7 @@ fn rbac_grants_exactly_what_the_actions_use() {
     let mut bound_namespaces = BTreeSet::new();
     for (name, v) in documents() {
         match v["kind"].as_str() {
-            Some("ClusterRole") => {
+            Some("ClusterRole") if v["metadata"]["name"] == "drctl-workloads" => {
                 let role: ClusterRole = typed(&name, &v);
                 for rule in role.rules.unwrap_or_default() {
                     for g in rule.api_groups.clone().unwrap_or_default() {
@@ -352,7 +403,7 @@ fn drill_cronjobs_are_generated_from_the_definitions() {
     );
     let jobs: Vec<(String, CronJob)> = documents()
         .into_iter()
-        .filter(|(n, _)| n.contains("drills.yaml"))
+        .filter(|(n, _)| n.contains("/drills.yaml#"))
         .map(|(n, v)| {
             let cj: CronJob = typed(&n, &v);
             (n, cj)

@@ -33,6 +33,19 @@ pub const RUN_ANNOTATION: &str = "drctl.io/run-id";
 /// The NetworkPolicy fencing the drill namespace.
 pub const POLICY_NAME: &str = "drill-default-deny";
 
+/// The requests `kube.drill_copies` and the drill cleanup make beyond
+/// [`super::PERMISSIONS`] (which they also use, to read the production
+/// workloads). The drill namespace does not exist before the drill, so no
+/// RoleBinding can be placed in it beforehand: `deploy/kubernetes/rbac-drills.yaml`
+/// grants these cluster-wide, as an opt-in for clusters that run isolated
+/// drills (`tests/manifests.rs` keeps the two equal).
+pub const DRILL_PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    ("", "namespaces", &["create", "get", "delete"]),
+    ("networking.k8s.io", "networkpolicies", &["create", "get"]),
+    ("apps", "deployments", &["create", "get"]),
+    ("apps", "statefulsets", &["create", "get"]),
+];
+
 /// `drill-<run id>` as a DNS-1123 label (lowercase, at most 63 bytes).
 pub fn namespace_name(run_id: &str) -> String {
     let mut s: String = format!("drill-{run_id}")
