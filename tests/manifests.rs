@@ -113,35 +113,49 @@ fn every_document_is_a_valid_kubernetes_object() {
     }
 }
 
-/// The opt-in drill RBAC (`rbac-drills.yaml`) grants exactly what
-/// `kube.drill_copies` and its cleanup request, bound to drctl's service
-/// account, and nothing with a wildcard.
-#[test]
-fn drill_rbac_grants_exactly_what_the_drill_step_uses() {
-    let want: BTreeSet<(String, String, String)> = drctl::kube::drillcopy::DRILL_PERMISSIONS
+type Rule = (String, String, String);
+
+/// `(group, resource, verb)` of each permission in a code table.
+fn rules(table: &[(&str, &str, &[&str])]) -> BTreeSet<Rule> {
+    table
         .iter()
         .flat_map(|(g, r, verbs)| {
             verbs
                 .iter()
                 .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
         })
-        .collect();
+        .collect()
+}
+
+/// `(group, resource, verb)` of each rule a ClusterRole grants; no wildcards.
+fn granted_by(name: &str, v: &Value) -> BTreeSet<Rule> {
+    let role: ClusterRole = typed(name, v);
+    let mut out = BTreeSet::new();
+    for rule in role.rules.unwrap_or_default() {
+        for g in rule.api_groups.clone().unwrap_or_default() {
+            for r in rule.resources.clone().unwrap_or_default() {
+                for verb in &rule.verbs {
+                    assert_ne!(verb, "*", "{name}: no wildcards");
+                    out.insert((g.clone(), r.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The opt-in drill RBAC (`rbac-drills.yaml`) grants exactly what
+/// `kube.drill_copies` and its cleanup request, bound to drctl's service
+/// account, and nothing with a wildcard.
+#[test]
+fn drill_rbac_grants_exactly_what_the_drill_step_uses() {
+    let want = rules(drctl::kube::drillcopy::DRILL_PERMISSIONS);
     let mut granted = BTreeSet::new();
     let mut bound = false;
     for (name, v) in documents() {
         match v["kind"].as_str() {
             Some("ClusterRole") if v["metadata"]["name"] == "drctl-drills" => {
-                let role: ClusterRole = typed(&name, &v);
-                for rule in role.rules.unwrap_or_default() {
-                    for g in rule.api_groups.clone().unwrap_or_default() {
-                        for r in rule.resources.clone().unwrap_or_default() {
-                            for verb in &rule.verbs {
-                                assert_ne!(verb, "*", "{name}: no wildcards");
-                                granted.insert((g.clone(), r.clone(), verb.clone()));
-                            }
-                        }
-                    }
-                }
+                granted.extend(granted_by(&name, &v));
             }
             Some("ClusterRoleBinding") => {
                 let b: ClusterRoleBinding = typed(&name, &v);
@@ -165,30 +179,13 @@ fn drill_rbac_grants_exactly_what_the_drill_step_uses() {
 
 #[test]
 fn rbac_grants_exactly_what_the_actions_use() {
-    let want: BTreeSet<(String, String, String)> = drctl::kube::PERMISSIONS
-        .iter()
-        .flat_map(|(g, r, verbs)| {
-            verbs
-                .iter()
-                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
-        })
-        .collect();
+    let want = rules(drctl::kube::PERMISSIONS);
     let mut granted = BTreeSet::new();
     let mut bound_namespaces = BTreeSet::new();
     for (name, v) in documents() {
         match v["kind"].as_str() {
             Some("ClusterRole") if v["metadata"]["name"] == "drctl-workloads" => {
-                let role: ClusterRole = typed(&name, &v);
-                for rule in role.rules.unwrap_or_default() {
-                    for g in rule.api_groups.clone().unwrap_or_default() {
-                        for r in rule.resources.clone().unwrap_or_default() {
-                            for verb in &rule.verbs {
-                                assert_ne!(verb, "*", "{name}: no wildcards");
-                                granted.insert((g.clone(), r.clone(), verb.clone()));
-                            }
-                        }
-                    }
-                }
+                granted.extend(granted_by(&name, &v));
             }
             Some("RoleBinding") => {
                 let b: RoleBinding = typed(&name, &v);
