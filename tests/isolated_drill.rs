@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drctl_tests::{block_on, Lab, Out};
+use drctl_tests::{block_on, Lab};
 use serde_json::Value;
 
 /// The lab's work dir made enterable by the server user (the clone's
@@ -352,16 +352,6 @@ fn an_isolated_run_refuses_every_production_dns_change_before_it_changes_anythin
     assert_clean(&lab, &scratch, port, "after the failed drill");
 }
 
-fn crash(lab: &Lab, def: &Path, point: &str) -> Out {
-    Out::from(
-        lab.w
-            .cmd(&["drill", def.to_str().unwrap(), "--yes"])
-            .env("DRCTL_TEST_CRASH_AT", point)
-            .output()
-            .expect("spawn"),
-    )
-}
-
 /// kill -9 of drctl at points of an isolated drill (after the copy, with
 /// the clone started, promoted, with the drill record pointed), then
 /// alternately `drctl resume` and `drctl drills cleanup`: no clone left
@@ -381,7 +371,7 @@ fn an_isolated_drill_killed_at_each_point_is_cleaned_up_by_resume_or_cleanup() {
     .enumerate()
     {
         let poller = Poller::start(&lab);
-        let killed = crash(&lab, &def, point);
+        let killed = lab.drill_killed_at(&def, point);
         assert_eq!(killed.code, -1, "killed at {point}: {killed:?}");
         let run = lab.last_run();
         let placed = lab
@@ -462,15 +452,6 @@ fn an_isolated_drill_killed_at_each_point_is_cleaned_up_by_resume_or_cleanup() {
     }
 }
 
-/// Polls until `f` holds (at most `secs`), for waits on a live process.
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// An isolated drill gives way to an incident in both directions: it does
 /// not start while a mutating run holds the environment's lock, and while
 /// it runs it holds only the environment's drill lock, so a mutating run
@@ -496,9 +477,14 @@ fn an_isolated_drill_never_holds_off_a_mutating_run_and_gives_way_to_one() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn the holding run");
-    wait_until(30, "the holding run started", || {
-        lab.w.path().join("holding").exists()
-    });
+    assert!(
+        drctl_tests::wait_until(Duration::from_secs(30), || lab
+            .w
+            .path()
+            .join("holding")
+            .exists()),
+        "the holding run did not start"
+    );
     assert_eq!(lab.w.leases(&env_lock).len(), 1, "the run holds {env_lock}");
     let runs_before = lab.w.runs().len();
     let o = lab.w.run(&["drill", def.to_str().unwrap(), "--yes"]);
@@ -525,9 +511,12 @@ fn an_isolated_drill_never_holds_off_a_mutating_run_and_gives_way_to_one() {
         .spawn()
         .expect("spawn the drill");
     let runs_before = lab.w.runs().len();
-    wait_until(60, "the drill holds its lock and journals", || {
-        lab.w.leases(&drill_lock).len() == 1 && lab.w.runs().len() > runs_before
-    });
+    assert!(
+        drctl_tests::wait_until(Duration::from_secs(60), || {
+            lab.w.leases(&drill_lock).len() == 1 && lab.w.runs().len() > runs_before
+        }),
+        "the drill did not take its lock and journal"
+    );
     let run = lab.last_run();
     assert!(
         lab.w.leases(&env_lock).is_empty(),

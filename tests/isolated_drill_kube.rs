@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drctl_tests::fake_kube::{FakeOptions, FakeRequest, KubeFake};
-use drctl_tests::{block_on, Lab, Out};
+use drctl_tests::{block_on, Lab};
 use serde_json::{json, Value};
 
 struct Kube {
@@ -275,23 +275,13 @@ fn an_isolated_drill_copies_the_workloads_into_a_fenced_namespace_and_removes_it
     assert!(copies_end <= smoke_end);
 }
 
-fn crash(lab: &Lab, def: &Path, point: &str) -> Out {
-    Out::from(
-        lab.w
-            .cmd(&["drill", def.to_str().unwrap(), "--yes"])
-            .env("DRCTL_TEST_CRASH_AT", point)
-            .output()
-            .expect("spawn"),
-    )
-}
-
 #[test]
 fn a_drill_killed_after_its_namespace_is_made_is_cleaned_up_by_cleanup_and_by_resume() {
     let lab = Lab::up();
     let (k, def, scratch) = setup(&lab);
     let before = (production(&k.primary), production(&k.dr));
     for by_resume in [false, true] {
-        let killed = crash(&lab, &def, "kube-namespace-created");
+        let killed = lab.drill_killed_at(&def, "kube-namespace-created");
         assert_eq!(killed.code, -1, "{killed:?}");
         let run = lab.last_run();
         let ns = drctl::kube::drillcopy::namespace_name(&run);
@@ -328,7 +318,7 @@ fn a_drill_killed_after_its_namespace_is_made_is_cleaned_up_by_cleanup_and_by_re
 fn a_foreign_drill_namespace_is_refused_and_left_alone() {
     let lab = Lab::up();
     let (k, def, scratch) = setup(&lab);
-    let killed = crash(&lab, &def, "kube-namespace-created");
+    let killed = lab.drill_killed_at(&def, "kube-namespace-created");
     assert_eq!(killed.code, -1, "{killed:?}");
     let run = lab.last_run();
     let ns = drctl::kube::drillcopy::namespace_name(&run);

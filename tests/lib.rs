@@ -480,6 +480,18 @@ impl Lab {
         self.w.runs().pop().expect("a run")
     }
 
+    /// `drctl drill DEF --yes`, killed with SIGKILL at the named
+    /// `DRCTL_TEST_CRASH_AT` point.
+    pub fn drill_killed_at(&self, def: &Path, point: &str) -> Out {
+        Out::from(
+            self.w
+                .cmd(&["drill", def.to_str().unwrap(), "--yes"])
+                .env("DRCTL_TEST_CRASH_AT", point)
+                .output()
+                .expect("spawn drctl"),
+        )
+    }
+
     /// The journaled outputs of a step's last outcome.
     pub fn outputs(&self, run: &str, step: &str) -> serde_json::Value {
         self.w.outputs(run, step)
