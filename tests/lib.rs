@@ -260,6 +260,9 @@ impl Work {
             .into_iter()
             .flatten()
             .flatten()
+            // As the store lists them: a kill between creating a run's
+            // directory and its journal leaves a directory that is no run.
+            .filter(|e| e.path().join("journal.jsonl").exists())
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         v.sort();
