@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::{cell, dur_ms, facts, md_evidence, status_word, Report};
-use crate::engine::view::SpanKind;
+use crate::engine::view::{SpanKind, StepView};
 use crate::journal::{format_ms, StepStatus};
 use crate::measure::Verdict;
 
@@ -310,63 +310,54 @@ fn timeline(o: &mut String, r: &Report<'_>) {
             format!("-{}", dur_ms(zero - t))
         }
     };
-    let mut rows: Vec<(u64, String)> = Vec::new();
+    // A row per event of every step: kept as references into the view
+    // and formatted as written, so 100,000 records cost no String each.
+    let mut rows: Vec<(u64, Row<'_>)> = Vec::new();
     if let Some(fa) = view.failed_at_ms {
-        rows.push((fa, "failure declared".into()));
+        rows.push((fa, Row::Text("failure declared".into())));
     }
-    rows.push((view.started_ms, format!("run started by {}", view.operator)));
+    rows.push((
+        view.started_ms,
+        Row::Text(format!("run started by {}", view.operator)),
+    ));
     // Decisions before the steps: at equal times (an approval given in the
     // millisecond its gate ends) the decision reads first.
     for d in facts::decisions(view) {
-        rows.push((d.ts_ms, format!("{} by {}: {}", d.what, d.who, d.detail)));
+        rows.push((
+            d.ts_ms,
+            Row::Text(format!("{} by {}: {}", d.what, d.who, d.detail)),
+        ));
     }
     for s in &view.steps {
         for sp in &s.spans {
             match sp.kind {
                 SpanKind::FailedAttempt => {
                     if let Some(e) = sp.end_ms {
-                        rows.push((e, format!("`{}` attempt failed; retrying", s.id)));
+                        rows.push((e, Row::Retried(s)));
                     }
                 }
-                SpanKind::Interrupted => {
-                    rows.push((sp.start_ms, format!("`{}` started; interrupted", s.id)));
-                }
-                SpanKind::RetryWait => {}
-                SpanKind::Attempt => {}
+                SpanKind::Interrupted => rows.push((sp.start_ms, Row::Interrupted(s))),
+                SpanKind::RetryWait | SpanKind::Attempt => {}
             }
         }
         if let Some(t) = s.started_ms {
-            rows.push((t, format!("`{}` ({}) started", s.id, s.action)));
+            rows.push((t, Row::Started(s)));
         }
         if let Some(t) = s.finished_ms {
-            rows.push((
-                t,
-                match s.status {
-                    StepStatus::Skipped => format!(
-                        "`{}` skipped: {}",
-                        s.id,
-                        s.skip_reason.as_deref().unwrap_or("")
-                    ),
-                    st => format!(
-                        "`{}` {}{}",
-                        s.id,
-                        status_word(st),
-                        s.duration_ms
-                            .map(|d| format!(" after {}", dur_ms(d)))
-                            .unwrap_or_default()
-                    ),
-                },
-            ));
+            rows.push((t, Row::Ended(s)));
         }
     }
     // Recovery before the run's end: at equal times it reads first.
     if let Some(m) = r.m.as_ref() {
         if let (Some(at), Some(rto)) = (m.recovered_at_ms, m.rto_ms) {
-            rows.push((at, format!("recovery shown (RTO {})", dur_ms(rto))));
+            rows.push((
+                at,
+                Row::Text(format!("recovery shown (RTO {})", dur_ms(rto))),
+            ));
         }
     }
     if let Some(f) = view.finished_ms {
-        rows.push((f, format!("run ended {}", view.status_text())));
+        rows.push((f, Row::Text(format!("run ended {}", view.status_text()))));
     }
     // Stable: equal times keep the order above.
     rows.sort_by_key(|(t, _)| *t);
@@ -383,11 +374,53 @@ fn timeline(o: &mut String, r: &Report<'_>) {
     );
     let _ = writeln!(o, "|---|---|---|");
     for (t, e) in rows {
-        let _ = writeln!(o, "| {} | {} | {} |", format_ms(t), since(t), cell(&e));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            format_ms(t),
+            since(t),
+            cell(&e.text())
+        );
     }
     let _ = writeln!(
         o,
         "| _time_ | | _events outside drctl (alerts, calls, decisions)_ |"
     );
     let _ = writeln!(o);
+}
+
+/// One timeline row's event.
+enum Row<'a> {
+    Text(String),
+    Retried(&'a StepView),
+    Interrupted(&'a StepView),
+    Started(&'a StepView),
+    Ended(&'a StepView),
+}
+
+impl Row<'_> {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        let s = match self {
+            Row::Text(t) => return t.as_str().into(),
+            Row::Retried(s) => format!("`{}` attempt failed; retrying", s.id),
+            Row::Interrupted(s) => format!("`{}` started; interrupted", s.id),
+            Row::Started(s) => format!("`{}` ({}) started", s.id, s.action),
+            Row::Ended(s) => match s.status {
+                StepStatus::Skipped => format!(
+                    "`{}` skipped: {}",
+                    s.id,
+                    s.skip_reason.as_deref().unwrap_or("")
+                ),
+                st => format!(
+                    "`{}` {}{}",
+                    s.id,
+                    status_word(st),
+                    s.duration_ms
+                        .map(|d| format!(" after {}", dur_ms(d)))
+                        .unwrap_or_default()
+                ),
+            },
+        };
+        s.into()
+    }
 }
