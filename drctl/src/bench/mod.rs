@@ -38,6 +38,41 @@ pub enum BenchError {
     RunEnded(&'static str),
 }
 
+/// Writes a benchmark's synthetic journal one record at a time: each
+/// event encoded as drctl's writer would (canonical line, hash chained
+/// to the one before), so readers verify it like a real journal.
+pub(crate) struct Chained {
+    prev: String,
+    records: usize,
+}
+
+impl Chained {
+    pub(crate) fn new() -> Self {
+        Chained {
+            prev: crate::journal::GENESIS.to_string(),
+            records: 0,
+        }
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        event: crate::journal::Event,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), BenchError> {
+        let (rec, mut line) = crate::journal::encode(self.records as u64, &self.prev, event)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        self.prev = rec.hash;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub(crate) fn records(&self) -> usize {
+        self.records
+    }
+}
+
 /// Median of a sample, in microseconds.
 fn median_us(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

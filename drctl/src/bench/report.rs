@@ -57,16 +57,8 @@ pub(crate) fn run_started(run_id: &str) -> Event {
 /// with its approval record), a proof step last, the end. Returns the
 /// records and steps written.
 pub fn write_journal(records: usize, out: &mut dyn Write) -> Result<(usize, usize), BenchError> {
-    let mut prev = journal::GENESIS.to_string();
-    let mut seq = 0u64;
-    let mut push = |event: Event, out: &mut dyn Write| -> Result<(), BenchError> {
-        let (rec, mut line) = journal::encode(seq, &prev, event)?;
-        line.push(b'\n');
-        out.write_all(&line)?;
-        prev = rec.hash;
-        seq += 1;
-        Ok(())
-    };
+    let mut chain = super::Chained::new();
+    let mut push = |event: Event, out: &mut dyn Write| chain.push(event, out);
     // Per 10 steps: 10 starts, 10 finishes, 1 failed attempt.
     let steps = records.saturating_sub(2) * 10 / 21;
     let last = format!("s{}", steps.saturating_sub(1));
@@ -134,7 +126,7 @@ pub fn write_journal(records: usize, out: &mut dyn Write) -> Result<(usize, usiz
         out,
     )?;
     out.flush()?;
-    Ok((seq as usize, steps))
+    Ok((chain.records(), steps))
 }
 
 /// [`write_journal`] into memory (tests).

@@ -130,16 +130,8 @@ fn validate_once(n: usize, reversed: bool) -> Result<Row, BenchError> {
 /// pairs of distinct steps (the fold indexes every step), then the end.
 fn journal_bytes(records: usize) -> Result<Vec<u8>, BenchError> {
     let mut out = Vec::with_capacity(records * 400);
-    let mut prev = journal::GENESIS.to_string();
-    let mut seq = 0u64;
-    let mut push = |event: Event, out: &mut Vec<u8>| -> Result<(), BenchError> {
-        let (rec, line) = journal::encode(seq, &prev, event)?;
-        out.extend_from_slice(&line);
-        out.push(b'\n');
-        prev = rec.hash;
-        seq += 1;
-        Ok(())
-    };
+    let mut chain = super::Chained::new();
+    let mut push = |event: Event, out: &mut Vec<u8>| chain.push(event, out);
     push(
         Event::RunStarted {
             run_id: "bench-fold".into(),

@@ -19,20 +19,7 @@ pub struct CronJobOptions<'a> {
 /// Kubernetes object names: lowercase alphanumerics and `-`, ≤ 52 chars
 /// for a CronJob (its Jobs append 11).
 fn k8s_name(drill: &str) -> String {
-    let mut s: String = drill
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s = s.trim_matches('-').to_string();
-    let mut name = format!("drctl-drill-{s}");
-    name.truncate(52);
-    name.trim_end_matches('-').to_string()
+    crate::kube::dns_label("drctl-drill-", drill, 52)
 }
 
 /// The CronJob for one definition; `rel` is the definition's path as the

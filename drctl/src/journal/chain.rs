@@ -94,12 +94,11 @@ impl Verifier {
         let mut pos = 0;
         while let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') {
             self.line_no += 1;
-            let checked = check_record(&bytes[pos..pos + nl], self.line_no)?;
-            each(self.link(checked)?);
+            let (rec, computed) = check_record(&bytes[pos..pos + nl], self.line_no)?;
+            each(self.link(rec, &computed)?);
             pos += nl + 1;
         }
-        let torn = bytes.len() - pos;
-        Ok(torn)
+        Ok(bytes.len() - pos)
     }
 
     /// The hash of the last verified record.
@@ -113,12 +112,8 @@ impl Verifier {
 
     /// The checks that need the records before this one: sequence, hash
     /// against the chain, `prev`, and the first record's kind.
-    fn link(&mut self, c: Checked) -> Result<Record, JournalError> {
-        let Checked {
-            rec,
-            computed,
-            line_no,
-        } = c;
+    fn link(&mut self, rec: Record, computed: &str) -> Result<Record, JournalError> {
+        let line_no = self.line_no;
         if rec.seq != self.next_seq {
             return Err(JournalError::SequenceGap {
                 line: line_no,
@@ -149,19 +144,10 @@ impl Verifier {
     }
 }
 
-/// A line that parsed as a record in canonical form, with the hash its
-/// bytes give (compared with the stored one in [`Verifier::link`]). Kept
-/// apart from the chain checks because it depends on the line alone.
-#[derive(Debug)]
-struct Checked {
-    rec: Record,
-    computed: String,
-    line_no: usize,
-}
-
-/// The checks one line decides alone: JSON, canonical form, the hash of
-/// its bytes, the record's fields and format version.
-fn check_record(line: &[u8], line_no: usize) -> Result<Checked, JournalError> {
+/// The checks one line decides alone: JSON, canonical form, the record's
+/// fields and format version. Returns the record and the hash its bytes
+/// give, which [`Verifier::link`] compares with the stored one.
+fn check_record(line: &[u8], line_no: usize) -> Result<(Record, String), JournalError> {
     let bad = |reason: String| JournalError::BadRecord {
         line: line_no,
         reason,
@@ -203,11 +189,7 @@ fn check_record(line: &[u8], line_no: usize) -> Result<Checked, JournalError> {
             version: rec.v,
         });
     }
-    Ok(Checked {
-        rec,
-        computed,
-        line_no,
-    })
+    Ok((rec, computed))
 }
 
 /// The record in `obj` (already without its `hash`). The envelope's

@@ -48,18 +48,7 @@ pub const DRILL_PERMISSIONS: &[(&str, &str, &[&str])] = &[
 
 /// `drill-<run id>` as a DNS-1123 label (lowercase, at most 63 bytes).
 pub fn namespace_name(run_id: &str) -> String {
-    let mut s: String = format!("drill-{run_id}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.truncate(63);
-    s.trim_end_matches('-').to_string()
+    super::dns_label("drill-", run_id, 63)
 }
 
 /// A run id as a label value (63 bytes of `[A-Za-z0-9._-]`).

@@ -27,6 +27,26 @@ pub mod workload;
 
 pub use error::KubeError;
 
+/// `prefix` + `name` as a DNS-1123 label of at most `max` bytes: every
+/// character outside `[a-z0-9]` (after lowercasing) becomes `-`, and no
+/// `-` is left at the joins or the end. Object names drctl makes from run
+/// ids and drill names (namespaces, CronJobs) all pass through here.
+pub fn dns_label(prefix: &str, name: &str, max: usize) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut s = format!("{prefix}{}", name.trim_matches('-'));
+    s.truncate(max);
+    s.trim_end_matches('-').to_string()
+}
+
 /// Every API request drctl makes, as RBAC rules `(apiGroup, resource,
 /// verbs)`. `deploy/kubernetes/rbac.yaml` grants exactly these; a test keeps
 /// the two in step, so least privilege is checked rather than hoped for.

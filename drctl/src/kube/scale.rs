@@ -46,6 +46,36 @@ pub enum ReplicasError {
     Count(String),
 }
 
+/// A written `replicas:` (an integer, or a string in one of the three
+/// forms) as a [`Replicas`], or a located error. Shared by `kube.scale`
+/// and `kube.drill_copies`, whose copies take the failover's counts.
+pub(crate) fn decode_replicas(ctx: &mut Ctx<'_>, n: &Node, kind: &str) -> Option<Replicas> {
+    let text = match &n.kind {
+        NodeKind::Int(i) => i.to_string(),
+        NodeKind::Str(s) => s.clone(),
+        _ => {
+            ctx.expected(
+                n,
+                "a count, `primary` or a percentage like \"50%\"",
+                "replicas",
+            );
+            return None;
+        }
+    };
+    match parse_replicas(&text) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ctx.error(
+                "E-VALUE",
+                n,
+                format!("{kind}: replicas: {e}"),
+                Some("a count (10), `primary` (match the primary region) or a percentage of it (\"50%\")".into()),
+            );
+            None
+        }
+    }
+}
+
 pub fn parse_replicas(s: &str) -> Result<Replicas, ReplicasError> {
     let s = s.trim();
     if s == "primary" {
@@ -370,31 +400,10 @@ impl ActionKind for KubeScale {
     fn decode(ctx: &mut Ctx<'_>, with: &Node) -> Option<Self::Params> {
         let mut r = MapReader::new(ctx, with, "kube.scale")?;
         let target = decode_target(ctx, &mut r, "kube.scale");
-        let replicas = r.req(ctx, "replicas").and_then(|n| {
-            if ctx.deferred(n) {
-                return None;
-            }
-            let text = match &n.kind {
-                NodeKind::Int(i) => i.to_string(),
-                NodeKind::Str(s) => s.clone(),
-                _ => {
-                    ctx.expected(n, "a count, `primary` or a percentage like \"50%\"", "replicas");
-                    return None;
-                }
-            };
-            match parse_replicas(&text) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    ctx.error(
-                        "E-VALUE",
-                        n,
-                        format!("kube.scale: replicas: {e}"),
-                        Some("a count (10), `primary` (match the primary region) or a percentage of it (\"50%\")".into()),
-                    );
-                    None
-                }
-            }
-        });
+        let replicas = r
+            .req(ctx, "replicas")
+            .filter(|n| !ctx.deferred(n))
+            .and_then(|n| decode_replicas(ctx, n, "kube.scale"));
         let from_region = r
             .opt("from_region")
             .and_then(|n| ctx.string(n, "from_region"));

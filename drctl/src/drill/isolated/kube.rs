@@ -30,7 +30,7 @@ use crate::action::{ActionError, ActionKind, Outputs, Preflight, StepContext, Ve
 use crate::decode::{Ctx, MapReader};
 use crate::kube::api;
 use crate::kube::drillcopy::{self, POLICY_NAME};
-use crate::kube::scale::{parse_replicas, Replicas};
+use crate::kube::scale::{decode_replicas, Replicas};
 use crate::kube::snapshot::{self, decode_target, Target};
 use crate::kube::workload::{Kind, Workload, WorkloadRef};
 use crate::yaml::{Kind as NodeKind, Node};
@@ -147,24 +147,7 @@ impl ActionKind for KubeDrillCopies {
             if ctx.deferred(n) {
                 return Some(Replicas::Primary { percent: 100 });
             }
-            let text = match &n.kind {
-                NodeKind::Int(i) => i.to_string(),
-                NodeKind::Str(s) => s.clone(),
-                _ => {
-                    ctx.expected(n, "a count, `primary` or a percentage", "replicas");
-                    return None;
-                }
-            };
-            parse_replicas(&text)
-                .map_err(|e| {
-                    ctx.error(
-                        "E-VALUE",
-                        n,
-                        format!("{KUBE_KIND}: replicas: {e}"),
-                        Some("the same forms as kube.scale: a count, `primary`, or \"50%\"".into()),
-                    )
-                })
-                .ok()
+            decode_replicas(ctx, n, KUBE_KIND)
         });
         let from_region = r
             .opt("from_region")
